@@ -1,0 +1,74 @@
+"""The embedded mode: gateway, router and notifier in one process, for `make run` and demos.
+
+Same handlers as services mode; only the wiring differs: kombu's in-memory transport instead of
+RabbitMQ, a SQLite file under ./var instead of PostgreSQL, sandbox senders (unless provider
+credentials are set) that print every outbound message. Needs no broker and no credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from typing import TextIO
+
+from services.gateway.bootstrap import build as build_gateway
+from services.notifier import bootstrap as notifier
+from services.notifier.senders import Registry
+from services.router import bootstrap as router
+from shared.bus.consumer import Worker
+from shared.bus.publisher import Publisher, connect
+from shared.bus.topology import declare
+from shared.config import Config
+from shared.db import make_engine, migrate, ping, session_factory
+from shared.runtime import start_thread, utc_now
+from shared.settings import Settings
+from shared.web import HttpServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Embedded:
+    server: HttpServer
+    workers: list[Worker]
+    threads: list[threading.Thread]
+    senders: Registry
+    stop: threading.Event
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        return all(w.ready.wait(timeout) for w in self.workers)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        self.server.stop()
+        self.senders.close()
+
+
+def start(settings: Settings, config: Config, *, host: str = "127.0.0.1", port: int | None = None,
+          sandbox_out: TextIO | None = None) -> Embedded:
+    stop = threading.Event()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    with connect(settings.broker_url) as conn:
+        declare(conn)
+    publisher = Publisher(settings.broker_url)
+    senders = notifier.build_senders(settings, config, sandbox_out=sandbox_out if sandbox_out is not None else sys.stdout)
+    workers = [
+        router.build_worker(settings.broker_url, router.build_deps(config, sessions), publisher),
+        notifier.build_worker(settings.broker_url, notifier.build_deps(config, sessions, senders, utc_now), publisher),
+    ]
+    app, intake = build_gateway(settings, config, clock=utc_now, embedded=True,
+                                extra_checks={"database": lambda: ping(engine)})
+    threads = [start_thread(lambda w=w: w.run(stop), w.name) for w in workers]
+    threads.append(start_thread(lambda: intake.forwarder.run(stop), "spool-forwarder"))
+    server = HttpServer(app, host, port if port is not None else (settings.port or 8080)).start()
+    return Embedded(server=server, workers=workers, threads=threads, senders=senders, stop=stop)

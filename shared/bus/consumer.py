@@ -1,0 +1,155 @@
+"""The consumer base: one queue, one handler, ack only after the handler's transaction committed.
+
+A handler takes an Envelope, does its work in one database transaction and returns the envelopes
+to publish once that transaction has committed. The worker then publishes them (with confirms) and
+only then acks the delivery, so a crash at any point means redelivery, never loss; handlers are
+idempotent (keyed on the message id), so redelivery means no duplicates either.
+
+Failures:
+- a body that does not match its contract is poison: straight to Q.dlq, acked;
+- a handler exception is retried: the message is republished to Q.retry with a backoff TTL and an
+  attempt counter in its headers (acked only after that publish was confirmed); after
+  `max_attempts` it goes to Q.dlq with the last error in its headers;
+- a crash of the process leaves the message unacked: RabbitMQ redelivers it, and the quorum
+  queue's delivery limit dead-letters a message that keeps killing its consumers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from kombu import Connection
+
+from shared.bus.publisher import BusUnavailable, Publisher, connect
+from shared.bus.topology import PLUMBING, QueueSpec, declare, is_rabbitmq, retry_route, work_queue
+from shared.contracts import ContractError, Envelope, decode
+from shared.log import correlated
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope], list[Envelope]]
+
+ATTEMPTS_HEADER = "x-switchboard-attempts"
+ERROR_HEADER = "x-switchboard-error"
+
+
+def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter: spreads retries of a burst of failures apart."""
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+class Worker:
+    def __init__(self, *, url: str, spec: QueueSpec, handler: Handler, publisher: Publisher,
+                 max_attempts: int = 8, prefetch: int = 16, name: str | None = None):
+        self.url = url
+        self.spec = spec
+        self.handler = handler
+        self.publisher = publisher
+        self.max_attempts = max_attempts
+        self.prefetch = prefetch
+        self.name = name or spec.name
+        self.ready = threading.Event()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until `stop` is set; reconnect with backoff whenever the broker goes away."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                with connect(self.url, heartbeat=30) as conn:
+                    conn.ensure_connection(max_retries=1)
+                    declare(conn)
+                    self._rabbit = is_rabbitmq(conn)
+                    self._consume(conn, stop)
+                    failures = 0
+            except Exception as exc:  # noqa: BLE001 - any broker failure: wait and reconnect, never die
+                self.ready.clear()
+                failures += 1
+                delay = backoff(failures, base=0.5, cap=10.0)
+                log.warning("consumer %s lost the broker (%s: %s); reconnecting in %.1fs",
+                            self.name, type(exc).__name__, exc, delay)
+                stop.wait(delay)
+
+    def _consume(self, conn: Connection, stop: threading.Event) -> None:
+        queue = work_queue(self.spec, self._rabbit)
+        with conn.Consumer([queue], callbacks=[self._on_message], prefetch_count=self.prefetch,
+                           accept=["json"], on_decode_error=self._on_decode_error):
+            self.ready.set()
+            log.info("consumer %s ready", self.name)
+            while not stop.is_set():
+                try:
+                    conn.drain_events(timeout=0.5)
+                except TimeoutError:
+                    if self._rabbit:
+                        conn.heartbeat_check()
+        # Leaving the `with` cancels the consumer: unacked deliveries go back to the queue.
+        self.ready.clear()
+
+    # -- one delivery ------------------------------------------------------------------------
+
+    def _on_message(self, body, message) -> None:
+        headers = dict(message.headers or {})
+        attempts = int(headers.get(ATTEMPTS_HEADER, 0) or 0)
+        try:
+            envelope = decode(body)
+        except ContractError as exc:
+            log.error("poison message on %s: %s", self.spec.name, exc)
+            self._dead_letter(body, message, headers, f"contract: {exc}")
+            return
+        with correlated(envelope.correlation_id):
+            try:
+                events = self.handler(envelope)
+            except Exception as exc:  # noqa: BLE001 - the handler's failure is the message's, not the worker's
+                self._retry_or_dead_letter(body, message, headers, attempts, exc)
+                return
+            for event in events:
+                # A failure here propagates: the delivery stays unacked and comes back; the
+                # handler returns the same stored events again, and the consumers dedupe.
+                self.publisher.publish(event)
+            message.ack()
+
+    def _on_decode_error(self, message, exc: Exception) -> None:
+        log.error("undecodable message on %s: %s", self.spec.name, exc)
+        self._dead_letter(message.body, message, dict(message.headers or {}), f"decode: {exc}",
+                          content_type=message.content_type or "application/octet-stream")
+
+    def _retry_or_dead_letter(self, body, message, headers, attempts: int, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        attempts += 1
+        if attempts >= self.max_attempts:
+            log.error("message on %s failed %d times, dead-lettered: %s", self.spec.name, attempts, error,
+                      exc_info=exc)
+            self._dead_letter(body, message, {**headers, ATTEMPTS_HEADER: attempts}, error)
+            return
+        delay = backoff(attempts)
+        log.warning("handler on %s failed (attempt %d of %d), retrying in %.1fs: %s",
+                    self.spec.name, attempts, self.max_attempts, delay, error, exc_info=exc)
+        if not self._rabbit:
+            # In memory there is no TTL to wait in: pause here a little instead (embedded only).
+            time.sleep(min(delay, 0.5))
+        self._republish(body, message, {**headers, ATTEMPTS_HEADER: attempts, ERROR_HEADER: error},
+                        retry_route(self.spec, self._rabbit), expiration=delay if self._rabbit else None)
+
+    def _dead_letter(self, body, message, headers, error: str, content_type: str | None = None) -> None:
+        self._republish(body, message, {**headers, ERROR_HEADER: error[:1000]}, self.spec.dlq,
+                        content_type=content_type)
+
+    def _republish(self, body, message, headers, routing_key: str, expiration: float | None = None,
+                   content_type: str | None = None) -> None:
+        try:
+            self.publisher.publish_raw(
+                body, exchange=PLUMBING, routing_key=routing_key, message_id=message.properties.get("message_id"),
+                correlation_id=message.properties.get("correlation_id"), headers=headers, expiration=expiration,
+                content_type=content_type,
+            )
+        except BusUnavailable:
+            # Not moved: leave it unacked so that it is redelivered rather than lost.
+            message.requeue()
+            raise
+        message.ack()

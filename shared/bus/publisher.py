@@ -1,0 +1,81 @@
+"""Publishing envelopes with publisher confirms.
+
+`publish` returns only after RabbitMQ confirmed the message (it is then on disk in a quorum
+queue), and raises `BusUnavailable` otherwise; callers decide what to do (the gateway spools).
+Connections are per thread because a kombu connection is not thread-safe and the web server
+answers webhooks on several threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kombu import Connection, Exchange
+
+from shared.bus.topology import EVENTS
+from shared.contracts import Envelope, encode
+
+log = logging.getLogger(__name__)
+
+
+class BusUnavailable(Exception):
+    """The broker did not confirm the publish (down, unreachable, or it refused the message)."""
+
+
+def connect(url: str, *, confirm: bool = True, heartbeat: int = 0) -> Connection:
+    options: dict[str, Any] = {"confirm_publish": confirm} if url.startswith(("amqp", "pyamqp")) else {}
+    if url.startswith("memory"):
+        # The in-process transport polls; 1 s (kombu's default) would dominate embedded latency.
+        options["polling_interval"] = 0.01
+    return Connection(url, transport_options=options, connect_timeout=5, heartbeat=heartbeat)
+
+
+class Publisher:
+    def __init__(self, url: str, *, confirm_timeout: float = 10.0):
+        self.url = url
+        self.confirm_timeout = confirm_timeout
+        self._local = threading.local()
+
+    def _producer(self):
+        producer = getattr(self._local, "producer", None)
+        if producer is None:
+            conn = connect(self.url)
+            conn.ensure_connection(max_retries=1)
+            producer = conn.Producer()
+            self._local.conn, self._local.producer = conn, producer
+        return producer
+
+    def _reset(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = self._local.producer = None
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception:  # noqa: BLE001 - the connection is already broken; nothing to save
+                pass
+
+    def publish(self, envelope: Envelope, *, exchange: Exchange = EVENTS, routing_key: str | None = None,
+                headers: dict[str, Any] | None = None, expiration: float | None = None) -> None:
+        self.publish_raw(encode(envelope), exchange=exchange, routing_key=routing_key or envelope.type,
+                         message_id=envelope.message_id, correlation_id=envelope.correlation_id,
+                         headers=headers, expiration=expiration)
+
+    def publish_raw(self, body: Any, *, exchange: Exchange | str, routing_key: str, message_id: str | None = None,
+                    correlation_id: str | None = None, headers: dict[str, Any] | None = None,
+                    expiration: float | None = None, content_type: str | None = None) -> None:
+        # Raw bytes with their own content type (a poison body on its way to a DLQ) pass unchanged.
+        encoding = {"content_type": content_type, "content_encoding": "binary"} if content_type else {"serializer": "json"}
+        try:
+            self._producer().publish(
+                body, exchange=exchange, routing_key=routing_key, delivery_mode=2, **encoding,
+                message_id=message_id, correlation_id=correlation_id, headers=headers or {},
+                expiration=expiration, confirm_timeout=self.confirm_timeout, retry=False,
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure means "not confirmed"; the caller keeps the message
+            self._reset()
+            raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self._reset()

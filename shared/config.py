@@ -1,0 +1,461 @@
+"""The YAML config: how the business works (hours, teams, agents, categories, channels, survey).
+
+Validated by marshmallow at start; every problem is reported as `key.path: what is wrong`
+(`agents[2].hours.mon: "9-17" is not HH:MM-HH:MM`) and the program exits with code 2. Secrets are
+never here: they come from the environment (shared.settings).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from shared.calendar import Calendar, CalendarSchema, parse_hours
+from shared.contracts import CHANNELS
+from shared.errors import ConfigError
+
+DEFAULT_CATEGORIES = ("product", "delivery", "returns", "payment", "technical", "other")
+CHANNEL_MODES = ("active", "redirect", "off")
+SUPPORTED_LANGUAGES = ("en", "ru", "bg", "pl", "lt", "uk", "de")
+
+_DURATION = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
+
+
+class Duration(fields.Field):
+    """`4h`, `30m`, `1h30m`, `7d`: the way people write targets and delays."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> timedelta:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        m = _DURATION.match(str(value)) if isinstance(value, str) else None
+        if not m or not any(m.groups()):
+            raise ValidationError(f'"{value}" is not a duration like 4h, 30m, 1h30m or 7d')
+        d, h, mi, s = (int(g or 0) for g in m.groups())
+        return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str:
+        return f"{int(value.total_seconds())}s"
+
+
+class Hours(fields.Field):
+    """A weekday's intervals: a list of "HH:MM-HH:MM" or one comma-separated string."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any):
+        try:
+            return parse_hours(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+# --- the objects the services use -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Business:
+    name: str
+    timezone: str
+    languages: tuple[str, ...]
+    default_language: str
+    urgent_contact: str | None
+    email_domain: str
+    calendar: str
+
+
+@dataclass(frozen=True)
+class Team:
+    id: str
+    name: str
+    lead: str | None
+    calendar: str
+    phone: str | None
+
+
+@dataclass(frozen=True)
+class AgentNotify:
+    channel: str  # telegram | email
+    address: str
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    name: str
+    team: str
+    role: str
+    languages: tuple[str, ...]
+    skills: tuple[str, ...]
+    capacity: int
+    status: str
+    notify: AgentNotify | None
+    phone: str | None
+    shift: Calendar
+
+
+@dataclass(frozen=True)
+class SelfHelpLink:
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Category:
+    id: str
+    target: timedelta
+    targets_by_channel: dict[str, timedelta]
+    self_help: tuple[SelfHelpLink, ...]
+    keywords: dict[str, tuple[str, ...]]
+
+    def target_for(self, channel: str) -> timedelta:
+        return self.targets_by_channel.get(channel, self.target)
+
+
+@dataclass(frozen=True)
+class Channel:
+    mode: str
+    redirect_to: tuple[str, ...] = ()
+    from_number: str | None = None  # the business's sending number (SMS, phone), E.164
+    region: str = "PL"  # how numbers without a country code are read
+    phone_number_id: str | None = None  # WhatsApp Cloud API: the business number's id to send from
+
+
+@dataclass(frozen=True)
+class Survey:
+    delay: timedelta
+    cooldown: timedelta
+    nps_sample: float
+
+
+@dataclass(frozen=True)
+class Limits:
+    ack_daily_cap: int
+    reopen_window: timedelta
+
+
+@dataclass(frozen=True)
+class Config:
+    business: Business
+    calendars: dict[str, Calendar]
+    teams: dict[str, Team]
+    agents: dict[str, Agent]
+    categories: dict[str, Category]
+    channels: dict[str, Channel]
+    templates: dict[str, str]
+    survey: Survey
+    limits: Limits
+    source: str = field(default="", compare=False)
+
+    @property
+    def business_calendar(self) -> Calendar:
+        return self.calendars[self.business.calendar]
+
+    def channel_mode(self, channel: str) -> str:
+        ch = self.channels.get(channel)
+        return ch.mode if ch else "off"
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class BusinessSchema(_Strict):
+    name = fields.String(required=True, validate=validate.Length(min=1))
+    timezone = fields.String(load_default="UTC")
+    languages = fields.List(fields.String(validate=validate.OneOf(SUPPORTED_LANGUAGES)), load_default=["en"],
+                            validate=validate.Length(min=1))
+    default_language = fields.String(load_default="en")
+    urgent_contact = fields.String(load_default=None, allow_none=True)
+    email_domain = fields.String(load_default="switchboard.local")
+    calendar = fields.String(load_default="business")
+
+    @validates_schema
+    def _default_in_languages(self, data: dict, **_: Any) -> None:
+        if data.get("default_language") not in data.get("languages", []):
+            raise ValidationError(
+                f'"{data.get("default_language")}" is not one of the business languages', "default_language"
+            )
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> Business:
+        d["languages"] = tuple(d["languages"])
+        return Business(**d)
+
+
+class TeamSchema(_Strict):
+    id = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9_-]+$", error="must be lower-case a-z, 0-9, _ or -"))
+    name = fields.String(load_default=None)
+    lead = fields.String(load_default=None, allow_none=True)
+    calendar = fields.String(load_default="business")
+    phone = fields.String(load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> Team:
+        d["name"] = d["name"] or d["id"]
+        return Team(**d)
+
+
+class NotifySchema(_Strict):
+    channel = fields.String(required=True, validate=validate.OneOf(("telegram", "email")))
+    address = fields.String(required=True, validate=validate.Length(min=1))
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> AgentNotify:
+        return AgentNotify(**d)
+
+
+class WeeklyHoursSchema(_Strict):
+    mon = Hours(load_default=list)
+    tue = Hours(load_default=list)
+    wed = Hours(load_default=list)
+    thu = Hours(load_default=list)
+    fri = Hours(load_default=list)
+    sat = Hours(load_default=list)
+    sun = Hours(load_default=list)
+
+
+class AgentSchema(_Strict):
+    id = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9_-]+$", error="must be lower-case a-z, 0-9, _ or -"))
+    name = fields.String(required=True)
+    team = fields.String(required=True)
+    role = fields.String(load_default="agent", validate=validate.OneOf(("agent", "lead")))
+    languages = fields.List(fields.String(validate=validate.OneOf(SUPPORTED_LANGUAGES)), load_default=["en"])
+    skills = fields.List(fields.String(), load_default=None, allow_none=True)
+    capacity = fields.Integer(load_default=10, validate=validate.Range(min=1))
+    status = fields.String(load_default="active", validate=validate.OneOf(("active", "off", "leave")))
+    notify = fields.Nested(NotifySchema, load_default=None, allow_none=True)
+    phone = fields.String(load_default=None, allow_none=True)
+    timezone = fields.String(load_default=None, allow_none=True)
+    hours = fields.Nested(WeeklyHoursSchema, required=True)
+
+
+class SelfHelpSchema(_Strict):
+    title = fields.String(required=True)
+    url = fields.Url(required=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> SelfHelpLink:
+        return SelfHelpLink(**d)
+
+
+class CategorySchema(_Strict):
+    id = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9_-]+$", error="must be lower-case a-z, 0-9, _ or -"))
+    target = Duration(load_default=timedelta(hours=4))
+    targets_by_channel = fields.Dict(keys=fields.String(validate=validate.OneOf(CHANNELS)), values=Duration(),
+                                     load_default=dict)
+    self_help = fields.List(fields.Nested(SelfHelpSchema), load_default=list)
+    keywords = fields.Dict(keys=fields.String(validate=validate.OneOf(SUPPORTED_LANGUAGES)),
+                           values=fields.List(fields.String()), load_default=dict)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> Category:
+        return Category(
+            id=d["id"], target=d["target"], targets_by_channel=d["targets_by_channel"],
+            self_help=tuple(d["self_help"]), keywords={k: tuple(v) for k, v in d["keywords"].items()},
+        )
+
+
+class ChannelSchema(_Strict):
+    mode = fields.String(load_default="active", validate=validate.OneOf(CHANNEL_MODES))
+    redirect_to = fields.List(fields.String(), load_default=list)
+    from_number = fields.String(load_default=None, allow_none=True,
+                                validate=validate.Regexp(r"^\+[1-9]\d{6,14}$", error="is not an E.164 number like +48221002030"))
+    phone_number_id = fields.String(load_default=None, allow_none=True,
+                                    validate=validate.Regexp(r"^\d{5,20}$", error="is not a WhatsApp phone number id"))
+    region = fields.String(load_default="PL", validate=validate.Regexp(r"^[A-Z]{2}$", error="is not a two-letter country code"))
+
+    @validates_schema
+    def _redirect_needs_target(self, data: dict, **_: Any) -> None:
+        if data.get("mode") == "redirect" and not data.get("redirect_to"):
+            raise ValidationError("a channel in redirect mode needs redirect_to", "redirect_to")
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> Channel:
+        return Channel(mode=d["mode"], redirect_to=tuple(d["redirect_to"]), from_number=d["from_number"],
+                       region=d["region"], phone_number_id=d["phone_number_id"])
+
+
+class SurveySchema(_Strict):
+    delay = Duration(load_default=timedelta(hours=1))
+    cooldown = Duration(load_default=timedelta(days=30))
+    nps_sample = fields.Float(load_default=0.2, validate=validate.Range(0.0, 1.0))
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> Survey:
+        return Survey(**d)
+
+
+class LimitsSchema(_Strict):
+    ack_daily_cap = fields.Integer(load_default=3, validate=validate.Range(min=1))
+    reopen_window = Duration(load_default=timedelta(days=7))
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> Limits:
+        return Limits(**d)
+
+
+class ConfigSchema(_Strict):
+    business = fields.Nested(BusinessSchema, required=True)
+    calendars = fields.Dict(keys=fields.String(), values=fields.Nested(CalendarSchema), required=True)
+    teams = fields.List(fields.Nested(TeamSchema), required=True, validate=validate.Length(min=1))
+    agents = fields.List(fields.Nested(AgentSchema), required=True, validate=validate.Length(min=1))
+    categories = fields.List(fields.Nested(CategorySchema), load_default=None, allow_none=True)
+    channels = fields.Dict(keys=fields.String(validate=validate.OneOf(CHANNELS)), values=fields.Nested(ChannelSchema),
+                           load_default=dict)
+    templates = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    survey = fields.Nested(SurveySchema, load_default=lambda: SurveySchema().load({}))
+    limits = fields.Nested(LimitsSchema, load_default=lambda: LimitsSchema().load({}))
+
+    @validates_schema
+    def _references(self, data: dict, **_: Any) -> None:
+        """Names that point elsewhere in the file must exist; report each where it is written."""
+        errors: dict[str, Any] = {}
+
+        def add(path: tuple, message: str) -> None:
+            node = errors
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node.setdefault(path[-1], []).append(message)
+
+        calendars = data.get("calendars", {})
+        business = data.get("business")
+        if business and business.calendar not in calendars:
+            add(("business", "calendar"), f'"{business.calendar}" is not a calendar defined under calendars')
+        teams = data.get("teams", [])
+        team_ids = [t.id for t in teams]
+        agents = data.get("agents", [])
+        agent_ids = [a["id"] for a in agents]
+        categories = data.get("categories") or []
+        category_ids = [c.id for c in categories] or list(DEFAULT_CATEGORIES)
+        for i, t in enumerate(teams):
+            if team_ids.count(t.id) > 1:
+                add(("teams", i, "id"), f'"{t.id}" is used by more than one team')
+            if t.calendar not in calendars:
+                add(("teams", i, "calendar"), f'"{t.calendar}" is not a calendar defined under calendars')
+            if t.lead is not None and t.lead not in agent_ids:
+                add(("teams", i, "lead"), f'"{t.lead}" is not an agent id')
+        for i, a in enumerate(agents):
+            if agent_ids.count(a["id"]) > 1:
+                add(("agents", i, "id"), f'"{a["id"]}" is used by more than one agent')
+            if a["team"] not in team_ids:
+                add(("agents", i, "team"), f'"{a["team"]}" is not a team id')
+            for skill in a.get("skills") or []:
+                if skill not in category_ids:
+                    add(("agents", i, "skills"), f'"{skill}" is not a category')
+            if a.get("timezone"):
+                try:
+                    _zone(a["timezone"])
+                except ValueError as exc:
+                    add(("agents", i, "timezone"), str(exc))
+        if "other" not in category_ids:
+            add(("categories",), 'the category "other" is required: it is where low-confidence messages go')
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> Config:
+        business: Business = d["business"]
+        calendars: dict[str, Calendar] = d["calendars"]
+        categories = d["categories"] or [CategorySchema().load({"id": c}) for c in DEFAULT_CATEGORIES]
+        teams = {t.id: t for t in d["teams"]}
+        agents = {}
+        for a in d["agents"]:
+            team_calendar = calendars[teams[a["team"]].calendar]
+            # An agent's shift keeps the team calendar's holidays, closures and special openings, with the
+            # agent's own weekly hours.
+            shift = team_calendar.with_weekly_hours(a["hours"], timezone=a["timezone"] or team_calendar.timezone)
+            agents[a["id"]] = Agent(
+                id=a["id"], name=a["name"], team=a["team"], role=a["role"], languages=tuple(a["languages"]),
+                skills=tuple(a["skills"] if a["skills"] is not None else [c.id for c in categories]),
+                capacity=a["capacity"], status=a["status"], notify=a["notify"], phone=a["phone"], shift=shift,
+            )
+        return Config(
+            business=business, calendars=calendars, teams=teams, agents=agents,
+            categories={c.id: c for c in categories}, channels=d["channels"], templates=d["templates"],
+            survey=d["survey"], limits=d["limits"],
+        )
+
+
+def _zone(name: str):
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f'"{name}" is not a known timezone') from exc
+
+
+def format_errors(messages: Any, prefix: str = "") -> list[str]:
+    """Flatten marshmallow's nested error dict into `a.b[2].c: message` lines."""
+    out: list[str] = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if key in ("_schema", "value", "key"):
+                # "_schema" is a whole-object error; "value"/"key" are marshmallow's Dict-field layers.
+                out += format_errors(value, prefix)
+                continue
+            if isinstance(key, int):
+                path = f"{prefix}[{key}]"
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            out += format_errors(value, path)
+    elif isinstance(messages, list):
+        for item in messages:
+            if isinstance(item, (dict, list)):
+                out += format_errors(item, prefix)
+            else:
+                text = "is not a known key" if item == "Unknown field." else item
+                out.append(f"{prefix}: {text}" if prefix else str(text))
+    else:
+        out.append(f"{prefix}: {messages}" if prefix else str(messages))
+    return out
+
+
+def load_config_text(text: str, source: str = "config") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {source}", [f"is not valid YAML{where}: {getattr(exc, 'problem', exc)}"]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {source}", ["the top level must be a mapping of sections"])
+    try:
+        config: Config = ConfigSchema().load(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config file {source}", format_errors(exc.messages)) from exc
+    _check_templates(config, source)
+    return Config(**{**config.__dict__, "source": source})
+
+
+def _check_templates(config: Config, source: str) -> None:
+    """Template overrides are compiled and rendered with sample data at start, so a typo, an unknown
+    template name or a misspelt variable fails now, not at the first customer."""
+    if not config.templates:
+        return
+    from services.notifier.texts import TemplateError, validate_overrides
+
+    try:
+        validate_overrides(config.templates)
+    except TemplateError as exc:
+        raise ConfigError(f"config file {source}", [f"templates.{name}: {problem}" for name, problem in exc.problems]) from exc
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {p}", [f"cannot be read: {exc.strerror or exc}"]) from exc
+    return load_config_text(text, str(p))

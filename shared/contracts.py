@@ -1,0 +1,275 @@
+"""Message contracts: the only shapes that cross the bus.
+
+Every message is an envelope (type, version, message id, correlation id, occurred-at) around a
+payload validated by one marshmallow schema, the same at the producing and the consuming end. A
+provider's own payload never crosses the bus: adapters normalise it into an InboundMessage first.
+
+The message id is the idempotency key: it is derived from the provider's id where there is one
+(`derive_id`), so a provider's redelivery yields the same id and changes nothing downstream.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+
+_NAMESPACE = uuid.UUID("6b1f3c9e-6f5e-4d2a-9a8e-5b9c0e8e7a11")
+
+CHANNELS = ("email", "sms", "phone", "telegram", "messenger", "instagram", "whatsapp")
+IDENTITY_KINDS = ("email", "phone", "telegram", "psid", "igsid", "wa_id")
+
+
+def derive_id(*parts: str) -> str:
+    """A stable id from a provider's key: the same event always gets the same message id."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class ContractError(ValueError):
+    """A message on the bus does not match its contract: it is poison, not a transient failure."""
+
+
+class AwareDateTime(fields.AwareDateTime):
+    def __init__(self, **kwargs: Any):
+        super().__init__(format="iso", default_timezone=UTC, **kwargs)
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+# --- InboundMessage v1: what a gateway adapter makes of a customer's message -------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Attachment:
+    content_type: str
+    url: str | None = None
+    name: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    TYPE: ClassVar[str] = "inbound.message"
+    VERSION: ClassVar[int] = 1
+
+    channel: str
+    external_id: str  # the provider's dedupe key, unique per channel
+    sender: Identity
+    reply_to: str  # the address on this channel that answers reach (chat id, phone, e-mail address)
+    received_at: datetime
+    text: str = ""
+    sender_name: str | None = None
+    subject: str | None = None
+    language_hint: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    linked_identities: tuple[Identity, ...] = ()  # verified extra identities (a shared phone contact)
+    automatic: bool = False  # auto-replies, bounces, list mail: never acknowledged
+    thread_refs: tuple[str, ...] = ()  # e-mail Message-IDs this message replies to
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class IdentitySchema(_Strict):
+    kind = fields.String(required=True, validate=validate.OneOf(IDENTITY_KINDS))
+    value = fields.String(required=True, validate=validate.Length(min=1, max=320))
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> Identity:
+        return Identity(**d)
+
+
+class AttachmentSchema(_Strict):
+    content_type = fields.String(required=True)
+    url = fields.String(load_default=None, allow_none=True)
+    name = fields.String(load_default=None, allow_none=True)
+    size = fields.Integer(load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> Attachment:
+        return Attachment(**d)
+
+
+class InboundMessageSchema(_Strict):
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    sender = fields.Nested(IdentitySchema, required=True)
+    reply_to = fields.String(required=True)
+    received_at = AwareDateTime(required=True)
+    text = fields.String(load_default="")
+    sender_name = fields.String(load_default=None, allow_none=True)
+    subject = fields.String(load_default=None, allow_none=True)
+    language_hint = fields.String(load_default=None, allow_none=True)
+    attachments = fields.List(fields.Nested(AttachmentSchema), load_default=list)
+    linked_identities = fields.List(fields.Nested(IdentitySchema), load_default=list)
+    automatic = fields.Boolean(load_default=False)
+    thread_refs = fields.List(fields.String(), load_default=list)
+    meta = fields.Dict(load_default=dict)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> InboundMessage:
+        for key in ("attachments", "linked_identities", "thread_refs"):
+            d[key] = tuple(d[key])
+        return InboundMessage(**d)
+
+
+# --- ConversationOpened v1: the router's decision, everything the notifier needs to acknowledge --
+
+
+@dataclass(frozen=True)
+class ConversationOpened:
+    TYPE: ClassVar[str] = "conversation.opened"
+    VERSION: ClassVar[int] = 1
+
+    conversation_id: str
+    opening: int  # 1 for a new conversation, +1 on every reopening: one acknowledgement each
+    reference: str  # short code the customer can quote
+    customer_id: str
+    customer_name: str | None
+    channel: str
+    reply_to: str
+    language: str
+    category: str
+    owner_id: str | None
+    owner_name: str | None
+    assignment_reason: str
+    received_at: datetime
+    promise_due: datetime
+    inbound_message_id: str
+    acknowledge: bool  # False for automatic mail and redirect-mode channels
+    excerpt: str = ""
+    reply_from: str | None = None  # the business address the customer wrote to (an SMS number), to answer from
+
+
+class ConversationOpenedSchema(_Strict):
+    conversation_id = fields.String(required=True)
+    opening = fields.Integer(required=True, validate=validate.Range(min=1))
+    reference = fields.String(required=True)
+    customer_id = fields.String(required=True)
+    customer_name = fields.String(load_default=None, allow_none=True)
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    reply_to = fields.String(required=True)
+    language = fields.String(required=True)
+    category = fields.String(required=True)
+    owner_id = fields.String(load_default=None, allow_none=True)
+    owner_name = fields.String(load_default=None, allow_none=True)
+    assignment_reason = fields.String(required=True)
+    received_at = AwareDateTime(required=True)
+    promise_due = AwareDateTime(required=True)
+    inbound_message_id = fields.String(required=True)
+    acknowledge = fields.Boolean(required=True)
+    excerpt = fields.String(load_default="")
+    reply_from = fields.String(load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> ConversationOpened:
+        return ConversationOpened(**d)
+
+
+# --- DeliveryStatus v1: a provider's report on an outbound message (Twilio status callback, ...) --
+
+
+@dataclass(frozen=True)
+class DeliveryStatus:
+    TYPE: ClassVar[str] = "delivery.status"
+    VERSION: ClassVar[int] = 1
+
+    channel: str
+    provider_message_id: str
+    status: str  # the provider's word, lower-case: queued, sent, delivered, read, failed, undelivered...
+    occurred_at: datetime
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class DeliveryStatusSchema(_Strict):
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    provider_message_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    status = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    occurred_at = AwareDateTime(required=True)
+    error_code = fields.String(load_default=None, allow_none=True)
+    error_message = fields.String(load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> DeliveryStatus:
+        return DeliveryStatus(**d)
+
+
+# --- the envelope ---------------------------------------------------------------------------
+
+
+PAYLOAD_SCHEMAS: dict[tuple[str, int], type[Schema]] = {
+    (InboundMessage.TYPE, InboundMessage.VERSION): InboundMessageSchema,
+    (ConversationOpened.TYPE, ConversationOpened.VERSION): ConversationOpenedSchema,
+    (DeliveryStatus.TYPE, DeliveryStatus.VERSION): DeliveryStatusSchema,
+}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    type: str
+    version: int
+    message_id: str
+    correlation_id: str
+    occurred_at: datetime
+    payload: Any
+
+    @classmethod
+    def wrap(cls, payload: Any, *, message_id: str, correlation_id: str, occurred_at: datetime) -> Envelope:
+        return cls(type=payload.TYPE, version=payload.VERSION, message_id=message_id,
+                   correlation_id=correlation_id, occurred_at=occurred_at, payload=payload)
+
+
+class EnvelopeSchema(_Strict):
+    type = fields.String(required=True)
+    version = fields.Integer(required=True)
+    message_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    correlation_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    occurred_at = AwareDateTime(required=True)
+    payload = fields.Dict(required=True)
+
+
+def encode(envelope: Envelope) -> dict[str, Any]:
+    """Envelope → JSON-ready dict, validated against the same schema the consumer uses."""
+    schema = PAYLOAD_SCHEMAS[(envelope.type, envelope.version)]()
+    payload = schema.dump(_plain(envelope.payload))
+    head = EnvelopeSchema().dump({**envelope.__dict__, "payload": payload})
+    # Round-trip now so that a producer can never put on the bus what a consumer would reject.
+    decode(head)
+    return head
+
+
+def decode(body: Any) -> Envelope:
+    """JSON dict → Envelope with a typed payload; anything else raises ContractError."""
+    if not isinstance(body, dict):
+        raise ContractError("the message body is not a JSON object")
+    try:
+        head = EnvelopeSchema().load(body)
+        schema_cls = PAYLOAD_SCHEMAS.get((head["type"], head["version"]))
+        if schema_cls is None:
+            raise ContractError(f"unknown message type {head['type']!r} version {head['version']}")
+        payload = schema_cls().load(head["payload"])
+    except ValidationError as exc:
+        raise ContractError(f"the message does not match its contract: {exc.messages}") from exc
+    return Envelope(type=head["type"], version=head["version"], message_id=head["message_id"],
+                    correlation_id=head["correlation_id"], occurred_at=head["occurred_at"], payload=payload)
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: _plain(v) for k, v in asdict(obj).items()}
+    return obj

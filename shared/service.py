@@ -1,0 +1,67 @@
+"""The common life of a consumer service (router, notifier) in services mode.
+
+Logs, config, database (migrated at start), one bus worker, a small HTTP server for /healthz and
+/readyz, and a clean stop on SIGTERM: the worker finishes the message in hand, then everything
+closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from flask import Flask
+from sqlalchemy import Engine
+
+from shared.bus.consumer import Worker
+from shared.bus.publisher import Publisher, connect
+from shared.config import Config
+from shared.db import make_engine, migrate, ping, session_factory
+from shared.log import setup_logging
+from shared.runtime import install_signal_handlers, load_or_exit, start_thread
+from shared.settings import Settings
+from shared.web import HttpServer, health_blueprint, install_json_errors
+
+log = logging.getLogger(__name__)
+
+BuildWorker = Callable[[Settings, Config, Engine, Publisher], Worker]
+
+
+def broker_check(url: str) -> Callable[[], None]:
+    def check() -> None:
+        with connect(url) as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+
+    return check
+
+
+def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker) -> None:
+    setup_logging(name, os.environ.get("LOG_LEVEL", "INFO"))
+    settings, config = load_or_exit()
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    publisher = Publisher(settings.broker_url)
+    worker = build_worker(settings, config, engine, publisher)
+
+    app = Flask(f"switchboard.{name}")
+    install_json_errors(app)
+    app.register_blueprint(health_blueprint({"broker": broker_check(settings.broker_url),
+                                             "database": lambda: ping(engine)}))
+    port = int(os.environ.get(f"{name.upper()}_PORT") or default_port)
+    server = HttpServer(app, "0.0.0.0", port).start()
+    log.info("%s health endpoints on :%d", name, server.port)
+
+    thread = start_thread(lambda: worker.run(stop), f"{name}-worker")
+    stop.wait()
+    thread.join(timeout=30)
+    server.stop()
+    publisher.close()
+    engine.dispose()
+    log.info("%s stopped", name)
+
+
+__all__ = ["run_consumer_service", "session_factory"]

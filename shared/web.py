@@ -1,0 +1,80 @@
+"""Pieces every service's Flask app shares: JSON errors, health endpoints, serving."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from flask import Blueprint, Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+def error(status: int, code: str, message: str, **extra: object):
+    """A JSON error body that names the problem: what clients and providers' dashboards show."""
+    body = {"error": code, "message": message, **extra}
+    return jsonify(body), status
+
+
+def install_json_errors(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        # A bug of ours, never the client's: log it whole, answer without internals.
+        log.exception("unhandled error")
+        return error(500, "internal_error", "an internal error occurred; it has been logged")
+
+
+def health_blueprint(checks: dict[str, Callable[[], None]]) -> Blueprint:
+    """/healthz: the process answers. /readyz: every dependency answers (broker, database...)."""
+    bp = Blueprint("health", __name__)
+
+    @bp.get("/healthz")
+    def healthz():
+        return jsonify(status="ok")
+
+    @bp.get("/readyz")
+    def readyz():
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in checks.items():
+            try:
+                check()
+                results[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready; say which
+                ok = False
+                results[name] = f"{type(exc).__name__}: {exc}"[:300]
+        return jsonify(status="ok" if ok else "unavailable", checks=results), 200 if ok else 503
+
+    return bp
+
+
+class HttpServer:
+    """A waitress server in a thread that can be stopped (SIGTERM, tests)."""
+
+    def __init__(self, app: Flask, host: str, port: int, threads: int = 8):
+        from waitress.server import create_server
+
+        self.server = create_server(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True,
+                                    ident="switchboard")
+        self.port = self.server.effective_port
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> HttpServer:
+        self._thread = threading.Thread(target=self.server.run, name=f"http:{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.server.run()
+
+    def stop(self) -> None:
+        self.server.close()
+        if self._thread:
+            self._thread.join(timeout=5)

@@ -1,0 +1,70 @@
+"""Message contracts: what a producer encodes, a consumer decodes to the same value; anything
+else is refused as a ContractError (poison), never half-read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.contracts import (
+    ContractError,
+    ConversationOpened,
+    Envelope,
+    Identity,
+    InboundMessage,
+    decode,
+    derive_id,
+    encode,
+)
+
+AT = datetime(2026, 11, 20, 16, 55, tzinfo=UTC)
+
+
+def inbound(**kw) -> InboundMessage:
+    base = dict(channel="telegram", external_id="123456:1", sender=Identity("telegram", "42"), reply_to="42",
+                received_at=AT, text="Where is my parcel?", sender_name="Anna", language_hint="en")
+    return InboundMessage(**{**base, **kw})
+
+
+def test_inbound_round_trip_is_exact() -> None:
+    msg = inbound(linked_identities=(Identity("phone", "+48601234567"),), meta={"message_id": 7})
+    env = Envelope.wrap(msg, message_id=derive_id("telegram", msg.external_id), correlation_id="c-1", occurred_at=AT)
+    body = encode(env)
+    assert body["type"] == "inbound.message" and body["version"] == 1
+    assert decode(body) == env
+
+
+def test_conversation_opened_round_trip() -> None:
+    ev = ConversationOpened(
+        conversation_id="c1", opening=1, reference="SB-ABCDEFGHIJ", customer_id="u1", customer_name="Anna",
+        channel="telegram", reply_to="42", language="pl", category="delivery", owner_id="anna",
+        owner_name="Anna Kowalska", assignment_reason="least_loaded", received_at=AT,
+        promise_due=AT + timedelta(hours=4), inbound_message_id="m1", acknowledge=True, excerpt="Gdzie paczka?",
+    )
+    env = Envelope.wrap(ev, message_id="e1", correlation_id="c-1", occurred_at=AT)
+    assert decode(encode(env)) == env
+
+
+def test_same_provider_id_same_message_id() -> None:
+    assert derive_id("telegram", "1:2") == derive_id("telegram", "1:2") != derive_id("telegram", "1:3")
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("not a dict", "not a JSON object"),
+    ({"type": "inbound.message", "version": 9, "message_id": "m", "correlation_id": "c",
+      "occurred_at": AT.isoformat(), "payload": {}}, "unknown message type"),
+    ({"type": "inbound.message", "version": 1, "message_id": "m", "correlation_id": "c",
+      "occurred_at": AT.isoformat(), "payload": {"channel": "fax"}}, "contract"),
+    ({"type": "inbound.message", "version": 1, "message_id": "m", "correlation_id": "c",
+      "occurred_at": "yesterday", "payload": {}}, "contract"),
+])
+def test_bad_bodies_are_contract_errors(body, problem) -> None:
+    with pytest.raises(ContractError, match=problem):
+        decode(body)
+
+
+def test_producer_cannot_encode_what_consumer_would_reject() -> None:
+    env = Envelope.wrap(inbound(channel="fax"), message_id="m", correlation_id="c", occurred_at=AT)
+    with pytest.raises(ContractError):
+        encode(env)

@@ -1,0 +1,94 @@
+"""Running Switchboard's services as real processes in tests (services mode)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.support.wait import until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Services:
+    env: dict[str, str]
+    workdir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']}"
+
+    def start(self, name: str, wait: bool = True) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready(name)
+
+    def wait_ready(self, name: str, timeout: float = 60) -> None:
+        url = f"http://127.0.0.1:{self.ports[name]}/readyz"
+
+        def ready() -> bool:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        until(ready, timeout=timeout, interval=0.2, message=f"{name} ready")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def services_env(*, broker_url: str, database_url: str, workdir: Path, extra: dict[str, str] | None = None
+                 ) -> tuple[dict[str, str], dict[str, int]]:
+    ports = {"gateway": free_port(), "router": free_port(), "notifier": free_port()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "TWILIO_", "META_", "SMTP_", "IMAP_"))}
+    env.update({
+        "SWITCHBOARD_CONFIG": str(ROOT / "deploy" / "switchboard.yaml"),
+        "BROKER_URL": broker_url,
+        "DATABASE_URL": database_url,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['gateway']}",
+        "GATEWAY_PORT": str(ports["gateway"]),
+        "ROUTER_PORT": str(ports["router"]),
+        "NOTIFIER_PORT": str(ports["notifier"]),
+        "SWITCHBOARD_SPOOL_DIR": str(workdir / "spool"),
+        "PYTHONUNBUFFERED": "1",
+        **(extra or {}),
+    })
+    return env, ports

@@ -1,0 +1,103 @@
+"""Config validation: a bad config names the key path and the problem; exit code 2 from the CLI."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.cli import main
+from shared.config import load_config_text
+from shared.errors import ConfigError
+from shared.settings import load_settings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "switchboard.yaml"
+
+
+def example() -> dict:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def problems(doc: dict) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(yaml.safe_dump(doc, allow_unicode=True), "test.yaml")
+    return info.value.problems
+
+
+def test_example_config_loads(example_config) -> None:
+    assert example_config.business.name == "Northwind Outfitters"
+    assert set(example_config.agents) == {"anna", "taras", "jonas", "maria"}
+    assert example_config.categories["delivery"].target_for("sms") == timedelta(hours=2)
+    assert example_config.categories["delivery"].target_for("telegram") == timedelta(hours=4)
+    assert example_config.channel_mode("instagram") == "redirect"
+    # An agent's shift keeps the team's holidays: Christmas Day is closed for Anna too.
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    assert not example_config.agents["anna"].shift.is_open(datetime(2026, 12, 25, 10, tzinfo=ZoneInfo("Europe/Warsaw")))
+    assert example_config.agents["anna"].shift.is_open(datetime(2026, 12, 23, 10, tzinfo=ZoneInfo("Europe/Warsaw")))
+
+
+def test_bad_shift_names_the_key_path() -> None:
+    doc = example()
+    doc["agents"][2]["hours"]["mon"] = "9-17"
+    assert problems(doc) == ['agents[2].hours.mon: "9-17" is not HH:MM-HH:MM']
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d["agents"][1].update(team="nope"), 'agents[1].team: "nope" is not a team id'),
+    (lambda d: d["teams"][0].update(lead="ghost"), 'teams[0].lead: "ghost" is not an agent id'),
+    (lambda d: d["business"].update(default_language="fr"), "business.default_language"),
+    (lambda d: d["calendars"]["business"].update(timezone="Mars/Olympus"),
+     'calendars.business.timezone: "Mars/Olympus" is not a known timezone'),
+    (lambda d: d["categories"][1].update(target="soon"), 'categories[1].target: "soon" is not a duration'),
+    (lambda d: d["channels"].update(fax={"mode": "active"}), "channels.fax"),
+    (lambda d: d["channels"]["sms"].update(mode="redirect"), "channels.sms.redirect_to: a channel in redirect mode needs redirect_to"),
+    (lambda d: d.update(surprise=1), "surprise: is not a known key"),
+    (lambda d: d["agents"][0].update(skills=["cooking"]), 'agents[0].skills: "cooking" is not a category'),
+    (lambda d: d.update(templates={"en/ack.txt.j2": "Hello {{ name"}), "templates.en/ack.txt.j2: line 1"),
+])
+def test_each_problem_is_reported_where_it_is(mutate, expected) -> None:
+    doc = example()
+    mutate(doc)
+    assert any(p.startswith(expected) or expected in p for p in problems(doc)), problems(doc)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    doc = example()
+    doc["agents"][0]["hours"]["tue"] = "morning"
+    doc["agents"][3]["capacity"] = 0
+    assert len(problems(doc)) == 2
+
+
+def test_not_yaml_is_reported_with_the_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text("business: [unclosed\n", "x.yaml")
+    assert "line" in info.value.problems[0]
+
+
+def test_cli_config_check_exits_2_with_the_path(tmp_path, capsys) -> None:
+    doc = example()
+    doc["agents"][2]["hours"]["mon"] = "9-17"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    assert main(["config", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert 'agents[2].hours.mon: "9-17" is not HH:MM-HH:MM' in err
+    assert main(["config", "check", str(EXAMPLE)]) == 0
+
+
+def test_bad_environment_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"TELEGRAM_WEBHOOK_SECRET": "has spaces!", "PORT": "eighty"})
+    joined = "\n".join(info.value.problems)
+    assert "TELEGRAM_WEBHOOK_SECRET" in joined and "PORT" in joined
+
+
+def test_environment_defaults_are_the_embedded_mode() -> None:
+    s = load_settings({})
+    assert s.broker_url == "memory://" and s.database_url.startswith("sqlite:///")
+    assert s.telegram_bot_id == "sandbox"
+    assert load_settings({"TELEGRAM_BOT_TOKEN": "123456:abc"}).telegram_bot_id == "123456"

@@ -1,0 +1,30 @@
+"""Logs: one JSON object per line, the correlation id on every line, contact data masked."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from shared.log import correlated, mask, setup_logging
+
+
+def test_phone_numbers_and_addresses_are_masked() -> None:
+    line = mask("from +48 601 234 567 and anna.kowalska@example.com, order 48213")
+    assert "601 234" not in line and "anna.kowalska" not in line
+    assert "+48*******67" in line and "a***@example.com" in line
+    assert "48213" in line  # an order number is not a phone number
+
+
+def test_lines_are_json_with_the_correlation_id() -> None:
+    out = io.StringIO()
+    setup_logging("router", "INFO", stream=out)
+    log = logging.getLogger("test.log")
+    with correlated("corr-123"):
+        log.info("routed message from %s", "+380501234567", extra={"conversation_id": "c1"})
+    log.warning("outside")
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["correlation_id"] == "corr-123" and first["service"] == "router"
+    assert first["conversation_id"] == "c1" and first["level"] == "info"
+    assert "+380501234567" not in first["msg"]
+    assert "correlation_id" not in second
