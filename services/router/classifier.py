@@ -1,0 +1,909 @@
+"""Categorises incoming customer messages (product, delivery, returns, payment, technical, other).
+
+The decision is a hybrid of two parts, because neither alone survives real traffic:
+
+* a hand-built multilingual lexicon (``classifier_data/lexicon/<lang>.ini``) of weighted stems and
+  phrases per category, matched by word prefix so inflected forms (посылку, przesyłki, siuntinio)
+  hit the same entry; Cyrillic entries are also matched in a phonetic Latin "skeleton" so that
+  Russian, Ukrainian or Bulgarian written in Latin letters ("gde moya posylka") is understood;
+* a small multinomial naive Bayes model over word prefixes and character n-grams, trained at load
+  time on ``classifier_data/train/<lang>.yaml`` plus any operator corrections.
+
+Both give per-category scores that are added and turned into probabilities; below the threshold
+the message goes to the fallback category (``other``, i.e. triage). The reason returned with each
+decision names the matched lexicon terms and the model's probabilities and is JSON-serialisable.
+
+Email bodies are cleaned first with :func:`strip_quotes_and_signature`, which the email adapter
+can reuse: quoted replies, forwarded headers and signatures talk about *our* previous message
+and would otherwise decide the category.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CATEGORIES: tuple[str, ...] = ("product", "delivery", "returns", "payment", "technical", "other")
+FALLBACK = "other"
+DATA_DIR = Path(__file__).with_name("classifier_data")
+DEFAULT_THRESHOLD = 0.4
+CONFIG_KEYWORD_WEIGHT = 3.0
+CORRECTION_WEIGHT = 4.0
+CYRILLIC_LANGUAGES = ("ru", "uk", "bg")
+# When the message's language is known, another language's terms count less: they still catch
+# loanwords and mixed messages, but a false friend (Ukrainian "склад" is "composition", Russian
+# "склад" a warehouse) no longer decides.
+FOREIGN_TERM_FACTOR = 0.5
+
+# Tuned by cross-validation on the shipped training set only (never on the evaluation set).
+LEXICON_SCALE = 1.0
+NB_SCALE = 1.5
+NB_ALPHA = 0.3
+NB_SHRINK = 5.0
+CORRECTION_BOOST = 8.0
+# Without a single topical term the model alone decides; a short greeting or thank-you then
+# drifts to whatever its few words resemble. Leaning to the fallback there is the safer bet.
+NO_EVIDENCE_FALLBACK_BONUS = 1.0
+CORRECTION_MIN_SIMILARITY = 0.5
+MAX_CHARS = 3000
+
+
+@dataclass(frozen=True)
+class Classification:
+    category: str
+    confidence: float
+    reason: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Example:
+    """A labelled message: shipped training data or an operator's correction."""
+
+    text: str
+    category: str
+    subject: str | None = None
+    language: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Email clean-up
+
+
+_QUOTE_ATTRIBUTION = re.compile(
+    r"(wrote|schrieb|schreef|a écrit|escribió|scrisse|napisał\(a\)|napisał|napisała|napisali|rašė|"
+    r"пишет|писал|писала|написал\(а\)|написал|написала|написа|написав|написала|пише|писав)\s*:\s*$",
+    re.IGNORECASE,
+)
+_ATTRIBUTION_START = re.compile(r"^\s*(on|am|w dniu|dnia|le|el|il|op)\b", re.IGNORECASE)
+# Russian/Ukrainian webmail writes "12.05.2025, 09:14, "Shop" <support@x>:" without a verb.
+_ADDRESS_ATTRIBUTION = re.compile(r"<[^<>\s]+@[^<>\s]+>\s*:\s*$")
+_SEPARATOR = re.compile(
+    r"^\s*(-{2,}|_{2,}|={2,})?\s*(original message|forwarded message|ursprüngliche nachricht|"
+    r"weitergeleitete nachricht|исходное сообщение|пересланное сообщение|оригинальное сообщение|"
+    r"oryginalna wiadomość|wiadomość oryginalna|przekazana wiadomość|originalus laiškas|"
+    r"persiųstas laiškas|оригінальне повідомлення|пересланий лист|оригинално съобщение|"
+    r"препратено съобщение)\s*(-{2,}|_{2,}|={2,})?\s*$",
+    re.IGNORECASE,
+)
+_RULE = re.compile(r"^\s*(_{8,}|-{8,}|={8,})\s*$")
+_HEADER_FROM = re.compile(r"^\s*\*?(from|von|от|від|od|nuo|de|van|da)\s*:\*?\s*\S", re.IGNORECASE)
+_HEADER_NEXT = re.compile(
+    r"^\s*\*?(sent|date|to|subject|gesendet|datum|an|betreff|отправлено|дата|кому|тема|wysłano|data|"
+    r"do|temat|išsiųsta|data|kam|tema|надіслано|дата|кому|тема|изпратено|до|относно)\s*:",
+    re.IGNORECASE,
+)
+_SIGNATURE_DASHES = re.compile(r"^\s*(--|—|–|-- )\s*$")
+_MOBILE_FOOTER = re.compile(
+    r"^\s*(sent from|sent with|get outlook|von meinem|von unterwegs|gesendet von|gesendet mit|отправлено с|отправлено из|"
+    r"отправлено через|wysłane z|wysłano z|wysłane przy|išsiųsta iš|siųsta iš|надіслано з|"
+    r"надіслано від|изпратено от|изпратено с)\b.{0,60}$",
+    re.IGNORECASE,
+)
+# "Sent from my Samsung" is a footer; "Sent from your warehouse on Monday..." is not.
+_FOOTER_DEVICE = re.compile(
+    r"iphone|ipad|android|samsung|galaxy|huawei|xiaomi|pixel|mobile|phone|outlook|gmail|mail|yahoo|proton|"
+    r"handy|unterwegs|smartphone|telefon|мобильн|мобільн|мобилен|телефон|почт|пошт|poczt|pašt|aplikac|"
+    r"приложени|застосун",
+    re.IGNORECASE,
+)
+_SIGN_OFF = re.compile(
+    r"^\s*(best regards|kind regards|warm regards|regards|best wishes|best|cheers|many thanks|thanks|"
+    r"thank you|thx|br|с уважением|с наилучшими пожеланиями|всего доброго|заранее спасибо|спасибо|"
+    r"pozdrawiam( serdecznie)?|z poważaniem|z wyrazami szacunku|serdecznie pozdrawiam|dziękuję|dzięki|"
+    r"mit freundlichen grüßen|mit freundlichen grüssen|freundliche grüße|viele grüße|liebe grüße|"
+    r"beste grüße|schöne grüße|lg|vg|mfg|danke|vielen dank|pagarbiai|su pagarba|ačiū|dėkoju|linkėjimai|"
+    r"з повагою|дякую|щиро дякую|з найкращими побажаннями|поздрави|с уважение|благодаря|с поздрав|"
+    r"хубав ден)\s*[,.!]*\s*$",
+    re.IGNORECASE,
+)
+
+
+def strip_quotes_and_signature(text: str) -> str:
+    """The customer's own new words of an email: no quoted thread, forwarded headers or signature.
+
+    Cuts at the first reply attribution ("On ... wrote:", "... пишет:", "... napisał(a):",
+    "Am ... schrieb", "... rašė:", "... написа:"/"написав:", webmail's "date, <addr>:"), at
+    "-----Original Message-----"-style separators and Outlook "From:/Sent:" header blocks; drops
+    "> " lines; cuts at a "-- " signature delimiter, a mobile footer ("Sent from my iPhone") or a
+    sign-off line ("Kind regards,", "С уважением,", "Pozdrawiam", "Mit freundlichen Grüßen").
+    When that would leave nothing (a bare forward), the quoted text is returned without markers.
+    """
+    if not text:
+        return ""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if _is_thread_start(lines, i):
+            break
+        if _SIGNATURE_DASHES.match(line) or (_MOBILE_FOOTER.match(line) and _FOOTER_DEVICE.search(line)):
+            break
+        if _SIGN_OFF.match(line) and _letters("\n".join(kept)) >= 12:
+            break
+        if line.lstrip().startswith(">"):
+            continue
+        kept.append(line)
+    last = kept[-1].rstrip() if kept else ""
+    if last and _ATTRIBUTION_START.match(last) and len(last) < 200 and not last.endswith((".", "?", "!")):
+        # Gmail wraps a long attribution: "On Mon, ... Support <" / "support@x> wrote:".
+        kept.pop()
+    result = "\n".join(kept).strip()
+    if _letters(result) >= 2:
+        return result
+    headers = (_SEPARATOR, _RULE, _HEADER_NEXT, _HEADER_FROM)
+    unquoted = "\n".join(re.sub(r"^\s*(>\s?)+", "", ln) for ln in lines if not any(h.match(ln) for h in headers))
+    return unquoted.strip()
+
+
+def _is_thread_start(lines: list[str], i: int) -> bool:
+    line = lines[i]
+    stripped = line.strip()
+    if not stripped:
+        return False
+    if _SEPARATOR.match(line) or _RULE.match(line):
+        return True
+    if len(stripped) < 300 and (_QUOTE_ATTRIBUTION.search(stripped) or _ADDRESS_ATTRIBUTION.search(stripped)):
+        return True
+    if _HEADER_FROM.match(line):
+        return any(_HEADER_NEXT.match(nxt) for nxt in lines[i + 1:i + 5])
+    return False
+
+
+def _letters(text: str) -> int:
+    return sum(ch.isalpha() for ch in text)
+
+
+# --------------------------------------------------------------------------------------------
+# Normalisation and tokens
+
+_APOSTROPHES = "'’ʼ`´‘"
+_CURRENCY = re.compile(r"[€£$₴₽¥]|\b(eur|euro|euros|usd|gbp|pln|zł|zl|uah|грн|руб|р\.|лв|лева|лв\.)(?=\W|$)", re.IGNORECASE)
+_TOKEN = re.compile(r"[^\W_]+|¤")
+
+
+def _fold_table() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for cp in range(0xC0, 0x250):
+        ch = chr(cp)
+        base = "".join(c for c in unicodedata.normalize("NFD", ch) if not unicodedata.combining(c))
+        if base != ch and base.isascii():
+            table[cp] = base.lower()
+    table.update({ord("ł"): "l", ord("Ł"): "l", ord("ß"): "ss", ord("ø"): "o", ord("đ"): "d",
+                  ord("æ"): "ae", ord("œ"): "oe", ord("ё"): "е", ord("Ё"): "е", ord("ѝ"): "и"})
+    for a in _APOSTROPHES:
+        table[ord(a)] = ""
+    return table
+
+
+_FOLD = _fold_table()
+
+
+def normalise(text: str) -> str:
+    """Lower case, Latin diacritics folded (SMS often lacks them), ё→е, apostrophes dropped, money as ¤."""
+    text = unicodedata.normalize("NFC", text).lower()
+    text = _CURRENCY.sub(" ¤ ", text)
+    # "м'який", "hasn't": the apostrophe is part of the word, not a break.
+    return text.translate(_FOLD)
+
+
+def tokenize(text: str) -> list[str]:
+    return _TOKEN.findall(normalise(text))
+
+
+_CYR_TO_LAT = {
+    "а": "a", "б": "b", "в": "v", "г": "g", "ґ": "g", "д": "d", "е": "e", "є": "ye", "ж": "zh", "з": "z",
+    "и": "i", "і": "i", "ї": "yi", "й": "y", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o", "п": "p",
+    "р": "r", "с": "s", "т": "t", "у": "u", "ф": "f", "х": "h", "ц": "ts", "ч": "ch", "ш": "sh",
+    "щ": "sht", "ъ": "", "ы": "y", "ь": "", "э": "e", "ю": "yu", "я": "ya", "ѝ": "i",
+}
+_SKELETON_STEPS = (
+    ("shch", "s"), ("sht", "s"), ("sch", "s"), ("sh", "s"), ("ch", "c"), ("zh", "z"), ("kh", "h"),
+    ("ts", "c"), ("tz", "c"), ("x", "h"), ("w", "v"), ("q", "k"),
+    ("yu", "u"), ("ju", "u"), ("iu", "u"), ("ya", "a"), ("ja", "a"), ("ia", "a"), ("yo", "o"), ("jo", "o"),
+    ("ye", "e"), ("je", "e"), ("ie", "e"), ("yi", "i"), ("ji", "i"), ("y", "i"), ("j", "i"),
+)
+_DOUBLE = re.compile(r"(.)\1+")
+
+
+@lru_cache(maxsize=65536)
+def skeleton(token: str) -> str:
+    """A phonetic Latin key shared by a Cyrillic word and its usual Latin transliterations.
+
+    посылка, posylka, posilka → "posilka"; доставка, dostavka → "dostavka"; щ/sch/shch → "s".
+    Coarse on purpose: the Latin spellings people improvise differ in exactly these places.
+    """
+    s = "".join(_CYR_TO_LAT.get(ch, ch) for ch in token)
+    for a, b in _SKELETON_STEPS:
+        s = s.replace(a, b)
+    return _DOUBLE.sub(r"\1", s)
+
+
+def _is_cyrillic(ch: str) -> bool:
+    return "\u0400" <= ch <= "\u04ff"
+
+
+def script_share(text: str) -> tuple[int, int]:
+    """(Cyrillic letters, Latin letters) in the text."""
+    cyr = lat = 0
+    for ch in text:
+        if _is_cyrillic(ch):
+            cyr += 1
+        elif ch.isascii() and ch.isalpha():
+            lat += 1
+    return cyr, lat
+
+
+# --------------------------------------------------------------------------------------------
+# Lexicon
+
+
+@dataclass(frozen=True)
+class Term:
+    category: str
+    weight: float
+    parts: tuple[str, ...]  # word prefixes; "*" = up to three arbitrary words
+    exact: tuple[bool, ...]  # part must be the whole word, not a prefix
+    language: str
+    source: str
+    translit: bool = False
+
+
+_WILDCARD_SPAN = 3
+
+
+def parse_term(raw: str, category: str, weight: float, language: str) -> Term | None:
+    parts: list[str] = []
+    exact: list[bool] = []
+    for piece in raw.strip().split():
+        if piece == "*":
+            parts.append("*")
+            exact.append(False)
+            continue
+        is_exact = piece.endswith("$")
+        toks = tokenize(piece.rstrip("$"))
+        for k, tok in enumerate(toks):
+            parts.append(tok)
+            # A stem of three letters or fewer ("cło" folds to "clo") would hit far too many words.
+            exact.append((is_exact and k == len(toks) - 1) or (len(tok) <= 3 and tok.isalpha()))
+    while parts and parts[0] == "*":
+        parts.pop(0)
+        exact.pop(0)
+    while parts and parts[-1] == "*":
+        parts.pop()
+        exact.pop()
+    if not parts:
+        return None
+    return Term(category, weight, tuple(parts), tuple(exact), language, raw.strip())
+
+
+def _translit_term(term: Term) -> Term | None:
+    if not any(_is_cyrillic(ch) for p in term.parts for ch in p):
+        return None
+    parts = tuple(p if p == "*" else skeleton(p) for p in term.parts)
+    # Very short skeletons ("ne", "za") collide with Polish, Lithuanian and German words.
+    if all(p == "*" or len(p) < 4 for p in parts):
+        return None
+    return Term(term.category, term.weight * 0.9, parts, term.exact, term.language, term.source, translit=True)
+
+
+def parse_lexicon(text: str, language: str) -> list[Term]:
+    """Lexicon file: "[category]" sections, then lines "weight: term, term, ..."."""
+    terms: list[Term] = []
+    category: str | None = None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            category = line[1:-1].strip()
+            continue
+        weight_text, sep, rest = line.partition(":")
+        if not sep or category is None:
+            raise ValueError(f"lexicon {language} line {lineno}: expected 'weight: term, term' under a [category]")
+        weight = float(weight_text)
+        for raw_term in rest.split(","):
+            if raw_term.strip():
+                term = parse_term(raw_term, category, weight, language)
+                if term:
+                    terms.append(term)
+    return terms
+
+
+class _TermIndex:
+    """Terms bucketed by the first three letters of their first word, for prefix matching.
+
+    Besides exact prefix matches it finds two kinds of weaker ones, each at a discount:
+    * typos: a single-word stem of six letters or more within one edit (insertion, deletion,
+      substitution or swap of neighbours) of the start of a word: "retrun", "paymnet", "корзну";
+    * German compounds: a German stem inside a long word: "Herbstkampagne", "Kundenkonto".
+    """
+
+    FUZZY_MIN = 6
+    FUZZY_FACTOR = 0.7
+    INFIX_MIN = 5
+    INFIX_FACTOR = 0.8
+    INFIX_LANGUAGES = frozenset({"de"})
+
+    def __init__(self, terms: Iterable[Term]):
+        # The same words listed for several languages ("paypal", "404") count once, at the
+        # highest weight given; they are one piece of evidence, not seven.
+        unique: dict[tuple[str, tuple[str, ...], tuple[bool, ...]], Term] = {}
+        for t in terms:
+            key = (t.category, t.parts, t.exact)
+            if key not in unique or t.weight > unique[key].weight:
+                unique[key] = t
+        self.by_key: dict[str, list[Term]] = {}
+        self.fuzzy: dict[str, list[Term]] = {}
+        self.infix: dict[str, list[Term]] = {}
+        self.fuzzy_lengths: set[int] = set()
+        for t in unique.values():
+            self.by_key.setdefault(t.parts[0][:3], []).append(t)
+            if len(t.parts) == 1 and t.parts[0].isalpha():
+                stem = t.parts[0]
+                if len(stem) >= self.FUZZY_MIN:
+                    self.fuzzy_lengths.add(len(stem))
+                    for variant in _deletions(stem):
+                        self.fuzzy.setdefault(variant, []).append(t)
+                if len(stem) >= self.INFIX_MIN and t.language in self.INFIX_LANGUAGES:
+                    self.infix.setdefault(stem[:3], []).append(t)
+
+    def matches(self, tokens: Sequence[str]) -> list[tuple[Term, int, int, float]]:
+        found: list[tuple[Term, int, int, float]] = []
+        seen: set[tuple[str, tuple[str, ...]]] = set()
+        matched_at: set[int] = set()
+        for i, tok in enumerate(tokens):
+            for t in self.by_key.get(tok[:3], ()):
+                end = _match(tokens, i, t, 0)
+                if end >= 0:
+                    matched_at.add(i)
+                    key = (t.category, t.parts)
+                    if key not in seen:
+                        seen.add(key)
+                        found.append((t, i, end, 1.0))
+        for i, tok in enumerate(tokens):
+            if i in matched_at or len(tok) < self.FUZZY_MIN - 1 or not tok.isalpha():
+                continue
+            for t in self._fuzzy(tok):
+                key = (t.category, t.parts)
+                if key not in seen:
+                    seen.add(key)
+                    found.append((t, i, i + 1, self.FUZZY_FACTOR))
+            if len(tok) >= 8 and self.infix:
+                for k in range(3, len(tok) - self.INFIX_MIN + 1):
+                    for t in self.infix.get(tok[k:k + 3], ()):
+                        key = (t.category, t.parts)
+                        if key not in seen and tok.startswith(t.parts[0], k):
+                            seen.add(key)
+                            found.append((t, i, i + 1, self.INFIX_FACTOR))
+        return found
+
+    def _fuzzy(self, tok: str) -> list[Term]:
+        out: list[Term] = []
+        for n in self.fuzzy_lengths:
+            for m in (n - 1, n, n + 1):
+                if m > len(tok) or m < self.FUZZY_MIN - 1:
+                    continue
+                prefix = tok[:m]
+                for key in _deletions(prefix):
+                    for t in self.fuzzy.get(key, ()):
+                        stem = t.parts[0]
+                        # Typos rarely hit the first letter; requiring it avoids "price"/"prince".
+                        # A whole-word term must match the whole word ("retrun" for "return$").
+                        if (len(stem) == n and stem[0] == tok[0] and t not in out
+                                and (not t.exact[0] or m == len(tok)) and _within_one_edit(prefix, stem)):
+                            out.append(t)
+        return out
+
+
+def _deletions(word: str) -> set[str]:
+    return {word} | {word[:k] + word[k + 1:] for k in range(len(word))}
+
+
+def _within_one_edit(typed: str, stem: str) -> bool:
+    """One edit (a swap of neighbours counts as one) away, but not in the stem's last letter.
+
+    The last letter is excluded because that is where inflection, not a typo, makes words
+    differ: "обратна" is not a misspelt "обратно", "strony" not a misspelt "strona".
+    """
+    if typed == stem:
+        return True
+    la, lb = len(typed), len(stem)
+    if abs(la - lb) > 1:
+        return False
+    last = lb - 1
+    if la == lb:
+        diff = [k for k in range(la) if typed[k] != stem[k]]
+        if len(diff) == 1:
+            return diff[0] < last
+        return (len(diff) == 2 and diff[1] == diff[0] + 1 and diff[1] < last
+                and typed[diff[0]] == stem[diff[1]] and typed[diff[1]] == stem[diff[0]])
+    k = 0
+    shorter, longer = (typed, stem) if la < lb else (stem, typed)
+    while k < len(shorter) and shorter[k] == longer[k]:
+        k += 1
+    return k < last and shorter[k:] == longer[k + 1:]
+
+
+def _part_ok(tok: str, part: str, exact: bool) -> bool:
+    return tok == part if exact else tok.startswith(part)
+
+
+def _match(tokens: Sequence[str], i: int, term: Term, j: int) -> int:
+    """End index (exclusive) if term.parts[j:] matches tokens[i:], else -1."""
+    parts = term.parts
+    if j == len(parts):
+        return i
+    if parts[j] == "*":
+        for skip in range(0, _WILDCARD_SPAN + 1):
+            if i + skip > len(tokens):
+                break
+            end = _match(tokens, i + skip, term, j + 1)
+            if end >= 0:
+                return end
+        return -1
+    if i >= len(tokens) or not _part_ok(tokens[i], parts[j], term.exact[j]):
+        return -1
+    return _match(tokens, i + 1, term, j + 1)
+
+
+# Words after which the message's real point usually follows ("the parcel came, BUT the jacket...").
+_CONTRAST = frozenset(normalise(w) for w in (
+    "but however unfortunately though although "
+    "но однако зато "
+    "але проте однак "
+    "но обаче ама "
+    "ale jednak niestety "
+    "bet tačiau deja "
+    "aber jedoch leider allerdings doch"
+).split())
+_CONTRAST_MULTIWORD = frozenset({("к", "сожалению"), ("на", "жаль"), ("за", "съжаление")})
+FOCUS_WEIGHT = 1.6
+
+
+def _focus_start(tokens: Sequence[str]) -> int:
+    """Index from which tokens get extra weight: after the last contrast word (if not at the very end)."""
+    start = 0
+    for i, tok in enumerate(tokens):
+        if 0 < i < len(tokens) - 2 and (tok in _CONTRAST or tuple(tokens[i:i + 2]) in _CONTRAST_MULTIWORD):
+            start = i
+    return start
+
+
+# --------------------------------------------------------------------------------------------
+# Naive Bayes
+
+
+def nb_features(tokens: Sequence[str]) -> set[str]:
+    """Word skeletons, 5-letter prefixes, prefix bigrams and character 4-grams.
+
+    Skeletons make Cyrillic training text useful for transliterated messages and let the
+    Slavic languages share evidence (посылка / przesyłka / posylka share "silk").
+    """
+    feats: set[str] = set()
+    prev = ""
+    for tok in tokens:
+        if tok == "¤":
+            feats.add("w:¤")
+            prev = "¤"
+            continue
+        if tok.isdigit():
+            feats.add("d:" + ("3" if len(tok) == 3 else "n"))
+            continue
+        sk = skeleton(tok)
+        feats.add("w:" + sk)
+        p = sk[:5]
+        feats.add("p:" + p)
+        if prev:
+            feats.add("b:" + prev + "_" + p[:4])
+        prev = p[:4]
+        padded = f"<{sk}>"
+        if len(padded) > 4:
+            for k in range(len(padded) - 3):
+                feats.add(padded[k:k + 4])
+    return feats
+
+
+class _NaiveBayes:
+    """Multinomial naive Bayes over binary features, with per-example weights."""
+
+    def __init__(self, classes: Sequence[str], alpha: float = NB_ALPHA):
+        self.classes = tuple(classes)
+        self.alpha = alpha
+        self.loglik: dict[str, tuple[float, ...]] = {}
+        self.prior: tuple[float, ...] = tuple(0.0 for _ in self.classes)
+
+    def fit(self, docs: Iterable[tuple[set[str], str, float]]) -> _NaiveBayes:
+        counts: dict[str, list[float]] = {}
+        totals = [0.0] * len(self.classes)
+        doc_totals = [0.0] * len(self.classes)
+        index = {c: k for k, c in enumerate(self.classes)}
+        for feats, label, weight in docs:
+            k = index.get(label)
+            if k is None:
+                continue
+            doc_totals[k] += weight
+            for f in feats:
+                row = counts.get(f)
+                if row is None:
+                    row = counts[f] = [0.0] * len(self.classes)
+                row[k] += weight
+                totals[k] += weight
+        vocab = len(counts) or 1
+        denom = [math.log(totals[k] + self.alpha * vocab) for k in range(len(self.classes))]
+        self.loglik = {
+            f: tuple(math.log(row[k] + self.alpha) - denom[k] for k in range(len(self.classes)))
+            for f, row in counts.items()
+        }
+        # A flat prior: the training set's class balance says nothing about real traffic. A class
+        # without any example gets no model score at all (the lexicon alone decides it).
+        self.prior = tuple(0.0 if doc_totals[k] else -1e9 for k in range(len(self.classes)))
+        return self
+
+    def scores(self, feats: Iterable[str], focus: Iterable[str] = ()) -> tuple[list[float], int]:
+        """Per-class log-likelihood relative to the class average, scaled by 1/sqrt(features used).
+
+        ``focus`` features (from after a "but") count twice, like the lexicon's focus weight.
+        """
+        acc = list(self.prior)
+        used = 0
+        for f in chain(feats, focus):
+            row = self.loglik.get(f)
+            if row is None:
+                continue
+            used += 1
+            for k, v in enumerate(row):
+                acc[k] += v
+        if used == 0:
+            return [0.0] * len(self.classes), 0
+        live = [a for a in acc if a > -1e8]
+        mean = sum(live) / len(live)
+        # Dividing by sqrt(n) keeps long emails from producing absurdly confident scores; the
+        # shrink factor keeps two-word messages ("Any update?") from doing the same.
+        scale = 1.0 / math.sqrt(used) * used / (used + NB_SHRINK)
+        return [(a - mean) * scale if a > -1e8 else -1e9 for a in acc], used
+
+
+# --------------------------------------------------------------------------------------------
+# Shipped data
+
+
+def _load_yaml(text: str) -> Any:
+    import yaml
+
+    # libyaml's loader when the wheel has it: the training files are read at every start.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)
+
+
+def parse_examples(text: str, language: str) -> list[Example]:
+    """Training file (YAML): a mapping from category to a list of example messages."""
+    data = _load_yaml(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"training data {language}: expected a mapping of category to messages")
+    out: list[Example] = []
+    for category, texts in data.items():
+        for text_ in texts or ():
+            if isinstance(text_, str) and text_.strip():
+                out.append(Example(text_.strip(), str(category), None, language))
+    return out
+
+
+@lru_cache(maxsize=4)
+def shipped_lexicon(data_dir: Path = DATA_DIR) -> tuple[Term, ...]:
+    terms: list[Term] = []
+    for path in sorted((data_dir / "lexicon").glob("*.ini")):
+        terms.extend(parse_lexicon(path.read_text(encoding="utf-8"), path.stem))
+    return tuple(terms)
+
+
+@lru_cache(maxsize=4)
+def shipped_examples(data_dir: Path = DATA_DIR) -> tuple[Example, ...]:
+    examples: list[Example] = []
+    for path in sorted((data_dir / "train").glob("*.yaml")):
+        examples.extend(parse_examples(path.read_text(encoding="utf-8"), path.stem))
+    return tuple(examples)
+
+
+@lru_cache(maxsize=4)
+def _shipped_features(data_dir: Path = DATA_DIR) -> tuple[tuple[set[str], str], ...]:
+    return tuple((nb_features(_example_tokens(e.text, e.subject)), e.category) for e in shipped_examples(data_dir))
+
+
+def _example_tokens(text: str, subject: str | None) -> list[str]:
+    body = strip_quotes_and_signature(text or "")[:MAX_CHARS]
+    toks = tokenize(body)
+    if subject:
+        toks = tokenize(_clean_subject(subject)) + toks
+    return toks
+
+
+_SUBJECT_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|odp|ats|отв|пересл|vs|tr)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+
+
+def _clean_subject(subject: str) -> str:
+    return _SUBJECT_PREFIX.sub("", subject)
+
+
+def _coerce_example(item: Example | Mapping[str, Any] | Sequence[Any]) -> Example:
+    if isinstance(item, Example):
+        return item
+    if isinstance(item, Mapping):
+        return Example(str(item["text"]), str(item["category"]), item.get("subject"),
+                       item.get("language") or item.get("lang"))
+    text, category = item[0], item[1]
+    return Example(str(text), str(category))
+
+
+# --------------------------------------------------------------------------------------------
+# The classifier
+
+
+@dataclass
+class _Model:
+    nb: _NaiveBayes
+    corrections: list[tuple[set[str], str, str]] = field(default_factory=list)  # (word features, category, text)
+    correction_index: dict[str, list[int]] = field(default_factory=dict)
+
+
+class Classifier:
+    """Lexicon + naive Bayes categoriser for a configurable set of categories.
+
+    categories: the configured ids; must contain the fallback ("other").
+    keywords: extra lexicon terms from the config, ``{category: {language: [term, ...]}}``; a term
+      is a word prefix ("refund" also hits "refunded"), "word$" for the whole word only, and
+      "a * b" allows up to three words in between. New categories can be defined this way alone.
+    extra_examples: labelled messages (operators' corrections) added to the shipped training
+      set with a higher weight; a near-identical message then follows the correction.
+    threshold: below this probability the message goes to the fallback category.
+    """
+
+    def __init__(
+        self,
+        categories: Sequence[str] = DEFAULT_CATEGORIES,
+        keywords: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+        extra_examples: Iterable[Example | Mapping[str, Any] | Sequence[Any]] = (),
+        threshold: float = DEFAULT_THRESHOLD,
+        fallback: str = FALLBACK,
+        data_dir: Path = DATA_DIR,
+    ):
+        self.categories = tuple(dict.fromkeys(categories))
+        if fallback not in self.categories:
+            raise ValueError(f"the fallback category {fallback!r} must be one of the categories")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError("threshold must be between 0 and 1")
+        self.fallback = fallback
+        self.threshold = threshold
+        self.data_dir = data_dir
+        if not shipped_lexicon(data_dir) or not shipped_examples(data_dir):
+            # A build that dropped the data files would otherwise categorise everything as "other".
+            raise RuntimeError(f"classifier data missing: no lexicon/*.ini or train/*.yaml under {data_dir}")
+        terms = [t for t in shipped_lexicon(data_dir) if t.category in self.categories]
+        for category, per_language in (keywords or {}).items():
+            if category not in self.categories:
+                raise ValueError(f"keywords for unknown category {category!r}")
+            for language, words in per_language.items():
+                for word in words:
+                    term = parse_term(word, category, CONFIG_KEYWORD_WEIGHT, language)
+                    if term:
+                        terms.append(Term(term.category, term.weight, term.parts, term.exact, language,
+                                          f"config:{term.source}"))
+        self._index = _TermIndex(terms)
+        self._translit_index = _TermIndex(t for t in (_translit_term(x) for x in terms) if t)
+        self._extra: list[Example] = []
+        self._lock = threading.Lock()
+        self._model = self._fit([_coerce_example(e) for e in extra_examples])
+
+    # -- training -------------------------------------------------------------------------------
+
+    def retrain(self, extra_examples: Iterable[Example | Mapping[str, Any] | Sequence[Any]]) -> None:
+        """Add labelled examples (e.g. operators' corrections) and refit; later calls see them.
+
+        The new model is built aside and swapped in one assignment, so concurrent classify()
+        calls see either the old or the new model, never a half-built one.
+        """
+        new = [_coerce_example(e) for e in extra_examples]
+        with self._lock:
+            self._model = self._fit(new)
+
+    def _fit(self, new: list[Example]) -> _Model:
+        unknown = sorted({e.category for e in new} - set(self.categories))
+        if unknown:
+            raise ValueError(f"examples with unknown categories: {', '.join(unknown)}")
+        self._extra = self._extra + new
+        docs: list[tuple[set[str], str, float]] = []
+        for feats, cat in _shipped_features(self.data_dir):
+            # A category dropped from the config is, for this business, "not one of ours": triage.
+            docs.append((feats, cat if cat in self.categories else self.fallback, 1.0))
+        model = _Model(nb=_NaiveBayes([c for c in self.categories]))
+        for e in self._extra:
+            feats = nb_features(_example_tokens(e.text, e.subject))
+            docs.append((feats, e.category, CORRECTION_WEIGHT))
+            words = {f for f in feats if f.startswith("w:")}
+            if words:
+                k = len(model.corrections)
+                model.corrections.append((words, e.category, e.text[:200]))
+                for w in words:
+                    model.correction_index.setdefault(w, []).append(k)
+        model.nb.fit(docs)
+        return model
+
+    @property
+    def extra_examples(self) -> tuple[Example, ...]:
+        return tuple(self._extra)
+
+    # -- classification -------------------------------------------------------------------------
+
+    def classify(self, text: str, subject: str | None = None, language: str | None = None,
+                 channel: str | None = None) -> Classification:
+        model = self._model
+        body = strip_quotes_and_signature(text or "")
+        stripped = body != (text or "").strip()
+        body = body[:MAX_CHARS]
+        body_tokens = tokenize(body)
+        subject_tokens = tokenize(_clean_subject(subject)) if subject else []
+        # A reply's subject is usually ours ("Re: Your refund"): it describes the old thread,
+        # not what the customer is asking now, so it only counts a little.
+        is_reply = bool(subject and _SUBJECT_PREFIX.match(subject))
+        subject_factor = 0.3 if is_reply else 1.0
+
+        lex: dict[str, float] = dict.fromkeys(self.categories, 0.0)
+        hits: list[dict[str, Any]] = []
+        use_translit = self._translit_active(body, language)
+        for segment, factor in ((subject_tokens, subject_factor), (body_tokens, 1.0)):
+            if not segment:
+                continue
+            focus = _focus_start(segment)
+            found = self._index.matches(segment)
+            if use_translit:
+                found += self._translit_index.matches([skeleton(t) for t in segment])
+            for term, start, _end, quality in _best_matches(found):
+                w = term.weight * quality * factor * (FOCUS_WEIGHT if focus and start >= focus else 1.0)
+                if language and term.language != language and not term.source.startswith("config:"):
+                    w *= FOREIGN_TERM_FACTOR
+                lex[term.category] += w
+                hit = {"term": term.source, "category": term.category, "weight": round(w, 2),
+                       "lang": term.language + ("-translit" if term.translit else "")}
+                if quality < 1.0:
+                    hit["near"] = segment[start]
+                hits.append(hit)
+
+        feats = nb_features(body_tokens if is_reply else subject_tokens + body_tokens)
+        focus = _focus_start(body_tokens)
+        focus_feats = nb_features(body_tokens[focus:]) if focus else set()
+        nb_raw, used = model.nb.scores(feats, focus_feats)
+        nb = dict(zip(model.nb.classes, nb_raw, strict=True))
+        trained = [c for c in self.categories if nb.get(c, -1e9) > -1e8]
+        neutral = sorted(nb[c] for c in trained)[len(trained) // 2] if trained else 0.0
+
+        z: dict[str, float] = {}
+        for c in self.categories:
+            nb_c = nb[c] if c in trained else neutral
+            z[c] = LEXICON_SCALE * lex[c] + nb_c / NB_SCALE
+        if max((v for c, v in lex.items() if c != self.fallback), default=0.0) < 0.5:
+            z[self.fallback] += NO_EVIDENCE_FALLBACK_BONUS
+        correction = self._correction(model, feats)
+        if correction:
+            z[correction[1]] += CORRECTION_BOOST * correction[0]
+        probs = _softmax(z)
+        best = max(probs, key=lambda c: probs[c])
+        confidence = probs[best]
+        category = best if confidence >= self.threshold else self.fallback
+        reason: dict[str, Any] = {
+            "method": "lexicon+naive_bayes",
+            "decision": "best" if category == best else f"below threshold {self.threshold}: {best} → {category}",
+            "best": best,
+            "terms": sorted(hits, key=lambda h: -h["weight"])[:10],
+            "lexicon": {c: round(v, 2) for c, v in lex.items() if v},
+            "model": {c: round(v, 3) for c, v in _softmax({c: nb[c] / NB_SCALE for c in trained}).items()} if used else {},
+            "probabilities": {c: round(p, 3) for c, p in sorted(probs.items(), key=lambda kv: -kv[1])[:3]},
+        }
+        if stripped:
+            reason["quoted_text_removed"] = True
+        if use_translit:
+            reason["translit"] = True
+        if correction:
+            reason["similar_correction"] = {"category": correction[1], "similarity": round(correction[0], 2),
+                                            "text": correction[2]}
+        # On a fallback the confidence stays that of the best guess: low, which is why it is triage.
+        return Classification(category, round(confidence, 4), reason)
+
+    def _translit_active(self, body: str, language: str | None) -> bool:
+        cyr, lat = script_share(body)
+        if lat == 0 or cyr > lat:
+            return False
+        if language in CYRILLIC_LANGUAGES:
+            return True
+        if language is None:
+            # Imported here because language.py imports this module (for the email clean-up).
+            from services.router.language import translit_language
+
+            return translit_language(body) is not None
+        return False
+
+    @staticmethod
+    def _correction(model: _Model, feats: set[str]) -> tuple[float, str, str] | None:
+        if not model.corrections:
+            return None
+        words = {f for f in feats if f.startswith("w:")}
+        if not words:
+            return None
+        overlap: Counter[int] = Counter()
+        for w in words:
+            for k in model.correction_index.get(w, ()):
+                overlap[k] += 1
+        best: tuple[float, str, str] | None = None
+        for k, n in overlap.items():
+            cwords, cat, text = model.corrections[k]
+            sim = n / math.sqrt(len(cwords) * len(words))
+            if sim >= CORRECTION_MIN_SIMILARITY and (best is None or sim > best[0]):
+                best = (sim, cat, text)
+        return best
+
+
+def _best_matches(found: list[tuple[Term, int, int, float]]) -> list[tuple[Term, int, int, float]]:
+    """Drops hits shadowed by a longer or heavier overlapping hit.
+
+    "cash on delivery" must not also count as "delivery"; "send it back" not also as "send".
+    """
+    found = sorted(found, key=lambda m: (-(m[2] - m[1]), -m[0].weight * m[3]))
+    taken: list[tuple[int, int, str]] = []
+    out: list[tuple[Term, int, int, float]] = []
+    for term, start, end, quality in found:
+        clash = False
+        for s, e, cat in taken:
+            if start < e and s < end:
+                # The same words may count for two categories ("refund": returns and payment),
+                # but one category counts them only once, and a longer phrase shadows its parts.
+                if (s, e) != (start, end) or cat == term.category:
+                    clash = True
+                    break
+        if clash:
+            continue
+        taken.append((start, end, term.category))
+        out.append((term, start, end, quality))
+    return out
+
+
+def _softmax(z: Mapping[str, float]) -> dict[str, float]:
+    if not z:
+        return {}
+    m = max(z.values())
+    ex = {c: math.exp(v - m) for c, v in z.items()}
+    s = sum(ex.values())
+    return {c: v / s for c, v in ex.items()}
+
+
+def build_classifier(config: Any, extra_examples: Iterable[Example | Mapping[str, Any]] = (),
+                     threshold: float = DEFAULT_THRESHOLD) -> Classifier:
+    """The classifier for a loaded :class:`shared.config.Config` (its categories and keywords)."""
+    categories = list(config.categories)
+    keywords = {cid: dict(cat.keywords) for cid, cat in config.categories.items() if cat.keywords}
+    return Classifier(categories=categories, keywords=keywords, extra_examples=extra_examples, threshold=threshold)

@@ -1,0 +1,107 @@
+"""The router's tables: customers and their identities, conversations, messages, assignments.
+
+Idempotency and "exactly one owner" are enforced here, by constraints, not by hope:
+- a message is unique per (channel, external_id): a provider's redelivery cannot be stored twice;
+- an identity (kind, value) belongs to one customer;
+- a customer has at most one open conversation (a partial unique index), so two router replicas
+  racing on the same customer cannot open two conversations with two owners;
+- the events a message produced are stored with it (router_outbox) and re-published as they are if
+  the message is delivered again, so a crash between commit and publish loses nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base, UTCDateTime
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    merged_into: Mapped[str | None] = mapped_column(String(36), ForeignKey("customers.id"))
+
+
+class Identity(Base):
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("kind", "value", name="uq_identity"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(36), ForeignKey("customers.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        Index("uq_one_open_conversation", "customer_id", unique=True,
+              postgresql_where=text("status = 'open'"), sqlite_where=text("status = 'open'")),
+        Index("ix_conversations_owner_status", "owner_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    reference: Mapped[str] = mapped_column(String(16), unique=True)
+    customer_id: Mapped[str] = mapped_column(String(36), ForeignKey("customers.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # open | resolved
+    opening: Mapped[int] = mapped_column(Integer, default=1)
+    channel: Mapped[str] = mapped_column(String(16))
+    reply_to: Mapped[str] = mapped_column(String(320))
+    reply_from: Mapped[str | None] = mapped_column(String(320))
+    language: Mapped[str] = mapped_column(String(8))
+    category: Mapped[str] = mapped_column(String(32))
+    category_reason: Mapped[dict] = mapped_column()
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    team_id: Mapped[str | None] = mapped_column(String(64))
+    assignment_reason: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    promise_due: Mapped[datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_message_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_message_external"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the envelope's message id
+    conversation_id: Mapped[str] = mapped_column(String(36), ForeignKey("conversations.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(8))  # in | out
+    channel: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(255))
+    sender_kind: Mapped[str | None] = mapped_column(String(16))
+    sender_value: Mapped[str | None] = mapped_column(String(320))
+    text: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict] = mapped_column()  # attachments, automatic flag, thread refs, provider meta
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    correlation_id: Mapped[str] = mapped_column(String(128))
+
+
+class Assignment(Base):
+    """Every owner decision with its reason: who, why, when."""
+
+    __tablename__ = "assignments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(String(36), ForeignKey("conversations.id"), index=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64))
+    team_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RouterOutbox(Base):
+    __tablename__ = "router_outbox"
+
+    message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source_message_id: Mapped[str] = mapped_column(String(64), index=True)
+    body: Mapped[dict] = mapped_column()  # the encoded envelope, re-published unchanged on redelivery
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
