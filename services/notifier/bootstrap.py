@@ -1,0 +1,59 @@
+"""Wires the notifier: senders from the settings (sandbox where credentials are unset), the
+acknowledgement composer, the events consumer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+from typing import TextIO
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.notifier.ack import compose_ack
+from services.notifier.handlers import NotifierDeps, handle_event
+from services.notifier.senders import Registry, Sender
+from services.notifier.senders.sandbox import SandboxSender
+from shared.bus.consumer import Worker
+from shared.bus.publisher import Publisher
+from shared.bus.topology import NOTIFIER_EVENTS
+from shared.config import CHANNELS, Config
+from shared.settings import Settings
+
+
+def build_senders(settings: Settings, config: Config, *, sandbox_out: TextIO | None = None) -> Registry:
+    senders: dict[str, Sender] = {ch: SandboxSender(ch, out=sandbox_out) for ch in CHANNELS}
+    if settings.twilio_account_sid and settings.twilio_auth_token:
+        from services.notifier.senders.twilio_sms import TwilioSmsSender
+
+        sms = config.channels.get("sms")
+        senders["sms"] = TwilioSmsSender(
+            settings.twilio_account_sid, settings.twilio_auth_token, sms.from_number if sms else None,
+            api_base=settings.twilio_api_base, status_callback=settings.public_base_url + "/webhooks/twilio/status")
+    if settings.meta_page_token:
+        from services.notifier.senders.meta import MessengerSender
+
+        senders["messenger"] = MessengerSender(settings.meta_page_token, settings.meta_graph_base)
+        senders["instagram"] = MessengerSender(settings.meta_page_token, settings.meta_graph_base, channel="instagram")
+    if settings.whatsapp_token:
+        from services.notifier.senders.meta import WhatsAppSender
+
+        wa = config.channels.get("whatsapp")
+        senders["whatsapp"] = WhatsAppSender(settings.whatsapp_token, settings.meta_graph_base,
+                                             wa.phone_number_id if wa and wa.phone_number_id else "")
+    if settings.telegram_bot_token:
+        from services.notifier.senders.telegram import TelegramSender
+
+        senders["telegram"] = TelegramSender(settings.telegram_bot_token, api_base=settings.telegram_api_base)
+    return Registry(senders)
+
+
+def build_deps(config: Config, sessions: sessionmaker[Session], senders: Registry,
+               clock: Callable[[], datetime]) -> NotifierDeps:
+    return NotifierDeps(config=config, sessions=sessions, senders=senders,
+                        compose_ack=partial(compose_ack, config=config), clock=clock)
+
+
+def build_worker(broker_url: str, deps: NotifierDeps, publisher: Publisher, *, prefetch: int = 16) -> Worker:
+    return Worker(url=broker_url, spec=NOTIFIER_EVENTS, handler=partial(handle_event, deps=deps),
+                  publisher=publisher, prefetch=prefetch, name="notifier")

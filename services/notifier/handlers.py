@@ -1,0 +1,164 @@
+"""The notifier's handlers: turn router events into outbound messages, each sent at most once.
+
+Every outbound message first claims its idempotency key in the outbox (in a committed
+transaction), then is sent, then marked sent. A redelivered event finds the key and sends nothing;
+a transient failure leaves the row pending and raises, so the bus retries it with backoff; a
+permanent failure is recorded and not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.notifier.models import Outbox, Suppression
+from services.notifier.senders import PermanentSendError, Registry, TransientSendError
+from shared.config import Config
+from shared.contracts import ConversationOpened, DeliveryStatus, Envelope
+from shared.db import transaction
+from shared.delivery import status_moves_forward
+
+log = logging.getLogger(__name__)
+
+
+class UnknownEvent(Exception):
+    """An event type this notifier has no handler for: a wiring mistake, so it goes to the DLQ."""
+
+
+@dataclass
+class NotifierDeps:
+    config: Config
+    sessions: sessionmaker[Session]
+    senders: Registry
+    compose_ack: Callable[[ConversationOpened], str]
+    clock: Callable[[], datetime]
+
+
+def handle_event(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    if envelope.type == ConversationOpened.TYPE:
+        return acknowledge(envelope, deps)
+    if envelope.type == DeliveryStatus.TYPE:
+        return record_delivery(envelope, deps)
+    raise UnknownEvent(f"no notifier handler for {envelope.type!r}")
+
+
+def record_delivery(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    """A provider's status callback: only ever moves the recorded status forward."""
+    st: DeliveryStatus = envelope.payload
+    with transaction(deps.sessions) as s:
+        row = s.scalar(select(Outbox).where(Outbox.channel == st.channel,
+                                            Outbox.provider_message_id == st.provider_message_id))
+        if row is None:
+            log.info("status %s for an unknown %s message %s", st.status, st.channel, st.provider_message_id)
+            return []
+        if status_moves_forward(row.delivery_status, st.status):
+            row.delivery_status = st.status
+            if st.error_code or st.error_message:
+                row.delivery_error = f"{st.error_code or ''} {st.error_message or ''}".strip()
+    return []
+
+
+def acknowledge(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    ev: ConversationOpened = envelope.payload
+    if not ev.acknowledge:
+        return []
+    key = f"ack:{ev.conversation_id}:{ev.opening}"
+    now = deps.clock()
+    with transaction(deps.sessions) as s:
+        row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
+        if row is None:
+            row = Outbox(idempotency_key=key, kind="ack", conversation_id=ev.conversation_id, channel=ev.channel,
+                         address=ev.reply_to, body=deps.compose_ack(ev), status="pending", attempts=0,
+                         correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
+                         created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at))
+            suppressed = _suppressed(s, ev.channel, ev.reply_to, now)
+            if suppressed:
+                row.status, row.last_error = "skipped", f"the address is suppressed: {suppressed}"
+            elif _acks_today(s, ev.channel, ev.reply_to, now) >= deps.config.limits.ack_daily_cap:
+                row.status, row.last_error = "skipped", "daily acknowledgement cap reached for this customer"
+            s.add(row)
+            s.flush()
+        row_id, status = row.id, row.status
+    if status == "pending":
+        deliver(row_id, deps)
+    return []
+
+
+def send_options(channel: str, reply_from: str | None, last_customer_message_at: datetime) -> dict | None:
+    """What a sender needs beyond address and text, stored with the outbox row (JSON)."""
+    options: dict = {}
+    if channel == "whatsapp":
+        # Free-form WhatsApp messages only within 24 h of the customer's last message.
+        options["last_customer_message_at"] = last_customer_message_at.isoformat()
+        if reply_from:
+            options["phone_number_id"] = reply_from
+    elif reply_from:
+        options["from"] = reply_from
+    return options or None
+
+
+def _acks_today(s: Session, channel: str, address: str, now: datetime) -> int:
+    return s.scalar(select(func.count()).select_from(Outbox).where(
+        Outbox.kind == "ack", Outbox.channel == channel, Outbox.address == address,
+        Outbox.created_at >= now - timedelta(days=1), Outbox.status.in_(("pending", "sent")),
+    )) or 0
+
+
+def _suppressed(s: Session, channel: str, address: str, now: datetime) -> str | None:
+    row = s.scalar(select(Suppression).where(Suppression.channel == channel, Suppression.address == address))
+    if row is None or (row.until is not None and row.until <= now):
+        return None
+    return row.reason
+
+
+def suppress(deps: NotifierDeps, channel: str, address: str, reason: str, until: datetime | None = None) -> None:
+    """Never write to this address again (until `until`): opted out, or bouncing."""
+    with transaction(deps.sessions) as s:
+        row = s.scalar(select(Suppression).where(Suppression.channel == channel, Suppression.address == address))
+        if row is None:
+            s.add(Suppression(channel=channel, address=address, reason=reason, created_at=deps.clock(), until=until))
+        else:
+            row.reason, row.until = reason, until
+
+
+def deliver(row_id: int, deps: NotifierDeps) -> None:
+    """Send one pending outbox row; raise TransientSendError to have the bus retry it."""
+    with transaction(deps.sessions) as s:
+        row = s.get(Outbox, row_id)
+        if row is None or row.status != "pending":
+            return
+        channel, address, body, options = row.channel, row.address, row.body, dict(row.options or {})
+    sender = deps.senders.for_channel(channel)
+    if "last_customer_message_at" in options:
+        options["now"] = deps.clock().isoformat()
+    try:
+        result = sender.send(address, body, options=options)
+    except PermanentSendError as exc:
+        if getattr(exc, "opted_out", False):
+            suppress(deps, channel, address, f"opted out: {exc}")
+        _finish(deps, row_id, "failed", error=str(exc))
+        log.warning("permanent send failure on %s: %s", channel, exc, extra={"outbox_id": row_id})
+        return
+    except TransientSendError as exc:
+        _finish(deps, row_id, "pending", error=str(exc))
+        raise
+    _finish(deps, row_id, "sent", provider_id=result.provider_message_id)
+    log.info("sent %s on %s", "message", channel, extra={"outbox_id": row_id})
+
+
+def _finish(deps: NotifierDeps, row_id: int, status: str, *, error: str | None = None,
+            provider_id: str | None = None) -> None:
+    with transaction(deps.sessions) as s:
+        row = s.get(Outbox, row_id)
+        row.attempts += 1
+        row.status = status
+        if error:
+            row.last_error = error[:2000]
+        if status == "sent":
+            row.provider_message_id = provider_id
+            row.sent_at = deps.clock()

@@ -1,0 +1,154 @@
+"""The notifier's outbox against the real PostgreSQL: each acknowledgement sent at most once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from services.notifier.handlers import NotifierDeps, UnknownEvent, handle_event
+from services.notifier.models import Outbox
+from services.notifier.senders import PermanentSendError, Registry, SendResult, TransientSendError
+from services.notifier.senders.sandbox import SandboxSender
+from shared.contracts import ConversationOpened, Envelope, Identity, InboundMessage
+from shared.db import make_engine, migrate, session_factory
+
+pytestmark = pytest.mark.integration
+
+AT = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+
+
+class FlakySender:
+    """A fake sender that fails the way providers do, then succeeds."""
+
+    channel = "telegram"
+
+    def __init__(self, failures: list[Exception]):
+        self.failures = list(failures)
+        self.sent: list[tuple[str, str]] = []
+
+    def send(self, address, text, *, options=None) -> SendResult:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append((address, text))
+        return SendResult(provider_message_id=str(len(self.sent)))
+
+
+@pytest.fixture
+def sessions(pg_url):
+    engine = make_engine(pg_url)
+    migrate(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def make_deps(config, sessions, sender) -> NotifierDeps:
+    return NotifierDeps(config=config, sessions=sessions, senders=Registry({"telegram": sender}),
+                        compose_ack=lambda ev: f"Thanks {ev.customer_name}, reference {ev.reference}",
+                        clock=lambda: AT)
+
+
+def opened(conv: str = "conv-1", opening: int = 1, reply_to: str = "42", acknowledge: bool = True) -> Envelope:
+    ev = ConversationOpened(
+        conversation_id=conv, opening=opening, reference="SB-ABC", customer_id="u1", customer_name="Anna",
+        channel="telegram", reply_to=reply_to, language="en", category="delivery", owner_id="anna",
+        owner_name="Anna Kowalska", assignment_reason="r", received_at=AT, promise_due=AT + timedelta(hours=4),
+        inbound_message_id="m1", acknowledge=acknowledge)
+    return Envelope.wrap(ev, message_id=f"e-{conv}-{opening}", correlation_id="c", occurred_at=AT)
+
+
+def rows(sessions) -> list[Outbox]:
+    with sessions() as s:
+        return list(s.scalars(select(Outbox).order_by(Outbox.id)))
+
+
+def test_acknowledgement_is_sent_once_even_when_the_event_comes_twice(example_config, sessions) -> None:
+    sender = SandboxSender("telegram", out=open("/dev/null", "w"))
+    deps = make_deps(example_config, sessions, sender)
+    handle_event(opened(), deps)
+    handle_event(opened(), deps)
+    assert [(r.address, r.text) for r in sender.sent] == [("42", "Thanks Anna, reference SB-ABC")]
+    [row] = rows(sessions)
+    assert row.status == "sent" and row.idempotency_key == "ack:conv-1:1" and row.provider_message_id
+
+
+def test_a_reopened_conversation_is_acknowledged_again(example_config, sessions) -> None:
+    sender = FlakySender([])
+    deps = make_deps(example_config, sessions, sender)
+    handle_event(opened(opening=1), deps)
+    handle_event(opened(opening=2), deps)
+    assert len(sender.sent) == 2
+
+
+def test_transient_failure_keeps_it_pending_and_asks_for_a_retry(example_config, sessions) -> None:
+    sender = FlakySender([TransientSendError("502 from provider")])
+    deps = make_deps(example_config, sessions, sender)
+    with pytest.raises(TransientSendError):
+        handle_event(opened(), deps)
+    [row] = rows(sessions)
+    assert row.status == "pending" and row.attempts == 1 and "502" in row.last_error
+    handle_event(opened(), deps)  # the bus's retry
+    assert len(sender.sent) == 1 and rows(sessions)[0].status == "sent"
+
+
+def test_permanent_failure_is_recorded_and_not_retried(example_config, sessions) -> None:
+    sender = FlakySender([PermanentSendError("bot was blocked by the user")])
+    deps = make_deps(example_config, sessions, sender)
+    handle_event(opened(), deps)  # no exception: nothing for the bus to retry
+    handle_event(opened(), deps)
+    [row] = rows(sessions)
+    assert row.status == "failed" and "blocked" in row.last_error and sender.sent == []
+
+
+def test_no_acknowledgement_when_the_router_says_not_to(example_config, sessions) -> None:
+    sender = FlakySender([])
+    handle_event(opened(acknowledge=False), make_deps(example_config, sessions, sender))
+    assert sender.sent == [] and rows(sessions) == []
+
+
+def test_daily_cap_per_customer(example_config, sessions) -> None:
+    sender = FlakySender([])
+    deps = make_deps(example_config, sessions, sender)
+    cap = example_config.limits.ack_daily_cap
+    for i in range(cap + 2):
+        handle_event(opened(conv=f"conv-{i}"), deps)
+    assert len(sender.sent) == cap
+    assert [r.status for r in rows(sessions)][cap:] == ["skipped", "skipped"]
+
+
+def test_unknown_event_type_is_an_error_not_a_silent_200(example_config, sessions) -> None:
+    msg = InboundMessage(channel="telegram", external_id="1:1", sender=Identity("telegram", "1"), reply_to="1",
+                         received_at=AT)
+    with pytest.raises(UnknownEvent):
+        handle_event(Envelope.wrap(msg, message_id="x", correlation_id="c", occurred_at=AT),
+                     make_deps(example_config, sessions, FlakySender([])))
+
+
+def status(sid: str, word: str, code: str | None = None) -> Envelope:
+    from shared.contracts import DeliveryStatus
+
+    st = DeliveryStatus(channel="telegram", provider_message_id=sid, status=word, occurred_at=AT, error_code=code)
+    return Envelope.wrap(st, message_id=f"s-{sid}-{word}", correlation_id="c", occurred_at=AT)
+
+
+def test_delivery_status_only_moves_forward(example_config, sessions) -> None:
+    deps = make_deps(example_config, sessions, FlakySender([]))
+    handle_event(opened(), deps)
+    sid = rows(sessions)[0].provider_message_id
+    for word in ("sent", "delivered", "sent", "queued"):  # late and repeated callbacks
+        handle_event(status(sid, word), deps)
+    assert rows(sessions)[0].delivery_status == "delivered"
+    handle_event(status("unknown-sid", "failed"), deps)  # not ours: ignored, not an error
+
+
+def test_an_opted_out_number_is_suppressed_and_never_tried_again(example_config, sessions) -> None:
+    from services.notifier.senders.twilio_sms import OptedOut
+
+    sender = FlakySender([OptedOut("21610: unsubscribed recipient", address="42")])
+    deps = make_deps(example_config, sessions, sender)
+    handle_event(opened(conv="a"), deps)
+    handle_event(opened(conv="b"), deps)  # a later conversation with the same customer
+    first, second = rows(sessions)
+    assert first.status == "failed" and second.status == "skipped" and "opted out" in second.last_error
+    assert sender.sent == []
