@@ -1,0 +1,40 @@
+"""`python -m services.gateway`: the webhook gateway in services mode (RabbitMQ), port 8080."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from services.gateway.bootstrap import build, declare_topology
+from shared.log import setup_logging
+from shared.runtime import install_signal_handlers, load_or_exit, start_thread, utc_now
+from shared.web import HttpServer
+
+log = logging.getLogger("services.gateway")
+
+
+def main() -> None:
+    setup_logging("gateway", os.environ.get("LOG_LEVEL", "INFO"))
+    settings, config = load_or_exit()
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    try:
+        declare_topology(settings.broker_url)
+    except Exception as exc:  # noqa: BLE001 - the gateway still accepts webhooks into its spool
+        log.warning("broker unavailable at start (%s); webhooks will be spooled", exc)
+    app, intake = build(settings, config, clock=utc_now)
+    forwarder = start_thread(lambda: intake.forwarder.run(stop), "spool-forwarder")
+    server = HttpServer(app, "0.0.0.0", int(os.environ.get("GATEWAY_PORT") or settings.port or 8080)).start()
+    log.info("gateway listening on :%d", server.port)
+    stop.wait()
+    server.stop()  # no new webhooks; the ones in flight are answered
+    intake.forwarder.wake.set()
+    forwarder.join(timeout=10)
+    intake.publisher.close()
+    intake.spool.close()
+    log.info("gateway stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The gateway's HTTP edge: webhooks in, InboundMessages onto the bus.
+
+Order of work for every webhook: size limit → signature → parse → publish (or spool) → 2xx.
+Nothing is published for a rejected request, and a client's mistake is a 4xx with a JSON body
+that names it, never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import Blueprint, Flask, Response, g, jsonify, request
+
+from services.gateway.channels import InboundAdapter, Malformed, RawRequest, Unauthenticated
+from services.gateway.intake import Intake
+from shared.config import Config
+from shared.contracts import Envelope, derive_id
+from shared.log import correlation_id
+from shared.web import error, install_json_errors
+
+log = logging.getLogger(__name__)
+
+CORRELATION_HEADERS = ("X-Correlation-Id", "X-Request-Id")
+
+
+@dataclass
+class GatewayDeps:
+    config: Config
+    intake: Intake
+    adapters: dict[str, InboundAdapter]  # webhook path segment → adapter
+    public_base_url: str
+    max_body_bytes: int
+    clock: Callable[[], datetime]
+
+
+def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
+    bp = Blueprint("webhooks", __name__)
+
+    @bp.before_request
+    def _correlate() -> None:
+        given = next((request.headers[h] for h in CORRELATION_HEADERS if request.headers.get(h)), None)
+        cid = given[:128] if given else str(uuid.uuid4())
+        g.correlation_token = correlation_id.set(cid)
+
+    @bp.teardown_request
+    def _uncorrelate(_exc) -> None:
+        token = g.pop("correlation_token", None)
+        if token is not None:
+            correlation_id.reset(token)
+
+    @bp.post("/webhooks/telegram")
+    def telegram():
+        return _handle("telegram", "telegram")
+
+    @bp.post("/webhooks/twilio/sms")
+    def twilio_sms():
+        return _handle("twilio_sms", "sms")
+
+    @bp.post("/webhooks/twilio/status")
+    def twilio_status():
+        return _handle("twilio_status", "sms", statuses_only=True)
+
+    @bp.get("/webhooks/meta")
+    def meta_handshake():
+        adapter = deps.adapters.get("meta")
+        if adapter is None:
+            return error(404, "channel_not_configured", "no meta adapter is configured")
+        try:
+            challenge = adapter.verify_handshake(request.args)  # type: ignore[attr-defined]
+        except Unauthenticated as exc:
+            return error(403, "forbidden", str(exc))
+        except Malformed as exc:
+            return error(400, "malformed", str(exc))
+        # Plain text, never HTML: the challenge is the caller's own string echoed back.
+        return Response(challenge, 200, content_type="text/plain; charset=utf-8")
+
+    @bp.post("/webhooks/meta")
+    def meta():
+        # One endpoint for Messenger, Instagram and WhatsApp: the channel is in the payload.
+        return _handle("meta", None)
+
+    def _handle(adapter_name: str, channel: str | None, *, statuses_only: bool = False):
+        if channel is not None and deps.config.channel_mode(channel) == "off":
+            return error(404, "channel_off", f"the {channel} channel is switched off")
+        adapter = deps.adapters.get(adapter_name)
+        if adapter is None:
+            return error(404, "channel_not_configured", f"no {adapter_name} adapter is configured")
+        if request.content_length is not None and request.content_length > deps.max_body_bytes:
+            return error(413, "too_large", f"the body is over {deps.max_body_bytes} bytes")
+        raw = RawRequest(
+            # Twilio signs the URL it called, query string included; behind a proxy only config knows it.
+            url=deps.public_base_url + request.full_path.rstrip("?"),
+            headers=request.headers,
+            body=request.get_data(cache=True),  # raises 413 past MAX_CONTENT_LENGTH for chunked bodies
+            form=request.form.to_dict(flat=False) if request.mimetype == "application/x-www-form-urlencoded" else {},
+            received_at=deps.clock(),
+        )
+        try:
+            adapter.verify(raw)
+        except Unauthenticated as exc:
+            log.warning("webhook rejected: %s", exc, extra={"adapter": adapter_name})
+            return error(403, "forbidden", str(exc))
+        try:
+            envelopes = []
+            if statuses_only:
+                statuses = [adapter.parse_status(raw)]  # type: ignore[attr-defined]
+            else:
+                messages = adapter.parse(raw)
+                for msg in messages:
+                    if deps.config.channel_mode(msg.channel) == "off":
+                        log.info("dropped a message on the switched-off %s channel", msg.channel)
+                        continue
+                    envelopes.append(_wrap(msg, derive_id(msg.channel, msg.external_id), raw.received_at))
+                parse_statuses = getattr(adapter, "parse_statuses", None)
+                statuses = parse_statuses(raw) if parse_statuses else []
+            for st in statuses:
+                # One message gets several statuses (delivered, then read): each is its own event.
+                envelopes.append(_wrap(st, derive_id(st.channel, "status", st.provider_message_id, st.status),
+                                       raw.received_at))
+        except Malformed as exc:
+            log.warning("malformed webhook: %s", exc, extra={"adapter": adapter_name})
+            return error(400, "malformed", str(exc))
+        outcomes = []
+        for envelope in envelopes:
+            outcome = deps.intake.accept(envelope)
+            outcomes.append({"message_id": envelope.message_id, "outcome": outcome})
+            log.info("accepted %s", envelope.type, extra={"message_id": envelope.message_id, "outcome": outcome})
+        answer = getattr(adapter, "success_response", None)
+        if answer is not None:
+            # Some providers read the body: Twilio would text a non-TwiML body to the customer.
+            body, content_type = answer()
+            return Response(body, 200, content_type=content_type)
+        return jsonify(ok=True, accepted=outcomes)
+
+    def _wrap(payload, message_id: str, received_at: datetime) -> Envelope:
+        return Envelope.wrap(payload, message_id=message_id, correlation_id=correlation_id.get() or str(uuid.uuid4()),
+                             occurred_at=received_at)
+
+    return bp
+
+
+def create_app(deps: GatewayDeps, extra_blueprints: list[Blueprint] = ()) -> Flask:
+    app = Flask("switchboard.gateway")
+    app.config["MAX_CONTENT_LENGTH"] = deps.max_body_bytes
+    install_json_errors(app)
+    app.register_blueprint(webhooks_blueprint(deps))
+    for bp in extra_blueprints:
+        app.register_blueprint(bp)
+    return app

@@ -1,0 +1,830 @@
+"""E-mail → InboundMessage: MIME parsing, quote/signature stripping, RFC 3834 loop safety, relay webhook.
+
+Two ways in share `parse_mime`: the IMAP poller (services.gateway.imap_poller) and a mail relay that
+POSTs the raw MIME to `/webhooks/email` with the shared secret in `X-Switchboard-Relay-Secret`
+(`EmailRelayAdapter`).
+
+Dedupe key: the Message-ID without its angle brackets (a hash of the raw bytes when there is none), so
+the same mail fetched twice (a crash between accepting and moving it) or relayed twice gets the same
+external_id and the router drops the copy.
+
+What the router gets:
+- `text`: the customer's new words only — quoted replies ("On … wrote:", "… napisał(a):", Outlook's
+  "-----Original Message-----" and From:/Sent: blocks, ">" lines) and signatures are cut, because an
+  old quoted thread or a signature full of "delivery"/"payment" words skews categorisation;
+- `meta["full_text"]`: the whole decoded body, for agents;
+- `automatic` + `meta["automatic_reason"]`: auto-replies, bounces, list mail, our own mail coming back:
+  routed, never acknowledged (RFC 3834); `meta["bounced_recipient"]` for a failed-delivery report;
+- `thread_refs` (In-Reply-To, then References) and `meta["reference"]` (an "[SB-…]" token in the
+  subject) for threading; `meta["to"]`: which of our addresses it was written to.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import HeaderParser
+from email.utils import collapse_rfc2231_value, getaddresses, parseaddr
+from html.parser import HTMLParser
+from typing import Any
+
+from services.gateway.channels import Malformed, RawRequest, Unauthenticated
+from shared.contracts import Attachment, Identity, InboundMessage
+
+SECRET_HEADER = "X-Switchboard-Relay-Secret"
+
+#: The router's conversation reference ("SB-" + 10 base32 characters, services.router.handlers).
+REFERENCE_RE = re.compile(r"\[\s*(SB-[A-Z2-7]{10})\s*\]", re.IGNORECASE)
+
+#: A Date header older than this (relative to when we received the mail) is a wrong clock, not a
+#: backlog: the promise would be computed from a made-up time.
+MAX_DATE_AGE = timedelta(days=7)
+
+#: Bodies beyond this are cut: a 5 MB HTML newsletter must not become a 5 MB bus message.
+MAX_TEXT_CHARS = 100_000
+
+#: Thread references kept per message; References headers of very long threads grow without bound.
+MAX_THREAD_REFS = 100
+
+#: Addresses kept in meta["to"]: enough to see which of our mailboxes was written to.
+MAX_RECIPIENTS = 100
+
+_MAX_ADDRESS = 320  # the contract's limit for an identity (RFC 5321: 64 + 1 + 255)
+_MAX_EXTERNAL_ID = 255
+
+
+# --- the relay webhook ----------------------------------------------------------------------------
+
+
+class EmailRelayAdapter:
+    """`POST /webhooks/email`: a mail relay (Postfix pipe, a provider's inbound-parse hook) posts
+    the raw message; the shared secret in X-Switchboard-Relay-Secret proves it is ours."""
+
+    channel_family = "email"
+
+    def __init__(self, secret: str | None, our_domains: Iterable[str]):
+        self.secret = secret
+        self.our_domains = frozenset(d.lower() for d in our_domains)
+
+    def verify(self, request: RawRequest) -> None:
+        got = request.headers.get(SECRET_HEADER, "")
+        # No configured secret means nothing can be verified: refuse everything rather than trust.
+        if not self.secret or not hmac.compare_digest(got.encode(), self.secret.encode()):
+            raise Unauthenticated(f"missing or wrong {SECRET_HEADER}")
+
+    def parse(self, request: RawRequest) -> list[InboundMessage]:
+        return [parse_mime(request.body, received_at=request.received_at, our_domains=self.our_domains)]
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+
+
+def parse_mime(raw: bytes, *, received_at: datetime, our_domains: Iterable[str]) -> InboundMessage:
+    """Raw RFC 5322 bytes → InboundMessage. Pure; raises Malformed when there is no usable message."""
+    if not raw or not raw.strip():
+        raise Malformed("the message is empty")
+    msg = message_from_bytes(raw, policy=policy.default)
+    if not list(msg.raw_items()):
+        raise Malformed("not a MIME message: no header fields")
+    hint = _charset_hint(msg)
+    sender_addr, sender_name = _first_address(msg, "From", hint)
+    if not sender_addr:
+        raise Malformed("no sender address in the From header")
+    reply_addr, _ = _first_address(msg, "Reply-To", hint)
+    domains = frozenset(d.lower() for d in our_domains)
+
+    message_id = _message_id(msg)
+    external_id = message_id or "sha256-" + hashlib.sha256(raw).hexdigest()
+    if len(external_id) > _MAX_EXTERNAL_ID:
+        external_id = "sha256-" + hashlib.sha256(external_id.encode()).hexdigest()
+
+    subject = _header_text(msg, "Subject", hint)
+    full_text = body_text(msg).replace("\x00", "")
+    truncated = len(full_text) > MAX_TEXT_CHARS
+    full_text = full_text[:MAX_TEXT_CHARS]
+    text = strip_quotes_and_signature(full_text)
+
+    meta: dict[str, Any] = {"full_text": full_text, "to": _addresses(msg, "To", hint)}
+    if truncated:
+        meta["truncated"] = True
+    if subject and (ref := REFERENCE_RE.search(subject)):
+        meta["reference"] = ref.group(1).upper()
+    reason = is_automatic(msg, domains)
+    if reason:
+        meta["automatic_reason"] = _no_nul(reason)
+        bounced = bounced_recipient(msg)
+        if bounced:
+            meta["bounced_recipient"] = bounced
+
+    return InboundMessage(
+        channel="email",
+        external_id=external_id,
+        sender=Identity("email", sender_addr),
+        sender_name=_no_nul(sender_name),
+        reply_to=reply_addr or sender_addr,
+        received_at=_sent_at(msg, received_at),
+        text=text,
+        subject=_no_nul(subject),
+        attachments=tuple(Attachment(a.content_type, a.url, _no_nul(a.name), a.size) for a in attachments(msg, hint)),
+        automatic=reason is not None,
+        thread_refs=thread_refs(msg),
+        meta=meta,
+    )
+
+
+def _no_nul(text: str | None) -> str | None:
+    """NUL is legal in a Python string but not in PostgreSQL text or jsonb, where the router stores it."""
+    if text is None:
+        return None
+    return text.replace("\x00", "") or None
+
+
+def _charset_hint(msg: Message) -> str:
+    """The charset the sender's program used, to read raw 8-bit bytes in headers (old mailers send
+    koi8-r or windows-1251 Subject lines unencoded). The first declared non-ASCII text charset."""
+    for part in _leaves(msg):
+        charset = (part.get_content_charset() or "").lower()
+        if charset and charset not in ("us-ascii", "ascii") and _known_codec(charset):
+            return charset
+    return "windows-1252"
+
+
+def _fix_8bit(text: str, hint: str) -> str:
+    """Undo the parser's surrogate escapes of raw 8-bit header bytes: UTF-8 if they are, else the hint."""
+    if not any("\udc80" <= ch <= "\udcff" for ch in text):
+        return text
+    data = text.encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode(hint, errors="replace")
+
+
+def _raw_header(msg: Message, name: str, hint: str = "utf-8") -> str | None:
+    """The first such header as sent (unfolded, 8-bit bytes decoded, encoded words left alone), or None."""
+    for key, value in msg.raw_items():
+        if key.lower() == name.lower():
+            return " ".join(_fix_8bit(str(value), hint).split())
+    return None
+
+
+def _decode_words(text: str) -> str:
+    """RFC 2047 encoded words → text; undecodable words are kept as they are."""
+    try:
+        return str(make_header(decode_header(text)))
+    except Exception:  # noqa: BLE001 - an unknown charset in an encoded word: keep the raw word
+        return text
+
+
+def _header_text(msg: Message, name: str, hint: str) -> str | None:
+    raw = _raw_header(msg, name, hint)
+    if raw is None:
+        return None
+    value: str | None = None
+    if raw.isascii():
+        try:
+            value = str(msg.get(name))  # policy.default decodes encoded words by the RFC
+        except Exception:  # noqa: BLE001 - a header the parser rejects: decode it ourselves
+            value = None
+    if value is None or "\ufffd" in value:
+        value = _decode_words(raw)
+    value = " ".join(value.split())
+    return value or None
+
+
+def _first_address(msg: Message, name: str, hint: str) -> tuple[str | None, str | None]:
+    """(lower-cased address, display name) of the first mailbox in an address header."""
+    try:
+        header = msg.get(name)
+        addresses = list(getattr(header, "addresses", ()) or ())
+    except Exception:  # noqa: BLE001 - fall back to the lenient parser below
+        addresses = []
+    for address in addresses:
+        addr = _fix_8bit(address.addr_spec or "", hint).strip().lower()
+        if _plausible_address(addr):
+            name_text = _fix_8bit(address.display_name or "", hint)
+            return addr, " ".join(name_text.split()) or None
+    # policy.default gives up on some real-world shapes; parseaddr is more forgiving.
+    raw = _raw_header(msg, name, hint)
+    if raw is not None:
+        display, addr = parseaddr(raw)
+        addr = addr.strip().lower()
+        if _plausible_address(addr):
+            return addr, " ".join(_decode_words(display).split()) or None
+    return None, None
+
+
+def _plausible_address(addr: str) -> bool:
+    local, at, domain = addr.rpartition("@")
+    return (bool(at and local and domain) and len(addr) <= _MAX_ADDRESS
+            and not any(c.isspace() or c == "\x00" for c in addr))
+
+
+def _addresses(msg: Message, name: str, hint: str) -> list[str]:
+    raw = _raw_header(msg, name, hint)
+    if raw is None:
+        return []
+    found: dict[str, None] = {}  # ordered and deduplicated in linear time, whatever a header holds
+    for _, addr in getaddresses([raw]):
+        addr = addr.strip().lower()
+        if _plausible_address(addr):
+            found[addr] = None
+    return list(found)[:MAX_RECIPIENTS]
+
+
+_ID_RE = re.compile(r"<([^<>\s]+)>")
+
+
+def _ids(value: str | None) -> list[str]:
+    """Message-IDs in a header, angle brackets stripped; a bare id without brackets is accepted too."""
+    if not value:
+        return []
+    value = value.replace("\x00", "")
+    found = _ID_RE.findall(value)
+    if not found:
+        found = [t.strip("<>") for t in value.split() if "@" in t]
+    return found
+
+
+def _message_id(msg: Message) -> str | None:
+    ids = _ids(_raw_header(msg, "Message-ID"))
+    return ids[0] if ids else None
+
+
+def thread_refs(msg: Message) -> tuple[str, ...]:
+    """In-Reply-To (the parent) first, then References in header order; duplicates dropped."""
+    refs: dict[str, None] = {}
+    for name in ("In-Reply-To", "References"):
+        for ref in _ids(_raw_header(msg, name)):
+            refs[ref] = None
+    return tuple(refs)[:MAX_THREAD_REFS]
+
+
+def _sent_at(msg: Message, received_at: datetime) -> datetime:
+    """The Date header when it is believable, else the time we received the mail.
+
+    A mail cannot have been written after we received it, and a date far in the past is a wrong
+    clock: both fall back to received_at, so the promise is never computed from a made-up time.
+    """
+    try:
+        header = msg.get("Date")
+        sent = getattr(header, "datetime", None)
+    except Exception:  # noqa: BLE001 - an unparseable Date is simply not used
+        sent = None
+    if sent is None:
+        return received_at
+    if sent.tzinfo is None:  # "-0000": RFC 5322 says the time is UTC, the local zone unknown
+        sent = sent.replace(tzinfo=UTC)
+    if received_at - MAX_DATE_AGE <= sent <= received_at:
+        return sent.astimezone(UTC)
+    return received_at
+
+
+# --- the body ----------------------------------------------------------------------------------------
+
+
+def body_text(msg: Message) -> str:
+    """The readable body: text/plain preferred, else HTML turned into text; "" when there is none."""
+    part = _body_part(msg)
+    if part is None:
+        return ""
+    text = _decode(part)
+    if part.get_content_subtype() == "html":
+        text = html_to_text(text)
+    elif _param(part, "format") == "flowed":
+        text = _unflow(text, delsp=_param(part, "delsp") == "yes")
+    return _normalise_newlines(text).strip()
+
+
+def _param(part: Message, name: str) -> str:
+    """A Content-Type parameter, lower-cased; RFC 2231 values collapsed; "" when absent."""
+    value = part.get_param(name)
+    return collapse_rfc2231_value(value).lower() if value else ""
+
+
+def _body_part(msg: Message) -> Message | None:
+    try:
+        part = msg.get_body(preferencelist=("plain", "html"))  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a broken MIME tree: look for any text part ourselves
+        part = None
+    if part is None:
+        for candidate in _leaves(msg):
+            if candidate.get_content_type() in ("text/plain", "text/html") and not candidate.get_filename():
+                return candidate
+    return part
+
+
+def _decode(part: Message) -> str:
+    """Transfer-decode, then charset-decode; mislabeled or unknown charsets degrade, never raise."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    declared = (part.get_content_charset() or "us-ascii").lower()
+    if declared.startswith("x-") and not _known_codec(declared):
+        declared = declared[2:]  # x-mac-cyrillic → mac-cyrillic
+    if declared in ("us-ascii", "ascii", "unknown-8bit") or not _known_codec(declared):
+        # 8-bit bytes labelled ASCII or with an unknown charset are nearly always UTF-8 today.
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return payload.decode("utf-8" if not _known_codec(declared) else declared, errors="replace")
+    try:
+        return payload.decode(declared)
+    except UnicodeDecodeError:
+        try:
+            return payload.decode("utf-8")  # a client that labelled UTF-8 as its legacy charset
+        except UnicodeDecodeError:
+            return payload.decode(declared, errors="replace")
+
+
+def _known_codec(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except (LookupError, ValueError):  # ValueError: a NUL in the charset name
+        return False
+    return True
+
+
+def _normalise_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _unflow(text: str, *, delsp: bool) -> str:
+    """RFC 3676 format=flowed: a line ending in a space continues on the next line."""
+    out: list[str] = []
+    buf = ""
+    for line in _normalise_newlines(text).split("\n"):
+        if line.startswith(">") or line == "-- ":
+            if buf:
+                out.append(buf)
+                buf = ""
+            out.append(line)
+            continue
+        line = line[1:] if line.startswith(" ") else line  # space-stuffing
+        if line.endswith(" "):
+            buf += line[:-1] if delsp else line
+        else:
+            out.append(buf + line)
+            buf = ""
+    if buf:
+        out.append(buf)
+    return "\n".join(out)
+
+
+def _leaves(part: Message) -> Iterable[Message]:
+    """Leaf parts, not descending into attached messages (message/rfc822 is one attachment)."""
+    if part.get_content_maintype() == "multipart" and part.is_multipart():
+        for sub in part.get_payload():
+            if isinstance(sub, Message):
+                yield from _leaves(sub)
+    else:
+        yield part
+
+
+_MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+def attachments(msg: Message, hint: str = "utf-8") -> list[Attachment]:
+    """Attachment metadata only (type, file name, decoded size) — the bytes never leave the gateway."""
+    body = _body_part(msg)
+    found: list[Attachment] = []
+
+    def visit(part: Message, parent: str) -> None:
+        ctype = part.get_content_type()
+        if part.get_content_maintype() == "multipart" and part.is_multipart():
+            subs = [s for s in part.get_payload() if isinstance(s, Message)]
+            if ctype == "multipart/report":
+                # Only the human-readable first part; the machine report and the returned copy of our
+                # own mail are not the sender's files.
+                subs = subs[:1]
+            for sub in subs:
+                visit(sub, ctype)
+            return
+        if part is body:
+            return
+        filename = _fix_8bit(part.get_filename() or "", hint).strip()
+        if part.get_content_disposition() != "attachment":
+            if part.get_content_maintype() == "text" and not filename:
+                return  # the other alternative of the body, or a list footer: not a file
+            if part.get("Content-ID") and parent == "multipart/related":
+                return  # an image embedded in the HTML (logos, signature pictures)
+        if not _MIME_TYPE.match(ctype):
+            ctype = "application/octet-stream"  # a mangled header: say what we know, nothing made up
+        found.append(Attachment(content_type=ctype, name=filename or None, size=_size(part)))
+
+    visit(msg, "")
+    return found
+
+
+def _size(part: Message) -> int | None:
+    try:
+        if part.get_content_maintype() == "message":
+            inner = part.get_payload(0)
+            return len(inner.as_bytes()) if isinstance(inner, Message) else None
+        payload = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001 - an undecodable part still counts as an attachment, size unknown
+        return None
+    return len(payload) if isinstance(payload, bytes) else None
+
+
+# --- HTML → text ---------------------------------------------------------------------------------------
+
+
+class _HtmlText(HTMLParser):
+    """Readable text from mail HTML: paragraphs and line breaks kept, links as "text (url)", quoted
+    blocks as "> " lines (so the quote stripper treats them like plain-text quotes), no tags."""
+
+    PARAGRAPH = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table", "pre", "hr",
+                           "blockquote", "dl", "address", "figure"})
+    LINE = frozenset({"div", "section", "article", "header", "footer", "tr", "li", "dt", "dd", "center",
+                      "form", "main", "nav", "aside", "caption", "tbody", "thead", "tfoot"})
+    SKIP = frozenset({"script", "style", "head", "title", "template", "noscript", "object", "svg"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self.current: list[str] = []
+        self.skip = 0
+        self.pre = 0
+        self.quote = 0
+        self.lists: list[list[Any]] = []  # [kind, counter] per open ul/ol
+        self.link: tuple[str, list[str]] | None = None
+        # Whether the current line has text and ends in a space, kept as we go: joining the line on
+        # every chunk would be quadratic on HTML with thousands of inline tags in one block.
+        self.has_text = False
+        self.trailing_space = False
+
+    def _add(self, chunk: str) -> None:
+        if chunk:
+            self.current.append(chunk)
+            self.has_text = self.has_text or bool(chunk.strip())
+            self.trailing_space = chunk[-1].isspace()
+
+    # lines ------------------------------------------------------------------------------------------
+    def _end_line(self) -> None:
+        line = "".join(self.current).rstrip()
+        self.current = []
+        self.has_text = self.trailing_space = False
+        if line:
+            self.lines.append("> " * self.quote + line)
+
+    def _break(self) -> None:  # <br>: an empty line is a real blank line
+        line = "".join(self.current).rstrip()
+        self.current = []
+        self.has_text = self.trailing_space = False
+        self.lines.append("> " * self.quote + line if line else "")
+
+    def _paragraph(self) -> None:
+        self._end_line()
+        if self.lines and self.lines[-1] != "":
+            self.lines.append("")
+
+    # parser callbacks ---------------------------------------------------------------------------------
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIP:
+            self.skip += 1
+            return
+        if tag == "body":
+            self.skip = 0  # mail HTML often never closes <head>; the body starts here all the same
+        if tag == "br":
+            self._break()
+        elif tag in self.PARAGRAPH:
+            self._paragraph()
+        elif tag in self.LINE:
+            self._end_line()
+        if tag == "blockquote":
+            self.quote += 1
+        elif tag == "pre":
+            self.pre += 1
+        elif tag in ("ul", "ol"):
+            self.lists.append([tag, 0])
+        elif tag == "li":
+            if self.lists and self.lists[-1][0] == "ol":
+                self.lists[-1][1] += 1
+                self._add(f"{self.lists[-1][1]}. ")
+            else:
+                self._add("- ")
+        elif tag in ("td", "th") and self.has_text:
+            self._add(" ")
+        elif tag == "a":
+            href = dict(attrs).get("href") or ""
+            self.link = (href.strip(), [])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP:
+            self.skip = max(0, self.skip - 1)
+            return
+        if tag == "a" and self.link is not None:
+            href, words = self.link
+            self.link = None
+            label = " ".join("".join(words).split())
+            target = href[7:] if href.lower().startswith("mailto:") else href
+            if href.lower().startswith(("http://", "https://", "mailto:")) and target and target not in label:
+                self._add(f" ({target})" if label else target)
+        elif tag in self.PARAGRAPH:
+            self._paragraph()
+        elif tag in self.LINE:
+            self._end_line()
+        if tag == "blockquote":
+            self.quote = max(0, self.quote - 1)
+        elif tag == "pre":
+            self.pre = max(0, self.pre - 1)
+        elif tag in ("ul", "ol") and self.lists:
+            self.lists.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self.skip:
+            return
+        if self.pre:
+            for i, chunk in enumerate(data.split("\n")):
+                if i:
+                    self._break()
+                self._add(chunk)
+        else:
+            data = re.sub(r"\s+", " ", data)
+            if not self.current or self.trailing_space:
+                data = data.lstrip()
+            self._add(data)
+        if self.link is not None:
+            self.link[1].append(data)
+
+    def text(self) -> str:
+        self._end_line()
+        out: list[str] = []
+        for line in self.lines:
+            if line == "" and (not out or out[-1] == ""):
+                continue
+            out.append(line)
+        return "\n".join(out).strip()
+
+
+#: HTML beyond this is not converted: the text is cut at MAX_TEXT_CHARS anyway, and html.parser is
+#: pure Python — a 25 MB newsletter must not hold the poller or a gateway worker for seconds.
+MAX_HTML_CHARS = 2_000_000
+
+
+def html_to_text(html: str) -> str:
+    parser = _HtmlText()
+    parser.feed(html[:MAX_HTML_CHARS])
+    parser.close()
+    return parser.text()
+
+
+# --- quoted replies and signatures ------------------------------------------------------------------
+
+_QUOTED = re.compile(r"^\s*>")
+
+#: "<someone> wrote:" in the languages we serve (and a few neighbours), at the end of the line.
+_ATTRIBUTION = re.compile(
+    r"(?:\bwrote|\bwrites|пишет|пише|написал\(а\)|написала|написал|написав\(ла\)|написав|написа"
+    r"|napisał\(a\)|napisała|napisał|rašė|parašė|schrieb\b.*|skrev|a écrit|escribió|ha scritto)\s*:\s*$",
+    re.IGNORECASE,
+)
+#: How a wrapped attribution begins (Gmail breaks long ones before the address): only then may two or
+#: three lines be read as one, so that a sentence above an attribution is never taken for part of it.
+_ATTRIBUTION_START = re.compile(r"^\s*(?:On|Am|W dniu|Le|El|Il|\d|\w{2,4}\.?,\s*\d)", re.IGNORECASE)
+
+_ORIGINAL_MESSAGE = re.compile(
+    r"^\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Исходное сообщение|Оригинальное сообщение"
+    r"|Оригінальне повідомлення|Вихідне повідомлення|Оригинално съобщение|Wiadomość oryginalna"
+    r"|Oryginalna wiadomość|Originalus laiškas|Pradinis laiškas|Originali žinutė)\s*-{2,}\s*$",
+    re.IGNORECASE,
+)
+_HEADER_FROM = re.compile(r"^\s*\*?(?:From|От|Від|Od|Von|Nuo|De|Van|Från)\s*:\*?\s*\S", re.IGNORECASE)
+_HEADER_SENT = re.compile(
+    r"^\s*\*?(?:Sent|Date|Отправлено|Дата|Надіслано|Изпратено|Wysłano|Data|Gesendet|Datum|Išsiųsta"
+    r"|Enviado|Envoyé|Skickat)\s*:", re.IGNORECASE,
+)
+_SEPARATOR = re.compile(r"^\s*[-_=*]{3,}\s*$")
+
+#: Footers mail apps add; only the app names, so "Sent from Berlin on 2 March" stays the customer's.
+_MOBILE_FOOTER = re.compile(
+    r"^\s*(?:Sent from (?:my |Mail for |Outlook|Yahoo Mail|Gmail|Samsung|iPhone|iPad|Android|AOL)"
+    r"|Get Outlook for|Отправлено (?:с|из) (?:моего |мобильной |iPhone|iPad|Android|Почты|Mail)"
+    r"|Надіслано з (?:мого |iPhone|iPad|Android)|Wysłane z (?:mojego |iPhone|iPad|Androida?|aplikacji)"
+    r"|Von meinem .+ gesendet|Gesendet von (?:meinem |iPhone|iPad|Android|Outlook)"
+    r"|(?:Iš)?siųsta iš|Изпратено от (?:моя |iPhone|iPad|Android))", re.IGNORECASE,
+)
+_SIGN_OFF = re.compile(
+    r"^\s*(?:best regards|kind regards|warm regards|regards|best wishes|best|cheers|thanks|thank you"
+    r"|many thanks|thanks in advance|sincerely|yours sincerely|yours truly"
+    r"|с уважением|с наилучшими пожеланиями|всего доброго|спасибо|заранее спасибо"
+    r"|з повагою|щиро|дякую|заздалегідь дякую"
+    r"|поздрави|с уважение|благодаря|хубав ден"
+    r"|pozdrawiam|pozdrawiam serdecznie|serdecznie pozdrawiam|z poważaniem|pozdrowienia|dziękuję|dzięki"
+    r"|z góry dziękuję"
+    r"|pagarbiai|su pagarba|linkėjimai|geros dienos|ačiū|dėkoju|iš anksto dėkoju"
+    r"|mit freundlichen grüßen|freundliche grüße|viele grüße|beste grüße|liebe grüße|herzliche grüße"
+    r"|grüße|gruß|mfg|lg|vg|danke|vielen dank)\s*[,.!]?\s*$",
+    re.IGNORECASE,
+)
+_SIGNATURE_MAX_LINES = 6  # a sign-off counts only when followed by at most this many short lines
+_SIGNATURE_MAX_WIDTH = 60
+
+
+def strip_quotes_and_signature(text: str) -> str:
+    """The sender's new words: quoted earlier mail and the signature removed.
+
+    Quoting is recognised by its markers, not guessed: ">" lines; an attribution line ("On … wrote:",
+    "… пишет:", "W dniu … napisał(a):", "… rašė:", "Am … schrieb …:", "… написав:", "… написа:", or any
+    line ending in ":" that is followed by ">" lines) that carries a date or an address; Outlook's
+    "-----Original Message-----" and its From:/Sent: header block. An attribution followed by ">" lines
+    is removed with them and reading goes on (the sender may answer below or between the quotes);
+    anything else ends the new text. The signature goes after "-- ", a mobile footer ("Sent from my
+    iPhone") or a sign-off ("Pozdrawiam,") followed only by a few short lines. When nothing is left —
+    a bare forward — the whole text is returned: something to categorise beats nothing.
+    """
+    lines = [line.rstrip() for line in _normalise_newlines(text).split("\n")]
+    kept: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if _QUOTED.match(line):
+            i += 1
+            continue
+        span = _attribution_span(lines, i)
+        if span:
+            after = _next_nonblank(lines, i + span)
+            if after is not None and _QUOTED.match(lines[after]):
+                i += span
+                continue
+            if _ATTRIBUTION.search(" ".join(lines[i:i + span])):
+                break  # top-posted reply with an unquoted old thread below
+        if _ORIGINAL_MESSAGE.match(line) or _header_block(lines, i):
+            break
+        kept.append(line)
+        i += 1
+    kept = _strip_signature(kept)
+    while kept and (not kept[-1].strip() or _SEPARATOR.match(kept[-1])):
+        kept.pop()
+    result = _squeeze_blank_lines(kept).strip()
+    return result if result else _normalise_newlines(text).strip()
+
+
+def _attribution_span(lines: list[str], i: int) -> int:
+    """How many lines (1-3) starting at i form an attribution line; 0 if none does."""
+    first = lines[i].strip()
+    if not first:
+        return 0
+    for span in (1, 2, 3):
+        if i + span > len(lines):
+            break
+        if span > 1:
+            if not _ATTRIBUTION_START.match(first) or not lines[i + span - 1].strip():
+                break
+        joined = " ".join(part.strip() for part in lines[i:i + span])
+        if len(joined) > 300:
+            break
+        if not re.search(r"[\d@]", joined):
+            continue
+        if _ATTRIBUTION.search(joined):
+            return span
+        if joined.endswith(":"):
+            # Any language: "пн, 5 янв. 2026 г. в 10:00, Иван <ivan@x.ru>:" — counts only if quotes follow.
+            after = _next_nonblank(lines, i + span)
+            if after is not None and _QUOTED.match(lines[after]):
+                return span
+    return 0
+
+
+def _next_nonblank(lines: list[str], start: int) -> int | None:
+    for j in range(start, len(lines)):
+        if lines[j].strip():
+            return j
+    return None
+
+
+def _header_block(lines: list[str], i: int) -> bool:
+    """Outlook's unquoted reply header: "From: …" with a "Sent:"/"Date:" line within the next four."""
+    if not _HEADER_FROM.match(lines[i]):
+        return False
+    return any(_HEADER_SENT.match(line) for line in lines[i + 1:i + 5])
+
+
+def _strip_signature(lines: list[str]) -> list[str]:
+    nonblank = [j for j, line in enumerate(lines) if line.strip()]
+    if len(nonblank) < 2:
+        return lines  # a one-line message is all content, whatever it looks like
+    first = nonblank[0]
+    # "-- ": the signature delimiter (trailing space often lost); only near the end, as a delimiter
+    # with pages below it is a separator inside the message.
+    for n, j in enumerate(nonblank):
+        if j > first and lines[j].strip() == "--" and len(nonblank) - n - 1 <= 15:
+            return lines[:j]
+    for j in nonblank[-3:]:
+        if j > first and _MOBILE_FOOTER.match(lines[j]) and len(lines[j].strip()) <= 80:
+            lines = lines[:j]
+            nonblank = [k for k in nonblank if k < j]
+            break
+    # A sign-off counts only when nothing but a few short lines (name, phone, company) follows it:
+    # walk up from the end while the lines are short; the highest sign-off found starts the signature.
+    cut = None
+    for n in range(len(nonblank) - 1, max(-1, len(nonblank) - 2 - _SIGNATURE_MAX_LINES), -1):
+        j = nonblank[n]
+        if j > first and _SIGN_OFF.match(lines[j]):
+            cut = j
+        if len(lines[j].strip()) > _SIGNATURE_MAX_WIDTH:
+            break
+    return lines[:cut] if cut is not None else lines
+
+
+def _squeeze_blank_lines(lines: list[str]) -> str:
+    out: list[str] = []
+    for line in lines:
+        if not line.strip() and out and not out[-1].strip():
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
+# --- loop safety (RFC 3834) ---------------------------------------------------------------------
+
+_ROLE_SENDER = re.compile(
+    r"^(?:mailer-daemon|postmaster|owner-.+|.+-request|no[-_.]?reply(?:[-+_.].*)?|do[-_.]?not[-_.]?reply"
+    r"(?:[-+_.].*)?|bounces?(?:[-+].*)?)$",
+    re.IGNORECASE,
+)
+_SUPPRESS = frozenset({"all", "autoreply", "oof"})
+
+
+def is_automatic(msg: Message, our_domains: Iterable[str]) -> str | None:
+    """Why this mail must never be acknowledged (RFC 3834 and common practice), or None.
+
+    Order matters only for the reason reported: the most specific signal wins.
+    """
+    domains = {d.lower() for d in our_domains}
+    message_id = _message_id(msg)
+    if message_id and message_id.rpartition("@")[2].lower() in domains:
+        return f"our own Message-ID ({message_id.rpartition('@')[2].lower()}): our mail came back"
+    if _is_delivery_report(msg):
+        return "delivery-status report (bounce)"
+    auto = (_raw_header(msg, "Auto-Submitted") or "").split(";")[0].strip().lower()
+    if auto and auto != "no":
+        return f"Auto-Submitted: {auto}"
+    suppress = {v.strip().lower() for v in (_raw_header(msg, "X-Auto-Response-Suppress") or "").split(",")}
+    if hit := sorted(suppress & _SUPPRESS):
+        return f"X-Auto-Response-Suppress: {', '.join(hit)}"
+    precedence = (_raw_header(msg, "Precedence") or "").strip().lower()
+    if precedence in ("bulk", "junk", "list", "auto_reply"):
+        return f"Precedence: {precedence}"
+    for name in ("X-Autoreply", "X-Autorespond"):  # pre-RFC 3834 autoresponders still send these
+        if (_raw_header(msg, name) or "").strip().lower() not in ("", "no", "false", "0"):
+            return f"{name} present: an autoresponder"
+    for name in ("List-Id", "List-Unsubscribe"):
+        if _raw_header(msg, name) is not None:
+            return f"{name} present: list mail"
+    return_path = _raw_header(msg, "Return-Path")
+    if return_path is not None and return_path.strip() in ("<>", ""):
+        return "empty Return-Path: a bounce or notification"
+    sender, _ = _first_address(msg, "From", _charset_hint(msg))
+    if sender and _ROLE_SENDER.match(sender.rpartition("@")[0]):
+        return f"automated sender {sender}"
+    return None
+
+
+def _is_delivery_report(msg: Message) -> bool:
+    return (msg.get_content_type() == "multipart/report"
+            and _param(msg, "report-type") == "delivery-status")
+
+
+def bounced_recipient(msg: Message) -> str | None:
+    """The address a failed-delivery report is about: Final-Recipient of a block with Action: failed,
+    else Exim's X-Failed-Recipients. A delay notice (Action: delayed) names nobody."""
+    for part in msg.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        for block in _dsn_blocks(part):
+            action = (_raw_header(block, "Action") or "").strip().lower()
+            recipient = _raw_header(block, "Final-Recipient") or _raw_header(block, "Original-Recipient")
+            if action.startswith("failed") and recipient:
+                addr = recipient.split(";", 1)[-1].strip().strip("<>").lower()
+                if _plausible_address(addr):
+                    return addr
+    failed = _raw_header(msg, "X-Failed-Recipients")
+    if failed:
+        addr = failed.split(",")[0].strip().strip("<>").lower()
+        if _plausible_address(addr):
+            return addr
+    return None
+
+
+def _dsn_blocks(part: Message) -> list[Message]:
+    payload = part.get_payload()
+    if isinstance(payload, list):  # the email package parses delivery-status into header blocks
+        return [b for b in payload if isinstance(b, Message)]
+    if isinstance(payload, str):
+        return [HeaderParser().parsestr(chunk) for chunk in re.split(r"\n\s*\n", payload) if chunk.strip()]
+    return []
+
+
+__all__ = [
+    "SECRET_HEADER", "EmailRelayAdapter", "parse_mime", "is_automatic", "bounced_recipient", "body_text",
+    "attachments", "thread_refs", "html_to_text", "strip_quotes_and_signature",
+]

@@ -1,0 +1,53 @@
+"""The Telegram sender through python-telegram-bot against a local fake Bot API server."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.notifier.senders import PermanentSendError, TransientSendError
+from services.notifier.senders.telegram import TelegramSender
+
+
+@pytest.fixture
+def sender(fake_bot_api):
+    s = TelegramSender("123456:TEST-token", api_base=fake_bot_api.base_url, timeout=5)
+    yield s
+    s.close()
+
+
+def test_sends_through_the_configured_api_base(sender, fake_bot_api) -> None:
+    result = sender.send("5012345678", "Дякуємо! Відповімо до понеділка.")
+    [sent] = fake_bot_api.sent_to("5012345678")
+    assert sent.text == "Дякуємо! Відповімо до понеділка."
+    assert sent.token == "123456:TEST-token"
+    assert result.provider_message_id == "1"
+    assert fake_bot_api.calls[0] == "getMe"  # the token is proven once, before the first send
+
+
+def test_inline_buttons_reach_the_api(sender, fake_bot_api) -> None:
+    sender.send("42", "Rate us", options={"buttons": [[("1", "csat:1"), ("5", "csat:5")]]})
+    [sent] = fake_bot_api.sent_to("42")
+    assert sent.reply_markup["inline_keyboard"][0][1] == {"text": "5", "callback_data": "csat:5"}
+
+
+def test_server_error_is_transient(sender, fake_bot_api) -> None:
+    fake_bot_api.fail_next(1, 502)
+    with pytest.raises(TransientSendError):
+        sender.send("42", "hello")
+    sender.send("42", "hello")  # the next call goes through
+    assert len(fake_bot_api.sent_to("42")) == 1
+
+
+def test_flood_control_is_transient_with_retry_after(sender, fake_bot_api) -> None:
+    fake_bot_api.fail_next(1, 429, retry_after=7)
+    with pytest.raises(TransientSendError) as info:
+        sender.send("42", "hello")
+    assert info.value.retry_after == 7
+
+
+@pytest.mark.parametrize("status", [403, 400])
+def test_blocked_bot_and_bad_chat_are_permanent(sender, fake_bot_api, status) -> None:
+    fake_bot_api.fail_next(1, status)
+    with pytest.raises(PermanentSendError):
+        sender.send("42", "hello")
+    assert fake_bot_api.sent_to("42") == []

@@ -1,0 +1,88 @@
+"""What a newcomer sees: `switchboard run` in one process, `switchboard simulate` from another.
+
+Runs the real console scripts as subprocesses, on a free port with a throw-away ./var.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.procs import ROOT, free_port
+from tests.support.wait import until
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "BROKER_", "DATABASE_"))}
+    env.update({"PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path}/switchboard.db",
+                "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"), "PYTHONUNBUFFERED": "1",
+                "SWITCHBOARD_CONFIG": str(ROOT / "deploy" / "switchboard.yaml")})
+    out = open(tmp_path / "run.out", "w+")
+    proc = subprocess.Popen([str(BIN / "switchboard"), "run"], cwd=ROOT, env=env, stdout=out,
+                            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError((tmp_path / "run.out").read_text())
+        try:
+            return httpx.get(base + "/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    until(ready, timeout=60, interval=0.2, message="embedded mode ready")
+    yield base, env, (tmp_path / "run.out")
+    proc.terminate()
+    assert proc.wait(timeout=20) == 0  # Ctrl-C / SIGTERM is a clean stop
+
+
+def simulate(base: str, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "switchboard"), "simulate", "telegram", *args, "--url", base], env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_newcomer_sees_the_acknowledgement_printed(embedded) -> None:
+    base, env, out = embedded
+    banner = out.read_text()
+    assert "Switchboard is running in embedded mode" in banner and "simulate telegram" in banner
+    done = simulate(base, env, "Where is my parcel?", "--name", "Alex Customer", "--update-id", "77")
+    assert done.returncode == 0 and "→ 200" in done.stdout, done.stdout + done.stderr
+    until(lambda: "[sandbox telegram → 424242]" in out.read_text(), timeout=30, message="the printed ack")
+    text = out.read_text()
+    assert "Alex" in text
+
+    # Telegram's redelivery of the same update: no second acknowledgement.
+    assert simulate(base, env, "Where is my parcel?", "--update-id", "77").returncode == 0
+    assert simulate(base, env, "Gdzie jest moja paczka?", "--user-id", "5150", "--lang", "pl",
+                    "--update-id", "78").returncode == 0
+    until(lambda: "[sandbox telegram → 5150]" in out.read_text(), timeout=30, message="the second ack")
+    assert out.read_text().count("[sandbox telegram → 424242]") == 1
+
+
+def test_simulate_with_a_wrong_secret_is_refused(embedded) -> None:
+    base, env, _ = embedded
+    done = simulate(base, env, "hello", "--secret", "not-the-secret")
+    assert done.returncode == 1 and "403" in done.stdout
+
+
+def test_a_broken_config_stops_with_exit_code_2_and_the_key_path(tmp_path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text((ROOT / "deploy" / "switchboard.yaml").read_text().replace(
+        'hours: {mon: "12:00-20:00"', 'hours: {mon: "12-20"', 1))
+    env = {**os.environ, "SWITCHBOARD_CONFIG": str(broken)}
+    for cmd in ([str(BIN / "switchboard"), "run"], [sys.executable, "-m", "services.router"],
+                [sys.executable, "-m", "services.gateway"], [sys.executable, "-m", "services.notifier"]):
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (cmd, done.stderr)
+        assert 'agents[1].hours.mon: "12-20" is not HH:MM-HH:MM' in done.stderr

@@ -1,0 +1,114 @@
+"""End to end, services mode: three processes, the real RabbitMQ and PostgreSQL, a fake Bot API.
+
+A signed Telegram update becomes one stored message and exactly one acknowledgement at the fake
+Bot API; redelivery changes nothing; the router killed mid-stream loses nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.support.procs import Services, services_env
+from tests.support.wait import until
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "e2e-secret_token"
+TOKEN = "123456:E2E-token"
+
+
+@pytest.fixture
+def services(rabbit_url, pg_url, fake_bot_api, tmp_path):
+    env, ports = services_env(broker_url=rabbit_url, database_url=pg_url, workdir=tmp_path, extra={
+        "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE": fake_bot_api.base_url,
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
+    })
+    svc = Services(env=env, workdir=tmp_path, ports=ports)
+    try:
+        for name in ("router", "notifier", "gateway"):
+            svc.start(name)
+        yield svc
+    finally:
+        svc.stop_all()
+        for name in ("gateway", "router", "notifier"):
+            print(f"--- {name} log tail ---\n{svc.log(name)}")
+
+
+def update(update_id: int, user_id: int, text: str, name: str = "Olena", lang: str = "uk") -> dict:
+    return {"update_id": update_id, "message": {
+        "message_id": update_id % 1000, "date": int(time.time()), "text": text,
+        "from": {"id": user_id, "is_bot": False, "first_name": name, "language_code": lang},
+        "chat": {"id": user_id, "type": "private", "first_name": name}}}
+
+
+def post(svc: Services, body: dict, secret: str = SECRET) -> httpx.Response:
+    return httpx.post(f"{svc.gateway}/webhooks/telegram", json=body, timeout=10,
+                      headers={"X-Telegram-Bot-Api-Secret-Token": secret})
+
+
+def db_count(url: str, sql: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_update_becomes_one_message_and_one_acknowledgement(services, fake_bot_api, pg_url) -> None:
+    first = update(900001, 5012345678, "Добрий день! Де моя посилка? Замовлення 48213.")
+    assert post(services, first).status_code == 200
+    until(lambda: fake_bot_api.sent_to(5012345678), timeout=30, message="the acknowledgement")
+    [ack] = fake_bot_api.sent_to(5012345678)
+    assert "Olena" in ack.text
+
+    # Telegram delivers the same update again: still one message, one acknowledgement.
+    assert post(services, first).status_code == 200
+    # A later update from someone else is processed after the duplicate (one queue, in order).
+    assert post(services, update(900002, 6023456789, "Hi, where is my parcel?", "Mark", "en")).status_code == 200
+    until(lambda: fake_bot_api.sent_to(6023456789), timeout=30, message="the second customer's acknowledgement")
+    assert len(fake_bot_api.sent_to(5012345678)) == 1
+    assert db_count(pg_url, "SELECT count(*) FROM messages WHERE external_id = '123456:900001'") == 1
+    assert db_count(pg_url, "SELECT count(*) FROM conversations") == 2
+    assert db_count(pg_url, "SELECT count(*) FROM outbox WHERE status = 'sent'") == 2
+
+
+def test_rejected_requests_publish_nothing(services, fake_bot_api, pg_url) -> None:
+    bad = post(services, update(900010, 111, "hello"), secret="wrong")
+    assert bad.status_code == 403 and bad.json()["error"] == "forbidden"
+    missing = httpx.post(f"{services.gateway}/webhooks/telegram", json=update(900011, 112, "hello"), timeout=10)
+    assert missing.status_code == 403
+    malformed = httpx.post(f"{services.gateway}/webhooks/telegram", content=b'{"update_id": 1, "message": ',
+                           headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
+                                    "Content-Type": "application/json"}, timeout=10)
+    assert malformed.status_code == 400 and "not JSON" in malformed.json()["message"]
+    huge = httpx.post(f"{services.gateway}/webhooks/telegram", content=b"x" * (4 * 1024 * 1024),
+                      headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}, timeout=10)
+    assert huge.status_code == 413
+    # A valid one afterwards is the only thing that gets through.
+    assert post(services, update(900012, 113, "Where is my parcel?", "Ann", "en")).status_code == 200
+    until(lambda: fake_bot_api.sent_to(113), timeout=30, message="the valid update's acknowledgement")
+    assert db_count(pg_url, "SELECT count(*) FROM messages") == 1
+    assert [s.chat_id for s in fake_bot_api.sent] == ["113"]
+
+
+def test_router_killed_mid_stream_loses_nothing(services, fake_bot_api, pg_url) -> None:
+    n = 40
+    users = [700000 + i for i in range(n)]
+    for i, user in enumerate(users[: n // 2]):
+        assert post(services, update(910000 + i, user, f"Where is my order {i}?", f"C{i}", "en")).status_code == 200
+    until(lambda: len(fake_bot_api.sent) >= 3, timeout=30, message="the first acknowledgements")
+    services.kill("router")  # SIGKILL: no chance to finish cleanly
+    for i, user in enumerate(users[n // 2:], start=n // 2):
+        assert post(services, update(910000 + i, user, f"Where is my order {i}?", f"C{i}", "en")).status_code == 200
+    services.start("router")
+    until(lambda: len(fake_bot_api.sent) >= n, timeout=60, message=f"{n} acknowledgements")
+    # A sentinel behind everything: once it is acknowledged, any redelivered duplicate was handled.
+    assert post(services, update(919999, 799999, "sentinel", "S", "en")).status_code == 200
+    until(lambda: fake_bot_api.sent_to(799999), timeout=30, message="the sentinel's acknowledgement")
+    assert sorted(int(s.chat_id) for s in fake_bot_api.sent) == users + [799999]
+    assert db_count(pg_url, "SELECT count(*) FROM messages") == n + 1

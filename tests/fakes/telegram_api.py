@@ -1,0 +1,117 @@
+"""A fake Telegram Bot API server: a real HTTP server on loopback that python-telegram-bot talks to.
+
+It records every sendMessage and can be told to fail: `fail_next(n, status=500)` or a 429 with
+retry_after, to test the sender's retry behaviour through the real client library.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+
+@dataclass
+class Sent:
+    token: str
+    chat_id: str
+    text: str
+    reply_markup: Any
+    at: float
+
+
+@dataclass
+class FakeBotApi:
+    bot_id: int = 123456
+    sent: list[Sent] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    _failures: list[tuple[int, dict]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> FakeBotApi:
+        fake = self
+        ids = itertools.count(1)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode()
+                ctype = self.headers.get("Content-Type", "")
+                if ctype.startswith("application/json"):
+                    params = json.loads(raw or "{}")
+                else:
+                    params = {k: v[0] for k, v in parse_qs(raw).items()}
+                # /bot<token>/<method>
+                _, _, rest = self.path.partition("/bot")
+                token, _, method = rest.partition("/")
+                with fake._lock:
+                    fake.calls.append(method)
+                    failure = fake._failures.pop(0) if fake._failures and method == "sendMessage" else None
+                if failure:
+                    status, body = failure
+                    return self._reply(status, body)
+                if method == "getMe":
+                    return self._reply(200, {"ok": True, "result": {
+                        "id": fake.bot_id, "is_bot": True, "first_name": "Switchboard", "username": "switchboard_bot",
+                        "can_join_groups": False, "can_read_all_group_messages": False, "supports_inline_queries": False}})
+                if method == "sendMessage":
+                    markup = params.get("reply_markup")
+                    if isinstance(markup, str):
+                        markup = json.loads(markup)
+                    text = params.get("text", "")
+                    with fake._lock:
+                        fake.sent.append(Sent(token, str(params.get("chat_id")), text, markup, time.time()))
+                    return self._reply(200, {"ok": True, "result": {
+                        "message_id": next(ids), "date": int(time.time()), "text": text,
+                        "chat": {"id": int(params.get("chat_id", 0)), "type": "private"}}})
+                if method in ("answerCallbackQuery", "setWebhook", "deleteWebhook", "close", "logOut"):
+                    return self._reply(200, {"ok": True, "result": True})
+                return self._reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+
+            def _reply(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """TELEGRAM_API_BASE: python-telegram-bot appends the token."""
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    def fail_next(self, n: int, status: int = 500, retry_after: int | None = None) -> None:
+        body: dict[str, Any] = {"ok": False, "error_code": status, "description": "Internal Server Error"}
+        if status == 403:
+            body = {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}
+        elif status == 400:
+            body = {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"}
+        elif status == 429:
+            body = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
+                    "parameters": {"retry_after": retry_after or 1}}
+        with self._lock:
+            self._failures.extend([(status, body)] * n)
+
+    def sent_to(self, chat_id: str | int) -> list[Sent]:
+        with self._lock:
+            return [s for s in self.sent if s.chat_id == str(chat_id)]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
