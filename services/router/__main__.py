@@ -1,16 +1,32 @@
-"""`python -m services.router`: the router in services mode (RabbitMQ + PostgreSQL), port 8081."""
+"""`python -m services.router`: the router in services mode (RabbitMQ + PostgreSQL), port 8081.
 
-from services.router.bootstrap import build_deps, build_worker
+Port 8081 serves the health checks and the agent API (/api/v1/).
+"""
+
+import threading
+
+from services.router.bootstrap import build_api, build_deps, build_worker
+from services.router.operations import run_relay
 from shared.db import session_factory
+from shared.runtime import start_thread, utc_now
 from shared.service import run_consumer_service
 
 
 def main() -> None:
-    run_consumer_service(
-        "router", 8081,
-        lambda settings, config, engine, publisher: build_worker(
-            settings.broker_url, build_deps(config, session_factory(engine)), publisher),
-    )
+    built: dict = {}  # the worker's deps, shared with the API so a correction retrains its classifier
+
+    def worker(settings, config, engine, publisher):
+        built["deps"] = build_deps(config, session_factory(engine))
+        return build_worker(settings.broker_url, built["deps"], publisher)
+
+    def blueprints(settings, config, engine, publisher):
+        sessions = session_factory(engine)
+        # Agent API events whose publish failed are re-published from here; the daemon thread ends
+        # with the process.
+        start_thread(lambda: run_relay(sessions, publisher, utc_now, threading.Event()), "router-relay")
+        return [build_api(config, sessions, publisher, built.get("deps"))]
+
+    run_consumer_service("router", 8081, worker, blueprints)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Every decision carries its reason, which the router stores.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from shared.config import Agent
@@ -83,3 +83,85 @@ def choose_owner(
     team = default_team or next(iter(a.team for a in pool), None)
     return Decision(None, team, "team_queue",
                     f"no active agent skilled for {category} speaking {language} with free capacity: team queue")
+
+
+# --- availability, handover and the team queue (agent API) -----------------------------------
+
+#: An agent's own availability word → the roster status the rules above read.
+AVAILABILITY_STATUS = {"on_shift": "active", "off": "off", "on_leave": "leave"}
+#: The config's status → the availability an agent has until they say otherwise.
+DEFAULT_AVAILABILITY = {v: k for k, v in AVAILABILITY_STATUS.items()}
+
+
+def with_availability(agents: Iterable[Agent], availability: Mapping[str, str]) -> list[Agent]:
+    """The roster as it is now: an agent's stored availability overrides the config's status."""
+    out = []
+    for a in agents:
+        word = availability.get(a.id)
+        out.append(replace(a, status=AVAILABILITY_STATUS[word]) if word in AVAILABILITY_STATUS else a)
+    return out
+
+
+@dataclass(frozen=True)
+class OpenWork:
+    """An open conversation as the rules see it."""
+
+    conversation_id: str
+    category: str
+    language: str
+    since: datetime  # queued or opened at: the oldest is served first
+
+
+def hand_over(
+    *,
+    leaving: str,
+    work: Iterable[OpenWork],
+    agents: Iterable[Agent],
+    at: datetime,
+    loads: Mapping[str, int],
+    last_assigned: Mapping[str, datetime],
+    default_team: str | None = None,
+) -> list[tuple[str, Decision]]:
+    """New owners for the open conversations of an agent going off duty, by the same rules.
+
+    Decided one after another, oldest first, counting each hand-over in the receiver's load, so
+    ten conversations do not all land on the one agent who was least loaded at the start.
+    """
+    pool = [a for a in agents if a.id != leaving]
+    loads_now = dict(loads)
+    last_now = dict(last_assigned)
+    decisions = []
+    for item in sorted(work, key=lambda w: (w.since, w.conversation_id)):
+        d = choose_owner(agents=pool, category=item.category, language=item.language, at=at, loads=loads_now,
+                         last_assigned=last_now, default_team=default_team)
+        d = Decision(d.agent_id, d.team_id, d.rule, f"handover from {leaving}: {d.reason}")
+        if d.agent_id:
+            loads_now[d.agent_id] = loads_now.get(d.agent_id, 0) + 1
+            last_now[d.agent_id] = at
+        decisions.append((item.conversation_id, d))
+    return decisions
+
+
+def drain_for(agent: Agent, *, queued: Iterable[OpenWork], load: int, at: datetime,
+              roster_languages: Iterable[str] = ()) -> list[tuple[str, Decision]]:
+    """The queued conversations of the agent's team that the agent takes now that capacity freed.
+
+    Oldest first, while the agent is active, on shift and under capacity, skipping what they are
+    not skilled for or cannot read (unless nobody in the roster speaks that language).
+    """
+    if agent.status != "active" or not agent.shift.is_open(at):
+        return []
+    spoken = set(roster_languages)
+    taken: list[tuple[str, Decision]] = []
+    for item in sorted(queued, key=lambda w: (w.since, w.conversation_id)):
+        if load + len(taken) >= agent.capacity:
+            break
+        if not _skilled(agent, item.category):
+            continue
+        if item.language not in agent.languages and item.language in spoken:
+            continue
+        taken.append((item.conversation_id, Decision(
+            agent.id, agent.team, "queue_drain",
+            f"oldest queued conversation of team {agent.team} (queued since {item.since.isoformat()}); "
+            f"{agent.id} has free capacity ({load + len(taken)}/{agent.capacity})")))
+    return taken

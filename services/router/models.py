@@ -65,6 +65,7 @@ class Conversation(Base):
     promise_due: Mapped[datetime] = mapped_column(UTCDateTime())
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # an agent's first reply
 
 
 class Message(Base):
@@ -89,6 +90,7 @@ class Assignment(Base):
     """Every owner decision with its reason: who, why, when."""
 
     __tablename__ = "assignments"
+    __table_args__ = (Index("ix_assignments_agent_assigned", "agent_id", "assigned_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     conversation_id: Mapped[str] = mapped_column(String(36), ForeignKey("conversations.id"), index=True)
@@ -98,6 +100,27 @@ class Assignment(Base):
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class CallbackTask(Base):
+    """A call to return: one per phone call that reached nobody (voicemail or missed), for the owner.
+
+    Unique per CallSid: the recording, transcription and dial callbacks of one call, and their
+    redeliveries, make one task.
+    """
+
+    __tablename__ = "callback_tasks"
+    __table_args__ = (UniqueConstraint("call_sid", name="uq_callback_tasks_call_sid"),
+                      Index("ix_callback_tasks_owner_open", "owner_id", "done_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(String(36), ForeignKey("conversations.id"), index=True)
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str] = mapped_column(String(32))  # E.164, the number to call back
+    call_sid: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # voicemail | missed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class RouterOutbox(Base):
     __tablename__ = "router_outbox"
 
@@ -105,3 +128,42 @@ class RouterOutbox(Base):
     source_message_id: Mapped[str] = mapped_column(String(64), index=True)
     body: Mapped[dict] = mapped_column()  # the encoded envelope, re-published unchanged on redelivery
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Agent API events have no bus redelivery to repair a lost publish: set until confirmed.
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+
+
+class AgentToken(Base):
+    """An agent's API bearer token, stored as its SHA-256 only: the token itself is shown once."""
+
+    __tablename__ = "agent_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(64), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AgentAvailability(Base):
+    """An agent's own word on their availability; without a row, the config's status applies."""
+
+    __tablename__ = "agent_availability"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # on_shift | off | on_leave
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CategoryCorrection(Base):
+    """An agent's correction of a category: kept as training data for the classifier."""
+
+    __tablename__ = "category_corrections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(String(36), ForeignKey("conversations.id"), index=True)
+    old_category: Mapped[str] = mapped_column(String(32))
+    new_category: Mapped[str] = mapped_column(String(32))
+    agent_id: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,492 @@
+"""The agent API (SPEC §6): JSON over HTTP under /api/v1/, per-agent bearer tokens, OpenAPI 3.
+
+Every request is authenticated first (401), then its body and query are parsed by a marshmallow
+schema (400 not JSON, 422 invalid), then the conversation is looked up (404) and checked against
+the agent (403: an agent sees only their own conversations, a lead also their team's). Nothing is
+changed or published for a refused request. Each operation is one transaction; the events it
+produces are stored with it and published after commit (services/router/operations.py).
+
+The OpenAPI document at /api/v1/openapi.json is generated from the same schemas, route by route,
+so it cannot drift from what the handlers accept.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, g, jsonify, request
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.router import operations as ops
+from services.router.assignment import AVAILABILITY_STATUS, Decision
+from services.router.models import CategoryCorrection, Conversation, Customer, Identity, Message
+from shared.bus.publisher import Publisher
+from shared.config import Agent, Config
+from shared.contracts import (
+    CHANNELS,
+    AwareDateTime,
+    ConversationReply,
+    ConversationResolved,
+    Envelope,
+    derive_id,
+    new_id,
+)
+from shared.db import transaction
+from shared.web import error
+
+PREFIX = "/api/v1"
+
+Learn = Callable[[str, str, str | None], None]  # (text, category, language): retrain on a correction
+
+
+@dataclass
+class ApiDeps:
+    config: Config
+    sessions: sessionmaker[Session]
+    publisher: Publisher
+    clock: Callable[[], datetime]
+    learn: Learn | None = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any):
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+# --- schemas: requests ------------------------------------------------------------------------
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ConversationQuery(_Strict):
+    status = fields.String(validate=validate.OneOf(("open", "resolved")))
+    channel = fields.String(validate=validate.OneOf(CHANNELS))
+    category = fields.String(validate=validate.Length(min=1, max=32))
+    promise_due_before = AwareDateTime()
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+class ReplyRequest(_Strict):
+    text = fields.String(required=True, validate=validate.Length(min=1, max=4000))
+
+
+class TransferRequest(_Strict):
+    agent_id = fields.String(validate=validate.Length(min=1, max=64))
+    team_id = fields.String(validate=validate.Length(min=1, max=64))
+    note = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+    @validates_schema
+    def _one_target(self, data: dict, **_: Any) -> None:
+        if ("agent_id" in data) == ("team_id" in data):
+            raise ValidationError("give exactly one of agent_id and team_id", "_schema")
+
+
+class MergeRequest(_Strict):
+    from_ = fields.String(required=True, data_key="from", validate=validate.Length(min=1, max=36))
+    into = fields.String(required=True, validate=validate.Length(min=1, max=36))
+
+
+class AvailabilityRequest(_Strict):
+    status = fields.String(required=True, validate=validate.OneOf(tuple(AVAILABILITY_STATUS)))
+
+
+class CategoryRequest(_Strict):
+    category = fields.String(required=True, validate=validate.Length(min=1, max=32))
+
+
+# --- schemas: responses -----------------------------------------------------------------------
+
+
+class ErrorSchema(Schema):
+    error = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Dict()
+
+
+class ConversationSummary(Schema):
+    id = fields.String()
+    reference = fields.String()
+    customer_id = fields.String()
+    status = fields.String()
+    channel = fields.String()
+    language = fields.String()
+    category = fields.String()
+    owner_id = fields.String(allow_none=True)
+    team_id = fields.String(allow_none=True)
+    assignment_reason = fields.String()
+    opened_at = fields.DateTime()
+    promise_due = fields.DateTime()
+    first_response_at = fields.DateTime(allow_none=True)
+    resolved_at = fields.DateTime(allow_none=True)
+    last_message_at = fields.DateTime()
+
+
+class ConversationList(Schema):
+    conversations = fields.List(fields.Nested(ConversationSummary))
+
+
+class HistoryMessage(Schema):
+    id = fields.String()
+    conversation_id = fields.String()
+    direction = fields.String(metadata={"description": "in: from the customer; out: to the customer"})
+    channel = fields.String()
+    sender_kind = fields.String(allow_none=True)
+    sender_value = fields.String(allow_none=True)
+    subject = fields.String(allow_none=True)
+    text = fields.String()
+    received_at = fields.DateTime()
+
+
+class CustomerSchema(Schema):
+    id = fields.String()
+    name = fields.String(allow_none=True)
+    identities = fields.List(fields.Dict())
+
+
+class ConversationDetail(ConversationSummary):
+    customer = fields.Nested(CustomerSchema)
+    history = fields.List(fields.Nested(HistoryMessage),
+                          metadata={"description": "every message of every conversation of the customer, newest last"})
+
+
+class ReplyResult(Schema):
+    reply_id = fields.String()
+    conversation = fields.Nested(ConversationSummary)
+
+
+class TransferResult(Schema):
+    conversation = fields.Nested(ConversationSummary)
+
+
+class MergeResult(Schema):
+    customer_id = fields.String()
+    merged = fields.String()
+    conversations = fields.List(fields.String())
+
+
+class AvailabilityResult(Schema):
+    agent_id = fields.String()
+    status = fields.String()
+    moved = fields.List(fields.String(), metadata={"description": "conversations handed over or drained"})
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _load(schema: Schema, data: Any) -> dict:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid", "the request does not match its schema", details=exc.messages) from exc
+
+
+def _body(schema: Schema) -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "malformed", "the body must be a JSON object (Content-Type: application/json)")
+    return _load(schema, data)
+
+
+def _correlation_id() -> str:
+    value = request.headers.get("X-Correlation-Id") or request.headers.get("X-Request-Id") or ""
+    return value[:128] if value.strip() else new_id()
+
+
+def led_teams(agent: Agent, config: Config) -> set[str]:
+    teams = {t.id for t in config.teams.values() if t.lead == agent.id}
+    if agent.role == "lead":
+        teams.add(agent.team)
+    return teams
+
+
+def may_see(agent: Agent, conv: Conversation, config: Config) -> bool:
+    return conv.owner_id == agent.id or (conv.team_id is not None and conv.team_id in led_teams(agent, config))
+
+
+def _summary(conv: Conversation) -> dict:
+    """The conversation's summary fields, read while the session is open; dumped by the response schema."""
+    return {name: getattr(conv, name) for name in ConversationSummary().fields}
+
+
+# --- the blueprint -----------------------------------------------------------------------------
+
+
+def build_api(deps: ApiDeps) -> Blueprint:
+    bp = Blueprint("agent_api", __name__, url_prefix=PREFIX)
+    spec = APISpec(title="Switchboard agent API", version="1", openapi_version="3.0.3",
+                   plugins=[MarshmallowPlugin()],
+                   info={"description": "Agents' conversations: read, reply, resolve, transfer, merge."})
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.schema("Error", schema=ErrorSchema)
+    config = deps.config
+
+    def route(rule: str, method: str, summary: str, *, response: type[Schema], status: int = 200,
+              body: type[Schema] | None = None, query: type[Schema] | None = None):
+        path = PREFIX + rule.replace("<", "{").replace(">", "}")
+        operation: dict[str, Any] = {
+            "summary": summary, "security": [{"bearer": []}],
+            "responses": {str(status): {"description": "OK", "content": {"application/json": {"schema": response}}},
+                          **{str(code): {"description": text, "content": {"application/json": {"schema": "Error"}}}
+                             for code, text in ((401, "no or unknown bearer token"), (403, "not yours"),
+                                                (404, "unknown id"), (422, "invalid request"))}},
+        }
+        if "{" in path:
+            operation["parameters"] = [{"in": "path", "name": rule.split("<")[1].split(">")[0],
+                                        "required": True, "schema": {"type": "string"}}]
+        if query is not None:
+            operation.setdefault("parameters", []).append({"in": "query", "schema": query})
+        if body is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        spec.path(path=path, operations={method.lower(): operation})
+
+        def decorate(view):
+            @functools.wraps(view)
+            def wrapper(**kwargs):
+                g.agent = _authenticate()
+                return view(**kwargs)
+
+            bp.add_url_rule(rule, view.__name__, wrapper, methods=[method])
+            return view
+
+        return decorate
+
+    def _authenticate() -> Agent:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthenticated", "an Authorization: Bearer <token> header is required")
+        with deps.sessions() as s:
+            agent_id = ops.authenticate(s, token.strip())
+        agent = config.agents.get(agent_id) if agent_id else None
+        if agent is None:
+            raise ApiError(401, "unauthenticated", "unknown or revoked token")
+        return agent
+
+    def _conversation(s: Session, conversation_id: str, *, lock: bool = False) -> Conversation:
+        stmt = select(Conversation).where(Conversation.id == conversation_id)
+        conv = s.scalar(stmt.with_for_update() if lock else stmt)
+        if conv is None:
+            raise ApiError(404, "not_found", f"no conversation {conversation_id}")
+        if not may_see(g.agent, conv, config):
+            raise ApiError(403, "forbidden", "this conversation is neither yours nor your team's")
+        return conv
+
+    def _publish(ids: list[str]) -> None:
+        ops.publish_pending(deps.sessions, deps.publisher, ids)
+        # Anything an earlier request could not publish (broker outage) goes out with this one.
+        ops.relay_pending(deps.sessions, deps.publisher, deps.clock())
+
+    @bp.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        resp = error(exc.status, exc.code, exc.message, **exc.extra)
+        if exc.status == 401:
+            resp[0].headers["WWW-Authenticate"] = 'Bearer realm="switchboard"'
+        return resp
+
+    @route("/conversations", "GET", "My conversations (a lead: the team's), filtered",
+           response=ConversationList, query=ConversationQuery)
+    def list_conversations():
+        q = _load(ConversationQuery(), request.args.to_dict())
+        agent: Agent = g.agent
+        teams = led_teams(agent, config)
+        stmt = select(Conversation).where(or_(Conversation.owner_id == agent.id, Conversation.team_id.in_(teams))
+                                          if teams else Conversation.owner_id == agent.id)
+        for key in ("status", "channel", "category"):
+            if key in q:
+                stmt = stmt.where(getattr(Conversation, key) == q[key])
+        if "promise_due_before" in q:
+            stmt = stmt.where(Conversation.promise_due < q["promise_due_before"])
+        stmt = stmt.order_by(Conversation.promise_due, Conversation.id).limit(q["limit"])
+        with deps.sessions() as s:
+            rows = list(s.scalars(stmt))
+        return jsonify(ConversationList().dump({"conversations": rows}))
+
+    @route("/conversations/<conversation_id>", "GET", "A conversation with the customer's whole history",
+           response=ConversationDetail)
+    def get_conversation(conversation_id: str):
+        with deps.sessions() as s:
+            conv = _conversation(s, conversation_id)
+            customer = s.get(Customer, conv.customer_id)
+            identities = s.scalars(select(Identity).where(Identity.customer_id == customer.id).order_by(Identity.id))
+            history = s.scalars(select(Message).join(Conversation, Message.conversation_id == Conversation.id)
+                                .where(Conversation.customer_id == customer.id)
+                                .order_by(Message.received_at, Message.id))
+            body = {**_summary(conv),
+                    "customer": {"id": customer.id, "name": customer.name,
+                                 "identities": [{"kind": i.kind, "value": i.value} for i in identities]},
+                    "history": list(history)}
+        return jsonify(ConversationDetail().dump(body))
+
+    @route("/conversations/<conversation_id>/reply", "POST", "Reply on the customer's channel",
+           response=ReplyResult, body=ReplyRequest, status=201)
+    def reply(conversation_id: str):
+        req = _body(ReplyRequest())
+        now, correlation = deps.clock(), _correlation_id()
+        reply_id = new_id()
+        with transaction(deps.sessions) as s:
+            conv = _conversation(s, conversation_id, lock=True)
+            s.add(Message(id=reply_id, conversation_id=conv.id, direction="out", channel=conv.channel,
+                          external_id=f"reply:{reply_id}", sender_kind="agent", sender_value=g.agent.id,
+                          text=req["text"], received_at=now, correlation_id=correlation, details={}))
+            if conv.first_response_at is None:
+                conv.first_response_at = now
+            event = ConversationReply(reply_id=reply_id, conversation_id=conv.id, channel=conv.channel,
+                                      reply_to=conv.reply_to, reply_from=conv.reply_from, text=req["text"],
+                                      agent_id=g.agent.id, language=conv.language,
+                                      last_customer_message_at=conv.last_message_at)
+            envelope = Envelope.wrap(event, message_id=derive_id("event", event.TYPE, reply_id),
+                                     correlation_id=correlation, occurred_at=now)
+            ops.store_event(s, envelope, reply_id, now)
+            summary = _summary(conv)
+        _publish([envelope.message_id])
+        return jsonify(ReplyResult().dump({"reply_id": reply_id, "conversation": summary})), 201
+
+    @route("/conversations/<conversation_id>/resolve", "POST", "Resolve", response=TransferResult)
+    def resolve(conversation_id: str):
+        now, correlation = deps.clock(), _correlation_id()
+        with transaction(deps.sessions) as s:
+            conv = _conversation(s, conversation_id, lock=True)
+            if conv.status != "open":
+                raise ApiError(409, "conflict", "the conversation is already resolved")
+            conv.status, conv.resolved_at = "resolved", now
+            event = ConversationResolved(conversation_id=conv.id, customer_id=conv.customer_id, channel=conv.channel,
+                                         reply_to=conv.reply_to, language=conv.language, owner_id=conv.owner_id,
+                                         resolved_at=now, human_replied=ops.human_replied(s, conv.id))
+            envelope = Envelope.wrap(event, message_id=new_id(),
+                                     correlation_id=correlation, occurred_at=now)
+            ops.store_event(s, envelope, conv.id, now)
+            s.flush()
+            if conv.owner_id:
+                ops.drain_queue(s, config, conv.owner_id, now)
+            summary = _summary(conv)
+        _publish([envelope.message_id])
+        return jsonify(TransferResult().dump({"conversation": summary}))
+
+    @route("/conversations/<conversation_id>/reopen", "POST", "Reopen a resolved conversation",
+           response=TransferResult)
+    def reopen(conversation_id: str):
+        try:
+            with transaction(deps.sessions) as s:
+                conv = _conversation(s, conversation_id, lock=True)
+                if conv.status == "open":
+                    raise ApiError(409, "conflict", "the conversation is already open")
+                conv.status, conv.resolved_at = "open", None
+                s.flush()  # the one-open-conversation index speaks here
+                summary = _summary(conv)
+        except IntegrityError as exc:
+            raise ApiError(409, "conflict", "the customer has another open conversation; it continues there") from exc
+        return jsonify(TransferResult().dump({"conversation": summary}))
+
+    @route("/conversations/<conversation_id>/transfer", "POST", "Transfer to an agent or a team queue",
+           response=TransferResult, body=TransferRequest)
+    def transfer(conversation_id: str):
+        req = _body(TransferRequest())
+        now = deps.clock()
+        if "agent_id" in req and req["agent_id"] not in config.agents:
+            raise ApiError(422, "invalid", f"unknown agent {req['agent_id']!r}")
+        if "team_id" in req and req["team_id"] not in config.teams:
+            raise ApiError(422, "invalid", f"unknown team {req['team_id']!r}")
+        with transaction(deps.sessions) as s:
+            conv = _conversation(s, conversation_id, lock=True)
+            if conv.status != "open":
+                raise ApiError(409, "conflict", "only an open conversation can be transferred")
+            previous = conv.owner_id
+            if "agent_id" in req:
+                target = config.agents[req["agent_id"]]
+                decision = Decision(target.id, target.team, "transfer",
+                                    f"transferred by {g.agent.id} to {target.id}: {req['note']}")
+            else:
+                decision = Decision(None, req["team_id"], "transfer",
+                                    f"transferred by {g.agent.id} to the {req['team_id']} queue: {req['note']}")
+            ops.assign(s, conv, decision, now)
+            s.flush()
+            if previous and previous != decision.agent_id:
+                ops.drain_queue(s, config, previous, now)
+            if decision.agent_id is None:
+                ops.drain_team(s, config, decision.team_id, now)
+            summary = _summary(conv)
+        return jsonify(TransferResult().dump({"conversation": summary}))
+
+    @route("/conversations/<conversation_id>/category", "POST", "Correct the category (kept as training data)",
+           response=TransferResult, body=CategoryRequest)
+    def correct_category(conversation_id: str):
+        req = _body(CategoryRequest())
+        if req["category"] not in config.categories:
+            raise ApiError(422, "invalid", f"unknown category {req['category']!r}",
+                           details={"known": sorted(config.categories)})
+        now = deps.clock()
+        with transaction(deps.sessions) as s:
+            conv = _conversation(s, conversation_id, lock=True)
+            first = s.scalar(select(Message).where(Message.conversation_id == conv.id, Message.direction == "in")
+                             .order_by(Message.received_at, Message.id).limit(1))
+            text = "\n".join(x for x in ((first.subject, first.text) if first else ()) if x)
+            old = conv.category
+            s.add(CategoryCorrection(conversation_id=conv.id, old_category=old, new_category=req["category"],
+                                     agent_id=g.agent.id, text=text, language=conv.language, at=now))
+            conv.category = req["category"]
+            conv.category_reason = {"corrected_by": g.agent.id, "previous": old, "at": now.isoformat()}
+            summary = _summary(conv)
+        if deps.learn is not None and text and old != req["category"]:
+            deps.learn(text, req["category"], conv.language)
+        return jsonify(TransferResult().dump({"conversation": summary}))
+
+    @route("/customers/merge", "POST", "Merge two customers (identities and conversations move)",
+           response=MergeResult, body=MergeRequest)
+    def merge_customers():
+        req = _body(MergeRequest())
+        source_id, target_id = req["from_"], req["into"]
+        if source_id == target_id:
+            raise ApiError(422, "invalid", "a customer cannot be merged into itself")
+        agent: Agent = g.agent
+        with transaction(deps.sessions) as s:
+            source, target = s.get(Customer, source_id, with_for_update=True), s.get(Customer, target_id)
+            if source is None or target is None:
+                raise ApiError(404, "not_found", f"no customer {source_id if source is None else target_id}")
+            if source.merged_into is not None:
+                raise ApiError(409, "conflict", f"customer {source_id} was already merged into {source.merged_into}")
+            for cust in (source, target):
+                convs = list(s.scalars(select(Conversation).where(Conversation.customer_id == cust.id)))
+                if not any(may_see(agent, c, config) for c in convs):
+                    raise ApiError(403, "forbidden", f"customer {cust.id} has no conversation of yours or your team's")
+            convs = list(s.scalars(select(Conversation).where(Conversation.customer_id == source.id)))
+            open_both = [c for c in convs if c.status == "open"] and s.scalar(
+                select(Conversation.id).where(Conversation.customer_id == target.id, Conversation.status == "open"))
+            if open_both:
+                raise ApiError(409, "conflict", "both customers have an open conversation; resolve one first")
+            for ident in s.scalars(select(Identity).where(Identity.customer_id == source.id)):
+                ident.customer_id = target.id
+            for conv in convs:
+                conv.customer_id = target.id
+            source.merged_into = target.id
+            if not target.name and source.name:
+                target.name = source.name
+            moved = [c.id for c in convs]
+        return jsonify(MergeResult().dump({"customer_id": target_id, "merged": source_id, "conversations": moved}))
+
+    @route("/agents/me/availability", "PUT", "Set my availability; off or on leave hands my conversations over",
+           response=AvailabilityResult, body=AvailabilityRequest)
+    def set_availability():
+        req = _body(AvailabilityRequest())
+        now = deps.clock()
+        with transaction(deps.sessions) as s:
+            moved = ops.set_availability(s, config, g.agent.id, req["status"], now)
+        return jsonify(AvailabilityResult().dump({"agent_id": g.agent.id, "status": req["status"], "moved": moved}))
+
+    @bp.get("/openapi.json")
+    def openapi():
+        return jsonify(spec.to_dict())
+
+    return bp

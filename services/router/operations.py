@@ -1,0 +1,230 @@
+"""What agents do to conversations, in transactions: the agent API's service layer.
+
+Every operation takes the session (one transaction, opened by the caller), the config and the time;
+the rules themselves are the pure functions of services/router/assignment.py. Events an operation
+produces are stored in router_outbox in the same transaction with `pending_since` set, and
+published after commit (`publish_pending`); a publish that fails is retried by `relay_pending`, so
+an agent's reply is never lost between the database and the bus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.router.assignment import (
+    DEFAULT_AVAILABILITY,
+    Decision,
+    OpenWork,
+    drain_for,
+    hand_over,
+    with_availability,
+)
+from services.router.models import (
+    AgentAvailability,
+    AgentToken,
+    Assignment,
+    Conversation,
+    Message,
+    RouterOutbox,
+)
+from shared.bus.publisher import BusUnavailable, Publisher
+from shared.config import Agent, Config
+from shared.contracts import Envelope, decode, encode
+from shared.db import UTCDateTime, transaction
+
+log = logging.getLogger(__name__)
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(s: Session, agent_id: str, now: datetime) -> str:
+    """A new bearer token for the agent; earlier ones stop working (a lost token is replaced)."""
+    s.execute(update(AgentToken).where(AgentToken.agent_id == agent_id, AgentToken.revoked_at.is_(None))
+              .values(revoked_at=now))
+    token = "sb_" + secrets.token_urlsafe(32)
+    s.add(AgentToken(agent_id=agent_id, token_hash=token_hash(token), created_at=now))
+    return token
+
+
+def authenticate(s: Session, token: str) -> str | None:
+    """The agent id behind a bearer token, or None."""
+    digest = token_hash(token)
+    row = s.scalar(select(AgentToken).where(AgentToken.token_hash == digest, AgentToken.revoked_at.is_(None)))
+    # The lookup is by hash of a 256-bit secret; the constant-time compare guards the last step anyway.
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    return row.agent_id
+
+
+# --- the roster as it is now -------------------------------------------------------------------
+
+
+def availability(s: Session) -> dict[str, str]:
+    return dict(s.execute(select(AgentAvailability.agent_id, AgentAvailability.status)).all())
+
+
+def availability_of(s: Session, agent: Agent) -> str:
+    return availability(s).get(agent.id) or DEFAULT_AVAILABILITY.get(agent.status, "off")
+
+
+def roster(s: Session, config: Config) -> list[Agent]:
+    return with_availability(config.agents.values(), availability(s))
+
+
+def loads(s: Session) -> dict[str, int]:
+    return dict(s.execute(select(Conversation.owner_id, func.count())
+                          .where(Conversation.status == "open", Conversation.owner_id.is_not(None))
+                          .group_by(Conversation.owner_id)).all())
+
+
+def last_assigned(s: Session) -> dict[str, datetime]:
+    return dict(s.execute(select(Assignment.agent_id, func.max(Assignment.assigned_at, type_=UTCDateTime()))
+                          .where(Assignment.agent_id.is_not(None)).group_by(Assignment.agent_id)).all())
+
+
+def assign(s: Session, conv: Conversation, decision: Decision, at: datetime) -> None:
+    conv.owner_id, conv.team_id, conv.assignment_reason = decision.agent_id, decision.team_id, decision.reason
+    s.add(Assignment(conversation_id=conv.id, agent_id=decision.agent_id, team_id=decision.team_id,
+                     reason=f"{decision.rule}: {decision.reason}", assigned_at=at))
+
+
+def _work(conv: Conversation) -> OpenWork:
+    return OpenWork(conv.id, conv.category, conv.language, conv.opened_at)
+
+
+def set_availability(s: Session, config: Config, agent_id: str, status: str, at: datetime) -> list[str]:
+    """Store the agent's availability; hand over or drain as it implies. Returns the moved conversation ids."""
+    row = s.get(AgentAvailability, agent_id, with_for_update=True)
+    if row is None:
+        s.add(AgentAvailability(agent_id=agent_id, status=status, changed_at=at))
+    else:
+        row.status, row.changed_at = status, at
+    s.flush()
+    if status == "on_shift":
+        return drain_queue(s, config, agent_id, at)
+    convs = list(s.scalars(select(Conversation).where(Conversation.owner_id == agent_id, Conversation.status == "open")
+                           .order_by(Conversation.opened_at).with_for_update()))
+    by_id = {c.id: c for c in convs}
+    decisions = hand_over(leaving=agent_id, work=[_work(c) for c in convs], agents=roster(s, config), at=at,
+                          loads=loads(s), last_assigned=last_assigned(s),
+                          default_team=config.agents[agent_id].team)
+    for conv_id, decision in decisions:
+        assign(s, by_id[conv_id], decision, at)
+    return [conv_id for conv_id, _ in decisions]
+
+
+def drain_queue(s: Session, config: Config, agent_id: str, at: datetime) -> list[str]:
+    """Give the freed agent the oldest queued conversations of their team (SPEC §4 rule 4).
+
+    The queued rows are locked with SKIP LOCKED on PostgreSQL, so two drains running at once (two
+    agents freed at the same moment, two replicas) never hand one conversation to both; on SQLite
+    the transaction alone serialises writers.
+    """
+    agent = next((a for a in roster(s, config) if a.id == agent_id), None)
+    if agent is None:
+        return []
+    queued = list(s.scalars(select(Conversation)
+                            .where(Conversation.status == "open", Conversation.owner_id.is_(None),
+                                   Conversation.team_id == agent.team)
+                            .order_by(Conversation.opened_at, Conversation.id)
+                            .with_for_update(skip_locked=True)))
+    if not queued:
+        return []
+    by_id = {c.id: c for c in queued}
+    spoken = {lang for a in roster(s, config) if a.status == "active" for lang in a.languages}
+    taken = drain_for(agent, queued=[_work(c) for c in queued], load=loads(s).get(agent.id, 0), at=at,
+                      roster_languages=spoken)
+    for conv_id, decision in taken:
+        assign(s, by_id[conv_id], decision, at)
+    return [conv_id for conv_id, _ in taken]
+
+
+def drain_team(s: Session, config: Config, team_id: str | None, at: datetime) -> list[str]:
+    """Offer a team's queue to each of its agents, least loaded first."""
+    if team_id is None:
+        return []
+    current = loads(s)
+    members = sorted((a for a in roster(s, config) if a.team == team_id and a.status == "active"),
+                     key=lambda a: (current.get(a.id, 0) / a.capacity, a.id))
+    moved: list[str] = []
+    for agent in members:
+        moved += drain_queue(s, config, agent.id, at)
+    return moved
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def human_replied(s: Session, conversation_id: str) -> bool:
+    return s.scalar(select(func.count()).select_from(Message).where(
+        Message.conversation_id == conversation_id, Message.direction == "out",
+        Message.sender_kind == "agent")) > 0
+
+
+# --- events: stored with the change, published after commit ------------------------------------
+
+
+def store_event(s: Session, event: Envelope, source: str, at: datetime) -> None:
+    s.add(RouterOutbox(message_id=event.message_id, source_message_id=source, body=encode(event),
+                       created_at=at, pending_since=at))
+
+
+def publish_pending(sessions: sessionmaker[Session], publisher: Publisher, message_ids: Iterable[str]) -> int:
+    """Publish the named stored events with confirms; each confirmed one is no longer pending."""
+    ids = list(message_ids)
+    if not ids:
+        return 0
+    with sessions() as s:
+        rows = list(s.scalars(select(RouterOutbox).where(RouterOutbox.message_id.in_(ids),
+                                                         RouterOutbox.pending_since.is_not(None))
+                              .order_by(RouterOutbox.created_at, RouterOutbox.message_id)))
+    done = 0
+    for row in rows:
+        try:
+            publisher.publish(decode(row.body))
+        except BusUnavailable as exc:
+            # Stays pending: relay_pending publishes it when the broker is back.
+            log.warning("event %s not published yet: %s", row.message_id, exc)
+            continue
+        with transaction(sessions) as s:
+            s.execute(update(RouterOutbox).where(RouterOutbox.message_id == row.message_id)
+                      .values(pending_since=None))
+        done += 1
+    return done
+
+
+def relay_pending(sessions: sessionmaker[Session], publisher: Publisher, now: datetime,
+                  older_than: timedelta = timedelta(seconds=10)) -> int:
+    """Publish stored events whose first publish failed (a broker outage, a crash after commit).
+
+    Only rows pending for a while: a request that has just committed publishes its own. A
+    duplicate publish is harmless, every consumer is idempotent on the message id.
+    """
+    with sessions() as s:
+        ids = list(s.scalars(select(RouterOutbox.message_id)
+                             .where(RouterOutbox.pending_since.is_not(None),
+                                    RouterOutbox.pending_since <= now - older_than)
+                             .order_by(RouterOutbox.pending_since).limit(500)))
+    return publish_pending(sessions, publisher, ids)
+
+
+def run_relay(sessions: sessionmaker[Session], publisher: Publisher, clock, stop, interval: float = 5.0) -> None:
+    """Until `stop` is set: every few seconds, publish what the API could not (see relay_pending)."""
+    while not stop.wait(interval):
+        try:
+            relay_pending(sessions, publisher, clock())
+        except Exception:  # noqa: BLE001 - a database hiccup must not end the relay; the next round retries
+            log.exception("relaying pending agent API events failed")
