@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
-from flask import Blueprint, Flask, jsonify
+from flask import Blueprint, Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,17 @@ def install_json_errors(app: Flask) -> None:
         return error(500, "internal_error", "an internal error occurred; it has been logged")
 
 
-def health_blueprint(checks: dict[str, Callable[[], None]]) -> Blueprint:
-    """/healthz: the process answers. /readyz: every dependency answers (broker, database...)."""
+def health_blueprint(checks: dict[str, Callable[[], None]], *, broker_url: str | None = None) -> Blueprint:
+    """/healthz: the process answers. /readyz: every dependency answers (broker, database...).
+    /metrics: Prometheus text (shared/metrics.py), with the broker's queue depths given its URL."""
     bp = Blueprint("health", __name__)
+
+    @bp.get("/metrics")
+    def metrics():
+        from shared.metrics import render
+
+        body, content_type = render(broker_url)
+        return Response(body, 200, content_type=content_type)
 
     @bp.get("/healthz")
     def healthz():
@@ -63,7 +72,7 @@ class HttpServer:
 
         self.server = create_server(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True,
                                     ident="switchboard")
-        self.port = self.server.effective_port
+        self.port = int(self.server.effective_port)  # waitress gives a string for 0.0.0.0
         self._thread: threading.Thread | None = None
 
     def start(self) -> HttpServer:
@@ -74,7 +83,31 @@ class HttpServer:
     def serve_forever(self) -> None:
         self.server.run()
 
-    def stop(self) -> None:
-        self.server.close()
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let the requests in flight be answered (up to `grace` seconds), then close.
+
+        Waitress's own close drops the listening socket but its worker threads are daemons: a
+        process that exits right after would cut a provider's webhook off mid-request. So we wait
+        until no request is queued, running, half-read or waiting to be flushed.
+        """
+        from waitress import wasyncore
+
+        server = self.server
+        wasyncore.dispatcher.close(server)  # the listening socket only: no new connections
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self._busy():
+            time.sleep(0.02)
+        server.task_dispatcher.shutdown(cancel_pending=False, timeout=max(0.1, deadline - time.monotonic()))
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
         if self._thread:
             self._thread.join(timeout=5)
+
+    def _busy(self) -> bool:
+        dispatcher = self.server.task_dispatcher
+        if dispatcher.queue or dispatcher.active_count:
+            return True
+        for channel in list(self.server._map.values()):
+            if getattr(channel, "requests", None) or getattr(channel, "request", None) is not None \
+                    or getattr(channel, "total_outbufs_len", 0):
+                return True
+        return False

@@ -28,3 +28,17 @@ def test_lines_are_json_with_the_correlation_id() -> None:
     assert first["conversation_id"] == "c1" and first["level"] == "info"
     assert "+380501234567" not in first["msg"]
     assert "correlation_id" not in second
+
+
+def test_contact_data_is_masked_in_extra_fields_and_tracebacks_too() -> None:
+    out = io.StringIO()
+    setup_logging("notifier", "INFO", stream=out)
+    log = logging.getLogger("test.log.extra")
+    try:
+        raise ValueError("provider refused +48 601 234 567")
+    except ValueError:
+        log.exception("send failed", extra={"address": "jan.nowak@example.org", "to": "+380501234567", "attempt": 2})
+    [entry] = (json.loads(line) for line in out.getvalue().splitlines())
+    assert entry["address"] == "j***@example.org" and "501234" not in entry["to"]
+    assert "601 234" not in entry["exc"] and "ValueError" in entry["exc"]
+    assert entry["attempt"] == 2  # numbers that are not contact data stay as they are
