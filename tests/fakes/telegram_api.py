@@ -31,6 +31,8 @@ class FakeBotApi:
     sent: list[Sent] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     _failures: list[tuple[int, dict]] = field(default_factory=list)
+    updates: list[dict] = field(default_factory=list)  # queued for getUpdates (long polling)
+    get_updates_offsets: list[int] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> FakeBotApi:
@@ -72,6 +74,19 @@ class FakeBotApi:
                     return self._reply(200, {"ok": True, "result": {
                         "message_id": next(ids), "date": int(time.time()), "text": text,
                         "chat": {"id": int(params.get("chat_id", 0)), "type": "private"}}})
+                if method == "getUpdates":
+                    # Long polling: what is queued from the offset on; updates below it are forgotten,
+                    # as Telegram does. Waits a little (not the whole timeout) when nothing is queued.
+                    offset = int(params.get("offset") or 0)
+                    deadline = time.time() + min(float(params.get("timeout") or 0), 0.5)
+                    while True:
+                        with fake._lock:
+                            fake.updates = [u for u in fake.updates if u["update_id"] >= offset]
+                            batch = fake.updates[: int(params.get("limit") or 100)]
+                            fake.get_updates_offsets.append(offset)
+                        if batch or time.time() >= deadline:
+                            return self._reply(200, {"ok": True, "result": batch})
+                        time.sleep(0.05)
                 if method in ("answerCallbackQuery", "setWebhook", "deleteWebhook", "close", "logOut"):
                     return self._reply(200, {"ok": True, "result": True})
                 return self._reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
@@ -107,6 +122,10 @@ class FakeBotApi:
                     "parameters": {"retry_after": retry_after or 1}}
         with self._lock:
             self._failures.extend([(status, body)] * n)
+
+    def queue_update(self, update: dict) -> None:
+        with self._lock:
+            self.updates.append(update)
 
     def sent_to(self, chat_id: str | int) -> list[Sent]:
         with self._lock:

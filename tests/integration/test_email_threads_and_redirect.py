@@ -1,0 +1,144 @@
+"""E-mail threading and redirect mode, through the router's and the notifier's real handlers on
+PostgreSQL: a reply finds its conversation by the [SB-…] token or by In-Reply-To; the
+acknowledgement of a mail is a threaded, loop-safe answer; a redirect-mode channel opens no
+conversation and gets one redirect note per address."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from services.notifier.handlers import NotifierDeps, handle_event
+from services.notifier.models import Outbox
+from services.notifier.senders import Registry
+from services.notifier.senders.sandbox import SandboxSender
+from services.router.handlers import RouterDeps, handle_inbound
+from services.router.models import Conversation, Message
+from shared.config import Channel
+from shared.contracts import Envelope, Identity, InboundMessage, derive_id
+from shared.db import make_engine, migrate, session_factory
+
+pytestmark = pytest.mark.integration
+
+AT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday, open
+
+
+class Verdict:
+    category, confidence, reason = "delivery", 0.9, {"rule": "parcel"}
+
+
+@pytest.fixture
+def sessions(pg_url):
+    engine = make_engine(pg_url)
+    migrate(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def router_deps(config, sessions) -> RouterDeps:
+    return RouterDeps(config=config, sessions=sessions, classify=lambda *a: Verdict(),
+                      detect_language=lambda text, hints: "en")
+
+
+def mail(n: int, at: datetime, *, sender: str = "piotr@example.pl", subject: str = "Parcel 4471",
+         refs: tuple[str, ...] = (), reference: str | None = None) -> Envelope:
+    meta = {"reference": reference} if reference else {}
+    msg = InboundMessage(channel="email", external_id=f"m{n}@example.pl", sender=Identity("email", sender),
+                         reply_to=sender, received_at=at, text="Where is my parcel?", subject=subject,
+                         sender_name="Piotr", thread_refs=refs, meta=meta)
+    return Envelope.wrap(msg, message_id=derive_id("email", msg.external_id), correlation_id=f"c{n}", occurred_at=at)
+
+
+def resolve(sessions, conversation_id: str, at: datetime) -> None:
+    with sessions.begin() as s:
+        conv = s.get(Conversation, conversation_id)
+        conv.status, conv.resolved_at = "resolved", at
+
+
+def conversation_of(sessions, external_id: str) -> str:
+    with sessions() as s:
+        return s.scalar(select(Message.conversation_id).where(Message.external_id == external_id))
+
+
+def test_a_mail_acknowledgement_carries_the_subject_and_the_message_id_it_answers(example_config, sessions) -> None:
+    [event] = handle_inbound(mail(1, AT), router_deps(example_config, sessions))
+    assert event.payload.subject == "Parcel 4471" and event.payload.in_reply_to == "m1@example.pl"
+
+    sender = SandboxSender("email", out=io.StringIO())
+    deps = NotifierDeps(config=example_config, sessions=sessions, senders=Registry({"email": sender}),
+                        compose_ack=lambda ev: "Thank you", clock=lambda: AT)
+    handle_event(event, deps)
+    handle_event(event, deps)
+    [sent] = sender.sent
+    assert sent.address == "piotr@example.pl"
+    assert sent.options == {"subject": "Re: Parcel 4471", "reference": event.payload.reference,
+                            "automatic": True, "in_reply_to": "m1@example.pl"}
+
+
+def test_a_colleague_answering_in_the_thread_joins_the_conversation_by_reference(example_config, sessions) -> None:
+    deps = router_deps(example_config, sessions)
+    [opened] = handle_inbound(mail(1, AT), deps)
+    ref = opened.payload.reference
+    events = handle_inbound(mail(2, AT + timedelta(minutes=5), sender="boss@example.pl",
+                                 subject=f"Re: Parcel 4471 [{ref}]", reference=ref), deps)
+    assert events == []  # joined, not a new conversation: no second acknowledgement
+    assert conversation_of(sessions, "m2@example.pl") == opened.payload.conversation_id
+
+
+def test_a_reply_to_an_old_resolved_thread_reopens_it_with_the_same_owner(example_config, sessions) -> None:
+    deps = router_deps(example_config, sessions)
+    [opened] = handle_inbound(mail(1, AT), deps)
+    conv_id = opened.payload.conversation_id
+    resolve(sessions, conv_id, AT + timedelta(hours=1))
+    later = AT + timedelta(days=30)  # well past the 7-day reopen window
+    [reopened] = handle_inbound(mail(2, later, subject="Re: Parcel 4471", refs=("m1@example.pl",)), deps)
+    assert reopened.payload.conversation_id == conv_id and reopened.payload.opening == 2
+    assert reopened.payload.owner_id == opened.payload.owner_id
+
+
+def test_a_new_mail_after_the_window_without_a_thread_opens_a_new_conversation(example_config, sessions) -> None:
+    deps = router_deps(example_config, sessions)
+    [opened] = handle_inbound(mail(1, AT), deps)
+    resolve(sessions, opened.payload.conversation_id, AT + timedelta(hours=1))
+    [fresh] = handle_inbound(mail(2, AT + timedelta(days=30), subject="Another question"), deps)
+    assert fresh.payload.conversation_id != opened.payload.conversation_id and fresh.payload.opening == 1
+
+
+def instagram(n: int, user: str = "17841400000000001") -> Envelope:
+    msg = InboundMessage(channel="instagram", external_id=f"ig-mid-{n}", sender=Identity("igsid", user),
+                         reply_to=user, received_at=AT, text="Hi, is the jacket in stock?")
+    return Envelope.wrap(msg, message_id=derive_id("instagram", msg.external_id), correlation_id=f"ig{n}",
+                         occurred_at=AT)
+
+
+def test_a_redirect_mode_channel_opens_no_conversation_and_is_told_once_where_to_write(
+        example_config, sessions) -> None:
+    assert example_config.channel_mode("instagram") == "redirect"
+    deps = router_deps(example_config, sessions)
+    first = handle_inbound(instagram(1), deps)
+    again = handle_inbound(instagram(1), deps)  # the provider's redelivery
+    second = handle_inbound(instagram(2), deps)  # the same customer writes again
+    assert [e.type for e in first] == ["conversation.redirected"] and first == again
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Conversation)) == 0
+
+    sender = SandboxSender("instagram", out=io.StringIO())
+    ndeps = NotifierDeps(config=example_config, sessions=sessions, senders=Registry({"instagram": sender}),
+                         compose_ack=lambda ev: "never used", clock=lambda: AT)
+    for event in first + again + second:
+        handle_event(event, ndeps)
+    [note] = sender.sent
+    assert note.address == "17841400000000001"
+    assert "https://m.me/northwind" in note.text and "support@northwind.example" in note.text
+    with sessions() as s:
+        assert s.scalar(select(Outbox.kind)) == "redirect"
+
+
+def test_an_active_channel_is_not_redirected(example_config, sessions) -> None:
+    config = replace(example_config, channels={**example_config.channels, "instagram": Channel(mode="active")})
+    [event] = handle_inbound(instagram(1), router_deps(config, sessions))
+    assert event.type == "conversation.opened" and event.payload.acknowledge is True
