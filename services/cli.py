@@ -5,6 +5,7 @@
     switchboard config check [PATH]      validate the config (exit 2 with key paths on errors)
     switchboard classify FILE            categorise JSON Lines
     switchboard hours [--at] [--team]    open now? next opening?
+    switchboard agents token AGENT_ID    a new agent API token (printed once, stored hashed)
 """
 
 from __future__ import annotations
@@ -121,6 +122,27 @@ def cmd_hours(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agents_token(args: argparse.Namespace) -> int:
+    from services.router.operations import issue_token
+    from shared.db import make_engine, migrate, session_factory, transaction
+    from shared.runtime import utc_now
+
+    settings, config = _settings_and_config(args.config)
+    if args.agent_id not in config.agents:
+        print(f"switchboard: unknown agent {args.agent_id!r} (known: {', '.join(config.agents)})", file=sys.stderr)
+        return 2
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        with transaction(session_factory(engine)) as s:
+            token = issue_token(s, args.agent_id, utc_now())
+    finally:
+        engine.dispose()
+    # Shown once: only its hash is stored. Earlier tokens of this agent no longer work.
+    print(token)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="switchboard", description="Multi-channel customer support.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -157,6 +179,13 @@ def parser() -> argparse.ArgumentParser:
     hours.add_argument("--team", default=None)
     hours.add_argument("--config", default=None)
     hours.set_defaults(func=cmd_hours)
+
+    agents = sub.add_parser("agents", help="agents' API access")
+    agents_sub = agents.add_subparsers(dest="agents_command", required=True)
+    token = agents_sub.add_parser("token", help="print a new API token for an agent (earlier ones stop working)")
+    token.add_argument("agent_id")
+    token.add_argument("--config", default=None)
+    token.set_defaults(func=cmd_agents_token)
     return p
 
 

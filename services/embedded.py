@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from services.gateway.bootstrap import build as build_gateway
+from services.gateway.bootstrap import start_pollers
 from services.notifier import bootstrap as notifier
 from services.notifier.senders import Registry
 from services.router import bootstrap as router
+from services.router.operations import run_relay
 from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher, connect
 from shared.bus.topology import declare
@@ -62,13 +64,20 @@ def start(settings: Settings, config: Config, *, host: str = "127.0.0.1", port: 
         declare(conn)
     publisher = Publisher(settings.broker_url)
     senders = notifier.build_senders(settings, config, sandbox_out=sandbox_out if sandbox_out is not None else sys.stdout)
+    router_deps = router.build_deps(config, sessions)
+    notifier_deps = notifier.build_deps(config, sessions, senders, utc_now)
     workers = [
-        router.build_worker(settings.broker_url, router.build_deps(config, sessions), publisher),
-        notifier.build_worker(settings.broker_url, notifier.build_deps(config, sessions, senders, utc_now), publisher),
+        router.build_worker(settings.broker_url, router_deps, publisher),
+        notifier.build_worker(settings.broker_url, notifier_deps, publisher),
     ]
     app, intake = build_gateway(settings, config, clock=utc_now, embedded=True,
-                                extra_checks={"database": lambda: ping(engine)})
+                                extra_checks={"database": lambda: ping(engine)},
+                                extra_blueprints=[router.build_api(config, sessions, publisher, router_deps)])
     threads = [start_thread(lambda w=w: w.run(stop), w.name) for w in workers]
     threads.append(start_thread(lambda: intake.forwarder.run(stop), "spool-forwarder"))
+    threads.append(start_thread(lambda: run_relay(sessions, publisher, utc_now, stop), "router-relay"))
+    threads.extend(start_pollers(settings, config, intake, stop, clock=utc_now))
+    ticker = notifier.build_ticker(notifier_deps)
+    threads.append(start_thread(lambda: ticker.run(stop), "notifier-ticker"))
     server = HttpServer(app, host, port if port is not None else (settings.port or 8080)).start()
     return Embedded(server=server, workers=workers, threads=threads, senders=senders, stop=stop)

@@ -153,6 +153,8 @@ class ConversationOpened:
     acknowledge: bool  # False for automatic mail and redirect-mode channels
     excerpt: str = ""
     reply_from: str | None = None  # the business address the customer wrote to (an SMS number), to answer from
+    subject: str | None = None  # e-mail: the customer's subject, answered as "Re: ..."
+    in_reply_to: str | None = None  # e-mail: the customer's Message-ID, so the answer threads
 
 
 class ConversationOpenedSchema(_Strict):
@@ -174,10 +176,41 @@ class ConversationOpenedSchema(_Strict):
     acknowledge = fields.Boolean(required=True)
     excerpt = fields.String(load_default="")
     reply_from = fields.String(load_default=None, allow_none=True)
+    subject = fields.String(load_default=None, allow_none=True)
+    in_reply_to = fields.String(load_default=None, allow_none=True)
 
     @post_load
     def _make(self, d: dict, **_: Any) -> ConversationOpened:
         return ConversationOpened(**d)
+
+
+# --- Redirected v1: a message on a channel in "redirect" mode; no conversation, one redirect note --
+
+
+@dataclass(frozen=True)
+class Redirected:
+    TYPE: ClassVar[str] = "conversation.redirected"  # conversation.#: the notifier's queue gets it
+    VERSION: ClassVar[int] = 1
+
+    channel: str
+    reply_to: str
+    language: str
+    received_at: datetime
+    inbound_message_id: str
+    reply_from: str | None = None
+
+
+class RedirectedSchema(_Strict):
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    reply_to = fields.String(required=True)
+    language = fields.String(required=True)
+    received_at = AwareDateTime(required=True)
+    inbound_message_id = fields.String(required=True)
+    reply_from = fields.String(load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> Redirected:
+        return Redirected(**d)
 
 
 # --- DeliveryStatus v1: a provider's report on an outbound message (Twilio status callback, ...) --
@@ -209,6 +242,74 @@ class DeliveryStatusSchema(_Strict):
         return DeliveryStatus(**d)
 
 
+# --- ConversationReply v1: an agent's answer, to leave on the customer's channel ---------------
+
+
+@dataclass(frozen=True)
+class ConversationReply:
+    TYPE: ClassVar[str] = "conversation.reply"
+    VERSION: ClassVar[int] = 1
+
+    reply_id: str  # the stored outbound message's id: the notifier's idempotency key is reply:<id>
+    conversation_id: str
+    channel: str
+    reply_to: str
+    reply_from: str | None
+    text: str
+    agent_id: str
+    language: str
+    last_customer_message_at: datetime | None = None  # WhatsApp: free-form only within 24 h of it
+
+
+class ConversationReplySchema(_Strict):
+    reply_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    conversation_id = fields.String(required=True)
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    reply_to = fields.String(required=True)
+    reply_from = fields.String(load_default=None, allow_none=True)
+    text = fields.String(required=True, validate=validate.Length(min=1))
+    agent_id = fields.String(required=True)
+    language = fields.String(required=True)
+    last_customer_message_at = AwareDateTime(load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> ConversationReply:
+        return ConversationReply(**d)
+
+
+# --- ConversationResolved v1: a conversation closed by an agent (the survey starts from it) ------
+
+
+@dataclass(frozen=True)
+class ConversationResolved:
+    TYPE: ClassVar[str] = "conversation.resolved"
+    VERSION: ClassVar[int] = 1
+
+    conversation_id: str
+    customer_id: str
+    channel: str
+    reply_to: str
+    language: str
+    owner_id: str | None
+    resolved_at: datetime
+    human_replied: bool  # a survey only follows a human answer (SPEC §5)
+
+
+class ConversationResolvedSchema(_Strict):
+    conversation_id = fields.String(required=True)
+    customer_id = fields.String(required=True)
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    reply_to = fields.String(required=True)
+    language = fields.String(required=True)
+    owner_id = fields.String(load_default=None, allow_none=True)
+    resolved_at = AwareDateTime(required=True)
+    human_replied = fields.Boolean(required=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> ConversationResolved:
+        return ConversationResolved(**d)
+
+
 # --- the envelope ---------------------------------------------------------------------------
 
 
@@ -216,6 +317,9 @@ PAYLOAD_SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (InboundMessage.TYPE, InboundMessage.VERSION): InboundMessageSchema,
     (ConversationOpened.TYPE, ConversationOpened.VERSION): ConversationOpenedSchema,
     (DeliveryStatus.TYPE, DeliveryStatus.VERSION): DeliveryStatusSchema,
+    (Redirected.TYPE, Redirected.VERSION): RedirectedSchema,
+    (ConversationReply.TYPE, ConversationReply.VERSION): ConversationReplySchema,
+    (ConversationResolved.TYPE, ConversationResolved.VERSION): ConversationResolvedSchema,
 }
 
 

@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from flask import Flask
+from flask import Blueprint, Flask
 from sqlalchemy import Engine
 
 from shared.bus.consumer import Worker
@@ -27,6 +27,10 @@ from shared.web import HttpServer, health_blueprint, install_json_errors
 log = logging.getLogger(__name__)
 
 BuildWorker = Callable[[Settings, Config, Engine, Publisher], Worker]
+# Extra HTTP endpoints a service serves next to its health checks (the router's agent API).
+BuildBlueprints = Callable[[Settings, Config, Engine, Publisher], list[Blueprint]]
+# Background loops a service runs beside its consumer (the notifier's ticker), stopped by `stop`.
+BuildBackground = Callable[[Settings, Config, Engine, Publisher, threading.Event], list[threading.Thread]]
 
 
 def broker_check(url: str) -> Callable[[], None]:
@@ -37,7 +41,9 @@ def broker_check(url: str) -> Callable[[], None]:
     return check
 
 
-def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker) -> None:
+def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker,
+                         blueprints: BuildBlueprints | None = None,
+                         background: BuildBackground | None = None) -> None:
     setup_logging(name, os.environ.get("LOG_LEVEL", "INFO"))
     settings, config = load_or_exit()
     stop = threading.Event()
@@ -50,14 +56,23 @@ def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker
     app = Flask(f"switchboard.{name}")
     install_json_errors(app)
     app.register_blueprint(health_blueprint({"broker": broker_check(settings.broker_url),
-                                             "database": lambda: ping(engine)}))
+                                             "database": lambda: ping(engine)},
+                                            broker_url=settings.broker_url))
+    for blueprint in blueprints(settings, config, engine, publisher) if blueprints else []:
+        app.register_blueprint(blueprint)
     port = int(os.environ.get(f"{name.upper()}_PORT") or default_port)
     server = HttpServer(app, "0.0.0.0", port).start()
     log.info("%s health endpoints on :%d", name, server.port)
 
-    thread = start_thread(lambda: worker.run(stop), f"{name}-worker")
+    # Competing consumers in one process, as replicas would be: each has its own connection, and the
+    # handlers are idempotent and claim with constraints, so they need no order between them. The
+    # handlers mostly wait on the database and the providers; more of them fill those waits.
+    consumers = max(1, int(os.environ.get("SWITCHBOARD_CONSUMERS") or 1))
+    threads = [start_thread(lambda: worker.run(stop), f"{name}-worker-{i}") for i in range(consumers)]
+    threads += background(settings, config, engine, publisher, stop) if background else []
     stop.wait()
-    thread.join(timeout=30)
+    for thread in threads:
+        thread.join(timeout=30)
     server.stop()
     publisher.close()
     engine.dispose()

@@ -53,6 +53,12 @@ class Settings:
     imap_user: str | None = None
     imap_password: str | None = None
     email_relay_secret: str | None = None
+    smtp_from: str | None = None
+    smtp_security: str | None = None  # starttls | tls | none; unset: by the port (465 → tls, else starttls)
+    imap_security: str | None = None  # tls | starttls | none; unset: by the port (993 → tls, else starttls)
+    imap_folder: str = "INBOX"
+    imap_poll_seconds: float = 30.0
+    telegram_polling: bool = False  # long polling instead of the webhook, for local use
 
     @property
     def telegram_bot_id(self) -> str:
@@ -99,6 +105,12 @@ class SettingsSchema(Schema):
     IMAP_USER = _opt_str()
     IMAP_PASSWORD = _opt_str()
     EMAIL_RELAY_SECRET = _opt_str()
+    SMTP_FROM = _opt_str(validate=validate.Email(error="is not an e-mail address"))
+    SMTP_SECURITY = _opt_str(validate=validate.OneOf(("starttls", "tls", "none")))
+    IMAP_SECURITY = _opt_str(validate=validate.OneOf(("starttls", "tls", "none")))
+    IMAP_FOLDER = fields.String(load_default="INBOX")
+    IMAP_POLL_SECONDS = fields.Float(load_default=30.0, validate=validate.Range(min=0.1))
+    TELEGRAM_POLLING = fields.Boolean(load_default=False)
 
     @post_load
     def _build(self, d: dict, **_: object) -> Settings:
@@ -130,6 +142,12 @@ class SettingsSchema(Schema):
             imap_user=d["IMAP_USER"],
             imap_password=d["IMAP_PASSWORD"],
             email_relay_secret=d["EMAIL_RELAY_SECRET"],
+            smtp_from=d["SMTP_FROM"],
+            smtp_security=d["SMTP_SECURITY"],
+            imap_security=d["IMAP_SECURITY"],
+            imap_folder=d["IMAP_FOLDER"],
+            imap_poll_seconds=d["IMAP_POLL_SECONDS"],
+            telegram_polling=d["TELEGRAM_POLLING"],
         )
 
 

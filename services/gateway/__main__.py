@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 
-from services.gateway.bootstrap import build, declare_topology
+from services.gateway.bootstrap import build, declare_topology, start_pollers
 from shared.log import setup_logging
 from shared.runtime import install_signal_handlers, load_or_exit, start_thread, utc_now
 from shared.web import HttpServer
@@ -25,12 +25,15 @@ def main() -> None:
         log.warning("broker unavailable at start (%s); webhooks will be spooled", exc)
     app, intake = build(settings, config, clock=utc_now)
     forwarder = start_thread(lambda: intake.forwarder.run(stop), "spool-forwarder")
+    pollers = start_pollers(settings, config, intake, stop, clock=utc_now)
     server = HttpServer(app, "0.0.0.0", int(os.environ.get("GATEWAY_PORT") or settings.port or 8080)).start()
     log.info("gateway listening on :%d", server.port)
     stop.wait()
     server.stop()  # no new webhooks; the ones in flight are answered
     intake.forwarder.wake.set()
     forwarder.join(timeout=10)
+    for poller in pollers:
+        poller.join(timeout=40)  # a poll in progress finishes its message: at worst it is polled again
     intake.publisher.close()
     intake.spool.close()
     log.info("gateway stopped")

@@ -12,14 +12,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
 
+import yaml
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from services.gateway.channels import InboundAdapter, Malformed, RawRequest, Unauthenticated
 from services.gateway.intake import Intake
 from shared.config import Config
-from shared.contracts import Envelope, derive_id
+from shared.contracts import Envelope, InboundMessage, derive_id
 from shared.log import correlation_id
+from shared.metrics import MESSAGES_IN, WEBHOOKS_REJECTED, observe_stage
 from shared.web import error, install_json_errors
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,29 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
     def twilio_status():
         return _handle("twilio_status", "sms", statuses_only=True)
 
+    # Twilio Voice: the incoming call, the <Dial> and <Record> actions and the transcription
+    # callback; each answers TwiML that depends on the request (services/gateway/channels/twilio_voice.py).
+    @bp.post("/webhooks/twilio/voice")
+    def twilio_voice():
+        return _handle("twilio_voice", "phone")
+
+    @bp.post("/webhooks/twilio/voice/dial")
+    def twilio_voice_dial():
+        return _handle("twilio_voice_dial", "phone")
+
+    @bp.post("/webhooks/twilio/voice/recording")
+    def twilio_voice_recording():
+        return _handle("twilio_voice_recording", "phone")
+
+    @bp.post("/webhooks/twilio/voice/transcription")
+    def twilio_voice_transcription():
+        return _handle("twilio_voice_transcription", "phone")
+
+    @bp.post("/webhooks/email")
+    def email():
+        # Raw RFC 5322 bytes from a mail relay; the shared secret header is the signature.
+        return _handle("email", "email")
+
     @bp.get("/webhooks/meta")
     def meta_handshake():
         adapter = deps.adapters.get("meta")
@@ -90,6 +117,7 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
         if adapter is None:
             return error(404, "channel_not_configured", f"no {adapter_name} adapter is configured")
         if request.content_length is not None and request.content_length > deps.max_body_bytes:
+            WEBHOOKS_REJECTED.labels(adapter_name, "too_large").inc()
             return error(413, "too_large", f"the body is over {deps.max_body_bytes} bytes")
         raw = RawRequest(
             # Twilio signs the URL it called, query string included; behind a proxy only config knows it.
@@ -103,6 +131,7 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
             adapter.verify(raw)
         except Unauthenticated as exc:
             log.warning("webhook rejected: %s", exc, extra={"adapter": adapter_name})
+            WEBHOOKS_REJECTED.labels(adapter_name, "forbidden").inc()
             return error(403, "forbidden", str(exc))
         try:
             envelopes = []
@@ -123,12 +152,22 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
                                        raw.received_at))
         except Malformed as exc:
             log.warning("malformed webhook: %s", exc, extra={"adapter": adapter_name})
+            WEBHOOKS_REJECTED.labels(adapter_name, "malformed").inc()
             return error(400, "malformed", str(exc))
         outcomes = []
         for envelope in envelopes:
             outcome = deps.intake.accept(envelope)
             outcomes.append({"message_id": envelope.message_id, "outcome": outcome})
+            if envelope.type == InboundMessage.TYPE:
+                MESSAGES_IN.labels(envelope.payload.channel, outcome).inc()
+                if outcome == "published":
+                    observe_stage("published", envelope.payload.channel, raw.received_at, deps.clock())
             log.info("accepted %s", envelope.type, extra={"message_id": envelope.message_id, "outcome": outcome})
+        respond = getattr(adapter, "respond", None)
+        if respond is not None:
+            # The answer depends on the request: a call's TwiML says what happens next to the caller.
+            body, content_type = respond(raw)
+            return Response(body, 200, content_type=content_type)
         answer = getattr(adapter, "success_response", None)
         if answer is not None:
             # Some providers read the body: Twilio would text a non-TwiML body to the customer.
@@ -143,6 +182,15 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
     return bp
 
 
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict:
+    """The gateway's endpoints as providers and fuzzers see them (services/gateway/openapi.yaml)."""
+    return yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
+
+
 def create_app(deps: GatewayDeps, extra_blueprints: list[Blueprint] = ()) -> Flask:
     app = Flask("switchboard.gateway")
     app.config["MAX_CONTENT_LENGTH"] = deps.max_body_bytes
@@ -150,4 +198,5 @@ def create_app(deps: GatewayDeps, extra_blueprints: list[Blueprint] = ()) -> Fla
     app.register_blueprint(webhooks_blueprint(deps))
     for bp in extra_blueprints:
         app.register_blueprint(bp)
+    app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(openapi_document()))
     return app

@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from flask import Flask
+from flask import Blueprint, Flask
 
 from services.gateway.app import GatewayDeps, create_app
 from services.gateway.channels import InboundAdapter
+from services.gateway.channels.email import EmailRelayAdapter
 from services.gateway.channels.meta import MetaAdapter
 from services.gateway.channels.telegram import TelegramAdapter
 from services.gateway.channels.twilio import TwilioSmsAdapter, TwilioStatusAdapter
+from services.gateway.channels.twilio_voice import STAGES as VOICE_STAGES
+from services.gateway.channels.twilio_voice import TwilioVoiceAdapter
+from services.gateway.imap_poller import ImapPoller
 from services.gateway.intake import Intake
+from services.gateway.owner_lookup import owner_lookup
 from services.gateway.spool import Spool
+from services.gateway.telegram_poller import TelegramPoller
 from shared.bus.publisher import Publisher, connect
 from shared.bus.topology import declare
 from shared.config import Config
+from shared.contracts import Envelope, InboundMessage, derive_id
+from shared.runtime import start_thread
 from shared.service import broker_check
 from shared.settings import DEV_TELEGRAM_SECRET, Settings
 from shared.web import health_blueprint
+
+log = logging.getLogger(__name__)
 
 
 def build_adapters(settings: Settings, config: Config, *, embedded: bool) -> dict[str, InboundAdapter]:
@@ -32,7 +45,78 @@ def build_adapters(settings: Settings, config: Config, *, embedded: bool) -> dic
         "twilio_sms": TwilioSmsAdapter(settings.twilio_auth_token, default_region=region),
         "twilio_status": TwilioStatusAdapter(settings.twilio_auth_token),
         "meta": MetaAdapter(settings.meta_app_secret, settings.meta_verify_token),
+        **voice_adapters(settings, config, embedded=embedded),
+        "email": EmailRelayAdapter(settings.email_relay_secret, our_domains=[config.business.email_domain]),
     }
+
+
+def voice_adapters(settings: Settings, config: Config, *, embedded: bool) -> dict[str, InboundAdapter]:
+    """The four Twilio Voice endpoints. A call in hours rings the owner of the caller's open
+    conversation, read from the router's database: in the embedded mode it is this process's own,
+    in services mode only a PostgreSQL DATABASE_URL is shared (the default SQLite file would be an
+    empty one of the gateway's own). Without it, or when the read fails, the team's phone rings."""
+    phone = config.channels.get("phone")
+    region = phone.region if phone else "PL"
+    shared_db = embedded or not settings.database_url.startswith("sqlite")
+    lookup = owner_lookup(settings.database_url) if shared_db else None
+    return {
+        ("twilio_voice" if stage == "call" else f"twilio_voice_{stage}"): TwilioVoiceAdapter(
+            settings.twilio_auth_token, stage=stage, config=config, public_base_url=settings.public_base_url,
+            owner_lookup=lookup, default_region=region)
+        for stage in VOICE_STAGES
+    }
+
+
+def polled_message_intake(intake: Intake, config: Config) -> Callable[[InboundMessage], None]:
+    """What a poller (IMAP, Telegram getUpdates) does with a message: exactly what a webhook does —
+    the same derived message id, so a message seen twice, or both ways, is one message downstream."""
+
+    def accept(msg: InboundMessage) -> None:
+        if config.channel_mode(msg.channel) == "off":
+            log.info("dropped a message on the switched-off %s channel", msg.channel)
+            return
+        intake.accept(Envelope.wrap(msg, message_id=derive_id(msg.channel, msg.external_id),
+                                    correlation_id=str(uuid.uuid4()), occurred_at=msg.received_at))
+
+    return accept
+
+
+def build_telegram_poller(settings: Settings, config: Config, intake: Intake) -> TelegramPoller | None:
+    """Long polling when TELEGRAM_POLLING is set (local use: no public URL for a webhook)."""
+    if not (settings.telegram_polling and settings.telegram_bot_token):
+        return None
+    return TelegramPoller(settings.telegram_bot_token, bot_id=settings.telegram_bot_id,
+                          accept=polled_message_intake(intake, config), api_base=settings.telegram_api_base,
+                          state_path=Path(settings.spool_dir) / "telegram-offset.sqlite")
+
+
+def start_pollers(settings: Settings, config: Config, intake: Intake, stop: threading.Event, *,
+                  clock: Callable[[], datetime]) -> list[threading.Thread]:
+    """The pull-based ways in (IMAP, Telegram long polling), each in its own thread until `stop`."""
+    threads = []
+    imap = build_imap_poller(settings, config, intake, clock=clock)
+    if imap is not None:
+        threads.append(start_thread(lambda: imap.run(stop, settings.imap_poll_seconds), "imap-poller"))
+    telegram = build_telegram_poller(settings, config, intake)
+    if telegram is not None:
+        threads.append(start_thread(lambda: telegram.run(stop), "telegram-poller"))
+    return threads
+
+
+def build_imap_poller(settings: Settings, config: Config, intake: Intake, *,
+                      clock: Callable[[], datetime]) -> ImapPoller | None:
+    """The IMAP poller when IMAP_HOST is set: each new mail goes through the same intake as a webhook,
+    with the same derived message id, so a mail polled twice is one message downstream."""
+    if not settings.imap_host:
+        return None
+    security = settings.imap_security or ("tls" if settings.imap_port in (None, 993) else "starttls")
+    port = settings.imap_port or {"tls": 993, "starttls": 143, "none": 143}[security]
+
+    return ImapPoller(settings.imap_host, port, settings.imap_user or "", settings.imap_password or "",
+                      folder=settings.imap_folder, state_path=Path(settings.spool_dir) / "imap-state.sqlite",
+                      accept=polled_message_intake(intake, config), our_domains=[config.business.email_domain],
+                      clock=clock,
+                      ssl=security == "tls", starttls=security == "starttls")
 
 
 def declare_topology(url: str) -> None:
@@ -42,8 +126,8 @@ def declare_topology(url: str) -> None:
 
 
 def build(settings: Settings, config: Config, *, clock: Callable[[], datetime], embedded: bool = False,
-          extra_checks: dict[str, Callable[[], None]] | None = None, spool_name: str = "gateway.sqlite"
-          ) -> tuple[Flask, Intake]:
+          extra_checks: dict[str, Callable[[], None]] | None = None, spool_name: str = "gateway.sqlite",
+          extra_blueprints: list[Blueprint] | None = None) -> tuple[Flask, Intake]:
     publisher = Publisher(settings.broker_url)
     spool = Spool(Path(settings.spool_dir) / spool_name)
     intake = Intake(publisher, spool)
@@ -52,6 +136,7 @@ def build(settings: Settings, config: Config, *, clock: Callable[[], datetime], 
         public_base_url=settings.public_base_url, max_body_bytes=settings.max_body_bytes, clock=clock,
     )
     checks = {"broker": broker_check(settings.broker_url), "spool": spool.check, **(extra_checks or {})}
-    app = create_app(deps, [health_blueprint(checks)])
+    # Extra blueprints: the embedded mode serves the router's agent API from this same app.
+    app = create_app(deps, [health_blueprint(checks, broker_url=settings.broker_url), *(extra_blueprints or [])])
     return app, intake
 

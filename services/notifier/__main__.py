@@ -1,18 +1,27 @@
 """`python -m services.notifier`: the notifier in services mode (RabbitMQ + PostgreSQL), port 8082."""
 
-from services.notifier.bootstrap import build_deps, build_senders, build_worker
+from services.notifier.bootstrap import build_deps, build_senders, build_ticker, build_worker
 from shared.db import session_factory
-from shared.runtime import utc_now
+from shared.runtime import start_thread, utc_now
 from shared.service import run_consumer_service
 
 
 def main() -> None:
-    run_consumer_service(
-        "notifier", 8082,
-        lambda settings, config, engine, publisher: build_worker(
-            settings.broker_url, build_deps(config, session_factory(engine), build_senders(settings, config), utc_now),
-            publisher),
-    )
+    built: dict = {}  # one set of deps (and senders) for the consumer and the ticker
+
+    def deps(settings, config, engine):
+        if "deps" not in built:
+            built["deps"] = build_deps(config, session_factory(engine), build_senders(settings, config), utc_now)
+        return built["deps"]
+
+    def worker(settings, config, engine, publisher):
+        return build_worker(settings.broker_url, deps(settings, config, engine), publisher)
+
+    def background(settings, config, engine, publisher, stop):
+        ticker = build_ticker(deps(settings, config, engine))
+        return [start_thread(lambda: ticker.run(stop), "notifier-ticker")]
+
+    run_consumer_service("notifier", 8082, worker, background=background)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from services.notifier.ack import compose_ack
 from services.notifier.handlers import NotifierDeps, handle_event
 from services.notifier.senders import Registry, Sender
 from services.notifier.senders.sandbox import SandboxSender
+from services.notifier.ticker import Job, Ticker
 from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher
 from shared.bus.topology import NOTIFIER_EVENTS
@@ -45,6 +46,20 @@ def build_senders(settings: Settings, config: Config, *, sandbox_out: TextIO | N
         from services.notifier.senders.telegram import TelegramSender
 
         senders["telegram"] = TelegramSender(settings.telegram_bot_token, api_base=settings.telegram_api_base)
+    if settings.smtp_host:
+        from email.utils import formataddr
+
+        from services.notifier.senders.email import SmtpSender
+
+        domain = config.business.email_domain
+        security = settings.smtp_security or ("tls" if settings.smtp_port == 465 else "starttls")
+        senders["email"] = SmtpSender(
+            settings.smtp_host, settings.smtp_port, settings.smtp_user, settings.smtp_password,
+            from_address=formataddr((config.business.name, settings.smtp_from or f"support@{domain}")),
+            domain=domain, security=security)  # type: ignore[arg-type]
+    # A caller is answered by SMS to the number they called from (and from the number they called:
+    # the event's reply_from): a voice call cannot carry an acknowledgement.
+    senders["phone"] = senders["sms"]
     return Registry(senders)
 
 
@@ -52,6 +67,13 @@ def build_deps(config: Config, sessions: sessionmaker[Session], senders: Registr
                clock: Callable[[], datetime]) -> NotifierDeps:
     return NotifierDeps(config=config, sessions=sessions, senders=senders,
                         compose_ack=partial(compose_ack, config=config), clock=clock)
+
+
+def build_ticker(deps: NotifierDeps, *, interval: float = 5.0) -> Ticker:
+    """Time-driven work, each job `f(now) -> int` with its state in the database (see ticker.py).
+    Register new jobs here: promise checks, notices waiting for a shift, surveys after their delay."""
+    jobs: dict[str, Job] = {}
+    return Ticker(jobs, deps.clock, interval=interval)
 
 
 def build_worker(broker_url: str, deps: NotifierDeps, publisher: Publisher, *, prefetch: int = 16) -> Worker:

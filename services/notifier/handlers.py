@@ -11,17 +11,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.notifier.models import Outbox, Suppression
 from services.notifier.senders import PermanentSendError, Registry, TransientSendError
+from services.notifier.texts import render_redirect
 from shared.config import Config
-from shared.contracts import ConversationOpened, DeliveryStatus, Envelope
+from shared.contracts import (
+    ConversationOpened,
+    ConversationReply,
+    ConversationResolved,
+    DeliveryStatus,
+    Envelope,
+    Redirected,
+)
 from shared.db import transaction
 from shared.delivery import status_moves_forward
+from shared.metrics import MESSAGES_OUT, observe_stage
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,12 @@ def handle_event(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
         return acknowledge(envelope, deps)
     if envelope.type == DeliveryStatus.TYPE:
         return record_delivery(envelope, deps)
+    if envelope.type == Redirected.TYPE:
+        return redirect(envelope, deps)
+    if envelope.type == ConversationReply.TYPE:
+        return send_reply(envelope, deps)
+    if envelope.type == ConversationResolved.TYPE:
+        return []  # the survey work schedules from this; until then, accepted and nothing to send
     raise UnknownEvent(f"no notifier handler for {envelope.type!r}")
 
 
@@ -51,7 +66,9 @@ def record_delivery(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     """A provider's status callback: only ever moves the recorded status forward."""
     st: DeliveryStatus = envelope.payload
     with transaction(deps.sessions) as s:
-        row = s.scalar(select(Outbox).where(Outbox.channel == st.channel,
+        # A caller's acknowledgement went out as an SMS: its status callback says "sms".
+        channels = ("sms", "phone") if st.channel == "sms" else (st.channel,)
+        row = s.scalar(select(Outbox).where(Outbox.channel.in_(channels),
                                             Outbox.provider_message_id == st.provider_message_id))
         if row is None:
             log.info("status %s for an unknown %s message %s", st.status, st.channel, st.provider_message_id)
@@ -75,12 +92,68 @@ def acknowledge(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
             row = Outbox(idempotency_key=key, kind="ack", conversation_id=ev.conversation_id, channel=ev.channel,
                          address=ev.reply_to, body=deps.compose_ack(ev), status="pending", attempts=0,
                          correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
-                         created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at))
+                         created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at,
+                                                              email=_ack_email_options(ev)))
             suppressed = _suppressed(s, ev.channel, ev.reply_to, now)
             if suppressed:
                 row.status, row.last_error = "skipped", f"the address is suppressed: {suppressed}"
             elif _acks_today(s, ev.channel, ev.reply_to, now) >= deps.config.limits.ack_daily_cap:
                 row.status, row.last_error = "skipped", "daily acknowledgement cap reached for this customer"
+            s.add(row)
+            s.flush()
+            if row.status == "skipped":
+                MESSAGES_OUT.labels(ev.channel, "skipped").inc()
+        row_id, status = row.id, row.status
+    if status == "pending" and deliver(row_id, deps) == "sent":
+        # The customer's wait, from the webhook to the provider's accepting the acknowledgement.
+        observe_stage("sent", ev.channel, envelope.occurred_at, deps.clock())
+    return []
+
+
+def redirect(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    """One note per address on a redirect-mode channel, ever: where to write instead."""
+    ev: Redirected = envelope.payload
+    key = f"redirect:{ev.channel}:{ev.reply_to}"
+    now = deps.clock()
+    config = deps.config
+    with transaction(deps.sessions) as s:
+        row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
+        if row is not None:
+            return []
+        body = render_redirect(ev.language, ev.channel, list(config.channels[ev.channel].redirect_to),
+                               config.business.name, overrides=config.templates or None)
+        row = Outbox(idempotency_key=key, kind="redirect", conversation_id=None, channel=ev.channel,
+                     address=ev.reply_to, body=body, status="pending", attempts=0,
+                     correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
+                     created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at))
+        suppressed = _suppressed(s, ev.channel, ev.reply_to, now)
+        if suppressed:
+            row.status, row.last_error = "skipped", f"the address is suppressed: {suppressed}"
+        s.add(row)
+        s.flush()
+        row_id, status = row.id, row.status
+    if status == "pending":
+        deliver(row_id, deps)
+    return []
+
+
+def send_reply(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    """An agent's reply, on the customer's channel, once: the key is the reply's id."""
+    ev: ConversationReply = envelope.payload
+    key = f"reply:{ev.reply_id}"
+    now = deps.clock()
+    # Without the customer's last message time a WhatsApp window counts as closed, never as open.
+    last = ev.last_customer_message_at or datetime.min.replace(tzinfo=UTC)
+    with transaction(deps.sessions) as s:
+        row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
+        if row is None:
+            row = Outbox(idempotency_key=key, kind="reply", conversation_id=ev.conversation_id, channel=ev.channel,
+                         address=ev.reply_to, body=ev.text, status="pending", attempts=0,
+                         correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
+                         created_at=now, options=send_options(ev.channel, ev.reply_from, last))
+            suppressed = _suppressed(s, ev.channel, ev.reply_to, now)
+            if suppressed:
+                row.status, row.last_error = "skipped", f"the address is suppressed: {suppressed}"
             s.add(row)
             s.flush()
         row_id, status = row.id, row.status
@@ -89,10 +162,13 @@ def acknowledge(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     return []
 
 
-def send_options(channel: str, reply_from: str | None, last_customer_message_at: datetime) -> dict | None:
+def send_options(channel: str, reply_from: str | None, last_customer_message_at: datetime, *,
+                 email: dict | None = None) -> dict | None:
     """What a sender needs beyond address and text, stored with the outbox row (JSON)."""
     options: dict = {}
-    if channel == "whatsapp":
+    if channel == "email":
+        options.update(email or {})
+    elif channel == "whatsapp":
         # Free-form WhatsApp messages only within 24 h of the customer's last message.
         options["last_customer_message_at"] = last_customer_message_at.isoformat()
         if reply_from:
@@ -100,6 +176,18 @@ def send_options(channel: str, reply_from: str | None, last_customer_message_at:
     elif reply_from:
         options["from"] = reply_from
     return options or None
+
+
+def _ack_email_options(ev: ConversationOpened) -> dict:
+    """Threaded and loop-safe: "Re: <their subject> [SB-…]", In-Reply-To their Message-ID, and
+    Auto-Submitted: auto-replied so that their autoresponder stays quiet (RFC 3834)."""
+    subject = (ev.subject or "").strip()
+    if subject and not subject.lower().startswith(("re:", "aw:", "odp:", "отв:", "ha:")):
+        subject = f"Re: {subject}"
+    options: dict = {"subject": subject or None, "reference": ev.reference, "automatic": True}
+    if ev.in_reply_to:
+        options["in_reply_to"] = ev.in_reply_to
+    return options
 
 
 def _acks_today(s: Session, channel: str, address: str, now: datetime) -> int:
@@ -126,12 +214,14 @@ def suppress(deps: NotifierDeps, channel: str, address: str, reason: str, until:
             row.reason, row.until = reason, until
 
 
-def deliver(row_id: int, deps: NotifierDeps) -> None:
-    """Send one pending outbox row; raise TransientSendError to have the bus retry it."""
+def deliver(row_id: int, deps: NotifierDeps) -> str | None:
+    """Send one pending outbox row; raise TransientSendError to have the bus retry it.
+
+    Returns the row's new status ("sent", "failed"), or None when it was not pending."""
     with transaction(deps.sessions) as s:
         row = s.get(Outbox, row_id)
         if row is None or row.status != "pending":
-            return
+            return None
         channel, address, body, options = row.channel, row.address, row.body, dict(row.options or {})
     sender = deps.senders.for_channel(channel)
     if "last_customer_message_at" in options:
@@ -142,13 +232,16 @@ def deliver(row_id: int, deps: NotifierDeps) -> None:
         if getattr(exc, "opted_out", False):
             suppress(deps, channel, address, f"opted out: {exc}")
         _finish(deps, row_id, "failed", error=str(exc))
+        MESSAGES_OUT.labels(channel, "failed").inc()
         log.warning("permanent send failure on %s: %s", channel, exc, extra={"outbox_id": row_id})
-        return
+        return "failed"
     except TransientSendError as exc:
         _finish(deps, row_id, "pending", error=str(exc))
         raise
     _finish(deps, row_id, "sent", provider_id=result.provider_message_id)
+    MESSAGES_OUT.labels(channel, "sent").inc()
     log.info("sent %s on %s", "message", channel, extra={"outbox_id": row_id})
+    return "sent"
 
 
 def _finish(deps: NotifierDeps, row_id: int, status: str, *, error: str | None = None,

@@ -365,7 +365,7 @@ def render_ack(ctx: AckContext, overrides: dict[str, str] | None = None) -> str:
         if moment is not None and moment.tzinfo is None:
             raise ValueError(f"AckContext.{label} must be an aware datetime")
     variables = {**_ack_variables(ctx, language), "language": language}
-    if ctx.channel == "sms":
+    if ctx.channel in ("sms", "phone"):  # a call is acknowledged by SMS
         return _fit_sms(lambda v: _render(f"{language}/ack_sms.txt.j2", v, overrides), variables)
     return _render(f"{language}/ack.txt.j2", variables, overrides)
 

@@ -19,13 +19,33 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.router.assignment import Decision, choose_owner
-from services.router.models import Assignment, Conversation, Customer, Identity, Message, RouterOutbox
+from services.router.assignment import Decision, choose_owner, with_availability
+from services.router.models import (
+    AgentAvailability,
+    Assignment,
+    CallbackTask,
+    Conversation,
+    Customer,
+    Identity,
+    Message,
+    RouterOutbox,
+)
 from shared.config import Config
-from shared.contracts import ConversationOpened, Envelope, InboundMessage, decode, derive_id, encode
+from shared.contracts import (
+    ConversationOpened,
+    Envelope,
+    InboundMessage,
+    Redirected,
+    decode,
+    derive_id,
+    encode,
+)
 from shared.db import UTCDateTime, transaction
 
 log = logging.getLogger(__name__)
+
+#: A phone message of these kinds is a call nobody took: it gets a call-back task for the owner.
+CALLBACK_KINDS = ("voicemail", "missed")
 
 
 class Classify(Protocol):
@@ -42,15 +62,20 @@ class RouterDeps:
     sessions: sessionmaker[Session]
     classify: Classify  # returns an object with .category, .confidence, .reason
     detect_language: DetectLanguage
+    learn: Callable[[str, str, str | None], None] | None = None  # (text, category, language): a correction
 
 
 def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
     msg: InboundMessage = envelope.payload
+    if deps.config.channel_mode(msg.channel) == "redirect" and not msg.automatic:
+        return [_redirect(envelope, msg, deps)]
     with transaction(deps.sessions) as s:
         stored = s.scalar(select(Message.id).where(Message.channel == msg.channel,
                                                    Message.external_id == msg.external_id))
         if stored is not None:
             log.info("duplicate %s message %s: re-publishing its events", msg.channel, msg.external_id)
+            if msg.channel == "phone":
+                _complete_call(s, stored, msg)
             return _stored_events(s, stored)
         events = _route_new(s, envelope, msg, deps)
         for event in events:
@@ -71,16 +96,26 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
     customer = _customer(s, msg, at)
     conv = s.scalar(select(Conversation).where(Conversation.customer_id == customer.id,
                                                Conversation.status == "open"))
+    threaded = _thread_conversation(s, msg)
+    explicit_reopen = False
+    if threaded is not None and threaded.status == "open":
+        # A reply in the thread (its reference token or In-Reply-To) joins that conversation, even
+        # from another address of the customer's company: the thread is the stronger signal.
+        conv = threaded
     events: list[Envelope] = []
     opened = False
     if conv is None:
         last = s.scalar(select(Conversation).where(Conversation.customer_id == customer.id,
                                                    Conversation.resolved_at.is_not(None))
                         .order_by(Conversation.resolved_at.desc()).limit(1))
+        if threaded is not None and threaded.customer_id == customer.id and threaded.resolved_at is not None:
+            # An answer to a resolved thread reopens it whatever its age: the customer said which one.
+            last, explicit_reopen = threaded, True
         language = deps.detect_language(msg.text or msg.subject or "", [h for h in [msg.language_hint] if h])
         result = deps.classify(msg.text, msg.subject, language, msg.channel)
         category = result.category if result.category in config.categories else "other"
-        reopen = last is not None and last.resolved_at is not None and at - last.resolved_at <= config.limits.reopen_window
+        reopen = last is not None and last.resolved_at is not None and (
+            explicit_reopen or at - last.resolved_at <= config.limits.reopen_window)
         decision = _decide(s, deps, category, language, at, previous_owner=last.owner_id if last else None)
         team_id = decision.team_id
         calendar = config.calendars[config.teams[team_id].calendar] if team_id in config.teams else config.business_calendar
@@ -114,6 +149,8 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         details={"attachments": [a.__dict__ for a in msg.attachments], "automatic": msg.automatic,
                  "thread_refs": list(msg.thread_refs), "meta": msg.meta, "sender_name": msg.sender_name},
     ))
+    if msg.channel == "phone" and msg.meta.get("call") in CALLBACK_KINDS:
+        s.add(_callback_task(conv, msg, at))
     if opened:
         owner = config.agents.get(conv.owner_id) if conv.owner_id else None
         event = ConversationOpened(
@@ -124,10 +161,42 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
             inbound_message_id=envelope.message_id,
             acknowledge=not msg.automatic and config.channel_mode(msg.channel) == "active",
             excerpt=(msg.text or msg.subject or "")[:280], reply_from=conv.reply_from,
+            subject=msg.subject if msg.channel == "email" else None,
+            in_reply_to=msg.external_id if msg.channel == "email" and not msg.external_id.startswith("sha256-") else None,
         )
         events.append(Envelope.wrap(event, message_id=derive_id("event", event.TYPE, envelope.message_id),
                                     correlation_id=envelope.correlation_id, occurred_at=at))
     return events
+
+
+def _redirect(envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> Envelope:
+    """A channel in redirect mode opens no conversation: the notifier answers once with where to
+    write instead. Nothing is stored, so the event is derived from the message alone and a
+    redelivery yields the very same event (the notifier's idempotency key does the rest)."""
+    language = deps.detect_language(msg.text or msg.subject or "", [h for h in [msg.language_hint] if h])
+    event = Redirected(channel=msg.channel, reply_to=msg.reply_to, language=language, received_at=msg.received_at,
+                       inbound_message_id=envelope.message_id, reply_from=_reply_from(msg))
+    return Envelope.wrap(event, message_id=derive_id("event", event.TYPE, envelope.message_id),
+                         correlation_id=envelope.correlation_id, occurred_at=msg.received_at)
+
+
+def _thread_conversation(s: Session, msg: InboundMessage) -> Conversation | None:
+    """The conversation an e-mail answers: by the [SB-…] token in its subject, else by a Message-ID
+    it refers to (In-Reply-To/References carry the customer's earlier Message-IDs, which we store)."""
+    if msg.channel != "email":
+        return None
+    reference = msg.meta.get("reference")
+    if isinstance(reference, str) and reference:
+        conv = s.scalar(select(Conversation).where(Conversation.reference == reference.upper()))
+        if conv is not None:
+            return conv
+    if msg.thread_refs:
+        conv_id = s.scalar(select(Message.conversation_id).where(
+            Message.channel == "email", Message.external_id.in_(list(msg.thread_refs)[-50:]))
+            .order_by(Message.received_at.desc()).limit(1))
+        if conv_id is not None:
+            return s.get(Conversation, conv_id)
+    return None
 
 
 def _customer(s: Session, msg: InboundMessage, at: datetime) -> Customer:
@@ -156,15 +225,68 @@ def _customer(s: Session, msg: InboundMessage, at: datetime) -> Customer:
 
 def _decide(s: Session, deps: RouterDeps, category: str, language: str, at: datetime,
             previous_owner: str | None) -> Decision:
-    agents = list(deps.config.agents.values())
+    # Agents' own availability (agent API) overrides the config's status.
+    agents = with_availability(deps.config.agents.values(),
+                               dict(s.execute(select(AgentAvailability.agent_id, AgentAvailability.status)).all()))
     loads = dict(s.execute(select(Conversation.owner_id, func.count())
                            .where(Conversation.status == "open", Conversation.owner_id.is_not(None))
                            .group_by(Conversation.owner_id)).all())
-    last = dict(s.execute(select(Assignment.agent_id, func.max(Assignment.assigned_at, type_=UTCDateTime()))
-                          .where(Assignment.agent_id.is_not(None)).group_by(Assignment.agent_id)).all())
+    # One max() per configured agent, each answered by the (agent_id, assigned_at) index from its
+    # end: a GROUP BY over every assignment ever made grows with history (a full scan per message).
+    per_agent = [select(func.max(Assignment.assigned_at, type_=UTCDateTime())).where(Assignment.agent_id == a.id)
+                 .scalar_subquery() for a in agents]
+    last = {a.id: at for a, at in zip(agents, s.execute(select(*per_agent)).one() if per_agent else (), strict=True)
+            if at is not None}
     return choose_owner(agents=agents, category=category, language=language, at=at, loads=loads,
                         last_assigned=last, previous_owner=previous_owner,
                         default_team=next(iter(deps.config.teams), None))
+
+
+def _callback_task(conv: Conversation, msg: InboundMessage, at: datetime) -> CallbackTask:
+    return CallbackTask(conversation_id=conv.id, owner_id=conv.owner_id, phone=msg.reply_to,
+                        call_sid=msg.external_id, kind=msg.meta["call"], created_at=at)
+
+
+def _complete_call(s: Session, message_id: str, msg: InboundMessage) -> None:
+    """Another callback of a call already stored (the gateway publishes at the dial, recording and
+    transcription callbacks, keyed by the CallSid): it completes the one message and the one task
+    instead of making seconds, so a transcript that comes last is kept and a lost one loses nothing."""
+    row = s.get(Message, message_id)
+    if row is None:
+        return
+    row.text, row.details = merge_call(row.text, row.details or {}, msg)
+    kind = row.details.get("meta", {}).get("call")
+    task = s.scalar(select(CallbackTask).where(CallbackTask.call_sid == msg.external_id))
+    if task is None and kind in CALLBACK_KINDS:
+        conv = s.get(Conversation, row.conversation_id)
+        if conv is not None:
+            s.add(_callback_task(conv, msg, msg.received_at))
+    elif task is not None and kind == "voicemail":
+        task.kind = "voicemail"
+
+
+def merge_call(text: str, details: dict, msg: InboundMessage) -> tuple[str, dict]:
+    """What a stored call message becomes with one more callback of the same call: the first
+    non-empty transcript, the recording once, "missed" upgraded to "voicemail", and facts the
+    stored one lacks (duration, transcription status). Order-independent, and a redelivery of
+    what is already there changes nothing."""
+    meta = dict(details.get("meta") or {})
+    for key, value in msg.meta.items():
+        if key == "call":
+            if value == "voicemail":
+                meta["call"] = "voicemail"
+        elif key == "duration":
+            if value and not meta.get("duration"):
+                meta["duration"] = value
+        elif key == "transcription":
+            if value == "completed" or key not in meta:
+                meta[key] = value
+        else:
+            meta.setdefault(key, value)
+    merged = {**details, "meta": meta}
+    if msg.attachments and not details.get("attachments"):
+        merged["attachments"] = [a.__dict__ for a in msg.attachments]
+    return (text or msg.text or ""), merged
 
 
 def _reply_from(msg: InboundMessage) -> str | None:

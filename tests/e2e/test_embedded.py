@@ -86,3 +86,23 @@ def test_a_broken_config_stops_with_exit_code_2_and_the_key_path(tmp_path) -> No
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, (cmd, done.stderr)
         assert 'agents[1].hours.mon: "12-20" is not HH:MM-HH:MM' in done.stderr
+
+
+def test_an_agent_answers_through_the_api_on_the_same_port(embedded) -> None:
+    base, env, out = embedded
+    assert simulate(base, env, "Where is my parcel?", "--user-id", "6060", "--update-id", "91").returncode == 0
+    until(lambda: "[sandbox telegram → 6060]" in out.read_text(), timeout=30, message="the ack")
+    done = subprocess.run([str(BIN / "switchboard"), "agents", "token", "anna"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    auth = {"Authorization": f"Bearer {done.stdout.strip()}"}
+    assert httpx.get(base + "/api/v1/conversations", timeout=10).status_code == 401
+    convs = httpx.get(base + "/api/v1/conversations", headers=auth, timeout=10).json()["conversations"]
+    [conv] = [c for c in convs if c["channel"] == "telegram"]  # anna leads the one team: she sees it
+    r = httpx.post(f"{base}/api/v1/conversations/{conv['id']}/reply", json={"text": "Your parcel left today."},
+                   headers=auth, timeout=10)
+    assert r.status_code == 201, r.text
+    until(lambda: "Your parcel left today." in out.read_text(), timeout=30, message="the reply sent")
+    assert out.read_text().count("[sandbox telegram → 6060]") == 2
+    assert "/api/v1/conversations/{conversation_id}/reply" in httpx.get(base + "/api/v1/openapi.json",
+                                                                         timeout=10).json()["paths"]
