@@ -125,6 +125,10 @@ class Channel:
     from_number: str | None = None  # the business's sending number (SMS, phone), E.164
     region: str = "PL"  # how numbers without a country code are read
     phone_number_id: str | None = None  # WhatsApp Cloud API: the business number's id to send from
+    # WhatsApp: the approved template (one body parameter: the text) that carries an agent's reply
+    # once the customer's 24-hour window has closed; without one such a reply fails, recorded.
+    reply_template: str | None = None
+    reply_template_language: str = "en"
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,10 @@ class ChannelSchema(_Strict):
     phone_number_id = fields.String(load_default=None, allow_none=True,
                                     validate=validate.Regexp(r"^\d{5,20}$", error="is not a WhatsApp phone number id"))
     region = fields.String(load_default="PL", validate=validate.Regexp(r"^[A-Z]{2}$", error="is not a two-letter country code"))
+    reply_template = fields.String(load_default=None, allow_none=True,
+                                   validate=validate.Regexp(r"^[a-z0-9_]{1,512}$", error="is not a WhatsApp template name"))
+    reply_template_language = fields.String(load_default="en", validate=validate.Regexp(
+        r"^[a-z]{2,3}(_[A-Z]{2})?$", error="is not a template language code like en or pt_BR"))
 
     @validates_schema
     def _redirect_needs_target(self, data: dict, **_: Any) -> None:
@@ -283,7 +291,8 @@ class ChannelSchema(_Strict):
     @post_load
     def _make(self, d: dict, **_: Any) -> Channel:
         return Channel(mode=d["mode"], redirect_to=tuple(d["redirect_to"]), from_number=d["from_number"],
-                       region=d["region"], phone_number_id=d["phone_number_id"])
+                       region=d["region"], phone_number_id=d["phone_number_id"],
+                       reply_template=d["reply_template"], reply_template_language=d["reply_template_language"])
 
 
 class SurveySchema(_Strict):

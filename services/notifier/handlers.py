@@ -150,7 +150,7 @@ def send_reply(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
             row = Outbox(idempotency_key=key, kind="reply", conversation_id=ev.conversation_id, channel=ev.channel,
                          address=ev.reply_to, body=ev.text, status="pending", attempts=0,
                          correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
-                         created_at=now, options=send_options(ev.channel, ev.reply_from, last))
+                         created_at=now, options=_reply_options(s, ev, deps.config, last))
             suppressed = _suppressed(s, ev.channel, ev.reply_to, now)
             if suppressed:
                 row.status, row.last_error = "skipped", f"the address is suppressed: {suppressed}"
@@ -160,6 +160,25 @@ def send_reply(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     if status == "pending":
         deliver(row_id, deps)
     return []
+
+
+def _reply_options(s: Session, ev: ConversationReply, config: Config, last: datetime) -> dict | None:
+    """An agent's reply continues the thread the acknowledgement started: the same subject and
+    reference, In-Reply-To the customer's mail, References our acknowledgement; and it is a human
+    answer, so no Auto-Submitted header. On WhatsApp, the reply template for a closed window."""
+    email = None
+    if ev.channel == "email":
+        ack = s.scalar(select(Outbox).where(Outbox.conversation_id == ev.conversation_id, Outbox.kind == "ack",
+                                            Outbox.channel == "email").order_by(Outbox.id.desc()).limit(1))
+        previous = dict(ack.options or {}) if ack is not None else {}
+        email = {k: previous[k] for k in ("subject", "reference", "in_reply_to") if previous.get(k)}
+        if ack is not None and ack.provider_message_id:
+            email["references"] = [ack.provider_message_id]
+    options = send_options(ev.channel, ev.reply_from, last, email=email) or {}
+    channel = config.channels.get(ev.channel)
+    if ev.channel == "whatsapp" and channel is not None and channel.reply_template:
+        options["fallback_template"] = {"name": channel.reply_template, "language": channel.reply_template_language}
+    return options or None
 
 
 def send_options(channel: str, reply_from: str | None, last_customer_message_at: datetime, *,

@@ -324,3 +324,20 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert retry_after_seconds("Tue, 24 Nov 2026 16:00:00 GMT", NOW) == 0
     assert retry_after_seconds("soon", NOW) is None
     assert retry_after_seconds(None, NOW) is None
+
+
+def test_outside_the_window_a_configured_reply_template_carries_the_text(wa, graph) -> None:
+    last = (NOW - timedelta(days=3)).isoformat()
+    wa.send(WA_ID, "Your parcel left our warehouse today.", options={
+        "last_customer_message_at": last, "now": NOW.isoformat(),
+        "fallback_template": {"name": "support_reply", "language": "lt"}})
+    [sent] = graph.sends
+    assert sent.body["type"] == "template"
+    assert sent.body["template"] == {"name": "support_reply", "language": {"code": "lt"}, "components": [
+        {"type": "body", "parameters": [{"type": "text", "text": "Your parcel left our warehouse today."}]}]}
+
+
+def test_inside_the_window_the_reply_template_is_not_used(wa, graph) -> None:
+    wa.send(WA_ID, "Hello", options={"last_customer_message_at": NOW.isoformat(), "now": NOW.isoformat(),
+                                      "fallback_template": {"name": "support_reply", "language": "lt"}})
+    assert graph.sends[0].body["type"] == "text"

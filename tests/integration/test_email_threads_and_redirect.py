@@ -142,3 +142,22 @@ def test_an_active_channel_is_not_redirected(example_config, sessions) -> None:
     config = replace(example_config, channels={**example_config.channels, "instagram": Channel(mode="active")})
     [event] = handle_inbound(instagram(1), router_deps(config, sessions))
     assert event.type == "conversation.opened" and event.payload.acknowledge is True
+
+
+def test_an_agents_mail_reply_continues_the_acknowledgements_thread_as_a_human(example_config, sessions) -> None:
+    from shared.contracts import ConversationReply
+
+    [opened] = handle_inbound(mail(1, AT), router_deps(example_config, sessions))
+    sender = SandboxSender("email", out=io.StringIO())
+    deps = NotifierDeps(config=example_config, sessions=sessions, senders=Registry({"email": sender}),
+                        compose_ack=lambda ev: "Thank you", clock=lambda: AT)
+    handle_event(opened, deps)
+    reply = ConversationReply(reply_id="r-1", conversation_id=opened.payload.conversation_id, channel="email",
+                              reply_to="piotr@example.pl", reply_from=None, text="Your parcel left today.",
+                              agent_id="anna", language="en", last_customer_message_at=AT)
+    handle_event(Envelope.wrap(reply, message_id="reply-event-1", correlation_id="c", occurred_at=AT), deps)
+    ack, answer = sender.sent
+    assert answer.text == "Your parcel left today."
+    assert answer.options == {"subject": "Re: Parcel 4471", "reference": opened.payload.reference,
+                              "in_reply_to": "m1@example.pl", "references": ["sandbox-email-1"]}
+    assert "automatic" not in answer.options  # a person's answer: autoresponders may answer it

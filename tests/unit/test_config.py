@@ -58,6 +58,8 @@ def test_bad_shift_names_the_key_path() -> None:
     (lambda d: d.update(surprise=1), "surprise: is not a known key"),
     (lambda d: d["agents"][0].update(skills=["cooking"]), 'agents[0].skills: "cooking" is not a category'),
     (lambda d: d.update(templates={"en/ack.txt.j2": "Hello {{ name"}), "templates.en/ack.txt.j2: line 1"),
+    (lambda d: d["channels"]["whatsapp"].update(reply_template="Support Reply!"),
+     "channels.whatsapp.reply_template: is not a WhatsApp template name"),
 ])
 def test_each_problem_is_reported_where_it_is(mutate, expected) -> None:
     doc = example()

@@ -246,7 +246,9 @@ class WhatsAppSender:
     """WhatsApp through POST {graph}/{phone_number_id}/messages with the system-user token.
 
     options: "template" {name, language, components}; "buttons" [(title, id), ...]; the window
-    check "last_customer_message_at" (None = never wrote) with "now"; "phone_number_id" to answer
+    check "last_customer_message_at" (None = never wrote) with "now", and "fallback_template"
+    {name, language}: the approved template that carries the text once the window has closed;
+    "phone_number_id" to answer
     from another of the business's numbers (the inbound message's meta["phone_number_id"]).
     """
 
@@ -268,7 +270,14 @@ class WhatsAppSender:
             last = _as_datetime(options["last_customer_message_at"], "last_customer_message_at")
             now = _as_datetime(options.get("now"), "now") or self.clock()
             if not within_customer_window(last, now):
-                raise PermanentSendError(OUTSIDE_WINDOW)
+                fallback = options.get("fallback_template")
+                if not isinstance(fallback, Mapping) or not fallback.get("name"):
+                    raise PermanentSendError(OUTSIDE_WINDOW)
+                # The window has closed: the approved template carries the text as its parameter
+                # (Meta caps a body parameter at 1024 characters).
+                options = {**options, "template": {
+                    "name": fallback["name"], "language": fallback.get("language") or "en",
+                    "components": [{"type": "body", "parameters": [{"type": "text", "text": text[:1024]}]}]}}
         sender_number = str(options.get("phone_number_id") or self.phone_number_id)
         data = self._graph.post(f"{sender_number}/messages", whatsapp_payload(address, text, options))
         messages = data.get("messages") if isinstance(data, dict) else None
