@@ -155,6 +155,7 @@ class ConversationOpened:
     reply_from: str | None = None  # the business address the customer wrote to (an SMS number), to answer from
     subject: str | None = None  # e-mail: the customer's subject, answered as "Re: ..."
     in_reply_to: str | None = None  # e-mail: the customer's Message-ID, so the answer threads
+    team_id: str | None = None  # the owner's team, or the team whose queue holds it (its lead is told)
 
 
 class ConversationOpenedSchema(_Strict):
@@ -178,6 +179,7 @@ class ConversationOpenedSchema(_Strict):
     reply_from = fields.String(load_default=None, allow_none=True)
     subject = fields.String(load_default=None, allow_none=True)
     in_reply_to = fields.String(load_default=None, allow_none=True)
+    team_id = fields.String(load_default=None, allow_none=True)
 
     @post_load
     def _make(self, d: dict, **_: Any) -> ConversationOpened:
@@ -293,6 +295,11 @@ class ConversationResolved:
     owner_id: str | None
     resolved_at: datetime
     human_replied: bool  # a survey only follows a human answer (SPEC §5)
+    # Optional so that events stored before surveys existed still load: one survey per opening,
+    # sent from the business address the customer wrote to, by name.
+    opening: int | None = None
+    reply_from: str | None = None
+    customer_name: str | None = None
 
 
 class ConversationResolvedSchema(_Strict):
@@ -304,10 +311,109 @@ class ConversationResolvedSchema(_Strict):
     owner_id = fields.String(load_default=None, allow_none=True)
     resolved_at = AwareDateTime(required=True)
     human_replied = fields.Boolean(required=True)
+    opening = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    reply_from = fields.String(load_default=None, allow_none=True)
+    customer_name = fields.String(load_default=None, allow_none=True)
 
     @post_load
     def _make(self, d: dict, **_: Any) -> ConversationResolved:
         return ConversationResolved(**d)
+
+
+# --- SurveyAnswer v1: a customer's rating (or comment) for a survey, from whatever channel --------
+
+
+SURVEY_TOKEN = validate.Regexp(r"^[A-Za-z0-9_-]{8,40}$", error="is not a survey token")
+
+
+@dataclass(frozen=True)
+class SurveyAnswer:
+    TYPE: ClassVar[str] = "survey.answer"  # survey.#: the notifier's queue gets it
+    VERSION: ClassVar[int] = 1
+
+    channel: str
+    external_id: str  # the provider's id of the press/reply/click: the message id derives from it
+    token: str  # the survey's own token (services/notifier/models.py Survey.token), never a guessable id
+    received_at: datetime
+    score: int | None = None  # None: only a comment
+    comment: str | None = None
+
+
+class SurveyAnswerSchema(_Strict):
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    token = fields.String(required=True, validate=SURVEY_TOKEN)
+    received_at = AwareDateTime(required=True)
+    score = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(0, 10))
+    comment = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> SurveyAnswer:
+        return SurveyAnswer(**d)
+
+
+# --- SurveyOptOut v1: STOP / unsubscribe — no more surveys for this customer, on any channel -------
+
+
+@dataclass(frozen=True)
+class SurveyOptOut:
+    TYPE: ClassVar[str] = "survey.opt_out"
+    VERSION: ClassVar[int] = 1
+
+    channel: str
+    external_id: str
+    address: str | None  # who said it on that channel (an e-mail link knows only its survey)
+    received_at: datetime
+    customer_id: str | None = None  # the router knows it; the notifier finds it from `token` otherwise
+    token: str | None = None
+
+
+class SurveyOptOutSchema(_Strict):
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    address = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=320))
+    received_at = AwareDateTime(required=True)
+    customer_id = fields.String(load_default=None, allow_none=True)
+    token = fields.String(load_default=None, allow_none=True, validate=SURVEY_TOKEN)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> SurveyOptOut:
+        return SurveyOptOut(**d)
+
+
+# --- ConversationMessage v1: a customer's message joined an open conversation (its owner is told) --
+
+
+@dataclass(frozen=True)
+class ConversationMessage:
+    TYPE: ClassVar[str] = "conversation.message"
+    VERSION: ClassVar[int] = 1
+
+    conversation_id: str
+    owner_id: str | None
+    channel: str
+    excerpt: str
+    received_at: datetime
+    inbound_message_id: str  # the notice's idempotency key: one notice per customer message
+    reference: str
+    customer_name: str | None = None
+    promise_due: datetime | None = None  # set while the first human reply is still owed
+
+
+class ConversationMessageSchema(_Strict):
+    conversation_id = fields.String(required=True)
+    owner_id = fields.String(load_default=None, allow_none=True)
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    excerpt = fields.String(load_default="")
+    received_at = AwareDateTime(required=True)
+    inbound_message_id = fields.String(required=True)
+    reference = fields.String(required=True)
+    customer_name = fields.String(load_default=None, allow_none=True)
+    promise_due = AwareDateTime(load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> ConversationMessage:
+        return ConversationMessage(**d)
 
 
 # --- the envelope ---------------------------------------------------------------------------
@@ -320,6 +426,9 @@ PAYLOAD_SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (Redirected.TYPE, Redirected.VERSION): RedirectedSchema,
     (ConversationReply.TYPE, ConversationReply.VERSION): ConversationReplySchema,
     (ConversationResolved.TYPE, ConversationResolved.VERSION): ConversationResolvedSchema,
+    (ConversationMessage.TYPE, ConversationMessage.VERSION): ConversationMessageSchema,
+    (SurveyAnswer.TYPE, SurveyAnswer.VERSION): SurveyAnswerSchema,
+    (SurveyOptOut.TYPE, SurveyOptOut.VERSION): SurveyOptOutSchema,
 }
 
 

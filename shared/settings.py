@@ -59,6 +59,7 @@ class Settings:
     imap_folder: str = "INBOX"
     imap_poll_seconds: float = 30.0
     telegram_polling: bool = False  # long polling instead of the webhook, for local use
+    survey_secret: str | None = None  # signs e-mail survey links (shared/survey_links.py)
 
     @property
     def telegram_bot_id(self) -> str:
@@ -111,6 +112,7 @@ class SettingsSchema(Schema):
     IMAP_FOLDER = fields.String(load_default="INBOX")
     IMAP_POLL_SECONDS = fields.Float(load_default=30.0, validate=validate.Range(min=0.1))
     TELEGRAM_POLLING = fields.Boolean(load_default=False)
+    SURVEY_SECRET = _opt_str(validate=validate.Length(min=16, error="must be at least 16 characters"))
 
     @post_load
     def _build(self, d: dict, **_: object) -> Settings:
@@ -148,6 +150,7 @@ class SettingsSchema(Schema):
             imap_folder=d["IMAP_FOLDER"],
             imap_poll_seconds=d["IMAP_POLL_SECONDS"],
             telegram_polling=d["TELEGRAM_POLLING"],
+            survey_secret=d["SURVEY_SECRET"],
         )
 
 

@@ -1,6 +1,12 @@
 """`python -m services.notifier`: the notifier in services mode (RabbitMQ + PostgreSQL), port 8082."""
 
-from services.notifier.bootstrap import build_deps, build_senders, build_ticker, build_worker
+from services.notifier.bootstrap import (
+    build_deps,
+    build_senders,
+    build_survey_links,
+    build_ticker,
+    build_worker,
+)
 from shared.db import session_factory
 from shared.runtime import start_thread, utc_now
 from shared.service import run_consumer_service
@@ -11,7 +17,8 @@ def main() -> None:
 
     def deps(settings, config, engine):
         if "deps" not in built:
-            built["deps"] = build_deps(config, session_factory(engine), build_senders(settings, config), utc_now)
+            built["deps"] = build_deps(config, session_factory(engine), build_senders(settings, config), utc_now,
+                                       survey_links=build_survey_links(settings, embedded=False))
         return built["deps"]
 
     def worker(settings, config, engine, publisher):

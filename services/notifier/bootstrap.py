@@ -10,16 +10,19 @@ from typing import TextIO
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.notifier import promises
 from services.notifier.ack import compose_ack
 from services.notifier.handlers import NotifierDeps, handle_event
 from services.notifier.senders import Registry, Sender
 from services.notifier.senders.sandbox import SandboxSender
+from services.notifier.survey_flow import send_due_surveys
 from services.notifier.ticker import Job, Ticker
 from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher
 from shared.bus.topology import NOTIFIER_EVENTS
 from shared.config import CHANNELS, Config
 from shared.settings import Settings
+from shared.survey_links import SurveyLinks, survey_secret
 
 
 def build_senders(settings: Settings, config: Config, *, sandbox_out: TextIO | None = None) -> Registry:
@@ -64,15 +67,25 @@ def build_senders(settings: Settings, config: Config, *, sandbox_out: TextIO | N
 
 
 def build_deps(config: Config, sessions: sessionmaker[Session], senders: Registry,
-               clock: Callable[[], datetime]) -> NotifierDeps:
+               clock: Callable[[], datetime], *, survey_links: SurveyLinks | None = None) -> NotifierDeps:
     return NotifierDeps(config=config, sessions=sessions, senders=senders,
-                        compose_ack=partial(compose_ack, config=config), clock=clock)
+                        compose_ack=partial(compose_ack, config=config), clock=clock, survey_links=survey_links)
+
+
+def build_survey_links(settings: Settings, *, embedded: bool) -> SurveyLinks | None:
+    """E-mail survey links point at the gateway (PUBLIC_BASE_URL), signed with SURVEY_SECRET."""
+    secret = survey_secret(settings, embedded=embedded)
+    return SurveyLinks(secret, settings.public_base_url) if secret else None
 
 
 def build_ticker(deps: NotifierDeps, *, interval: float = 5.0) -> Ticker:
     """Time-driven work, each job `f(now) -> int` with its state in the database (see ticker.py).
     Register new jobs here: promise checks, notices waiting for a shift, surveys after their delay."""
     jobs: dict[str, Job] = {}
+    jobs["surveys"] = partial(send_due_surveys, deps=deps)
+    # Promise checks before notice delivery: a warning made in this tick goes out in this tick.
+    jobs["promises"] = partial(promises.check_promises, deps=deps)
+    jobs["agent_notices"] = partial(promises.deliver_notices, deps=deps)
     return Ticker(jobs, deps.clock, interval=interval)
 
 

@@ -16,21 +16,26 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.notifier import promises
 from services.notifier.models import Outbox, Suppression
 from services.notifier.senders import PermanentSendError, Registry, TransientSendError
 from services.notifier.texts import render_redirect
 from shared.config import Config
 from shared.contracts import (
+    ConversationMessage,
     ConversationOpened,
     ConversationReply,
     ConversationResolved,
     DeliveryStatus,
     Envelope,
     Redirected,
+    SurveyAnswer,
+    SurveyOptOut,
 )
 from shared.db import transaction
 from shared.delivery import status_moves_forward
 from shared.metrics import MESSAGES_OUT, observe_stage
+from shared.survey_links import SurveyLinks
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +51,38 @@ class NotifierDeps:
     senders: Registry
     compose_ack: Callable[[ConversationOpened], str]
     clock: Callable[[], datetime]
+    survey_links: SurveyLinks | None = None  # signs e-mail survey links; None: no e-mail surveys
 
 
 def handle_event(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    # Promises and agent notices are stored first (database only), so that a promise is tracked
+    # even when the customer's acknowledgement keeps failing; agents' notices go out after it.
+    notices = promises.record(envelope, deps)
+    result = _dispatch(envelope, deps)
+    promises.send_now(notices, deps)
+    return result
+
+
+def _dispatch(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     if envelope.type == ConversationOpened.TYPE:
         return acknowledge(envelope, deps)
     if envelope.type == DeliveryStatus.TYPE:
         return record_delivery(envelope, deps)
+    if envelope.type == ConversationMessage.TYPE:
+        return []  # a notice to the owner only: promises.record made it
     if envelope.type == Redirected.TYPE:
         return redirect(envelope, deps)
     if envelope.type == ConversationReply.TYPE:
         return send_reply(envelope, deps)
-    if envelope.type == ConversationResolved.TYPE:
-        return []  # the survey work schedules from this; until then, accepted and nothing to send
+    if envelope.type in (ConversationResolved.TYPE, SurveyAnswer.TYPE, SurveyOptOut.TYPE):
+        # Imported here: survey_flow builds on this module's outbox helpers.
+        from services.notifier import survey_flow
+
+        if envelope.type == ConversationResolved.TYPE:
+            return survey_flow.schedule_survey(envelope, deps)
+        if envelope.type == SurveyAnswer.TYPE:
+            return survey_flow.record_answer(envelope, deps)
+        return survey_flow.record_opt_out(envelope, deps)
     raise UnknownEvent(f"no notifier handler for {envelope.type!r}")
 
 

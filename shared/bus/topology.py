@@ -6,6 +6,7 @@
                                       │ conversation.#       └─────┬──────────────▲────────┘
                                       └──────────────────▶ notifier.events (quorum) ──▶ notifier
     gateway ──"delivery.status"──▶ [switchboard] ── delivery.# ──▶ notifier.events
+    gateway, router ──"survey.answer", "survey.opt_out"──▶ [switchboard] ── survey.# ──▶ notifier.events
 
     [switchboard.direct] (direct), routing key = queue name, carries the plumbing of each queue Q:
       Q.retry   a holding queue: a failed message waits there for its backoff (per-message TTL),
@@ -51,7 +52,7 @@ class QueueSpec:
 
 
 ROUTER_INBOUND = QueueSpec("router.inbound", ("inbound.#",))
-NOTIFIER_EVENTS = QueueSpec("notifier.events", ("conversation.#", "delivery.#"))
+NOTIFIER_EVENTS = QueueSpec("notifier.events", ("conversation.#", "delivery.#", "survey.#"))
 
 QUEUES: dict[str, QueueSpec] = {q.name: q for q in (ROUTER_INBOUND, NOTIFIER_EVENTS)}
 

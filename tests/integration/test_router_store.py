@@ -96,7 +96,11 @@ def test_redelivery_changes_nothing_and_returns_the_same_events(deps, sessions) 
 def test_next_message_joins_the_open_conversation_without_a_new_acknowledgement(deps, sessions) -> None:
     at = datetime(2026, 11, 23, 10, 0, tzinfo=WARSAW)
     assert len(handle_inbound(envelope(4, at), deps)) == 1
-    assert handle_inbound(envelope(5, at.replace(minute=5), text="order 48213"), deps) == []
+    # No conversation.opened (so no second acknowledgement): a conversation.message for the owner's notice.
+    [joined] = handle_inbound(envelope(5, at.replace(minute=5), text="order 48213"), deps)
+    assert joined.type == "conversation.message" and joined.payload.excerpt == "order 48213"
+    assert joined.payload.owner_id is not None and joined.payload.promise_due is not None
+    assert handle_inbound(envelope(5, at.replace(minute=5), text="order 48213"), deps) == [joined]  # redelivered
     assert count(sessions, Message) == 2 and count(sessions, Conversation) == 1 and count(sessions, Customer) == 1
 
 

@@ -30,7 +30,8 @@ from typing import Any, TypeGuard
 import phonenumbers
 
 from services.gateway.channels import Malformed, RawRequest, Unauthenticated
-from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage
+from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage, SurveyAnswer
+from shared.survey_links import parse_callback_data
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,24 @@ class MetaAdapter:
         if not hmac.compare_digest(expected.encode(), got.strip().lower().encode("utf-8", "replace")):
             raise Unauthenticated(f"wrong {SIGNATURE_HEADER}")
 
-    def parse(self, request: RawRequest) -> list[InboundMessage]:
+    def parse(self, request: RawRequest) -> list[InboundMessage | SurveyAnswer]:
         events = parse_payload(_load(request.body), received_at=request.received_at)
         events.log_problems()
-        return events.messages
+        return [survey_answer(msg) or msg for msg in events.messages]
 
     def parse_statuses(self, request: RawRequest) -> list[DeliveryStatus]:
         return parse_statuses(request)
+
+
+def survey_answer(msg: InboundMessage) -> SurveyAnswer | None:
+    """A quick reply (Messenger, Instagram) or a reply button / list row (WhatsApp) of one of our
+    surveys carries "sv:<token>:<score>" as its payload: an answer, not a message to route."""
+    parsed = parse_callback_data(msg.meta.get("quick_reply"))
+    if parsed is None:
+        return None
+    token, score = parsed
+    return SurveyAnswer(channel=msg.channel, external_id=msg.external_id, token=token, score=score,
+                        received_at=msg.received_at)
 
 
 def signature(app_secret: str, body: bytes) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 import phonenumbers
 
 from services.gateway.channels import Malformed, RawRequest, Unauthenticated
-from shared.contracts import Attachment, Identity, InboundMessage
+from shared.contracts import Attachment, Identity, InboundMessage, SurveyAnswer
+from shared.survey_links import parse_callback_data
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,24 @@ class TelegramAdapter:
             update = json.loads(request.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise Malformed(f"the body is not JSON: {exc}") from exc
-        return parse_update(update, bot_id=self.bot_id)
+        except RecursionError as exc:
+            raise Malformed("the body nests too deeply") from exc
+        return parse_update(update, bot_id=self.bot_id, received_at=request.received_at)
+
+    def webhook_answer(self, request: RawRequest) -> dict | None:
+        """A webhook's response may carry one Bot API call: a pressed button is acknowledged with
+        answerCallbackQuery there (else the customer's client keeps spinning), with no extra request."""
+        try:
+            query = json.loads(request.body).get("callback_query")
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            return None
+        if isinstance(query, dict) and isinstance(query.get("id"), str) and query["id"]:
+            return {"method": "answerCallbackQuery", "callback_query_id": query["id"]}
+        return None
 
 
-def parse_update(update: Any, *, bot_id: str) -> list[InboundMessage]:
+def parse_update(update: Any, *, bot_id: str, received_at: datetime | None = None
+                 ) -> list[InboundMessage | SurveyAnswer]:
     if not isinstance(update, dict):
         raise Malformed("an update must be a JSON object")
     update_id = update.get("update_id")
@@ -62,14 +77,26 @@ def parse_update(update: Any, *, bot_id: str) -> list[InboundMessage]:
         return [_message(update["message"], bot_id, update_id)]
     kinds = [k for k in update if k != "update_id"]
     if "callback_query" in update:
-        # Survey buttons are answered by the survey feature; until then they carry nothing to route.
-        log.info("telegram callback_query ignored", extra={"update_id": update_id})
-        return []
+        return _callback_query(update["callback_query"], bot_id, update_id, received_at or datetime.now(UTC))
     if kinds and all(k in IRRELEVANT for k in kinds):
         return []
     # Authenticated but unknown: say so loudly in the log; answer 200 so Telegram does not retry it.
     log.warning("telegram update of unknown kind ignored", extra={"kinds": kinds, "update_id": update_id})
     return []
+
+
+def _callback_query(query: Any, bot_id: str, update_id: int, received_at: datetime) -> list[SurveyAnswer]:
+    """A pressed inline button. Survey buttons ("sv:<token>:<score>") become an answer; any other
+    button is not ours to route (it is still acknowledged, see TelegramAdapter.webhook_answer)."""
+    if not isinstance(query, dict) or not isinstance(query.get("id"), str):
+        raise Malformed("callback_query.id is missing")
+    parsed = parse_callback_data(query.get("data"))
+    if parsed is None:
+        log.info("telegram callback_query that is not a survey answer ignored", extra={"update_id": update_id})
+        return []
+    token, score = parsed
+    return [SurveyAnswer(channel="telegram", external_id=f"{bot_id}:{update_id}", token=token, score=score,
+                         received_at=received_at)]
 
 
 def _message(message: Any, bot_id: str, update_id: int) -> InboundMessage:
@@ -86,6 +113,10 @@ def _message(message: Any, bot_id: str, update_id: int) -> InboundMessage:
         raise Malformed("message.date is missing or not a unix time")
     if sender.get("is_bot") is True:
         raise Malformed("messages from bots are not customer messages")
+    try:
+        received_at = datetime.fromtimestamp(date, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise Malformed("message.date is not a unix time") from exc
     name = " ".join(p for p in (sender.get("first_name"), sender.get("last_name")) if isinstance(p, str) and p)
     text = message.get("text") or message.get("caption") or ""
     if not isinstance(text, str):
@@ -100,33 +131,44 @@ def _message(message: Any, bot_id: str, update_id: int) -> InboundMessage:
             linked.append(Identity("phone", phone))
     photos = message.get("photo")
     if isinstance(photos, list) and photos:
-        best = max((p for p in photos if isinstance(p, dict)), key=lambda p: p.get("file_size") or 0, default=None)
+        # Field types are checked, not trusted: a wrong one must be a 400 or ignored, never a 500.
+        best = max((p for p in photos if isinstance(p, dict)), key=lambda p: _int(p.get("file_size")) or 0,
+                   default=None)
         if best:
-            attachments.append(Attachment(content_type="image/jpeg", name=best.get("file_id"), size=best.get("file_size")))
+            attachments.append(Attachment(content_type="image/jpeg", name=_str(best.get("file_id")),
+                                          size=_int(best.get("file_size"))))
     for key in ("document", "voice", "audio", "video"):
         item = message.get(key)
         if isinstance(item, dict):
-            attachments.append(Attachment(content_type=item.get("mime_type") or "application/octet-stream",
-                                          name=item.get("file_name") or item.get("file_id"),
-                                          size=item.get("file_size")))
+            attachments.append(Attachment(content_type=_str(item.get("mime_type")) or "application/octet-stream",
+                                          name=_str(item.get("file_name")) or _str(item.get("file_id")),
+                                          size=_int(item.get("file_size"))))
     lang = sender.get("language_code")
     return InboundMessage(
         channel="telegram",
         external_id=f"{bot_id}:{update_id}",
         sender=Identity("telegram", str(sender["id"])),
-        sender_name=name or sender.get("username") or None,
+        sender_name=name or _str(sender.get("username")),
         reply_to=str(chat["id"]),
-        received_at=datetime.fromtimestamp(date, UTC),
+        received_at=received_at,
         text=text,
         language_hint=lang if isinstance(lang, str) else None,
         attachments=tuple(attachments),
         linked_identities=tuple(linked),
-        meta={"message_id": message.get("message_id"), "chat_type": chat.get("type")},
+        meta={"message_id": _int(message.get("message_id")), "chat_type": _str(chat.get("type"))},
     )
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(v: Any) -> int | None:
+    return v if _is_int(v) else None
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
 
 
 def _e164(raw: Any) -> str | None:

@@ -1,0 +1,130 @@
+"""One-click e-mail survey links: `GET /survey/<signed>` records a rating or an opt-out, no login.
+
+The link is checked first (shared/survey_links.py): a tampered one → 400, an expired one → 410,
+each a friendly page in the survey's language, and nothing is published. A valid click publishes
+`survey.answer` (or `survey.opt_out`) like any webhook — with confirms, or into the spool — and the
+notifier records it once, so a second click, or a mail scanner that opened the link first, adds
+nothing. The thank-you page offers an optional comment (`POST /survey/<signed>`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from flask import Blueprint, Response, request
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from services.gateway.intake import Intake
+from shared.config import Config
+from shared.contracts import Envelope, SurveyAnswer, SurveyOptOut, derive_id
+from shared.survey_links import LinkAction, LinkExpired, LinkInvalid, read_link
+
+log = logging.getLogger(__name__)
+
+MAX_COMMENT = 2000
+
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {"title": "Survey", "thanks": "Thank you for your rating!", "comment_label": "Anything to add? (optional)",
+           "send": "Send", "comment_thanks": "Thank you, we have your comment.",
+           "unsubscribed": "Done: you will not receive any more surveys from us.",
+           "invalid": "Sorry, this link is not valid. Nothing was recorded.",
+           "expired": "Sorry, this survey link has expired. Nothing was recorded — thank you anyway!"},
+    "de": {"title": "Umfrage", "thanks": "Vielen Dank für Ihre Bewertung!",
+           "comment_label": "Möchten Sie etwas ergänzen? (optional)", "send": "Senden",
+           "comment_thanks": "Danke, wir haben Ihren Kommentar erhalten.",
+           "unsubscribed": "Erledigt: Sie erhalten von uns keine Umfragen mehr.",
+           "invalid": "Dieser Link ist leider ungültig. Es wurde nichts gespeichert.",
+           "expired": "Dieser Umfragelink ist leider abgelaufen. Es wurde nichts gespeichert — trotzdem danke!"},
+    "pl": {"title": "Ankieta", "thanks": "Dziękujemy za ocenę!", "comment_label": "Chcesz coś dodać? (opcjonalnie)",
+           "send": "Wyślij", "comment_thanks": "Dziękujemy, otrzymaliśmy Twój komentarz.",
+           "unsubscribed": "Gotowe: nie będziesz już otrzymywać od nas ankiet.",
+           "invalid": "Niestety ten link jest nieprawidłowy. Nic nie zostało zapisane.",
+           "expired": "Niestety ten link do ankiety wygasł. Nic nie zostało zapisane — mimo to dziękujemy!"},
+    "ru": {"title": "Опрос", "thanks": "Спасибо за вашу оценку!", "comment_label": "Хотите что-то добавить? (необязательно)",
+           "send": "Отправить", "comment_thanks": "Спасибо, мы получили ваш комментарий.",
+           "unsubscribed": "Готово: больше мы не будем присылать вам опросы.",
+           "invalid": "К сожалению, эта ссылка недействительна. Ничего не записано.",
+           "expired": "К сожалению, срок действия ссылки истёк. Ничего не записано — всё равно спасибо!"},
+    "uk": {"title": "Опитування", "thanks": "Дякуємо за вашу оцінку!", "comment_label": "Бажаєте щось додати? (необов'язково)",
+           "send": "Надіслати", "comment_thanks": "Дякуємо, ми отримали ваш коментар.",
+           "unsubscribed": "Готово: ми більше не надсилатимемо вам опитувань.",
+           "invalid": "На жаль, це посилання недійсне. Нічого не записано.",
+           "expired": "На жаль, термін дії посилання минув. Нічого не записано — все одно дякуємо!"},
+    "bg": {"title": "Анкета", "thanks": "Благодарим за оценката!", "comment_label": "Искате ли да добавите нещо? (по желание)",
+           "send": "Изпрати", "comment_thanks": "Благодарим, получихме коментара ви.",
+           "unsubscribed": "Готово: няма да получавате повече анкети от нас.",
+           "invalid": "За съжаление тази връзка е невалидна. Нищо не е записано.",
+           "expired": "За съжаление тази връзка е изтекла. Нищо не е записано — все пак благодарим!"},
+    "lt": {"title": "Apklausa", "thanks": "Ačiū už jūsų įvertinimą!", "comment_label": "Norite ką nors pridurti? (nebūtina)",
+           "send": "Siųsti", "comment_thanks": "Ačiū, jūsų komentarą gavome.",
+           "unsubscribed": "Atlikta: daugiau apklausų iš mūsų negausite.",
+           "invalid": "Deja, ši nuoroda negalioja. Niekas neįrašyta.",
+           "expired": "Deja, ši apklausos nuoroda nebegalioja. Niekas neįrašyta — vis tiek ačiū!"},
+}
+
+_templates = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
+                         autoescape=select_autoescape(default=True, default_for_string=True))
+
+
+def survey_blueprint(*, secret: str | None, intake: Intake, config: Config,
+                     clock: Callable[[], datetime]) -> Blueprint:
+    bp = Blueprint("survey", __name__)
+
+    def page(state: str, language: str | None, status: int, form_action: str | None = None) -> Response:
+        lang = language if language in TEXTS else config.business.default_language
+        lang = lang if lang in TEXTS else "en"
+        html = _templates.get_template("survey_page.html.j2").render(
+            lang=lang, t=TEXTS[lang], state=state, form_action=form_action, business_name=config.business.name)
+        response = Response(html, status, content_type="text/html; charset=utf-8")
+        # The link is the credential: keep it out of caches and of other sites' Referer headers.
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def read(signed: str) -> LinkAction | Response:
+        if not secret:
+            return page("invalid", None, 404)
+        try:
+            return read_link(secret, signed, now=clock())
+        except LinkExpired as exc:
+            return page("expired", exc.language, 410)
+        except LinkInvalid:
+            return page("invalid", None, 400)
+
+    def publish(payload) -> None:
+        envelope = Envelope.wrap(payload, message_id=derive_id("survey-link", payload.channel, payload.external_id),
+                                 correlation_id=str(uuid.uuid4()), occurred_at=payload.received_at)
+        intake.accept(envelope)
+
+    @bp.get("/survey/<signed>")
+    def click(signed: str):
+        action = read(signed)
+        if isinstance(action, Response):
+            return action
+        now = clock()
+        if action.unsubscribe:
+            publish(SurveyOptOut(channel="email", external_id=f"link:{action.token}:unsubscribe", address=None,
+                                 received_at=now, token=action.token))
+            return page("unsubscribed", action.language, 200)
+        if action.score is None:
+            return page("invalid", action.language, 400)
+        publish(SurveyAnswer(channel="email", external_id=f"link:{action.token}:{action.score}", token=action.token,
+                             score=action.score, received_at=now))
+        return page("thanks", action.language, 200, form_action=f"/survey/{signed}")
+
+    @bp.post("/survey/<signed>")
+    def comment(signed: str):
+        action = read(signed)
+        if isinstance(action, Response):
+            return action
+        text = (request.form.get("comment") or "").strip()[:MAX_COMMENT]
+        if text and not action.unsubscribe:
+            publish(SurveyAnswer(channel="email", external_id=f"link:{action.token}:comment", token=action.token,
+                                 received_at=clock(), comment=text))
+        return page("comment_thanks", action.language, 200)
+
+    return bp

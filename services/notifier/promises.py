@@ -1,0 +1,400 @@
+"""Promise tracking and agent notices (SPEC §5): who is told what, and when they may be told.
+
+A promise is made when a conversation opens (the acknowledgement states it) and kept only by the
+first human reply — an acknowledgement is not a response. At 75 % of the promised business time
+the owner gets a reminder; at the due time, unanswered, the owner and the team lead get a breach
+notice. Agents hear of assignments and of new customer messages too, on their own channel
+(Telegram or e-mail) and only within their shift: a notice made off shift waits, in the database,
+until the shift starts.
+
+The module has three layers:
+- pure decisions (`warn_time`, `deliverable_at`, `plan`, `notice_language`), table-tested;
+- `record`: the promise and notice rows an event makes, in one transaction, idempotent per event;
+- the ticker's jobs `check_promises(now)` and `deliver_notices(now)`: claim due rows with
+  `FOR UPDATE SKIP LOCKED` and a lease, so two tickers (or a restart) send each notice once.
+
+Every notice is also an outbox row (same idempotency key) and goes out through the same senders
+and `deliver` as customer messages; transient failures come back with backoff and jitter up to
+MAX_ATTEMPTS, then the notice is `dead` (visible, with its last error); permanent ones are recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from services.notifier.models import AgentNotice, Outbox, Promise
+from services.notifier.senders import TransientSendError, UnknownChannel
+from services.notifier.texts import LANGUAGES, render_agent_notice
+from shared.bus.consumer import backoff
+from shared.calendar import Calendar
+from shared.config import Agent, Config
+from shared.contracts import (
+    ConversationMessage,
+    ConversationOpened,
+    ConversationReply,
+    ConversationResolved,
+    Envelope,
+)
+from shared.db import transaction
+from shared.metrics import promise_breached
+
+if TYPE_CHECKING:
+    from services.notifier.handlers import NotifierDeps
+
+log = logging.getLogger(__name__)
+
+WARN_SHARE = 0.75
+MAX_ATTEMPTS = 8
+#: A claimed notice is not due again for this long: enough to send it; a crashed sender's claim expires.
+LEASE = timedelta(minutes=5)
+BATCH = 100
+TRACKED = (ConversationOpened.TYPE, ConversationMessage.TYPE, ConversationReply.TYPE, ConversationResolved.TYPE)
+#: Notices that mean nothing once the customer has had a human reply.
+PROMISE_KINDS = ("promise_warning", "promise_breached")
+
+
+# --- pure decisions -----------------------------------------------------------------------------
+
+
+def warn_time(received_at: datetime, due_at: datetime, calendar: Calendar, share: float = WARN_SHARE) -> datetime:
+    """The moment `share` of the promised business time has passed (75 %: the reminder).
+
+    Business time, like the promise itself: 4 business hours promised on Saturday night for
+    Monday 13:00 warn at Monday 12:00, not on Sunday."""
+    total = calendar.business_time_between(received_at, due_at)
+    if total <= timedelta(0):
+        return due_at
+    return min(calendar.add_business_time(received_at, total * share), due_at)
+
+
+def deliverable_at(shift: Calendar, at: datetime) -> datetime | None:
+    """When a notice made at `at` may reach the agent: `at` itself within their shift, else the next
+    shift start (overnight shifts, weekends and the team calendar's holidays included); None when
+    the shift never starts within the calendar's search horizon."""
+    return shift.next_opening(at)
+
+
+def plan(event: str, owner_id: str | None, lead_id: str | None) -> list[tuple[str, str]]:
+    """Who gets which notice kind for a promise event: a list of (kind, agent id).
+
+    opened: the owner is told of the assignment, or with no owner the lead is told it is queued;
+    message: the owner; warning: the owner (the lead when nobody owns it yet); breach: the owner
+    and the lead, once each."""
+    if event == "opened":
+        if owner_id:
+            return [("assigned", owner_id)]
+        return [("queued", lead_id)] if lead_id else []
+    if event == "message":
+        return [("customer_message", owner_id)] if owner_id else []
+    if event == "warning":
+        who = owner_id or lead_id
+        return [("promise_warning", who)] if who else []
+    if event == "breach":
+        return [("promise_breached", agent) for agent in dict.fromkeys(a for a in (owner_id, lead_id) if a)]
+    raise ValueError(f"unknown promise event {event!r}")
+
+
+def notice_language(agent: Agent) -> str:
+    """The first of the agent's languages that has notice templates; English otherwise."""
+    return next((lang for lang in agent.languages if lang in LANGUAGES), "en")
+
+
+def notice_key(kind: str, conversation_id: str, opening: int, agent_id: str, message_id: str | None = None) -> str:
+    if kind == "customer_message":
+        return f"notice:message:{message_id}:{agent_id}"
+    if kind == "promise_warning":
+        return f"notice:warn:{conversation_id}:{opening}"
+    short = {"promise_breached": "breach"}.get(kind, kind)
+    return f"notice:{short}:{conversation_id}:{opening}:{agent_id}"
+
+
+def _team_of(config: Config, team_id: str | None, owner_id: str | None) -> str | None:
+    if team_id in config.teams:
+        return team_id
+    owner = config.agents.get(owner_id) if owner_id else None
+    return owner.team if owner else None
+
+
+def _calendar_of(config: Config, team_id: str | None) -> Calendar:
+    # The calendar the router counted the promise in.
+    team = config.teams.get(team_id) if team_id else None
+    return config.calendars[team.calendar] if team else config.business_calendar
+
+
+# --- recording: one event, one transaction ------------------------------------------------------
+
+
+def record(envelope: Envelope, deps: NotifierDeps) -> list[int]:
+    """Store what `envelope` means for promises and agent notices; return the notices due now.
+
+    Idempotent: a redelivered event finds its promise and its notice keys and adds nothing."""
+    if envelope.type not in TRACKED:
+        return []
+    now = deps.clock()
+    with transaction(deps.sessions) as s:
+        ev = envelope.payload
+        if envelope.type == ConversationOpened.TYPE:
+            ids = _on_opened(s, ev, envelope.correlation_id, deps.config, now)
+        elif envelope.type == ConversationMessage.TYPE:
+            ids = _on_message(s, ev, envelope.correlation_id, deps.config, now)
+        elif envelope.type == ConversationReply.TYPE:
+            _on_reply(s, ev, envelope.occurred_at)
+            ids = []
+        elif envelope.type == ConversationResolved.TYPE:
+            _on_resolved(s, ev)
+            ids = []
+        else:
+            ids = []
+    return ids
+
+
+def _on_opened(s: Session, ev: ConversationOpened, correlation: str, config: Config, now: datetime) -> list[int]:
+    if s.scalar(select(Promise.id).where(Promise.conversation_id == ev.conversation_id,
+                                         Promise.opening == ev.opening)) is not None:
+        return []
+    team_id = _team_of(config, ev.team_id, ev.owner_id)
+    lead_id = config.teams[team_id].lead if team_id else None
+    promise = Promise(
+        conversation_id=ev.conversation_id, opening=ev.opening, reference=ev.reference,
+        customer_name=ev.customer_name, channel=ev.channel, category=ev.category, owner_id=ev.owner_id,
+        team_id=team_id, lead_id=lead_id, received_at=ev.received_at, due_at=ev.promise_due,
+        warn_at=warn_time(ev.received_at, ev.promise_due, _calendar_of(config, team_id)), status="open",
+        created_at=now)
+    s.add(promise)
+    fields = {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
+              "category": ev.category, "promise_due": ev.promise_due.isoformat(), "excerpt": ev.excerpt,
+              "team_name": config.teams[team_id].name if team_id else None}
+    notices = [_notice(s, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
+               for kind, agent in plan("opened", ev.owner_id, lead_id)]
+    return _due(notices, now)
+
+
+def _on_message(s: Session, ev: ConversationMessage, correlation: str, config: Config, now: datetime) -> list[int]:
+    fields = {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
+              "excerpt": ev.excerpt or "…",
+              "promise_due": ev.promise_due.isoformat() if ev.promise_due else None}
+    notices = [_notice(s, config, kind, agent, ev.conversation_id, 0, fields, correlation, now,
+                       message_id=ev.inbound_message_id)
+               for kind, agent in plan("message", ev.owner_id, None)]
+    return _due(notices, now)
+
+
+def _on_reply(s: Session, ev: ConversationReply, at: datetime) -> None:
+    """The first human reply keeps the promise (or, after the due time, ends it breached)."""
+    promise = s.scalar(select(Promise).where(Promise.conversation_id == ev.conversation_id)
+                       .order_by(Promise.opening.desc()).limit(1).with_for_update())
+    if promise is None or promise.kept_at is not None:
+        return
+    promise.kept_at = at
+    if promise.status == "open":
+        if at <= promise.due_at:
+            promise.status = "kept"
+        else:
+            promise.status, promise.breached_at = "breached", promise.due_at
+    _cancel(s, ev.conversation_id, kinds=PROMISE_KINDS)
+
+
+def _on_resolved(s: Session, ev: ConversationResolved) -> None:
+    for promise in s.scalars(select(Promise).where(Promise.conversation_id == ev.conversation_id,
+                                                   Promise.closed_at.is_(None)).with_for_update()):
+        promise.closed_at = ev.resolved_at
+        if promise.status == "open":
+            promise.status = "closed"
+    _cancel(s, ev.conversation_id)
+
+
+def _cancel(s: Session, conversation_id: str, kinds: Iterable[str] | None = None) -> None:
+    """Notices still waiting for a shift that no longer mean anything."""
+    query = update(AgentNotice).where(AgentNotice.conversation_id == conversation_id,
+                                      AgentNotice.status == "pending")
+    if kinds is not None:
+        query = query.where(AgentNotice.kind.in_(tuple(kinds)))
+    s.execute(query.values(status="cancelled"))
+
+
+def _notice(s: Session, config: Config, kind: str, agent_id: str, conversation_id: str, opening: int,
+            fields: dict[str, Any], correlation: str, now: datetime, message_id: str | None = None) -> AgentNotice:
+    key = notice_key(kind, conversation_id, opening, agent_id, message_id)
+    row = s.scalar(select(AgentNotice).where(AgentNotice.idempotency_key == key))
+    if row is not None:
+        return row
+    agent = config.agents.get(agent_id)
+    when = deliverable_at(agent.shift, now) if agent else None
+    row = AgentNotice(idempotency_key=key, kind=kind, conversation_id=conversation_id, agent_id=agent_id,
+                      fields=fields, not_before=when or now, status="pending", attempts=0,
+                      correlation_id=correlation, created_at=now)
+    if agent is None or agent.notify is None:
+        row.status, row.last_error = "skipped", f"agent {agent_id!r} has no notify channel in the config"
+    elif when is None:
+        row.status, row.last_error = "skipped", f"agent {agent_id!r} has no shift in the next two years"
+    s.add(row)
+    s.flush()
+    return row
+
+
+def _due(notices: Iterable[AgentNotice], now: datetime) -> list[int]:
+    return [n.id for n in notices if n.status == "pending" and n.not_before <= now]
+
+
+# --- the ticker's jobs --------------------------------------------------------------------------
+
+
+def check_promises(now: datetime, deps: NotifierDeps) -> int:
+    """Breach the open promises past their due time and warn those past 75 %; each exactly once.
+
+    Breaches first: a promise whose warning was never sent (the notifier was down) gets only the
+    breach notice. Rows are claimed with SKIP LOCKED, so a second ticker takes other rows or none."""
+    config = deps.config
+    breached: list[tuple[str | None, str]] = []
+    with transaction(deps.sessions) as s:
+        due = s.scalars(select(Promise).where(Promise.status == "open", Promise.due_at <= now)
+                        .order_by(Promise.due_at).limit(BATCH).with_for_update(skip_locked=True)).all()
+        for p in due:
+            p.status, p.breached_at = "breached", p.due_at
+            owner = config.agents.get(p.owner_id) if p.owner_id else None
+            fields = _promise_fields(p) | {"owner_name": owner.name if owner else None}
+            for kind, agent in plan("breach", p.owner_id, p.lead_id):
+                _notice(s, config, kind, agent, p.conversation_id, p.opening, fields, f"promise:{p.id}", now)
+            breached.append((p.team_id, p.category))
+        warn = s.scalars(select(Promise).where(Promise.status == "open", Promise.warned_at.is_(None),
+                                               Promise.warn_at <= now, Promise.due_at > now)
+                         .order_by(Promise.warn_at).limit(BATCH).with_for_update(skip_locked=True)).all()
+        for p in warn:
+            p.warned_at = now
+            for kind, agent in plan("warning", p.owner_id, p.lead_id):
+                _notice(s, config, kind, agent, p.conversation_id, p.opening, _promise_fields(p),
+                        f"promise:{p.id}", now)
+    for team, category in breached:  # counted once the breach is committed
+        promise_breached(team, category)
+    return len(breached) + len(warn)
+
+
+def _promise_fields(p: Promise) -> dict[str, Any]:
+    return {"reference": p.reference, "customer_name": p.customer_name, "channel": p.channel,
+            "promise_due": p.due_at.isoformat()}
+
+
+def deliver_notices(now: datetime, deps: NotifierDeps) -> int:
+    """Send every pending notice whose time has come (a shift started, a backoff ended)."""
+    sent = 0
+    for notice_id in claim(deps, now):
+        sent += send_notice(notice_id, deps, now) == "sent"
+    return sent
+
+
+def claim(deps: NotifierDeps, now: datetime, ids: Iterable[int] | None = None) -> list[int]:
+    """Take due notices for this process: moving `not_before` a lease ahead, in a committed
+    transaction, hides them from every other ticker until sent (or the lease ends after a crash)."""
+    with transaction(deps.sessions) as s:
+        query = select(AgentNotice).where(AgentNotice.status == "pending", AgentNotice.not_before <= now)
+        if ids is not None:
+            query = query.where(AgentNotice.id.in_(list(ids)))
+        rows = s.scalars(query.order_by(AgentNotice.not_before).limit(BATCH).with_for_update(skip_locked=True)).all()
+        for row in rows:
+            row.not_before = now + LEASE
+        return [row.id for row in rows]
+
+
+def send_now(ids: list[int], deps: NotifierDeps) -> None:
+    """Notices an event made for agents on shift: out at once rather than at the next tick."""
+    if ids:
+        now = deps.clock()
+        for notice_id in claim(deps, now, ids):
+            try:
+                send_notice(notice_id, deps, now)
+            except Exception:  # noqa: BLE001 - the customer's event is done; the claim expires and the ticker retries
+                log.exception("agent notice %s not sent now; the ticker retries it", notice_id)
+
+
+def send_notice(notice_id: int, deps: NotifierDeps, now: datetime) -> str | None:
+    """Render a claimed notice, put it in the outbox under its key and deliver it."""
+    from services.notifier.handlers import deliver  # handlers imports this module
+
+    with transaction(deps.sessions) as s:
+        notice = s.get(AgentNotice, notice_id)
+        if notice is None or notice.status != "pending":
+            return None
+        agent = deps.config.agents.get(notice.agent_id)
+        if agent is None or agent.notify is None:
+            notice.status, notice.last_error = "skipped", f"agent {notice.agent_id!r} has no notify channel"
+            return "skipped"
+        row = s.scalar(select(Outbox).where(Outbox.idempotency_key == notice.idempotency_key))
+        if row is None:
+            body = render_notice(notice.kind, notice.fields, agent, now, deps.config)
+            row = Outbox(idempotency_key=notice.idempotency_key, kind="notice", conversation_id=notice.conversation_id,
+                         channel=agent.notify.channel, address=agent.notify.address, body=body, status="pending",
+                         attempts=0, correlation_id=notice.correlation_id, source_message_id=f"notice:{notice.id}",
+                         created_at=now, options=_options(agent.notify.channel, body))
+            s.add(row)
+            s.flush()
+        row_id = row.id
+    try:
+        status = deliver(row_id, deps)
+    except TransientSendError as exc:
+        _retry_later(deps, notice_id, row_id, now, exc)
+        return "pending"
+    except UnknownChannel as exc:
+        # A wiring mistake, not the agent's fault: recorded and visible, not retried forever.
+        status = "failed"
+        with transaction(deps.sessions) as s:
+            row = s.get_one(Outbox, row_id)
+            row.status, row.last_error = "failed", str(exc)
+    with transaction(deps.sessions) as s:
+        notice = s.get_one(AgentNotice, notice_id)
+        row = s.get_one(Outbox, row_id)
+        # None: the outbox row was no longer pending (sent before a crash): take its outcome.
+        notice.status = status or ("sent" if row.status == "sent" else row.status)
+        notice.attempts += 1
+        notice.last_error = row.last_error
+        if notice.status == "sent":
+            notice.sent_at = row.sent_at or now
+    return notice.status
+
+
+def _retry_later(deps: NotifierDeps, notice_id: int, row_id: int, now: datetime, exc: TransientSendError) -> None:
+    with transaction(deps.sessions) as s:
+        notice = s.get_one(AgentNotice, notice_id)
+        notice.attempts += 1
+        notice.last_error = str(exc)[:2000]
+        if notice.attempts >= MAX_ATTEMPTS:
+            notice.status = "dead"
+            s.get_one(Outbox, row_id).status = "dead"
+            log.error("agent notice %s dead after %d attempts: %s", notice.idempotency_key, notice.attempts, exc)
+            return
+        delay = max(backoff(notice.attempts, base=5.0, cap=900.0), exc.retry_after or 0.0)
+        notice.not_before = now + timedelta(seconds=delay)
+        log.warning("agent notice %s failed (attempt %d), again in %.0fs: %s",
+                    notice.idempotency_key, notice.attempts, delay, exc)
+
+
+def render_notice(kind: str, fields: dict[str, Any], agent: Agent, now: datetime, config: Config) -> str:
+    """The notice's text in the agent's language, its times in the agent's zone as of `now`."""
+    tz = agent.shift.tz
+    args = {k: v for k, v in fields.items() if v is not None and k != "promise_due"}
+    if fields.get("promise_due"):
+        args["promise_due"] = datetime.fromisoformat(fields["promise_due"]).astimezone(tz)
+        args["now"] = now.astimezone(tz)
+    allowed = {
+        "assigned": ("reference", "channel", "category", "promise_due", "now", "excerpt", "customer_name"),
+        "customer_message": ("reference", "channel", "excerpt", "customer_name", "promise_due", "now"),
+        "promise_warning": ("reference", "promise_due", "now", "customer_name", "channel"),
+        "promise_breached": ("reference", "promise_due", "now", "customer_name", "channel", "owner_name"),
+        "queued": ("reference", "channel", "category", "team_name", "customer_name", "promise_due", "now"),
+    }[kind]
+    if kind == "assigned" and not args.get("excerpt"):
+        args["excerpt"] = "…"
+    return render_agent_notice(notice_language(agent), kind, overrides=config.templates or None,
+                               **{k: v for k, v in args.items() if k in allowed})
+
+
+def _options(channel: str, body: str) -> dict | None:
+    if channel != "email":
+        return None
+    # Automatic: an agent's out-of-office must not answer it (and open a conversation with us).
+    return {"subject": body.splitlines()[0][:200] if body else "Switchboard", "automatic": True}

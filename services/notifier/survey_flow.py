@@ -1,0 +1,237 @@
+"""The follow-up survey, end to end on the notifier's side: schedule, send when due, record answers
+once, honour opt-outs everywhere.
+
+- `schedule_survey` (conversation.resolved): one `surveys` row per conversation opening, due after
+  the configured delay, or stored as skipped with the reason. The schedule lives in the database,
+  so a restart loses nothing.
+- `send_due_surveys` (a ticker job, `f(now) -> int`): claims due rows in a transaction (FOR UPDATE
+  SKIP LOCKED on PostgreSQL, so replicas share the work), checks again (an opt-out or another
+  survey may have come since), and sends through the outbox with the idempotency key
+  `survey:<conversation>:<opening>`.
+- `record_answer` (survey.answer): the first rating in range is kept; later presses change nothing.
+- `record_opt_out` (survey.opt_out): per customer and per channel + address; scheduled surveys of
+  that customer are cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from services.notifier.handlers import NotifierDeps, deliver, send_options
+from services.notifier.models import Outbox, Suppression, Survey, SurveyOptOut
+from services.notifier.senders import TransientSendError
+from services.notifier.surveys import compose, in_scale, new_token, skip_reason, survey_kind
+from services.notifier.texts import render_survey_question, render_survey_thanks
+from shared.contracts import ConversationResolved, Envelope, SurveyAnswer
+from shared.contracts import SurveyOptOut as OptOutEvent
+from shared.db import transaction
+
+log = logging.getLogger(__name__)
+
+#: A survey whose send keeps failing transiently is given up after this many attempts.
+MAX_ATTEMPTS = 8
+BATCH = 50
+
+
+def schedule_survey(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    ev: ConversationResolved = envelope.payload
+    opening = ev.opening or 1
+    now = deps.clock()
+    survey_cfg = deps.config.survey
+    with transaction(deps.sessions) as s:
+        existing = s.scalar(select(Survey.id).where(Survey.conversation_id == ev.conversation_id,
+                                                    Survey.opening == opening))
+        if existing is not None:
+            return []  # a redelivered resolution: scheduled once
+        reason = skip_reason(human_replied=ev.human_replied,
+                             opted_out=_opted_out(s, ev.customer_id, ev.channel, ev.reply_to),
+                             last_survey_at=_last_survey_at(s, ev.customer_id), now=ev.resolved_at,
+                             cooldown=survey_cfg.cooldown)
+        s.add(Survey(conversation_id=ev.conversation_id, opening=opening, customer_id=ev.customer_id,
+                     customer_name=ev.customer_name, channel=ev.channel, address=ev.reply_to,
+                     reply_from=ev.reply_from, language=ev.language,
+                     kind=survey_kind(ev.conversation_id, survey_cfg.nps_sample), token=new_token(),
+                     status="skipped" if reason else "scheduled", reason=reason, created_at=now,
+                     due_at=ev.resolved_at + survey_cfg.delay))
+    if reason:
+        log.info("no survey for conversation %s: %s", ev.conversation_id, reason)
+    return []
+
+
+def send_due_surveys(now: datetime, deps: NotifierDeps) -> int:
+    """Send every survey that is due; returns how many were sent."""
+    work: list[tuple[int, int]] = []
+    with transaction(deps.sessions) as s:
+        due = list(s.scalars(select(Survey).where(Survey.status == "scheduled", Survey.due_at <= now)
+                             .order_by(Survey.due_at).limit(BATCH).with_for_update(skip_locked=True)))
+        for survey in due:
+            outbox_id = _claim(s, survey, now, deps)
+            if outbox_id is not None:
+                work.append((survey.id, outbox_id))
+        # Sends that failed transiently before (attempted, still pending): try again now. A first
+        # attempt in flight elsewhere has no attempt recorded yet, so it is not picked twice.
+        for survey in s.scalars(select(Survey).where(Survey.status == "sending").limit(BATCH)):
+            row = s.scalar(select(Outbox).where(Outbox.idempotency_key == survey_key(survey)))
+            if row is not None and row.status == "pending" and row.attempts >= 1:
+                work.append((survey.id, row.id))
+    sent = 0
+    for survey_id, outbox_id in work:
+        try:
+            deliver(outbox_id, deps)
+        except TransientSendError as exc:
+            log.warning("survey %s not sent yet: %s", survey_id, exc)
+        sent += _settle(survey_id, outbox_id, deps)
+    return sent
+
+
+def survey_key(survey: Survey) -> str:
+    return f"survey:{survey.conversation_id}:{survey.opening}"
+
+
+def _claim(s: Session, survey: Survey, now: datetime, deps: NotifierDeps) -> int | None:
+    config = deps.config
+    opted = _opted_out(s, survey.customer_id, survey.channel, survey.address)
+    reason = skip_reason(human_replied=True, opted_out=opted,
+                         last_survey_at=_last_survey_at(s, survey.customer_id, exclude=survey.id), now=now,
+                         cooldown=config.survey.cooldown)
+    suppressed = s.scalar(select(Suppression.reason).where(
+        Suppression.channel == survey.channel, Suppression.address == survey.address,
+        or_(Suppression.until.is_(None), Suppression.until > now)))
+    reason = reason or (f"the address is suppressed: {suppressed}" if suppressed else None)
+    body = options = None
+    if reason is None:
+        question = render_survey_question(survey.language, survey.kind, survey.channel, config.business.name,
+                                          survey.customer_name, overrides=config.templates or None)  # type: ignore[arg-type]
+        try:
+            body, options = compose(kind=survey.kind, channel=survey.channel, token=survey.token,
+                                    language=survey.language, question=question,
+                                    business_name=config.business.name, links=deps.survey_links, now=now)
+        except ValueError as exc:
+            reason = str(exc)
+    if reason is not None:
+        survey.status, survey.reason = ("opted_out" if opted else "skipped"), reason
+        log.info("survey %s not sent: %s", survey.id, reason)
+        return None
+    key = survey_key(survey)
+    row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
+    if row is None:
+        base = send_options(survey.channel, survey.reply_from, now) or {}
+        base.pop("last_customer_message_at", None)  # unknown here: let WhatsApp itself judge the window
+        row = Outbox(idempotency_key=key, kind="survey", conversation_id=survey.conversation_id,
+                     channel=survey.channel, address=survey.address, body=body, status="pending", attempts=0,
+                     correlation_id=key, source_message_id=f"survey:{survey.id}", created_at=now,
+                     options={**base, **options} or None)
+        s.add(row)
+        s.flush()
+    survey.status = "sending"
+    return row.id
+
+
+def _settle(survey_id: int, outbox_id: int, deps: NotifierDeps) -> int:
+    """Carry the outbox row's fate over to the survey; 1 if it was sent."""
+    with transaction(deps.sessions) as s:
+        survey, row = s.get(Survey, survey_id), s.get(Outbox, outbox_id)
+        if survey is None or row is None or survey.status != "sending":
+            return 0
+        if row.status == "sent":
+            survey.status, survey.sent_at = "sent", row.sent_at
+            return 1
+        if row.status == "pending" and row.attempts >= MAX_ATTEMPTS:
+            row.status = "dead"
+        if row.status in ("failed", "dead"):
+            survey.status, survey.reason = "failed", row.last_error
+    return 0
+
+
+def record_answer(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    ans: SurveyAnswer = envelope.payload
+    now = deps.clock()
+    thanks: int | None = None
+    with transaction(deps.sessions) as s:
+        survey = s.scalar(select(Survey).where(Survey.token == ans.token).with_for_update())
+        if survey is None:
+            log.info("an answer for an unknown survey", extra={"channel": ans.channel})
+            return []
+        if ans.score is not None:
+            if survey.answered_at is not None:
+                log.info("survey %s already answered; a later answer is not recorded", survey.id)
+            elif survey.status not in ("sent", "sending"):
+                log.info("survey %s is %s: an answer is not recorded", survey.id, survey.status)
+            elif not in_scale(survey.kind, ans.score):
+                log.info("survey %s: %s is outside the %s scale", survey.id, ans.score, survey.kind)
+            else:
+                survey.score, survey.answered_at, survey.status = ans.score, ans.received_at, "answered"
+                if ans.comment:
+                    survey.comment = ans.comment
+                    survey.comment_source = f"{ans.channel}:{ans.external_id}"[:300]
+                if ans.channel != "email":  # a link's own page says thank you
+                    thanks = _thanks(s, survey, envelope, now, deps)
+        elif ans.comment and survey.answered_at is not None and survey.comment is None:
+            survey.comment, survey.comment_source = ans.comment, f"{ans.channel}:{ans.external_id}"[:300]
+    if thanks is not None:
+        deliver(thanks, deps)
+    return []
+
+
+def _thanks(s: Session, survey: Survey, envelope: Envelope, now: datetime, deps: NotifierDeps) -> int | None:
+    key = f"survey-thanks:{survey.conversation_id}:{survey.opening}"
+    if s.scalar(select(Outbox.id).where(Outbox.idempotency_key == key)) is not None:
+        return None
+    body = render_survey_thanks(survey.language, survey.kind,  # type: ignore[arg-type]
+                                overrides=deps.config.templates or None)
+    options = send_options(survey.channel, survey.reply_from, now) or {}
+    options.pop("last_customer_message_at", None)
+    row = Outbox(idempotency_key=key, kind="survey_thanks", conversation_id=survey.conversation_id,
+                 channel=survey.channel, address=survey.address, body=body, status="pending", attempts=0,
+                 correlation_id=envelope.correlation_id, source_message_id=envelope.message_id, created_at=now,
+                 options=options or None)
+    s.add(row)
+    s.flush()
+    return row.id
+
+
+def record_opt_out(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    ev: OptOutEvent = envelope.payload
+    now = deps.clock()
+    with transaction(deps.sessions) as s:
+        customer_id, channel, address = ev.customer_id, ev.channel, ev.address
+        if ev.token:
+            survey = s.scalar(select(Survey).where(Survey.token == ev.token))
+            if survey is not None:
+                customer_id = customer_id or survey.customer_id
+                channel, address = (survey.channel, survey.address) if not address else (channel, address)
+        if not address:
+            log.info("an opt-out nobody can be found for", extra={"channel": ev.channel})
+            return []
+        row = s.scalar(select(SurveyOptOut).where(SurveyOptOut.channel == channel, SurveyOptOut.address == address))
+        if row is None:
+            s.add(SurveyOptOut(customer_id=customer_id, channel=channel, address=address,
+                               source=f"{ev.channel}:{ev.external_id}"[:255], created_at=now))
+        elif customer_id and row.customer_id is None:
+            row.customer_id = customer_id
+        who = or_(Survey.customer_id == customer_id, (Survey.channel == channel) & (Survey.address == address)) \
+            if customer_id else ((Survey.channel == channel) & (Survey.address == address))
+        s.execute(update(Survey).where(Survey.status == "scheduled", who)
+                  .values(status="opted_out", reason="the customer opted out of surveys"))
+    log.info("opted out of surveys on %s", ev.channel)
+    return []
+
+
+def _opted_out(s: Session, customer_id: str | None, channel: str, address: str) -> bool:
+    by_address = (SurveyOptOut.channel == channel) & (SurveyOptOut.address == address)
+    who = or_(SurveyOptOut.customer_id == customer_id, by_address) if customer_id else by_address
+    return s.scalar(select(func.count()).select_from(SurveyOptOut).where(who)) > 0
+
+
+def _last_survey_at(s: Session, customer_id: str, exclude: int | None = None) -> datetime | None:
+    """When this customer last got (or is being sent) a survey: the cooldown counts from it."""
+    query = select(Survey.sent_at, Survey.due_at).where(Survey.customer_id == customer_id,
+                                                        Survey.status.in_(("sending", "sent", "answered")))
+    if exclude is not None:
+        query = query.where(Survey.id != exclude)
+    times = [sent or due for sent, due in s.execute(query)]
+    return max(times, default=None)

@@ -1,0 +1,90 @@
+"""The follow-up survey's rules, pure: who gets one, which kind, and what it looks like per channel.
+
+SPEC §5: after resolution plus a delay, only if a human replied, the customer has not opted out
+and had no survey within the cooldown. CSAT 1-5; NPS 0-10 on a configurable sample, chosen from
+the conversation id so that a retry, a redelivery or a second replica picks the same kind.
+Time and config are parameters; the I/O is in services/notifier/survey_flow.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.survey_links import SurveyLinks, callback_data
+
+SCALES: dict[str, range] = {"csat": range(1, 6), "nps": range(0, 11)}
+
+#: Subject of an e-mail survey, per language; the business name follows.
+EMAIL_SUBJECTS = {
+    "en": "How did we do?", "de": "Wie waren wir?", "pl": "Jak nam poszło?", "ru": "Как мы справились?",
+    "uk": "Як ми впоралися?", "bg": "Как се справихме?", "lt": "Kaip mums sekėsi?",
+}
+_UNSUBSCRIBE = {
+    "en": "No more surveys", "de": "Keine Umfragen mehr", "pl": "Nie chcę więcej ankiet",
+    "ru": "Больше не присылать опросы", "uk": "Більше не надсилати опитування", "bg": "Без повече анкети",
+    "lt": "Daugiau apklausų nesiųsti",
+}
+_LIST_BUTTON = {
+    "en": "Rate", "de": "Bewerten", "pl": "Oceń", "ru": "Оценить", "uk": "Оцінити", "bg": "Оценка", "lt": "Įvertinti",
+}
+
+
+def survey_kind(conversation_id: str, nps_sample: float) -> str:
+    """"nps" for a deterministic `nps_sample` share of conversations, else "csat"."""
+    digest = hashlib.sha256(f"survey-kind:{conversation_id}".encode()).digest()
+    share = int.from_bytes(digest[:8], "big") / 2**64
+    return "nps" if share < nps_sample else "csat"
+
+
+def skip_reason(*, human_replied: bool, opted_out: bool, last_survey_at: datetime | None, now: datetime,
+                cooldown: timedelta) -> str | None:
+    """Why this customer gets no survey now, or None when they get one."""
+    if not human_replied:
+        return "no human replied: an autoresponder is not an answer"
+    if opted_out:
+        return "the customer opted out of surveys"
+    if last_survey_at is not None and now - last_survey_at < cooldown:
+        return f"a survey was sent {last_survey_at.isoformat()}, within the cooldown of {cooldown}"
+    return None
+
+
+def in_scale(kind: str, score: int) -> bool:
+    return score in SCALES.get(kind, ())
+
+
+def new_token() -> str:
+    """The survey's handle in buttons and links: 16 URL-safe characters, unguessable."""
+    return secrets.token_urlsafe(12)
+
+
+def compose(*, kind: str, channel: str, token: str, language: str, question: str, business_name: str,
+            links: SurveyLinks | None, now: datetime) -> tuple[str, dict[str, Any]]:
+    """The survey's text and its sender options: the answer's way back, native to the channel.
+
+    Raises ValueError for an e-mail survey without links (no SURVEY_SECRET): it could not be answered."""
+    lang = language if language in EMAIL_SUBJECTS else "en"
+    scale = SCALES[kind]
+    pairs = [(str(i), callback_data(token, i)) for i in scale]
+    if channel == "telegram":
+        # Inline keyboard; an 11-point scale in two rows stays readable on a phone.
+        rows = [pairs] if len(pairs) <= 6 else [pairs[:6], pairs[6:]]
+        return question, {"buttons": rows}
+    if channel in ("messenger", "instagram"):
+        return question, {"quick_replies": pairs}
+    if channel == "whatsapp":
+        # Up to ten choices fit an interactive list; NPS has eleven, so it is answered by a number
+        # in reply, as the question says (the router turns a bare number into the answer).
+        if len(pairs) <= 10:
+            return question, {"buttons": pairs, "list_button": _LIST_BUTTON[lang]}
+        return question, {}
+    if channel == "email":
+        if links is None:
+            raise ValueError("e-mail surveys need SURVEY_SECRET to sign their links")
+        lines = [question.rstrip(), ""]
+        lines += [f"  {i}  {links.url(token, lang, score=i, now=now)}" for i in scale]
+        lines += ["", f"{_UNSUBSCRIBE[lang]}: {links.url(token, lang, unsubscribe=True, now=now)}"]
+        return "\n".join(lines) + "\n", {"subject": f"{EMAIL_SUBJECTS[lang]} — {business_name}", "automatic": True}
+    return question, {}  # SMS (and a phone caller, answered by SMS): "reply with a number"

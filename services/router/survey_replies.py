@@ -1,0 +1,88 @@
+"""Inbound messages that talk to a survey, not to an agent: they open no conversation.
+
+The router sees every inbound message, so it picks these out before routing:
+- "STOP", "unsubscribe", "стоп"… (the whole message): no more surveys for this customer, on any
+  channel → `survey.opt_out` with the customer's id;
+- a bare number in the survey's scale from an address that was sent a survey recently (SMS
+  "reply 1–5", or WhatsApp NPS, which has no buttons) → `survey.answer`;
+- the first text after an answer, within a day, is also the answer's optional comment (the thanks
+  invites one) → `survey.answer` with the comment; it is routed as well, because it may just as
+  well be a new question, and nothing a customer writes may get lost.
+
+It reads the notifier's `surveys` table (one database in both run modes); the notifier alone writes
+it. Nothing here is stored by the router, so the events are derived from the message id: a
+redelivery yields the same event and the notifier's once-only recording does the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.notifier.models import Survey
+from services.notifier.surveys import in_scale
+from services.router.models import Identity
+from shared.contracts import Envelope, InboundMessage, SurveyAnswer, SurveyOptOut, derive_id
+
+#: Whole-message opt-out words (lower case): Twilio's own keywords and their everyday equivalents
+#: in the configured languages.
+STOP_WORDS = frozenset({
+    "stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "opt out", "opt-out",
+    "стоп", "отписаться", "отписка", "відписатися", "відписка", "abmelden", "wypisz", "rezygnuję", "atsisakyti",
+    "отписване",
+})
+#: How long after a survey was sent a bare number still answers it.
+ANSWER_WINDOW = timedelta(days=7)
+#: How long after an answer the next text is taken as its comment.
+COMMENT_WINDOW = timedelta(days=1)
+
+_PUNCTUATION = re.compile(r"[\s.!,;:]+$")
+_NUMBER = re.compile(r"^\d{1,2}$")
+
+
+def normalise(text: str) -> str:
+    return _PUNCTUATION.sub("", (text or "").strip()).strip().lower()
+
+
+def is_stop(msg: InboundMessage) -> bool:
+    return msg.meta.get("opt") == "out" or normalise(msg.text) in STOP_WORDS
+
+
+def survey_reply(s: Session, envelope: Envelope, msg: InboundMessage) -> tuple[Envelope | None, bool]:
+    """(the survey event this message is or carries, whether it is to be routed as well)."""
+    if msg.automatic:
+        return None, True
+    if is_stop(msg):
+        customer_id = s.scalar(select(Identity.customer_id).where(Identity.kind == msg.sender.kind,
+                                                                  Identity.value == msg.sender.value))
+        return _wrap(envelope, SurveyOptOut(channel=msg.channel, external_id=msg.external_id, address=msg.reply_to,
+                                            received_at=msg.received_at, customer_id=customer_id)), False
+    text = normalise(msg.text)
+    if not text:
+        return None, True
+    # An SMS answers a survey sent by SMS, or one sent to a caller (by SMS, to the number they called from).
+    channels = ("sms", "phone") if msg.channel == "sms" else (msg.channel,)
+    if _NUMBER.match(text):
+        survey = s.scalar(select(Survey).where(
+            Survey.channel.in_(channels), Survey.address == msg.reply_to, Survey.sent_at.is_not(None),
+            Survey.sent_at >= msg.received_at - ANSWER_WINDOW).order_by(Survey.sent_at.desc()).limit(1))
+        if survey is not None and in_scale(survey.kind, int(text)):
+            return _wrap(envelope, SurveyAnswer(channel=msg.channel, external_id=msg.external_id, token=survey.token,
+                                                score=int(text), received_at=msg.received_at)), False
+        return None, True
+    answered = s.scalar(select(Survey).where(
+        Survey.channel.in_(channels), Survey.address == msg.reply_to, Survey.answered_at.is_not(None),
+        Survey.answered_at >= msg.received_at - COMMENT_WINDOW).order_by(Survey.answered_at.desc()).limit(1))
+    # Only the first text after the answer (a redelivery is re-published from the router's outbox).
+    if answered is not None and answered.comment_source is None and not msg.attachments:
+        return _wrap(envelope, SurveyAnswer(channel=msg.channel, external_id=msg.external_id, token=answered.token,
+                                            received_at=msg.received_at, comment=(msg.text or "").strip()[:2000])), True
+    return None, True
+
+
+def _wrap(envelope: Envelope, event: SurveyAnswer | SurveyOptOut) -> Envelope:
+    return Envelope.wrap(event, message_id=derive_id("event", event.TYPE, envelope.message_id),
+                         correlation_id=envelope.correlation_id, occurred_at=envelope.occurred_at)

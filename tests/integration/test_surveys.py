@@ -1,0 +1,256 @@
+"""The follow-up survey against the real PostgreSQL: scheduled once, sent once when due (also by two
+tickers at once), answered once, opt-outs honoured on every channel, the router's SMS digits."""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from services.notifier.handlers import NotifierDeps, handle_event
+from services.notifier.models import Outbox, Survey, SurveyOptOut
+from services.notifier.senders import Registry, TransientSendError
+from services.notifier.senders.sandbox import SandboxSender
+from services.notifier.survey_flow import send_due_surveys
+from services.router import models as router_models
+from services.router.handlers import RouterDeps, handle_inbound
+from shared import contracts
+from shared.contracts import ConversationResolved, Envelope, InboundMessage, SurveyAnswer, SurveyOptOutSchema
+from shared.db import make_engine, migrate, session_factory, transaction
+from shared.survey_links import SurveyLinks
+
+pytestmark = pytest.mark.integration
+
+RESOLVED = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+class Clock:
+    def __init__(self, at: datetime):
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def sessions(pg_url):
+    engine = make_engine(pg_url)
+    migrate(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def senders():
+    return {ch: SandboxSender(ch, out=io.StringIO()) for ch in ("telegram", "sms", "email", "whatsapp")}
+
+
+@pytest.fixture
+def config(example_config):
+    # Every conversation gets CSAT here; the sample is tested on its own (unit tests).
+    return replace(example_config, survey=replace(example_config.survey, nps_sample=0.0))
+
+
+def make_deps(config, sessions, senders, clock) -> NotifierDeps:
+    return NotifierDeps(config=config, sessions=sessions, senders=Registry(senders), compose_ack=lambda ev: "ack",
+                        clock=clock, survey_links=SurveyLinks("s" * 32, "https://support.example"))
+
+
+def resolved(conv: str = "conv-1", *, customer: str = "cust-1", channel: str = "telegram", reply_to: str = "42",
+             human: bool = True, opening: int = 1, at: datetime = RESOLVED) -> Envelope:
+    ev = ConversationResolved(conversation_id=conv, customer_id=customer, channel=channel, reply_to=reply_to,
+                              language="en", owner_id="anna", resolved_at=at, human_replied=human, opening=opening,
+                              customer_name="Mark")
+    return Envelope.wrap(ev, message_id=f"r-{conv}-{opening}", correlation_id="c", occurred_at=at)
+
+
+def answer(token: str, score: int | None, external_id: str = "press-1", comment: str | None = None) -> Envelope:
+    ev = SurveyAnswer(channel="telegram", external_id=external_id, token=token, score=score,
+                      received_at=RESOLVED + 2 * HOUR, comment=comment)
+    return Envelope.wrap(ev, message_id=f"a-{external_id}", correlation_id="c", occurred_at=RESOLVED + 2 * HOUR)
+
+
+def surveys(sessions) -> list[Survey]:
+    with sessions() as s:
+        return list(s.scalars(select(Survey).order_by(Survey.id)))
+
+
+def test_one_survey_after_the_delay_with_buttons_even_if_the_resolution_comes_twice(config, sessions, senders):
+    clock = Clock(RESOLVED)
+    deps = make_deps(config, sessions, senders, clock)
+    handle_event(resolved(), deps)
+    handle_event(resolved(), deps)
+    assert send_due_surveys(RESOLVED + 30 * timedelta(minutes=1), deps) == 0  # not due yet
+    assert senders["telegram"].sent == []
+
+    clock.at = RESOLVED + HOUR
+    assert send_due_surveys(clock.at, deps) == 1
+    assert send_due_surveys(clock.at + HOUR, deps) == 0
+    [sent] = senders["telegram"].sent
+    [survey] = surveys(sessions)
+    assert survey.status == "sent" and survey.kind == "csat" and survey.sent_at == RESOLVED + HOUR
+    assert "How would you rate" in sent.text and "Mark" in sent.text
+    assert sent.options["buttons"] == [[[str(i), f"sv:{survey.token}:{i}"] for i in range(1, 6)]]
+
+
+def test_two_tickers_racing_send_one_survey(config, sessions, senders):
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED + HOUR))
+    for i in range(10):
+        handle_event(resolved(f"conv-{i}", customer=f"cust-{i}", reply_to=str(100 + i)), deps)
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(send_due_surveys(RESOLVED + HOUR, deps)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(results) == 10
+    assert sorted(r.address for r in senders["telegram"].sent) == sorted(str(100 + i) for i in range(10))
+
+
+def test_no_survey_without_a_human_reply_and_none_within_the_cooldown(config, sessions, senders):
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED))
+    handle_event(resolved("bot-only", human=False), deps)
+    handle_event(resolved("first"), deps)
+    send_due_surveys(RESOLVED + HOUR, deps)
+    # The same customer, another conversation resolved a week later: within the 30-day cooldown.
+    handle_event(resolved("second", at=RESOLVED + timedelta(days=7)), deps)
+    send_due_surveys(RESOLVED + timedelta(days=8), deps)
+    by_conv = {s.conversation_id: s for s in surveys(sessions)}
+    assert by_conv["bot-only"].status == "skipped" and "no human replied" in by_conv["bot-only"].reason
+    assert by_conv["first"].status == "sent"
+    assert by_conv["second"].status == "skipped" and "cooldown" in by_conv["second"].reason
+    assert len(senders["telegram"].sent) == 1
+
+
+def test_an_answer_is_recorded_once_and_thanked_once(config, sessions, senders):
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED + HOUR))
+    handle_event(resolved(), deps)
+    send_due_surveys(RESOLVED + HOUR, deps)
+    [survey] = surveys(sessions)
+    handle_event(answer(survey.token, 4), deps)
+    handle_event(answer(survey.token, 4), deps)  # the same press redelivered
+    handle_event(answer(survey.token, 1, external_id="press-2"), deps)  # a second press
+    handle_event(answer(survey.token, 3, external_id="comment-1", comment=None), deps)
+    [after] = surveys(sessions)
+    assert (after.status, after.score, after.answered_at) == ("answered", 4, RESOLVED + 2 * HOUR)
+    texts = [m.text for m in senders["telegram"].sent]
+    assert len(texts) == 2 and texts[1].startswith("Thank you for your rating")
+    # The optional comment: kept once.
+    handle_event(answer(survey.token, None, external_id="c-1", comment="Quick and kind, thanks"), deps)
+    handle_event(answer(survey.token, None, external_id="c-2", comment="another"), deps)
+    [after] = surveys(sessions)
+    assert after.comment == "Quick and kind, thanks" and after.score == 4
+
+
+def test_out_of_scale_and_unknown_tokens_record_nothing(config, sessions, senders):
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED + HOUR))
+    handle_event(resolved(), deps)
+    send_due_surveys(RESOLVED + HOUR, deps)
+    [survey] = surveys(sessions)
+    handle_event(answer(survey.token, 9), deps)  # CSAT is 1-5
+    handle_event(answer("unknown-token-123", 5, external_id="x"), deps)
+    [after] = surveys(sessions)
+    assert after.answered_at is None and after.score is None
+
+
+def test_opt_out_on_one_channel_stops_surveys_on_every_channel(config, sessions, senders):
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED))
+    handle_event(resolved("by-telegram", customer="cust-9", channel="telegram", reply_to="42"), deps)
+    stop = contracts.SurveyOptOut(channel="sms", external_id="SM1", address="+48601234567", received_at=RESOLVED,
+                       customer_id="cust-9")
+    handle_event(Envelope.wrap(stop, message_id="o1", correlation_id="c", occurred_at=RESOLVED), deps)
+    handle_event(Envelope.wrap(stop, message_id="o1", correlation_id="c", occurred_at=RESOLVED), deps)
+    handle_event(resolved("by-email", customer="cust-9", channel="email", reply_to="mark@example.com",
+                          at=RESOLVED + timedelta(days=40)), deps)
+    assert send_due_surveys(RESOLVED + timedelta(days=41), deps) == 0
+    assert {s.conversation_id: s.status for s in surveys(sessions)} == {
+        "by-telegram": "opted_out", "by-email": "skipped"}
+    with sessions() as s:
+        assert [(o.customer_id, o.channel, o.address) for o in s.scalars(select(SurveyOptOut))] == [
+            ("cust-9", "sms", "+48601234567")]
+    assert all(not sender.sent for sender in senders.values())
+
+
+def test_an_email_unsubscribe_link_finds_the_customer_by_the_survey(config, sessions, senders):
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED + HOUR))
+    handle_event(resolved("mail", channel="email", reply_to="mark@example.com"), deps)
+    send_due_surveys(RESOLVED + HOUR, deps)
+    [survey] = surveys(sessions)
+    [mail] = senders["email"].sent
+    assert mail.options["automatic"] is True and "https://support.example/survey/" in mail.text
+    link = SurveyOptOutSchema().load({"channel": "email", "external_id": f"link:{survey.token}:unsubscribe",
+                                      "address": None, "received_at": RESOLVED.isoformat(), "token": survey.token})
+    handle_event(Envelope.wrap(link, message_id="o2", correlation_id="c", occurred_at=RESOLVED), deps)
+    with sessions() as s:
+        [row] = s.scalars(select(SurveyOptOut))
+        assert (row.customer_id, row.channel, row.address) == ("cust-1", "email", "mark@example.com")
+
+
+def test_a_transient_failure_is_retried_at_the_next_tick_and_sent_once(config, sessions):
+    class Flaky(SandboxSender):
+        fail = 1
+
+        def send(self, address, text, *, options=None):
+            if self.fail:
+                self.fail -= 1
+                raise TransientSendError("503 from the provider")
+            return super().send(address, text, options=options)
+
+    flaky = Flaky("telegram", out=io.StringIO())
+    deps = make_deps(config, sessions, {"telegram": flaky}, Clock(RESOLVED + HOUR))
+    handle_event(resolved(), deps)
+    assert send_due_surveys(RESOLVED + HOUR, deps) == 0
+    assert surveys(sessions)[0].status == "sending"
+    assert send_due_surveys(RESOLVED + HOUR, deps) == 1
+    assert send_due_surveys(RESOLVED + HOUR, deps) == 0
+    assert len(flaky.sent) == 1
+    with sessions() as s:
+        [row] = s.scalars(select(Outbox).where(Outbox.kind == "survey"))
+        assert row.idempotency_key == "survey:conv-1:1" and row.attempts == 2
+
+
+# --- the router's side: SMS digits, STOP ---------------------------------------------------------
+
+
+def router_deps(config, sessions) -> RouterDeps:
+    class Result:
+        category, confidence, reason = "delivery", 0.9, {}
+
+    return RouterDeps(config=config, sessions=sessions, classify=lambda *a, **k: Result(),
+                      detect_language=lambda text, hints: "en")
+
+
+def sms(text: str, sid: str, at: datetime) -> Envelope:
+    msg = InboundMessage(channel="sms", external_id=sid, sender=contracts.Identity("phone", "+48601234567"),
+                         reply_to="+48601234567", received_at=at, text=text)
+    return Envelope.wrap(msg, message_id=f"m-{sid}", correlation_id="c", occurred_at=at)
+
+
+def test_an_sms_digit_answers_the_open_survey_and_opens_no_conversation(config, sessions, senders):
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED + HOUR))
+    with transaction(sessions) as s:
+        s.add(router_models.Customer(id="cust-1", name="Mark", created_at=RESOLVED))
+        s.flush()
+        s.add(router_models.Identity(customer_id="cust-1", kind="phone", value="+48601234567", created_at=RESOLVED))
+    handle_event(resolved(channel="sms", reply_to="+48601234567"), deps)
+    send_due_surveys(RESOLVED + HOUR, deps)
+    rdeps = router_deps(config, sessions)
+
+    [event] = handle_inbound(sms("5", "SM-5", RESOLVED + 2 * HOUR), rdeps)
+    assert event.type == "survey.answer" and event.payload.score == 5
+    assert handle_inbound(sms("5", "SM-5", RESOLVED + 2 * HOUR), rdeps) == [event]  # redelivery: same event
+    handle_event(event, deps)
+    assert surveys(sessions)[0].score == 5
+
+    # "7" is outside CSAT: an ordinary message, routed (it opens a conversation).
+    [opened] = handle_inbound(sms("7", "SM-7", RESOLVED + 3 * HOUR), rdeps)
+    assert opened.type == "conversation.opened"
+
+    [stop] = handle_inbound(sms("Stop ", "SM-stop", RESOLVED + 4 * HOUR), rdeps)
+    assert stop.type == "survey.opt_out" and stop.payload.customer_id == "cust-1"
