@@ -10,12 +10,13 @@ The message id is the idempotency key: it is derived from the provider's id wher
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
 
 _NAMESPACE = uuid.UUID("6b1f3c9e-6f5e-4d2a-9a8e-5b9c0e8e7a11")
 
@@ -47,6 +48,21 @@ class _Strict(Schema):
 
 
 # --- InboundMessage v1: what a gateway adapter makes of a customer's message -------------------
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """Strings without NUL and lone surrogates, all the way down: PostgreSQL stores neither (in
+    text or JSONB), and a customer's message must not be dead-lettered for a stray control byte."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("", value)
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,15 @@ class InboundMessage:
     automatic: bool = False  # auto-replies, bounces, list mail: never acknowledged
     thread_refs: tuple[str, ...] = ()  # e-mail Message-IDs this message replies to
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Whatever an adapter read, what crosses the bus can be stored (see `storable`).
+        for name in ("text", "sender_name", "subject", "reply_to", "external_id"):
+            value = getattr(self, name)
+            if isinstance(value, str) and _UNSTORABLE.search(value):
+                object.__setattr__(self, name, storable(value))
+        if self.meta:
+            object.__setattr__(self, "meta", storable(self.meta))
 
 
 class IdentitySchema(_Strict):
@@ -119,6 +144,10 @@ class InboundMessageSchema(_Strict):
     automatic = fields.Boolean(load_default=False)
     thread_refs = fields.List(fields.String(), load_default=list)
     meta = fields.Dict(load_default=dict)
+
+    @pre_load
+    def _storable(self, data: Any, **_: Any) -> Any:
+        return storable(data)
 
     @post_load
     def _make(self, d: dict, **_: Any) -> InboundMessage:

@@ -3,6 +3,7 @@ else is refused as a ContractError (poison), never half-read."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -68,3 +69,14 @@ def test_producer_cannot_encode_what_consumer_would_reject() -> None:
     env = Envelope.wrap(inbound(channel="fax"), message_id="m", correlation_id="c", occurred_at=AT)
     with pytest.raises(ContractError):
         encode(env)
+
+
+def test_what_postgresql_cannot_store_never_reaches_the_bus() -> None:
+    """NUL and lone surrogates (fuzzing found them in Telegram and Meta text) would make the
+    router's insert fail and the customer's message end in the dead-letter queue."""
+    msg = InboundMessage(channel="telegram", external_id="1:9", sender=Identity("telegram", "9"), reply_to="9",
+                         received_at=datetime(2026, 11, 30, 9, 0, tzinfo=UTC), text="Where\x00 is my\ud800 parcel?",
+                         sender_name="Ol\x00ena", meta={"caption": ["a\x00b"]})
+    assert (msg.text, msg.sender_name, msg.meta) == ("Where is my parcel?", "Olena", {"caption": ["ab"]})
+    envelope = Envelope.wrap(msg, message_id="m", correlation_id="c", occurred_at=msg.received_at)
+    assert decode(json.loads(json.dumps(encode(envelope)))).payload == msg

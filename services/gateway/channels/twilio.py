@@ -157,7 +157,7 @@ def parse_sms(form: Mapping[str, list[str]], *, received_at: datetime, default_r
         if value := _one(form, param):
             meta[key] = value
     segments = _one(form, "NumSegments")
-    if segments and segments.isdigit():
+    if segments and _is_number(segments):
         meta["num_segments"] = int(segments)
     opt = opt_keyword(text, _one(form, "OptOutType"))
     if opt:
@@ -221,7 +221,7 @@ def _language_hint(e164: str) -> str | None:
 
 def _media(form: Mapping[str, list[str]]) -> tuple[Attachment, ...]:
     raw = (_one(form, "NumMedia") or "0").strip()
-    if not raw.isdigit():
+    if not _is_number(raw):
         raise Malformed("NumMedia is not a number")
     count = int(raw)
     attachments = []
@@ -241,6 +241,11 @@ def _one(form: Mapping[str, list[str]], name: str) -> str | None:
     if not values:
         return None
     return values[0]
+
+
+def _is_number(text: str) -> bool:
+    # str.isdigit() alone is not enough: "²" and "٣" are digits to it, and int() refuses them.
+    return text.isascii() and text.isdigit()
 
 
 # --- delivery status callbacks -----------------------------------------------------------------

@@ -285,7 +285,7 @@ class TwilioVoiceAdapter:
 
     def _recording(self, form: Mapping[str, list[str]], call: _Call, at: datetime) -> list[InboundMessage]:
         raw = (_one(form, "RecordingDuration") or "0").strip()
-        if not raw.lstrip("-").isdigit():
+        if not re.fullmatch(r"-?[0-9]+", raw):  # not "²" or "--5": str.isdigit() passes them, int() refuses
             raise Malformed("RecordingDuration is not a number")
         duration = max(int(raw), 0)
         url = _one(form, "RecordingUrl")

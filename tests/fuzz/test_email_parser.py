@@ -1,0 +1,87 @@
+"""E-mail: parse_mime on arbitrary bytes, on MIME-shaped messages made of hostile headers and
+parts, and on the real fixtures mutated byte by byte. Either an InboundMessage that passes the
+contract (and is storable: no NUL, PostgreSQL refuses it) or Malformed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from services.gateway.channels.email import parse_mime
+from tests.fuzz.settings import fuzz
+from tests.fuzz.support import NOW, assert_publishable, parsed_or_malformed
+
+FIXTURES = sorted((Path(__file__).resolve().parent.parent / "fixtures" / "email").glob("*.eml"))
+OURS = ["northwind.example"]
+
+
+def check(raw: bytes) -> None:
+    msg = parsed_or_malformed(lambda: parse_mime(raw, received_at=NOW, our_domains=OURS))
+    if msg is None:
+        return
+    assert_publishable([msg])
+    for text in (msg.text, msg.subject, msg.sender_name, msg.sender.value, msg.reply_to, msg.meta["full_text"]):
+        assert text is None or "\x00" not in text
+
+
+@fuzz(300)
+@given(st.binary(max_size=600))
+@example(b"From: a@b.c\r\n\r\n\x00")
+@example(b"From: =?x-unknown?q?a?= <a@b.c>\r\nSubject: =?utf-8?b?AAA=?=\r\n\r\nhi")
+def test_arbitrary_bytes_are_parsed_or_malformed(raw: bytes) -> None:
+    check(raw)
+
+
+header_names = st.sampled_from(["From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID", "In-Reply-To",
+                                "References", "Content-Type", "Content-Transfer-Encoding", "Auto-Submitted",
+                                "Precedence", "List-Id", "Return-Path", "MIME-Version", "X-Weird"])
+header_values = st.one_of(
+    st.text(max_size=60).map(lambda t: t.replace("\r", " ").replace("\n", " ")),
+    st.sampled_from(["=?koi8-r?B?8NLJ18XU?=", "=?utf-8?q?=FF=FE?=", "=?nope?q?x?=", '"A, B" <a@b.example>',
+                     "<>", "<a@b>, <c@d>", "undisclosed-recipients:;", "Mon, 99 Feb 2026 25:61:00 +9999",
+                     "Thu, 01 Jan 1970 00:00:00 +0000", "Fri, 31 Dec 9999 23:59:59 -1200",
+                     'multipart/mixed; boundary="b"', "multipart/alternative", "text/plain; charset=x-nope",
+                     "text/html; charset=koi8-r", "text/plain; charset*=utf-8''%FF", "message/delivery-status",
+                     "base64", "quoted-printable", "8bit", "x-uuencode", "auto-replied", "bulk",
+                     "a" * 400 + "@example.com", "<" + "x" * 400 + "@example.com>"]),
+)
+bodies = st.one_of(
+    st.binary(max_size=200),
+    st.sampled_from([b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n",
+                     b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>hi<br>there</p><script>x\r\n--b--",
+                     b"--b\r\nContent-Type: application/pdf; name=\"=?utf-8?q?=00.pdf?=\"\r\n"
+                     b"Content-Disposition: attachment; filename*=utf-8''%00\r\n"
+                     b"Content-Transfer-Encoding: base64\r\n\r\n!!!notbase64\r\n--b--",
+                     b"--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@y\r\n\r\n--b--",
+                     b"On Mon, X wrote:\r\n> quoted\r\n-- \r\nsig", b"=C3=28=\r\n=XY", b"\x00\x01\xff"]),
+)
+
+
+@fuzz(400)
+@given(st.lists(st.tuples(header_names, header_values), max_size=10), bodies,
+       st.sampled_from([b"From: Customer <c@example.com>\r\n", b""]))
+def test_mime_shaped_messages_are_parsed_or_malformed(headers, body: bytes, sender: bytes) -> None:
+    head = b"".join(f"{name}: {value}\r\n".encode("utf-8", "surrogatepass") for name, value in headers)
+    check(sender + head + b"\r\n" + body)
+
+
+@fuzz(300)
+@given(st.sampled_from(FIXTURES), st.data())
+def test_a_real_message_mutated_is_parsed_or_malformed(path: Path, data) -> None:
+    raw = bytearray(path.read_bytes())
+    for _ in range(data.draw(st.integers(1, 8))):
+        if not raw:
+            break
+        at = data.draw(st.integers(0, len(raw) - 1))
+        op = data.draw(st.sampled_from(["replace", "insert", "delete", "cut"]))
+        if op == "replace":
+            raw[at] = data.draw(st.integers(0, 255))
+        elif op == "insert":
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=20))
+        elif op == "delete":
+            del raw[at:at + data.draw(st.integers(1, 40))]
+        else:
+            del raw[at:]
+    check(bytes(raw))
