@@ -6,6 +6,9 @@
     switchboard classify FILE            categorise JSON Lines
     switchboard hours [--at] [--team]    open now? next opening?
     switchboard agents token AGENT_ID    a new agent API token (printed once, stored hashed)
+    switchboard dlq list|replay          dead letters in RabbitMQ: see them, replay them once fixed
+    switchboard agents password AGENT_ID set an agent's inbox password
+    switchboard report [--from --to --team --agent --format table|csv|json]   KPIs
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"""Switchboard is running in embedded mode ({config.business.name}).
   webhooks   {base}/webhooks/telegram   (secret token: {secret})
   health     {base}/healthz  {base}/readyz
+  inbox      {base}/inbox/  {base}/dashboard/   (log in with `switchboard agents token AGENT_ID`)
   database   {settings.database_url}
   senders    sandbox: every outbound message is printed here
 
@@ -143,6 +147,114 @@ def cmd_agents_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agents_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from services.router.inbox import set_password
+    from shared.db import make_engine, migrate, session_factory, transaction
+    from shared.runtime import utc_now
+
+    settings, config = _settings_and_config(args.config)
+    if args.agent_id not in config.agents:
+        print(f"switchboard: unknown agent {args.agent_id!r} (known: {', '.join(config.agents)})", file=sys.stderr)
+        return 2
+    # From a terminal: asked twice, not echoed. Piped (scripts, tests): the first line of stdin.
+    if sys.stdin.isatty():
+        password = getpass.getpass("New inbox password: ")
+        if getpass.getpass("Again: ") != password:
+            print("switchboard: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        with transaction(session_factory(engine)) as s:
+            set_password(s, args.agent_id, password, utc_now())
+    except ValueError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(f"inbox password set for {args.agent_id}; their open inbox sessions have ended")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import csv
+
+    from services.router import kpi_store
+    from shared.db import make_engine, migrate, session_factory
+    from shared.runtime import utc_now
+
+    settings, config = _settings_and_config(args.config)
+    try:
+        scope = kpi_store.scope_for(None, config, args.team, args.agent)
+        start, end = kpi_store.period(config, utc_now(), args.from_, args.to)
+    except (kpi_store.ScopeError, ValueError) as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        with session_factory(engine)() as s:
+            result = kpi_store.report(s, config, scope, start, end, utc_now())
+    finally:
+        engine.dispose()
+    if args.format == "json":
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    elif args.format == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(["figure", "value"])
+        out.writerows(("" if v is None else v for v in row) for row in kpi_store.flat(result))
+    else:
+        rows = kpi_store.flat(result)
+        width = max(len(name) for name, _ in rows)
+        print(f"KPIs {result['period']['from']} – {result['period']['to']}"
+              f" ({'team ' + scope.team if scope.team else 'all teams'}{', agent ' + scope.agent if scope.agent else ''})")
+        for name, value in rows:
+            print(f"  {name.ljust(width)}  {'—' if value is None else value}")
+        if not result["surveys"]["available"]:
+            print("  (CSAT, NPS and survey response rate: no survey data in this database)")
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from shared.bus import dlq
+    from shared.settings import load_settings
+
+    url = load_settings().broker_url
+    if not url.startswith(("amqp", "pyamqp")):
+        print(f"switchboard: dead-letter queues live in RabbitMQ; BROKER_URL is {url!r}", file=sys.stderr)
+        return 2
+    try:
+        if args.dlq_command == "list":
+            letters = dlq.list_dead(url, args.queue)
+            if args.json:
+                for letter in letters:
+                    print(json.dumps(letter.summary(), ensure_ascii=False))
+            else:
+                print(f"{'QUEUE':<18} {'MESSAGE ID':<38} {'TYPE':<24} {'ATTEMPTS':>8}  ERROR")
+                for d in letters:
+                    print(f"{d.queue:<18} {d.message_id or '-':<38} {d.type or '-':<24} {d.attempts:>8}  "
+                          f"{' '.join((d.error or '-').split())[:200]}")
+                print(f"{len(letters)} dead letter(s)")
+            return 0
+        if not args.all and not args.id:
+            print("switchboard: dlq replay needs --id MESSAGE_ID or --all", file=sys.stderr)
+            return 2
+        replayed = dlq.replay(url, args.queue, message_id=args.id, everything=args.all)
+    except dlq.UnknownQueue as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    for letter in replayed:
+        print(f"replayed {letter.message_id} ({letter.type or 'unknown type'}) to {letter.queue}")
+    if args.id and not replayed:
+        print(f"switchboard: no dead letter with message id {args.id!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="switchboard", description="Multi-channel customer support.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -186,6 +298,32 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("agent_id")
     token.add_argument("--config", default=None)
     token.set_defaults(func=cmd_agents_token)
+    password = agents_sub.add_parser("password", help="set an agent's inbox password (asked, or the first line of stdin)")
+    password.add_argument("agent_id")
+    password.add_argument("--config", default=None)
+    password.set_defaults(func=cmd_agents_password)
+
+    report = sub.add_parser("report", help="KPIs over a period (first response, promises, CSAT, arrivals vs staffing)")
+    report.add_argument("--from", dest="from_", default=None, help="date or ISO time (default: 7 days before --to)")
+    report.add_argument("--to", default=None, help="date or ISO time, exclusive (default: now)")
+    report.add_argument("--team", default=None)
+    report.add_argument("--agent", default=None)
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report.add_argument("--config", default=None)
+    report.set_defaults(func=cmd_report)
+
+    dead = sub.add_parser("dlq", help="dead-letter queues: list them, replay messages once the cause is fixed")
+    dead_sub = dead.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dead_sub.add_parser("list", help="message id, type, last error and attempts of every dead letter")
+    dlq_list.add_argument("--queue", default=None, help="a work queue (router.inbound, notifier.events); default all")
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    dlq_list.set_defaults(func=cmd_dlq)
+    dlq_replay = dead_sub.add_parser("replay", help="republish to the work queue, then remove from the DLQ")
+    dlq_replay.add_argument("--queue", default=None)
+    which = dlq_replay.add_mutually_exclusive_group()
+    which.add_argument("--id", default=None, help="the message id to replay")
+    which.add_argument("--all", action="store_true", help="every dead letter (of --queue)")
+    dlq_replay.set_defaults(func=cmd_dlq)
     return p
 
 

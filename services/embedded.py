@@ -65,14 +65,16 @@ def start(settings: Settings, config: Config, *, host: str = "127.0.0.1", port: 
     publisher = Publisher(settings.broker_url)
     senders = notifier.build_senders(settings, config, sandbox_out=sandbox_out if sandbox_out is not None else sys.stdout)
     router_deps = router.build_deps(config, sessions)
-    notifier_deps = notifier.build_deps(config, sessions, senders, utc_now)
+    notifier_deps = notifier.build_deps(config, sessions, senders, utc_now,
+                                        survey_links=notifier.build_survey_links(settings, embedded=True))
     workers = [
         router.build_worker(settings.broker_url, router_deps, publisher),
         notifier.build_worker(settings.broker_url, notifier_deps, publisher),
     ]
     app, intake = build_gateway(settings, config, clock=utc_now, embedded=True,
                                 extra_checks={"database": lambda: ping(engine)},
-                                extra_blueprints=[router.build_api(config, sessions, publisher, router_deps)])
+                                extra_blueprints=[router.build_api(config, sessions, publisher, router_deps),
+                                                  *router.build_pages(config, sessions, publisher)])
     threads = [start_thread(lambda w=w: w.run(stop), w.name) for w in workers]
     threads.append(start_thread(lambda: intake.forwarder.run(stop), "spool-forwarder"))
     threads.append(start_thread(lambda: run_relay(sessions, publisher, utc_now, stop), "router-relay"))

@@ -1,11 +1,12 @@
 """`python -m services.router`: the router in services mode (RabbitMQ + PostgreSQL), port 8081.
 
-Port 8081 serves the health checks and the agent API (/api/v1/).
+Port 8081 serves the health checks, the agent API (/api/v1/), the inbox (/inbox/) and the dashboard
+(/dashboard/).
 """
 
 import threading
 
-from services.router.bootstrap import build_api, build_deps, build_worker
+from services.router.bootstrap import build_api, build_deps, build_pages, build_worker
 from services.router.operations import run_relay
 from shared.db import session_factory
 from shared.runtime import start_thread, utc_now
@@ -24,7 +25,7 @@ def main() -> None:
         # Agent API events whose publish failed are re-published from here; the daemon thread ends
         # with the process.
         start_thread(lambda: run_relay(sessions, publisher, utc_now, threading.Event()), "router-relay")
-        return [build_api(config, sessions, publisher, built.get("deps"))]
+        return [build_api(config, sessions, publisher, built.get("deps")), *build_pages(config, sessions, publisher)]
 
     run_consumer_service("router", 8081, worker, blueprints)
 

@@ -26,18 +26,15 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.router import kpi_store, macros
 from services.router import operations as ops
-from services.router.assignment import AVAILABILITY_STATUS, Decision
+from services.router.assignment import AVAILABILITY_STATUS
 from services.router.models import CategoryCorrection, Conversation, Customer, Identity, Message
 from shared.bus.publisher import Publisher
 from shared.config import Agent, Config
 from shared.contracts import (
     CHANNELS,
     AwareDateTime,
-    ConversationReply,
-    ConversationResolved,
-    Envelope,
-    derive_id,
     new_id,
 )
 from shared.db import transaction
@@ -79,8 +76,32 @@ class ConversationQuery(_Strict):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 
 
+class MacroVariables(_Strict):
+    customer_name = fields.String(validate=validate.Length(min=1, max=80),
+                                  metadata={"description": "default: the customer's name, when known"})
+    order_number = fields.String(validate=validate.Length(min=1, max=40))
+    owner_name = fields.String(validate=validate.Length(min=1, max=80),
+                               metadata={"description": "default: the replying agent's name"})
+
+
 class ReplyRequest(_Strict):
-    text = fields.String(required=True, validate=validate.Length(min=1, max=4000))
+    text = fields.String(validate=validate.Length(min=1, max=4000))
+    macro = fields.String(validate=validate.Length(min=1, max=64),
+                          metadata={"description": "a macro id (GET /macros), rendered in the conversation's language"})
+    variables = fields.Nested(MacroVariables, load_default=dict)
+
+    @validates_schema(skip_on_field_errors=False)
+    def _text_or_macro(self, data: dict, **_: Any) -> None:
+        if ("text" in data) == ("macro" in data):
+            raise ValidationError("give exactly one of text and macro", "text")
+
+
+class KpiQuery(_Strict):
+    from_ = fields.String(data_key="from", validate=validate.Length(min=10, max=40),
+                          metadata={"description": "a date (business zone midnight) or ISO-8601 time; default: 7 days before `to`"})
+    to = fields.String(validate=validate.Length(min=10, max=40), metadata={"description": "exclusive; default: now"})
+    team = fields.String(validate=validate.Length(min=1, max=64))
+    agent = fields.String(validate=validate.Length(min=1, max=64))
 
 
 class TransferRequest(_Strict):
@@ -97,6 +118,11 @@ class TransferRequest(_Strict):
 class MergeRequest(_Strict):
     from_ = fields.String(required=True, data_key="from", validate=validate.Length(min=1, max=36))
     into = fields.String(required=True, validate=validate.Length(min=1, max=36))
+
+
+class MacroQuery(_Strict):
+    language = fields.String(validate=validate.OneOf(("en", "ru", "bg", "pl", "lt", "uk", "de")))
+    category = fields.String(validate=validate.Length(min=1, max=32))
 
 
 class AvailabilityRequest(_Strict):
@@ -162,8 +188,37 @@ class ConversationDetail(ConversationSummary):
                           metadata={"description": "every message of every conversation of the customer, newest last"})
 
 
+class MacroSchema(Schema):
+    id = fields.String()
+    category = fields.String()
+    title = fields.String()
+    language = fields.String()
+
+
+class MacroList(Schema):
+    macros = fields.List(fields.Nested(MacroSchema))
+
+
+class KpiResult(Schema):
+    """The figures are defined in services/router/kpis.py; durations in seconds, percentages 0–100."""
+
+    period = fields.Dict()
+    scope = fields.Dict()
+    conversations = fields.Integer()
+    volume = fields.Dict()
+    first_response = fields.Dict()
+    promises = fields.Dict()
+    resolution = fields.Dict()
+    reopen_rate_pct = fields.Float(allow_none=True)
+    surveys = fields.Dict()
+    arrivals = fields.Dict()
+    trend = fields.List(fields.Dict())
+    load = fields.List(fields.Dict())
+
+
 class ReplyResult(Schema):
     reply_id = fields.String()
+    text = fields.String(metadata={"description": "the text sent (a macro rendered)"})
     conversation = fields.Nested(ConversationSummary)
 
 
@@ -338,21 +393,46 @@ def build_api(deps: ApiDeps) -> Blueprint:
         reply_id = new_id()
         with transaction(deps.sessions) as s:
             conv = _conversation(s, conversation_id, lock=True)
-            s.add(Message(id=reply_id, conversation_id=conv.id, direction="out", channel=conv.channel,
-                          external_id=f"reply:{reply_id}", sender_kind="agent", sender_value=g.agent.id,
-                          text=req["text"], received_at=now, correlation_id=correlation, details={}))
-            if conv.first_response_at is None:
-                conv.first_response_at = now
-            event = ConversationReply(reply_id=reply_id, conversation_id=conv.id, channel=conv.channel,
-                                      reply_to=conv.reply_to, reply_from=conv.reply_from, text=req["text"],
-                                      agent_id=g.agent.id, language=conv.language,
-                                      last_customer_message_at=conv.last_message_at)
-            envelope = Envelope.wrap(event, message_id=derive_id("event", event.TYPE, reply_id),
-                                     correlation_id=correlation, occurred_at=now)
-            ops.store_event(s, envelope, reply_id, now)
+            text = req["text"] if "text" in req else _render_macro(s, conv, req["macro"], req["variables"])
+            envelope = ops.reply(s, conv, reply_id=reply_id, agent_id=g.agent.id, text=text, at=now,
+                                 correlation_id=correlation,
+                                 details={"macro": req["macro"]} if "macro" in req else {})
             summary = _summary(conv)
         _publish([envelope.message_id])
-        return jsonify(ReplyResult().dump({"reply_id": reply_id, "conversation": summary})), 201
+        return jsonify(ReplyResult().dump({"reply_id": reply_id, "text": text, "conversation": summary})), 201
+
+    def _render_macro(s: Session, conv: Conversation, macro_id: str, variables: dict) -> str:
+        try:
+            macro = macros.find(macro_id, conv.language)
+            customer = s.get(Customer, conv.customer_id)
+            return macros.render(macro, customer_name=variables.get("customer_name", customer.name if customer else None),
+                                 order_number=variables.get("order_number"),
+                                 owner_name=variables.get("owner_name", g.agent.name),
+                                 business_name=config.business.name)
+        except macros.MacroError as exc:
+            raise ApiError(422, "invalid", str(exc)) from exc
+
+    @route("/macros", "GET", "Macros in a language (default: the business's), a category's first",
+           response=MacroList, query=MacroQuery)
+    def list_macros():
+        q = _load(MacroQuery(), request.args.to_dict())
+        found = macros.macros_for(q.get("language") or config.business.default_language, q.get("category"))
+        return jsonify(MacroList().dump({"macros": found}))
+
+    @route("/kpis", "GET", "KPIs over a period: a lead's team or agent, or an agent's own", response=KpiResult,
+           query=KpiQuery)
+    def get_kpis():
+        q = _load(KpiQuery(), request.args.to_dict())
+        try:
+            scope = kpi_store.scope_for(g.agent, config, q.get("team"), q.get("agent"))
+            start, end = kpi_store.period(config, deps.clock(), q.get("from_"), q.get("to"))
+        except kpi_store.ScopeError as exc:
+            raise ApiError(exc.status, "forbidden" if exc.status == 403 else "invalid", str(exc)) from exc
+        except ValueError as exc:
+            raise ApiError(422, "invalid", str(exc)) from exc
+        with deps.sessions() as s:
+            result = kpi_store.report(s, config, scope, start, end, deps.clock())
+        return jsonify(result)
 
     @route("/conversations/<conversation_id>/resolve", "POST", "Resolve", response=TransferResult)
     def resolve(conversation_id: str):
@@ -361,16 +441,7 @@ def build_api(deps: ApiDeps) -> Blueprint:
             conv = _conversation(s, conversation_id, lock=True)
             if conv.status != "open":
                 raise ApiError(409, "conflict", "the conversation is already resolved")
-            conv.status, conv.resolved_at = "resolved", now
-            event = ConversationResolved(conversation_id=conv.id, customer_id=conv.customer_id, channel=conv.channel,
-                                         reply_to=conv.reply_to, language=conv.language, owner_id=conv.owner_id,
-                                         resolved_at=now, human_replied=ops.human_replied(s, conv.id))
-            envelope = Envelope.wrap(event, message_id=new_id(),
-                                     correlation_id=correlation, occurred_at=now)
-            ops.store_event(s, envelope, conv.id, now)
-            s.flush()
-            if conv.owner_id:
-                ops.drain_queue(s, config, conv.owner_id, now)
+            envelope = ops.resolve(s, config, conv, at=now, correlation_id=correlation)
             summary = _summary(conv)
         _publish([envelope.message_id])
         return jsonify(TransferResult().dump({"conversation": summary}))
@@ -403,20 +474,8 @@ def build_api(deps: ApiDeps) -> Blueprint:
             conv = _conversation(s, conversation_id, lock=True)
             if conv.status != "open":
                 raise ApiError(409, "conflict", "only an open conversation can be transferred")
-            previous = conv.owner_id
-            if "agent_id" in req:
-                target = config.agents[req["agent_id"]]
-                decision = Decision(target.id, target.team, "transfer",
-                                    f"transferred by {g.agent.id} to {target.id}: {req['note']}")
-            else:
-                decision = Decision(None, req["team_id"], "transfer",
-                                    f"transferred by {g.agent.id} to the {req['team_id']} queue: {req['note']}")
-            ops.assign(s, conv, decision, now)
-            s.flush()
-            if previous and previous != decision.agent_id:
-                ops.drain_queue(s, config, previous, now)
-            if decision.agent_id is None:
-                ops.drain_team(s, config, decision.team_id, now)
+            ops.transfer(s, config, conv, by=g.agent.id, agent_id=req.get("agent_id"), team_id=req.get("team_id"),
+                         note=req["note"], at=now)
             summary = _summary(conv)
         return jsonify(TransferResult().dump({"conversation": summary}))
 

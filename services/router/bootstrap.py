@@ -54,6 +54,14 @@ def build_api(config: Config, sessions: sessionmaker[Session], publisher: Publis
                          learn=deps.learn if deps else None))
 
 
+def build_pages(config: Config, sessions: sessionmaker[Session], publisher: Publisher,
+                clock: Callable[[], datetime] = utc_now) -> list[Blueprint]:
+    """The agents' inbox (/inbox/) and the dashboard (/dashboard/), served next to the agent API."""
+    from services.router import api, inbox
+
+    return inbox.build_inbox(api.ApiDeps(config=config, sessions=sessions, publisher=publisher, clock=clock))
+
+
 def build_worker(broker_url: str, deps: RouterDeps, publisher: Publisher, *, prefetch: int = 16) -> Worker:
     return Worker(url=broker_url, spec=ROUTER_INBOUND, handler=partial(handle_inbound, deps=deps),
                   publisher=publisher, prefetch=prefetch, name="router", stage="routed")

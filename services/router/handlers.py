@@ -30,8 +30,10 @@ from services.router.models import (
     Message,
     RouterOutbox,
 )
+from services.router.survey_replies import survey_reply
 from shared.config import Config
 from shared.contracts import (
+    ConversationMessage,
     ConversationOpened,
     Envelope,
     InboundMessage,
@@ -77,7 +79,11 @@ def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
             if msg.channel == "phone":
                 _complete_call(s, stored, msg)
             return _stored_events(s, stored)
-        events = _route_new(s, envelope, msg, deps)
+        survey_event, route = survey_reply(s, envelope, msg)
+        if not route:
+            return [survey_event]  # a survey answer or STOP: no conversation, nothing stored
+        # A survey comment is routed as well: it may be a new question too.
+        events = ([survey_event] if survey_event else []) + _route_new(s, envelope, msg, deps)
         for event in events:
             s.add(RouterOutbox(message_id=event.message_id, source_message_id=envelope.message_id,
                                body=encode(event), created_at=envelope.occurred_at))
@@ -163,8 +169,18 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
             excerpt=(msg.text or msg.subject or "")[:280], reply_from=conv.reply_from,
             subject=msg.subject if msg.channel == "email" else None,
             in_reply_to=msg.external_id if msg.channel == "email" and not msg.external_id.startswith("sha256-") else None,
+            team_id=conv.team_id,
         )
         events.append(Envelope.wrap(event, message_id=derive_id("event", event.TYPE, envelope.message_id),
+                                    correlation_id=envelope.correlation_id, occurred_at=at))
+    elif not msg.automatic:
+        # The owner hears of every new customer message (an auto-reply is not one worth a notice).
+        joined = ConversationMessage(
+            conversation_id=conv.id, owner_id=conv.owner_id, channel=msg.channel,
+            excerpt=(msg.text or msg.subject or "")[:280], received_at=at, inbound_message_id=envelope.message_id,
+            reference=conv.reference, customer_name=customer.name,
+            promise_due=conv.promise_due if conv.first_response_at is None else None)
+        events.append(Envelope.wrap(joined, message_id=derive_id("event", joined.TYPE, envelope.message_id),
                                     correlation_id=envelope.correlation_id, occurred_at=at))
     return events
 

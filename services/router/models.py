@@ -61,7 +61,7 @@ class Conversation(Base):
     owner_id: Mapped[str | None] = mapped_column(String(64))
     team_id: Mapped[str | None] = mapped_column(String(64))
     assignment_reason: Mapped[str] = mapped_column(Text)
-    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     promise_due: Mapped[datetime] = mapped_column(UTCDateTime())
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -82,7 +82,7 @@ class Message(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     subject: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict] = mapped_column()  # attachments, automatic flag, thread refs, provider meta
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     correlation_id: Mapped[str] = mapped_column(String(128))
 
 
@@ -167,3 +167,26 @@ class CategoryCorrection(Base):
     text: Mapped[str] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(String(8))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AgentPassword(Base):
+    """An agent's inbox password (set with `switchboard agents password`), stored as a scrypt hash."""
+
+    __tablename__ = "agent_passwords"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class InboxSession(Base):
+    """A browser's inbox session: the cookie's SHA-256 (the cookie itself is never stored) and the
+    CSRF token its forms carry. Kept in the database so every router replica knows every session."""
+
+    __tablename__ = "inbox_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

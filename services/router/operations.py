@@ -32,12 +32,21 @@ from services.router.models import (
     AgentToken,
     Assignment,
     Conversation,
+    Customer,
     Message,
     RouterOutbox,
 )
 from shared.bus.publisher import BusUnavailable, Publisher
 from shared.config import Agent, Config
-from shared.contracts import Envelope, decode, encode
+from shared.contracts import (
+    ConversationReply,
+    ConversationResolved,
+    Envelope,
+    decode,
+    derive_id,
+    encode,
+    new_id,
+)
 from shared.db import UTCDateTime, transaction
 
 log = logging.getLogger(__name__)
@@ -172,6 +181,62 @@ def human_replied(s: Session, conversation_id: str) -> bool:
     return s.scalar(select(func.count()).select_from(Message).where(
         Message.conversation_id == conversation_id, Message.direction == "out",
         Message.sender_kind == "agent")) > 0
+
+
+# --- what an agent does to a conversation: shared by the API and the inbox page -----------------
+
+
+def reply(s: Session, conv: Conversation, *, reply_id: str, agent_id: str, text: str, at: datetime,
+          correlation_id: str, details: dict | None = None) -> Envelope:
+    """Store the agent's reply and its event (to leave on the customer's channel); the first one is
+    the conversation's first human response."""
+    s.add(Message(id=reply_id, conversation_id=conv.id, direction="out", channel=conv.channel,
+                  external_id=f"reply:{reply_id}", sender_kind="agent", sender_value=agent_id,
+                  text=text, received_at=at, correlation_id=correlation_id, details=details or {}))
+    if conv.first_response_at is None:
+        conv.first_response_at = at
+    event = ConversationReply(reply_id=reply_id, conversation_id=conv.id, channel=conv.channel,
+                              reply_to=conv.reply_to, reply_from=conv.reply_from, text=text,
+                              agent_id=agent_id, language=conv.language,
+                              last_customer_message_at=conv.last_message_at)
+    envelope = Envelope.wrap(event, message_id=derive_id("event", event.TYPE, reply_id),
+                             correlation_id=correlation_id, occurred_at=at)
+    store_event(s, envelope, reply_id, at)
+    return envelope
+
+
+def resolve(s: Session, config: Config, conv: Conversation, *, at: datetime, correlation_id: str) -> Envelope:
+    """Resolve an open conversation (the caller checked it is open); the owner takes queued work."""
+    conv.status, conv.resolved_at = "resolved", at
+    event = ConversationResolved(conversation_id=conv.id, customer_id=conv.customer_id, channel=conv.channel,
+                                 reply_to=conv.reply_to, language=conv.language, owner_id=conv.owner_id,
+                                 resolved_at=at, human_replied=human_replied(s, conv.id),
+                                 # The survey: one per opening, from the number written to, by name.
+                                 opening=conv.opening, reply_from=conv.reply_from,
+                                 customer_name=getattr(s.get(Customer, conv.customer_id), "name", None))
+    envelope = Envelope.wrap(event, message_id=new_id(), correlation_id=correlation_id, occurred_at=at)
+    store_event(s, envelope, conv.id, at)
+    s.flush()
+    if conv.owner_id:
+        drain_queue(s, config, conv.owner_id, at)
+    return envelope
+
+
+def transfer(s: Session, config: Config, conv: Conversation, *, by: str, agent_id: str | None,
+             team_id: str | None, note: str, at: datetime) -> None:
+    """Give an open conversation to an agent or a team's queue (the caller checked both exist)."""
+    previous = conv.owner_id
+    if agent_id is not None:
+        target = config.agents[agent_id]
+        decision = Decision(target.id, target.team, "transfer", f"transferred by {by} to {target.id}: {note}")
+    else:
+        decision = Decision(None, team_id, "transfer", f"transferred by {by} to the {team_id} queue: {note}")
+    assign(s, conv, decision, at)
+    s.flush()
+    if previous and previous != decision.agent_id:
+        drain_queue(s, config, previous, at)
+    if decision.agent_id is None:
+        drain_team(s, config, decision.team_id, at)
 
 
 # --- events: stored with the change, published after commit ------------------------------------

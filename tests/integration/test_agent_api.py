@@ -540,7 +540,7 @@ def test_the_openapi_document_lists_every_path_and_method(env) -> None:
             path = rule.rule.replace("<", "{").replace(">", "}")
             served |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(p, m) for p, ops_ in doc["paths"].items() for m in ops_}
-    assert served == documented and len(served) == 9
+    assert served == documented and len(served) == 11  # with GET /macros and GET /kpis
     reply = doc["paths"]["/api/v1/conversations/{conversation_id}/reply"]["post"]
     assert "requestBody" in reply and {"201", "401", "403", "404", "422"} <= set(reply["responses"])
     assert "ReplyRequest" in doc["components"]["schemas"]

@@ -1,0 +1,399 @@
+"""The agents' inbox (/inbox/) and the leads' dashboard (/dashboard/): server-rendered pages over the
+same operations as the agent API (services/router/operations.py, kpi_store.py).
+
+Security, in the order a request meets it:
+
+* a session is a random cookie (HttpOnly, SameSite=Lax, Secure behind HTTPS); only its SHA-256 is
+  stored (inbox_sessions), next to the agent id and the session's CSRF token, so every router
+  replica knows every session and a database leak gives no usable cookie;
+* login takes the agent's API token or a password set with `switchboard agents password`; the
+  login form itself carries a double-submit CSRF token (cookie + field), so nobody can log a
+  browser into someone else's account;
+* every POST carries the session's CSRF token, compared in constant time: 403 without it;
+* customer content goes through Jinja2's autoescape only (``.html`` templates), never ``|safe``;
+  a Content-Security-Policy without inline scripts is a second wall.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from sqlalchemy import delete, or_, select
+from sqlalchemy.orm import Session
+
+from services.router import kpi_store, macros
+from services.router import operations as ops
+from services.router.api import ApiDeps, led_teams, may_see
+from services.router.models import AgentPassword, Conversation, Customer, InboxSession, Message
+from shared.config import Agent
+from shared.contracts import new_id
+from shared.db import transaction
+
+SESSION_COOKIE = "sb_inbox"
+LOGIN_CSRF_COOKIE = "sb_login_csrf"
+SESSION_TTL = timedelta(hours=12)
+HERE = Path(__file__).parent
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+# --- passwords -----------------------------------------------------------------------------------
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=32, n=int(n), r=int(r), p=int(p))
+    except ValueError:
+        return False
+    return hmac.compare_digest(got.hex(), digest)
+
+
+def set_password(s: Session, agent_id: str, password: str, at: datetime) -> None:
+    if len(password) < 10:
+        raise ValueError("a password has at least 10 characters")
+    row = s.get(AgentPassword, agent_id)
+    if row is None:
+        s.add(AgentPassword(agent_id=agent_id, password_hash=hash_password(password), set_at=at))
+    else:
+        row.password_hash, row.set_at = hash_password(password), at
+    # A new password ends every open browser session of the agent.
+    s.execute(delete(InboxSession).where(InboxSession.agent_id == agent_id))
+
+
+# --- formatting helpers for the templates ----------------------------------------------------------
+
+
+def countdown(due: datetime, now: datetime) -> str:
+    """"due in 2h 05m" / "overdue by 40m": what an agent reads at a glance."""
+    seconds = int((due - now).total_seconds())
+    total = abs(seconds)
+    days, rest = divmod(total, 86400)
+    hours, minutes = rest // 3600, (rest % 3600) // 60
+    text = f"{days}d {hours}h" if days else f"{hours}h {minutes:02d}m" if hours else f"{minutes}m"
+    return f"due in {text}" if seconds >= 0 else f"overdue by {text}"
+
+
+@dataclass
+class Page:
+    """What every page's layout needs."""
+
+    agent: Agent
+    csrf: str
+    is_lead: bool
+
+
+def build_inbox(deps: ApiDeps) -> list[Blueprint]:
+    config = deps.config
+    tz = ZoneInfo(config.business_calendar.timezone)
+    inbox = Blueprint("inbox", __name__, url_prefix="/inbox", template_folder=str(HERE / "templates"),
+                      static_folder=str(HERE / "static"), static_url_path="/static")
+    dashboard = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder=str(HERE / "templates"))
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    def _digest(cookie: str) -> str:
+        return hashlib.sha256(cookie.encode()).hexdigest()
+
+    def _current() -> tuple[Agent, InboxSession] | None:
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        if not cookie or len(cookie) > 200:
+            return None
+        with deps.sessions() as s:
+            row = s.get(InboxSession, _digest(cookie))
+            if row is not None:
+                s.expunge(row)
+        if row is None or row.expires_at <= deps.clock():
+            return None
+        agent = config.agents.get(row.agent_id)
+        return (agent, row) if agent else None
+
+    def login_required(view):
+        @functools.wraps(view)
+        def wrapper(**kwargs):
+            found = _current()
+            if found is None:
+                if request.method != "GET":
+                    abort(401)
+                return redirect(url_for("inbox.login", next=request.full_path if request.args else request.path))
+            g.agent, g.inbox_session = found
+            if request.method == "POST":
+                sent = request.form.get("csrf_token", "")
+                if not hmac.compare_digest(sent.encode(), g.inbox_session.csrf_token.encode()):
+                    return _page_error(403, "This form has expired or did not come from the inbox. "
+                                            "Reload the page and try again.")
+            return view(**kwargs)
+
+        return wrapper
+
+    def _page() -> Page:
+        return Page(agent=g.agent, csrf=g.inbox_session.csrf_token, is_lead=bool(led_teams(g.agent, config)))
+
+    def _page_error(status: int, message: str):
+        page = _page() if getattr(g, "inbox_session", None) else None
+        return render_template("inbox/error.html", page=page, status=status, message=message), status
+
+    def _secure_headers(resp: Response) -> Response:
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "same-origin"
+        if resp.mimetype == "text/html":
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    inbox.after_request(_secure_headers)
+    dashboard.after_request(_secure_headers)
+
+    def _safe_next(target: str | None) -> str:
+        # Only a path inside the inbox or the dashboard: never an open redirect.
+        if target and target.startswith(("/inbox/", "/dashboard/")) and "//" not in target and "\\" not in target:
+            return target
+        return url_for("inbox.index")
+
+    @inbox.errorhandler(401)
+    def _unauthorized(_exc):
+        return render_template("inbox/error.html", page=None, status=401,
+                               message="Your session has ended. Log in again."), 401
+
+    # --- login ---------------------------------------------------------------------------------
+
+    @inbox.route("/login", methods=["GET", "POST"])
+    def login():
+        error = None
+        status = 200
+        if request.method == "POST":
+            cookie_token = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+            form_token = request.form.get("csrf_token", "")
+            if not cookie_token or not hmac.compare_digest(cookie_token.encode(), form_token.encode()):
+                return render_template("inbox/error.html", page=None, status=403,
+                                       message="The login form has expired. Reload it and try again."), 403
+            agent_id = _login(request.form.get("agent_id", "").strip(), request.form.get("password", ""),
+                              request.form.get("token", "").strip())
+            if agent_id is not None:
+                cookie = secrets.token_urlsafe(32)
+                now = deps.clock()
+                with transaction(deps.sessions) as s:
+                    s.execute(delete(InboxSession).where(InboxSession.expires_at <= now))
+                    s.add(InboxSession(id_hash=_digest(cookie), agent_id=agent_id, csrf_token=secrets.token_hex(32),
+                                       created_at=now, expires_at=now + SESSION_TTL))
+                resp = redirect(_safe_next(request.form.get("next")))
+                resp.set_cookie(SESSION_COOKIE, cookie, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
+                                samesite="Lax", secure=request.is_secure, path="/")
+                resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/inbox/login")
+                return resp
+            error, status = "Unknown agent, wrong password or unknown token.", 401
+        token = secrets.token_hex(32)
+        resp = Response(render_template("inbox/login.html", page=None, csrf=token, error=error,
+                                        next=_safe_next(request.values.get("next"))), status)
+        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure,
+                        path="/inbox/login")
+        return resp
+
+    def _login(agent_id: str, password: str, token: str) -> str | None:
+        with deps.sessions() as s:
+            if token:
+                return ops.authenticate(s, token) if len(token) <= 200 else None
+            if not agent_id or not password or agent_id not in config.agents or len(password) > 1000:
+                return None
+            row = s.get(AgentPassword, agent_id)
+        return agent_id if row is not None and check_password(password, row.password_hash) else None
+
+    @inbox.post("/logout")
+    @login_required
+    def logout():
+        with transaction(deps.sessions) as s:
+            s.execute(delete(InboxSession).where(InboxSession.id_hash == g.inbox_session.id_hash))
+        resp = redirect(url_for("inbox.login"))
+        resp.delete_cookie(SESSION_COOKIE, path="/")
+        return resp
+
+    # --- the list ------------------------------------------------------------------------------
+
+    @inbox.get("/")
+    @login_required
+    def index():
+        status = request.args.get("status", "open")
+        if status not in ("open", "resolved"):
+            status = "open"
+        agent: Agent = g.agent
+        teams = led_teams(agent, config)
+        stmt = select(Conversation, Customer.name).join(Customer, Customer.id == Conversation.customer_id).where(
+            or_(Conversation.owner_id == agent.id, Conversation.team_id.in_(teams))
+            if teams else Conversation.owner_id == agent.id).where(Conversation.status == status)
+        stmt = stmt.order_by(Conversation.promise_due if status == "open" else Conversation.resolved_at.desc(),
+                             Conversation.id).limit(200)
+        now = deps.clock()
+        with deps.sessions() as s:
+            rows = [{"conv": c, "customer_name": name, "waiting": c.first_response_at is None,
+                     "countdown": countdown(c.promise_due, now), "overdue": c.promise_due < now}
+                    for c, name in s.execute(stmt)]
+            for row in rows:
+                s.expunge(row["conv"])
+        return render_template("inbox/list.html", page=_page(), rows=rows, status=status, tz=tz, now=now)
+
+    # --- one conversation ----------------------------------------------------------------------
+
+    def _load(s: Session, conversation_id: str, *, lock: bool = False) -> Conversation:
+        if len(conversation_id) > 36:
+            abort(404)
+        stmt = select(Conversation).where(Conversation.id == conversation_id)
+        conv = s.scalar(stmt.with_for_update() if lock else stmt)
+        if conv is None:
+            abort(404)
+        if not may_see(g.agent, conv, config):
+            abort(403)
+        return conv
+
+    @inbox.errorhandler(404)
+    def _not_found(_exc):
+        return _page_error(404, "No such conversation.")
+
+    @inbox.errorhandler(403)
+    def _forbidden(_exc):
+        return _page_error(403, "This conversation is neither yours nor your team's.")
+
+    @inbox.get("/c/<conversation_id>")
+    @login_required
+    def conversation(conversation_id: str):
+        now = deps.clock()
+        with deps.sessions() as s:
+            conv = _load(s, conversation_id)
+            customer = s.get(Customer, conv.customer_id)
+            history = list(s.scalars(select(Message).join(Conversation, Message.conversation_id == Conversation.id)
+                                     .where(Conversation.customer_id == customer.id)
+                                     .order_by(Message.received_at, Message.id)))
+            s.expunge_all()
+        available = macros.macros_for(conv.language, conv.category)
+        draft = ""
+        chosen = request.args.get("macro")
+        order_number = request.args.get("order_number", "")[:40]
+        macro_error = None
+        if chosen:
+            try:
+                draft = macros.render(macros.find(chosen, conv.language), customer_name=customer.name,
+                                      order_number=order_number or None, owner_name=g.agent.name,
+                                      business_name=config.business.name)
+            except macros.MacroError as exc:
+                macro_error = str(exc)
+        team_agents = sorted((a for a in config.agents.values() if a.id != conv.owner_id), key=lambda a: a.name)
+        return render_template("inbox/conversation.html", page=_page(), conv=conv, customer=customer,
+                               history=history, macros=available, chosen=chosen, order_number=order_number,
+                               draft=draft, macro_error=macro_error, tz=tz, now=now,
+                               countdown=countdown(conv.promise_due, now), agents=team_agents,
+                               teams=list(config.teams.values()), notice=request.args.get("done"))
+
+    def _back(conversation_id: str, done: str):
+        return redirect(url_for("inbox.conversation", conversation_id=conversation_id, done=done))
+
+    @inbox.post("/c/<conversation_id>/reply")
+    @login_required
+    def reply(conversation_id: str):
+        # Browsers send a textarea's line breaks as CRLF; SMS and Telegram want plain newlines.
+        text = request.form.get("text", "").replace("\r\n", "\n").strip()
+        if not text or len(text) > 4000:
+            return _page_error(422, "A reply needs between 1 and 4000 characters.")
+        macro_id = request.form.get("macro") or None
+        now, reply_id = deps.clock(), new_id()
+        with transaction(deps.sessions) as s:
+            conv = _load(s, conversation_id, lock=True)
+            envelope = ops.reply(s, conv, reply_id=reply_id, agent_id=g.agent.id, text=text, at=now,
+                                 correlation_id=new_id(), details={"macro": macro_id[:64]} if macro_id else {})
+        _publish([envelope.message_id])
+        return _back(conversation_id, "sent")
+
+    @inbox.post("/c/<conversation_id>/resolve")
+    @login_required
+    def resolve(conversation_id: str):
+        now = deps.clock()
+        with transaction(deps.sessions) as s:
+            conv = _load(s, conversation_id, lock=True)
+            if conv.status != "open":
+                return _page_error(409, "This conversation is already resolved.")
+            envelope = ops.resolve(s, config, conv, at=now, correlation_id=new_id())
+        _publish([envelope.message_id])
+        return _back(conversation_id, "resolved")
+
+    @inbox.post("/c/<conversation_id>/transfer")
+    @login_required
+    def transfer(conversation_id: str):
+        target = request.form.get("target", "")
+        note = request.form.get("note", "").strip()
+        kind, _, target_id = target.partition(":")
+        if not note or len(note) > 1000:
+            return _page_error(422, "A transfer needs a note for the colleague (up to 1000 characters).")
+        if not ((kind == "agent" and target_id in config.agents) or (kind == "team" and target_id in config.teams)):
+            return _page_error(422, "Choose an agent or a team to transfer to.")
+        now = deps.clock()
+        with transaction(deps.sessions) as s:
+            conv = _load(s, conversation_id, lock=True)
+            if conv.status != "open":
+                return _page_error(409, "Only an open conversation can be transferred.")
+            ops.transfer(s, config, conv, by=g.agent.id, agent_id=target_id if kind == "agent" else None,
+                         team_id=target_id if kind == "team" else None, note=note, at=now)
+            still_visible = may_see(g.agent, conv, config)
+        if not still_visible:
+            return redirect(url_for("inbox.index", done="transferred"))
+        return _back(conversation_id, "transferred")
+
+    def _publish(ids: list[str]) -> None:
+        ops.publish_pending(deps.sessions, deps.publisher, ids)
+
+    # --- the dashboard -------------------------------------------------------------------------
+
+    @dashboard.get("/")
+    @login_required
+    def kpis():
+        args = request.args
+        try:
+            scope = kpi_store.scope_for(g.agent, config, args.get("team") or None, args.get("agent") or None)
+            start, end = kpi_store.period(config, deps.clock(), args.get("from") or None, args.get("to") or None)
+        except kpi_store.ScopeError as exc:
+            return _page_error(exc.status, str(exc))
+        except ValueError as exc:
+            return _page_error(422, str(exc))
+        with deps.sessions() as s:
+            result = kpi_store.report(s, config, scope, start, end, deps.clock())
+        return render_template("inbox/dashboard.html", page=_page(), r=result, charts=_charts(result),
+                               start=start.astimezone(tz), end=end.astimezone(tz), scope=scope,
+                               teams=sorted(led_teams(g.agent, config)),
+                               agents=[a for a in config.agents.values()
+                                       if a.team in led_teams(g.agent, config) or a.id == g.agent.id])
+
+    return [inbox, dashboard]
+
+
+def _charts(result: dict) -> dict[str, Any]:
+    """Numbers the SVG templates draw with: cell colours of the heatmap, bar heights of the trend."""
+    heat = result["arrivals"]["by_hour_of_week"]
+    staffed = result["arrivals"]["staffed_by_hour_of_week"]
+    top = max((v for row in heat.values() for v in row), default=0) or 1
+    cells = []
+    for d, (day, row) in enumerate(heat.items()):
+        for h, count in enumerate(row):
+            cells.append({"day": day, "d": d, "h": h, "count": count, "staffed": staffed[day][h],
+                          "opacity": round(0.08 + 0.92 * count / top, 2) if count else 0,
+                          "alarm": count > 0 and staffed[day][h] == 0})
+    trend = result["trend"]
+    peak = max((t["conversations"] for t in trend), default=0) or 1
+    bars = [{**t, "height": round(100 * t["conversations"] / peak, 1), "kept_h": round(100 * t["kept"] / peak, 1)}
+            for t in trend]
+    return {"cells": cells, "bars": bars, "bar_width": max(4, min(40, 560 // max(1, len(bars))))}
