@@ -168,6 +168,11 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
             # The answer depends on the request: a call's TwiML says what happens next to the caller.
             body, content_type = respond(raw)
             return Response(body, 200, content_type=content_type)
+        webhook_answer = getattr(adapter, "webhook_answer", None)
+        method_call = webhook_answer(raw) if webhook_answer is not None else None
+        if method_call is not None:
+            # Telegram runs one Bot API method given in the webhook's response (answerCallbackQuery).
+            return jsonify(method_call)
         answer = getattr(adapter, "success_response", None)
         if answer is not None:
             # Some providers read the body: Twilio would text a non-TwiML body to the customer.

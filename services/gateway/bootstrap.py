@@ -23,6 +23,7 @@ from services.gateway.imap_poller import ImapPoller
 from services.gateway.intake import Intake
 from services.gateway.owner_lookup import owner_lookup
 from services.gateway.spool import Spool
+from services.gateway.survey_pages import survey_blueprint
 from services.gateway.telegram_poller import TelegramPoller
 from shared.bus.publisher import Publisher, connect
 from shared.bus.topology import declare
@@ -31,6 +32,7 @@ from shared.contracts import Envelope, InboundMessage, derive_id
 from shared.runtime import start_thread
 from shared.service import broker_check
 from shared.settings import DEV_TELEGRAM_SECRET, Settings
+from shared.survey_links import survey_secret
 from shared.web import health_blueprint
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,9 @@ def build(settings: Settings, config: Config, *, clock: Callable[[], datetime], 
     )
     checks = {"broker": broker_check(settings.broker_url), "spool": spool.check, **(extra_checks or {})}
     # Extra blueprints: the embedded mode serves the router's agent API from this same app.
-    app = create_app(deps, [health_blueprint(checks, broker_url=settings.broker_url), *(extra_blueprints or [])])
+    surveys = survey_blueprint(secret=survey_secret(settings, embedded=embedded), intake=intake, config=config,
+                               clock=clock)
+    app = create_app(deps, [health_blueprint(checks, broker_url=settings.broker_url), surveys,
+                            *(extra_blueprints or [])])
     return app, intake
 
