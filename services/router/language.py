@@ -87,7 +87,7 @@ _TRANSLIT_MARKERS = {
         shte tozi tazi tova nishto nyama niama greshka saita sayta vlyaza vliaza prilozhenieto cvyat cviat
         cvqt chanta roklyata vurna varna vrashtane vsichko tochno gotini platih platena iztegleni predi
         moga izliza servera imate otstapka otstupka pokaza plashtaneto kazhete pomognete tuk koya koi
-        mozhe moje poruchkata""".split()),
+        mozhe moje poruchkata smenya smenia nomer nomera dunki dunkite stoyat stoiat obuvki yaketo""".split()),
 }
 
 
@@ -139,8 +139,11 @@ def warm_up(languages: Sequence[str]) -> None:
         _detector(codes)
 
 
-def translit_language(text: str, allowed: Iterable[str] = CYRILLIC) -> str | None:
-    """ "ru", "uk" or "bg" when Latin-letter text reads as that language transliterated, else None."""
+def translit_language(text: str, allowed: Iterable[str] = CYRILLIC, min_hits: int = 0) -> str | None:
+    """ "ru", "uk" or "bg" when Latin-letter text reads as that language transliterated, else None.
+
+    ``min_hits`` > 0 accepts the best language on that many marker words alone (for a hinted language).
+    """
     words = [w for w in _WORD.findall(text.lower()) if w.isascii()]
     if not words:
         return None
@@ -152,6 +155,8 @@ def translit_language(text: str, allowed: Iterable[str] = CYRILLIC) -> str | Non
     best = max(counts, key=lambda lang: (counts[lang], lang == "ru"))
     n = counts[best]
     if n >= 3 or (n >= 2 and n >= 0.25 * len(distinct)) or (n >= 1 and len(distinct) <= 2):
+        return best
+    if min_hits and n >= min_hits:
         return best
     return None
 
@@ -219,6 +224,10 @@ def detect_language(text: str, languages: Sequence[str], default: str, hints: It
             translit = translit_language(body, translit_allowed)
             if translit:
                 return LanguageGuess(translit, 0.8, f"{translit} written in Latin letters")
+            if hint in translit_allowed and translit_language(body, [hint], min_hits=1):
+                # A Bulgarian Telegram user writing "moje li da gi smenya": one telling word is
+                # enough when the channel already says Bulgarian.
+                return LanguageGuess(hint, 0.6, f"{hint} written in Latin letters (hint {hint})")
     if not candidates:
         candidates = configured
     if len(candidates) == 1:
