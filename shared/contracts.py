@@ -445,6 +445,50 @@ class ConversationMessageSchema(_Strict):
         return ConversationMessage(**d)
 
 
+# --- ConversationAssigned v1: a new owner (or the team queue) after the opening's first decision --
+
+
+@dataclass(frozen=True)
+class ConversationAssigned:
+    """A transfer, a hand-over (agent off duty or on leave) or a drain of the team queue: the
+    notifier moves the promise to the new owner and tells them, within their shift."""
+
+    TYPE: ClassVar[str] = "conversation.assigned"
+    VERSION: ClassVar[int] = 1
+
+    conversation_id: str
+    opening: int
+    owner_id: str | None  # None: back in the team's queue
+    team_id: str | None
+    previous_owner_id: str | None
+    reason: str
+    assigned_at: datetime
+    channel: str
+    category: str
+    reference: str
+    customer_name: str | None = None
+    promise_due: datetime | None = None  # set while the first human reply is still owed
+
+
+class ConversationAssignedSchema(_Strict):
+    conversation_id = fields.String(required=True)
+    opening = fields.Integer(required=True, validate=validate.Range(min=1))
+    owner_id = fields.String(load_default=None, allow_none=True)
+    team_id = fields.String(load_default=None, allow_none=True)
+    previous_owner_id = fields.String(load_default=None, allow_none=True)
+    reason = fields.String(required=True)
+    assigned_at = AwareDateTime(required=True)
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    category = fields.String(required=True)
+    reference = fields.String(required=True)
+    customer_name = fields.String(load_default=None, allow_none=True)
+    promise_due = AwareDateTime(load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> ConversationAssigned:
+        return ConversationAssigned(**d)
+
+
 # --- the envelope ---------------------------------------------------------------------------
 
 
@@ -458,6 +502,7 @@ PAYLOAD_SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (ConversationMessage.TYPE, ConversationMessage.VERSION): ConversationMessageSchema,
     (SurveyAnswer.TYPE, SurveyAnswer.VERSION): SurveyAnswerSchema,
     (SurveyOptOut.TYPE, SurveyOptOut.VERSION): SurveyOptOutSchema,
+    (ConversationAssigned.TYPE, ConversationAssigned.VERSION): ConversationAssignedSchema,
 }
 
 

@@ -22,6 +22,7 @@ from services.notifier.senders import PermanentSendError, Registry, TransientSen
 from services.notifier.texts import render_redirect
 from shared.config import Config
 from shared.contracts import (
+    ConversationAssigned,
     ConversationMessage,
     ConversationOpened,
     ConversationReply,
@@ -68,8 +69,8 @@ def _dispatch(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
         return acknowledge(envelope, deps)
     if envelope.type == DeliveryStatus.TYPE:
         return record_delivery(envelope, deps)
-    if envelope.type == ConversationMessage.TYPE:
-        return []  # a notice to the owner only: promises.record made it
+    if envelope.type in (ConversationMessage.TYPE, ConversationAssigned.TYPE):
+        return []  # notices to agents only: promises.record made them
     if envelope.type == Redirected.TYPE:
         return redirect(envelope, deps)
     if envelope.type == ConversationReply.TYPE:

@@ -35,6 +35,7 @@ from shared.bus.consumer import backoff
 from shared.calendar import Calendar
 from shared.config import Agent, Config
 from shared.contracts import (
+    ConversationAssigned,
     ConversationMessage,
     ConversationOpened,
     ConversationReply,
@@ -54,7 +55,8 @@ MAX_ATTEMPTS = 8
 #: A claimed notice is not due again for this long: enough to send it; a crashed sender's claim expires.
 LEASE = timedelta(minutes=5)
 BATCH = 100
-TRACKED = (ConversationOpened.TYPE, ConversationMessage.TYPE, ConversationReply.TYPE, ConversationResolved.TYPE)
+TRACKED = (ConversationOpened.TYPE, ConversationMessage.TYPE, ConversationReply.TYPE, ConversationResolved.TYPE,
+           ConversationAssigned.TYPE)
 #: Notices that mean nothing once the customer has had a human reply.
 PROMISE_KINDS = ("promise_warning", "promise_breached")
 
@@ -149,6 +151,8 @@ def record(envelope: Envelope, deps: NotifierDeps) -> list[int]:
         elif envelope.type == ConversationResolved.TYPE:
             _on_resolved(s, ev)
             ids = []
+        elif envelope.type == ConversationAssigned.TYPE:
+            ids = _on_assigned(s, ev, envelope.correlation_id, deps.config, now)
         else:
             ids = []
     return ids
@@ -182,6 +186,29 @@ def _on_message(s: Session, ev: ConversationMessage, correlation: str, config: C
     notices = [_notice(s, config, kind, agent, ev.conversation_id, 0, fields, correlation, now,
                        message_id=ev.inbound_message_id)
                for kind, agent in plan("message", ev.owner_id, None)]
+    return _due(notices, now)
+
+
+def _on_assigned(s: Session, ev: ConversationAssigned, correlation: str, config: Config, now: datetime) -> list[int]:
+    """The promise follows the conversation to its new owner (warnings and breach go to them); the
+    previous owner's waiting notices are dropped; the new owner, or the lead of a queue, is told."""
+    promise = s.scalar(select(Promise).where(Promise.conversation_id == ev.conversation_id,
+                                             Promise.opening == ev.opening).with_for_update())
+    team_id = _team_of(config, ev.team_id, ev.owner_id)
+    lead_id = config.teams[team_id].lead if team_id else None
+    if promise is not None and promise.closed_at is None:
+        promise.owner_id, promise.team_id, promise.lead_id = ev.owner_id, team_id, lead_id
+    if ev.previous_owner_id and ev.previous_owner_id != ev.owner_id:
+        s.execute(update(AgentNotice).where(AgentNotice.conversation_id == ev.conversation_id,
+                                            AgentNotice.agent_id == ev.previous_owner_id,
+                                            AgentNotice.status == "pending").values(status="cancelled"))
+    if ev.owner_id == ev.previous_owner_id:
+        return []
+    fields = {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
+              "category": ev.category, "promise_due": ev.promise_due.isoformat() if ev.promise_due else None,
+              "excerpt": "", "team_name": config.teams[team_id].name if team_id else None}
+    notices = [_notice(s, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
+               for kind, agent in plan("opened", ev.owner_id, lead_id)]
     return _due(notices, now)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from apispec import APISpec
@@ -341,8 +341,9 @@ def build_api(deps: ApiDeps) -> Blueprint:
 
     def _publish(ids: list[str]) -> None:
         ops.publish_pending(deps.sessions, deps.publisher, ids)
-        # Anything an earlier request could not publish (broker outage) goes out with this one.
-        ops.relay_pending(deps.sessions, deps.publisher, deps.clock())
+        # Events stored on the way (assignments by hand-over or drain) and anything an earlier
+        # request could not publish (broker outage) go out with this one; consumers are idempotent.
+        ops.relay_pending(deps.sessions, deps.publisher, deps.clock(), older_than=timedelta(0))
 
     @bp.errorhandler(ApiError)
     def _api_error(exc: ApiError):

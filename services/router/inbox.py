@@ -356,6 +356,8 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
 
     def _publish(ids: list[str]) -> None:
         ops.publish_pending(deps.sessions, deps.publisher, ids)
+        # Assignment events stored by a transfer or a queue drain go out now too.
+        ops.relay_pending(deps.sessions, deps.publisher, deps.clock(), older_than=timedelta(0))
 
     # --- the dashboard -------------------------------------------------------------------------
 

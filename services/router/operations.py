@@ -39,6 +39,7 @@ from services.router.models import (
 from shared.bus.publisher import BusUnavailable, Publisher
 from shared.config import Agent, Config
 from shared.contracts import (
+    ConversationAssigned,
     ConversationReply,
     ConversationResolved,
     Envelope,
@@ -105,9 +106,21 @@ def last_assigned(s: Session) -> dict[str, datetime]:
 
 
 def assign(s: Session, conv: Conversation, decision: Decision, at: datetime) -> None:
+    """A new owner (or the team queue) for an open conversation, with its reason and an event, so
+    that the promise follows the conversation and the new owner is told."""
+    previous = conv.owner_id
     conv.owner_id, conv.team_id, conv.assignment_reason = decision.agent_id, decision.team_id, decision.reason
+    reason = f"{decision.rule}: {decision.reason}"
     s.add(Assignment(conversation_id=conv.id, agent_id=decision.agent_id, team_id=decision.team_id,
-                     reason=f"{decision.rule}: {decision.reason}", assigned_at=at))
+                     reason=reason, assigned_at=at))
+    event = ConversationAssigned(
+        conversation_id=conv.id, opening=conv.opening, owner_id=decision.agent_id, team_id=decision.team_id,
+        previous_owner_id=previous, reason=reason, assigned_at=at, channel=conv.channel, category=conv.category,
+        reference=conv.reference, customer_name=getattr(s.get(Customer, conv.customer_id), "name", None),
+        promise_due=conv.promise_due if conv.first_response_at is None else None)
+    # The API and the inbox publish every pending event after their commit (relay_pending with no
+    # age); the router's relay thread catches anything left behind.
+    store_event(s, Envelope.wrap(event, message_id=new_id(), correlation_id=new_id(), occurred_at=at), conv.id, at)
 
 
 def _work(conv: Conversation) -> OpenWork:

@@ -395,3 +395,40 @@ def test_transient_failures_retry_with_backoff_then_dead_permanent_ones_are_reco
     clock.now += timedelta(hours=1)
     sent = len(telegram.sent)
     assert deliver_notices(clock(), deps) == 0 and len(telegram.sent) == sent
+
+
+def assigned(at: datetime, *, to: str | None, previous: str | None = "maria", conv: str = "conv-1",
+             due: datetime | None = None) -> Envelope:
+    from shared.contracts import ConversationAssigned
+
+    ev = ConversationAssigned(conversation_id=conv, opening=1, owner_id=to, team_id="support",
+                              previous_owner_id=previous, reason="transfer: by anna", assigned_at=at,
+                              channel="telegram", category="delivery", reference="SB-ABCDEFGHIJ",
+                              customer_name="Piotr Nowak", promise_due=due)
+    return Envelope.wrap(ev, message_id=f"as-{conv}-{to}-{at:%H%M}", correlation_id="corr", occurred_at=at)
+
+
+def test_a_transfer_moves_the_promise_and_tells_the_new_owner_once(deps, clock, telegram, sessions) -> None:
+    handle_event(opened(w(25, 10)), deps)  # Maria owns it, due 14:00
+    clock.now = w(25, 12, 30)
+    transfer = assigned(w(25, 12, 30), to="taras", due=w(25, 14))
+    handle_event(transfer, deps)
+    handle_event(transfer, deps)  # redelivered: still one notice
+    [told] = telegram.to(TARAS_CHAT)
+    assert "SB-ABCDEFGHIJ" in told and "Piotr Nowak" in told
+    assert promise(sessions).owner_id == "taras"
+
+    # The 75 % reminder and the breach now go to Taras, not to Maria.
+    ticker = build_ticker(deps)
+    for now in (w(25, 13), w(25, 14, 0, 5)):
+        clock.now = now
+        ticker.tick_once()
+    assert len(telegram.to(TARAS_CHAT)) == 3 and len(telegram.to(MARIA_CHAT)) == 1
+
+
+def test_back_to_the_queue_tells_the_lead(deps, clock, telegram, smtp, sessions) -> None:
+    handle_event(opened(w(25, 10)), deps)
+    handle_event(assigned(w(25, 11), to=None, due=w(25, 14)), deps)
+    assert promise(sessions).owner_id is None
+    [queued] = mails_to(smtp, ANNA_MAIL)
+    assert "SB-ABCDEFGHIJ" in queued
