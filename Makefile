@@ -10,7 +10,7 @@ PYTEST := $(BIN)/pytest
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,26 @@ test-integration: $(STAMP) ## against this machine's RabbitMQ and PostgreSQL (fr
 test-e2e: $(STAMP) ## the three services as separate processes, a fake Bot API
 	$(PYTEST) tests/e2e
 
+.PHONY: test-fuzz
+test-fuzz: $(STAMP) ## property-based tests on every parser and signature check, schemathesis on both OpenAPI documents (FUZZ_SEED=n replays, FUZZ_SCALE=10 runs longer)
+	$(PYTEST) tests/fuzz
+
+.PHONY: test-browser
+test-browser: $(STAMP) ## the inbox and dashboard in Debian's chromium via Playwright (apt-get install chromium when missing); screenshots in test-artifacts/
+	$(PYTEST) tests/browser
+
+.PHONY: test-deploy
+test-deploy: $(STAMP) ## deployment tier: images built with buildah and started; compose, Kubernetes and Dockerfile checks
+	$(PYTEST) tests/deploy
+
+.PHONY: bench
+bench: $(STAMP) ## figures in services mode: throughput vs the RabbitMQ ceiling, p99, router growth, memory (SOAK_MINUTES=10 for the long soak) → var/bench/latest.json
+	$(BIN)/python -m tests.bench.bench --soak-minutes $${SOAK_MINUTES:-1}
+
+.PHONY: chaos
+chaos: $(STAMP) ## fault suite: kill -9, broker/database outages, provider 500/429 under a message stream → var/chaos/latest.json
+	$(BIN)/python -m tests.bench.chaos
+
 .PHONY: lint
 lint: $(STAMP) ## ruff on everything, mypy on shared/
 	$(BIN)/ruff check shared services tests
@@ -58,6 +78,28 @@ services: $(STAMP) ## services mode on this machine: gateway :8080, router :8081
 	export BROKER_URL DATABASE_URL; \
 	psql "$${DATABASE_URL}" -c 'select 1' >/dev/null 2>&1 || createdb -h 127.0.0.1 -U postgres switchboard; \
 	$(BIN)/python -m services.router & $(BIN)/python -m services.notifier & $(BIN)/python -m services.gateway & wait
+
+COMPOSE ?= docker compose -f deploy/docker-compose.yml
+
+.PHONY: images
+images: ## build the gateway, router and notifier images with buildah (no Docker engine needed), tag dev
+	bash deploy/images.sh
+
+.PHONY: lock
+lock: $(STAMP) ## pin the production dependencies the images install (deploy/requirements.lock)
+	$(BIN)/python deploy/lock.py
+
+.PHONY: up
+up: ## docker compose: RabbitMQ (management :15672), PostgreSQL, the services (router, notifier x2), health-gated
+	$(COMPOSE) up --detach --build --wait
+
+.PHONY: down
+down: ## stop the compose stack (SIGTERM, 30 s to finish work in hand); volumes are kept
+	$(COMPOSE) down
+
+.PHONY: logs
+logs: ## follow the compose stack's JSON logs
+	$(COMPOSE) logs --follow --tail=100
 
 .PHONY: clean
 clean: ## remove the venv and local state (var/)

@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from kombu import Connection
 
@@ -28,6 +29,7 @@ from shared.bus.publisher import BusUnavailable, Publisher, connect
 from shared.bus.topology import PLUMBING, QueueSpec, declare, is_rabbitmq, retry_route, work_queue
 from shared.contracts import ContractError, Envelope, decode
 from shared.log import correlated
+from shared.metrics import DEAD_LETTERS, MESSAGES_HANDLED, RETRIES, label, observe_stage
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0, rng: random.
 
 class Worker:
     def __init__(self, *, url: str, spec: QueueSpec, handler: Handler, publisher: Publisher,
-                 max_attempts: int = 8, prefetch: int = 16, name: str | None = None):
+                 max_attempts: int = 8, prefetch: int = 16, name: str | None = None, stage: str | None = None):
         self.url = url
         self.spec = spec
         self.handler = handler
@@ -53,6 +55,8 @@ class Worker:
         self.max_attempts = max_attempts
         self.prefetch = prefetch
         self.name = name or spec.name
+        # The latency stage this consumer completes (e.g. "routed"), measured from the webhook.
+        self.stage = stage
         self.ready = threading.Event()
 
     # -- the loop ----------------------------------------------------------------------------
@@ -65,6 +69,9 @@ class Worker:
                 with connect(self.url, heartbeat=30) as conn:
                     conn.ensure_connection(max_retries=1)
                     declare(conn)
+                    # Connected: the next failure starts the backoff afresh instead of waiting the
+                    # ceiling after every later hiccup of a long-running process.
+                    failures = 0
                     self._rabbit = is_rabbitmq(conn)
                     self._consume(conn, stop)
                     failures = 0
@@ -101,6 +108,7 @@ class Worker:
         except ContractError as exc:
             log.error("poison message on %s: %s", self.spec.name, exc)
             self._dead_letter(body, message, headers, f"contract: {exc}")
+            DEAD_LETTERS.labels(self.spec.name, "contract").inc()
             return
         with correlated(envelope.correlation_id):
             try:
@@ -113,11 +121,16 @@ class Worker:
                 # handler returns the same stored events again, and the consumers dedupe.
                 self.publisher.publish(event)
             message.ack()
+            channel = getattr(envelope.payload, "channel", None)
+            MESSAGES_HANDLED.labels(self.spec.name, envelope.type, label(channel)).inc()
+            if self.stage:
+                observe_stage(self.stage, channel, envelope.occurred_at, datetime.now(UTC))
 
     def _on_decode_error(self, message, exc: Exception) -> None:
         log.error("undecodable message on %s: %s", self.spec.name, exc)
         self._dead_letter(message.body, message, dict(message.headers or {}), f"decode: {exc}",
                           content_type=message.content_type or "application/octet-stream")
+        DEAD_LETTERS.labels(self.spec.name, "decode").inc()
 
     def _retry_or_dead_letter(self, body, message, headers, attempts: int, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"[:1000]
@@ -126,6 +139,7 @@ class Worker:
             log.error("message on %s failed %d times, dead-lettered: %s", self.spec.name, attempts, error,
                       exc_info=exc)
             self._dead_letter(body, message, {**headers, ATTEMPTS_HEADER: attempts}, error)
+            DEAD_LETTERS.labels(self.spec.name, "exhausted").inc()
             return
         delay = backoff(attempts)
         log.warning("handler on %s failed (attempt %d of %d), retrying in %.1fs: %s",
@@ -135,6 +149,7 @@ class Worker:
             time.sleep(min(delay, 0.5))
         self._republish(body, message, {**headers, ATTEMPTS_HEADER: attempts, ERROR_HEADER: error},
                         retry_route(self.spec, self._rabbit), expiration=delay if self._rabbit else None)
+        RETRIES.labels(self.spec.name).inc()
 
     def _dead_letter(self, body, message, headers, error: str, content_type: str | None = None) -> None:
         self._republish(body, message, {**headers, ERROR_HEADER: error[:1000]}, self.spec.dlq,

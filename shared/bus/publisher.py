@@ -12,6 +12,7 @@ import logging
 import threading
 from typing import Any
 
+from amqp.exceptions import RecoverableConnectionError
 from kombu import Connection, Exchange
 
 from shared.bus.topology import EVENTS
@@ -67,15 +68,24 @@ class Publisher:
                     expiration: float | None = None, content_type: str | None = None) -> None:
         # Raw bytes with their own content type (a poison body on its way to a DLQ) pass unchanged.
         encoding = {"content_type": content_type, "content_encoding": "binary"} if content_type else {"serializer": "json"}
-        try:
-            self._producer().publish(
-                body, exchange=exchange, routing_key=routing_key, delivery_mode=2, **encoding,
-                message_id=message_id, correlation_id=correlation_id, headers=headers or {},
-                expiration=expiration, confirm_timeout=self.confirm_timeout, retry=False,
-            )
-        except Exception as exc:  # noqa: BLE001 - every failure means "not confirmed"; the caller keeps the message
-            self._reset()
-            raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        for attempt in (1, 2):
+            reused = getattr(self._local, "producer", None) is not None
+            try:
+                self._producer().publish(
+                    body, exchange=exchange, routing_key=routing_key, delivery_mode=2, **encoding,
+                    message_id=message_id, correlation_id=correlation_id, headers=headers or {},
+                    expiration=expiration, confirm_timeout=self.confirm_timeout, retry=False,
+                )
+                return
+            except Exception as exc:  # noqa: BLE001 - every failure means "not confirmed"; the caller keeps the message
+                self._reset()
+                # A kept connection may have died while idle (broker restarted, a proxy's idle cut):
+                # one more try on a fresh one. Not after a confirm timeout: that broker is there but slow.
+                # A message published twice is harmless: every consumer dedupes on its id.
+                stale = (reused and isinstance(exc, (OSError, RecoverableConnectionError))
+                         and not isinstance(exc, TimeoutError))
+                if attempt == 2 or not stale:
+                    raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
         self._reset()

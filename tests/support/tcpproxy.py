@@ -34,6 +34,9 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            # The timeout was for connecting only: left on, it would cut any connection idle for 5 s
+            # (an idle publisher's), an outage nobody asked for.
+            upstream.settimeout(None)
             with self._lock:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):

@@ -1,0 +1,207 @@
+"""`make bench`: Switchboard's figures in services mode, measured in one run on one machine.
+
+1. the raw RabbitMQ ceiling: pika, persistent messages with publisher confirms, to a quorum queue,
+   from as many publishers as the pipeline gets concurrent webhooks;
+2. the pipeline as fast as it goes: signed Telegram webhooks → gateway → RabbitMQ → router →
+   notifier → acknowledgement received at the fake Bot API; then a mixed-channel variant
+   (Telegram, Twilio SMS, Messenger);
+3. webhook → acknowledgement latency (p50/p95/p99) at a fixed offered rate;
+4. memory (RSS) of each service at start, after warm-up and after a soak;
+5. the router's cost per message with 1 k and with 1 M stored conversations (tests/bench/growth.py).
+
+    python -m tests.bench.bench                    # 1-minute soak
+    python -m tests.bench.bench --soak-minutes 10  # the long soak
+Results on stdout and in var/bench/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pika
+
+from tests.bench import growth
+from tests.bench.stack import Msg, Poster, Stack, machine, percentile, run_stream
+from tests.support.wait import until
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "var" / "bench" / "latest.json"
+CONCURRENCY = 8  # concurrent webhooks; the gateway answers on 8 threads
+
+
+def broker_ceiling(amqp_url: str, *, concurrency: int, seconds: float, body_size: int) -> float:
+    """Confirmed persistent publishes per second to a quorum queue, `concurrency` publishers."""
+    params = pika.URLParameters(amqp_url)
+    with pika.BlockingConnection(params) as conn:
+        ch = conn.channel()
+        ch.queue_declare("bench.ceiling", durable=True, arguments={"x-queue-type": "quorum"})
+    body = b"x" * body_size
+    counts = [0] * concurrency
+    deadline = time.monotonic() + seconds
+
+    def publisher(i: int) -> None:
+        with pika.BlockingConnection(params) as conn:
+            ch = conn.channel()
+            ch.confirm_delivery()
+            props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+            while time.monotonic() < deadline:
+                ch.basic_publish("", "bench.ceiling", body, props, mandatory=True)  # returns once confirmed
+                counts[i] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=publisher, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    with pika.BlockingConnection(params) as conn:
+        conn.channel().queue_delete("bench.ceiling")
+    return sum(counts) / elapsed
+
+
+def drain(stack: Stack, msgs: list[Msg], timeout: float) -> float:
+    """Wait until every message is acknowledged; returns when the last one was (wall clock)."""
+    addresses = [m.address for m in msgs]
+    until(lambda: all(stack.acks()[a] for a in addresses), timeout=timeout, interval=0.25,
+          message=f"{len(msgs)} acknowledgements")
+    return time.time()
+
+
+def throughput(stack: Stack, msgs: list[Msg], timeout: float) -> dict:
+    poster = Poster(stack, threads=CONCURRENCY)
+    start = time.time()
+    run_stream(poster, msgs, None)
+    accepted_s = time.time() - start
+    end = drain(stack, poster.accepted, timeout)
+    refused = len(msgs) - len(poster.accepted)
+    return {"messages": len(msgs), "refused": refused, "webhooks_per_s": round(len(msgs) / accepted_s, 1),
+            "msgs_per_s": round(len(poster.accepted) / (end - start), 1)}
+
+
+def latency(stack: Stack, msgs: list[Msg], rate: float, timeout: float) -> dict:
+    poster = Poster(stack, threads=CONCURRENCY * 4)
+    run_stream(poster, msgs, rate)
+    drain(stack, poster.accepted, timeout)
+    acked = stack.ack_times()
+    lat = [(acked[m.address] - poster.sent_at[m.address]) * 1000 for m in poster.accepted]
+    return {"offered_rate": rate, "messages": len(msgs), "accepted": len(poster.accepted),
+            "p50_ms": round(percentile(lat, 50), 1), "p95_ms": round(percentile(lat, 95), 1),
+            "p99_ms": round(percentile(lat, 99), 1), "max_ms": round(max(lat), 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1500, help="messages for the throughput runs")
+    parser.add_argument("--rate", type=float, default=200, help="offered webhooks/s for the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=15)
+    parser.add_argument("--low-rate", type=float, default=20, help="a second, unsaturated latency run")
+    parser.add_argument("--soak-minutes", type=float, default=1, help="10 for the figure in the spec")
+    parser.add_argument("--soak-rate", type=float, default=50)
+    parser.add_argument("--conversations", type=int, default=1_000_000, help="the large database for the router")
+    parser.add_argument("--skip-growth", action="store_true")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+
+    result: dict = {"machine": machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    numbers = itertools.count(10_000_000)
+
+    def batch(n: int, channels: tuple[str, ...] = ("telegram",)) -> list[Msg]:
+        return [Msg(channels[i % len(channels)], next(numbers)) for i in range(n)]
+
+    workdir = Path(tempfile.mkdtemp(prefix="sbbench-"))
+    stack = Stack(workdir=workdir, proxied=False, log_level="WARNING")
+    print(f"bench: services mode, logs in {workdir}", flush=True)
+    try:
+        stack.start()
+        rss_start = stack.rss_kib()
+        ceiling = broker_ceiling(stack.rabbit_url, concurrency=CONCURRENCY, seconds=5, body_size=1200)
+        print(f"broker ceiling: {ceiling:.0f} confirmed msgs/s ({CONCURRENCY} publishers)", flush=True)
+
+        throughput(stack, batch(100), timeout=120)  # warm-up: connections, caches, the classifier
+        tg = throughput(stack, batch(args.messages), timeout=600)
+        print(f"e2e telegram: {tg}", flush=True)
+        mixed = throughput(stack, batch(args.messages, ("telegram", "sms", "messenger")), timeout=600)
+        print(f"e2e mixed:    {mixed}", flush=True)
+        lat = latency(stack, batch(int(args.rate * args.latency_seconds)), args.rate, timeout=600)
+        print(f"latency:      {lat}", flush=True)
+        # The same at a rate far below saturation: the pipeline's own latency, without queueing.
+        lat_low = latency(stack, batch(int(args.low_rate * 10)), args.low_rate, timeout=300)
+        print(f"latency low:  {lat_low}", flush=True)
+
+        soak_s = args.soak_minutes * 60
+        soak_msgs = batch(int(soak_s * args.soak_rate))
+        warm = int(len(soak_msgs) * 0.2)
+        poster = Poster(stack, threads=CONCURRENCY * 2)
+        run_stream(poster, soak_msgs[:warm], args.soak_rate)
+        rss_warm = stack.rss_kib()
+        run_stream(poster, soak_msgs[warm:], args.soak_rate)
+        drain(stack, poster.accepted, timeout=600)
+        rss_end = stack.rss_kib()
+        growth_pct = {n: round((rss_end[n] - rss_warm[n]) / rss_warm[n] * 100, 1) for n in rss_end}
+        print(f"memory KiB: start {rss_start} after warm-up {rss_warm} after soak {rss_end}", flush=True)
+    finally:
+        stack.close()
+
+    result.update({
+        "e2e_msgs_per_s": tg["msgs_per_s"], "broker_ceiling_msgs_per_s": round(ceiling, 1),
+        "ratio": round(tg["msgs_per_s"] / ceiling, 3), "p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"],
+        "p99_ms": lat["p99_ms"], "offered_rate": args.rate, "concurrency": CONCURRENCY,
+        "e2e_telegram": tg, "e2e_mixed": mixed, "e2e_mixed_msgs_per_s": mixed["msgs_per_s"], "latency": lat,
+        "latency_low_rate": lat_low,
+        "soak": {"minutes": args.soak_minutes, "rate": args.soak_rate, "messages": len(soak_msgs),
+                 "rss_kib_start": rss_start, "rss_kib_after_warmup": rss_warm, "rss_kib_end": rss_end,
+                 "growth_pct": growth_pct},
+        "soak_rss_growth_pct": max(growth_pct.values()),
+    })
+    result["router_cost_ratio_1m_vs_1k"] = None
+    if not args.skip_growth:
+        try:
+            g = growth.measure(conversations=args.conversations)
+            result["router_growth"] = g
+            result["router_cost_ratio_1m_vs_1k"] = g["ratio"]
+        except Exception as exc:  # noqa: BLE001 - keep the pipeline's figures; say what is missing
+            result["router_growth_error"] = f"{type(exc).__name__}: {exc}"
+            print(f"router growth failed: {result['router_growth_error']}", flush=True)
+
+    result["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print_summary(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"\nwritten {args.out}")
+    return 1 if "router_growth_error" in result else 0
+
+
+def print_summary(r: dict) -> None:
+    targets = [
+        ("end to end (telegram)", f"{r['e2e_msgs_per_s']} msgs/s", "≥ 500", r["e2e_msgs_per_s"] >= 500),
+        ("end to end (mixed)", f"{r['e2e_mixed_msgs_per_s']} msgs/s", "", None),
+        ("broker ceiling", f"{r['broker_ceiling_msgs_per_s']} msgs/s", "", None),
+        ("ratio to ceiling", f"{r['ratio']}", "", None),
+        (f"latency at {r['offered_rate']:.0f}/s", f"p50 {r['p50_ms']} ms  p95 {r['p95_ms']} ms  p99 {r['p99_ms']} ms",
+         "p99 ≤ 250 ms", r["p99_ms"] <= 250),
+        (f"latency at {r['latency_low_rate']['offered_rate']:.0f}/s",
+         f"p50 {r['latency_low_rate']['p50_ms']} ms  p95 {r['latency_low_rate']['p95_ms']} ms  "
+         f"p99 {r['latency_low_rate']['p99_ms']} ms", "", None),
+        ("router cost 1M / 1k", f"{r['router_cost_ratio_1m_vs_1k']}", "≤ 1.5",
+         None if r["router_cost_ratio_1m_vs_1k"] is None else r["router_cost_ratio_1m_vs_1k"] <= 1.5),
+        (f"RSS growth, {r['soak']['minutes']} min soak", f"{r['soak_rss_growth_pct']} %", "flat", None),
+    ]
+    print(f"\n{'figure':<28}{'measured':<56}{'target':<14}")
+    for name, value, target, ok in targets:
+        mark = "" if ok is None else ("  ok" if ok else "  MISSED")
+        print(f"{name:<28}{value:<56}{target:<14}{mark}")
+    print(f"machine: {r['machine']['cpus']} CPUs, load average at start {r['machine']['loadavg_at_start']}"
+          f" (pid {os.getpid()})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""The services-mode stack the benchmark and the fault suite drive, outside pytest.
+
+A fresh RabbitMQ vhost and PostgreSQL database, the three services as processes, fake Telegram,
+Twilio and Graph APIs as local HTTP servers, and optionally a TCP proxy in front of the broker and
+one in front of the database: cutting a proxy is an outage as the services see it (every
+connection dropped, new ones refused) without touching the machine's real servers, which other
+test runs share.
+
+Every message we send comes from a sender of its own (a new Telegram user, phone number or page
+user), so it opens one conversation and must produce exactly one acknowledgement: counting per
+sender at the fakes and per provider id in the database is how lost and duplicated are measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import httpx
+from sqlalchemy import create_engine, text
+from twilio.request_validator import RequestValidator
+
+from tests.fakes.graph_api import FakeGraphApi
+from tests.fakes.telegram_api import FakeBotApi
+from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi
+from tests.support import infra
+from tests.support.procs import Services, services_env
+from tests.support.tcpproxy import TcpProxy
+
+BOT_TOKEN = "123456:BENCH-token"
+BOT_ID = "123456"
+TG_SECRET = "bench-secret_token"
+META_SECRET = "bench-meta-app-secret"
+PAGE_ID = "104512345678901"
+SMS_TO = "+48221002030"
+
+
+@dataclass(frozen=True)
+class Msg:
+    """One customer message: `key` is both its sender (where the acknowledgement goes) and the
+    basis of its provider id."""
+
+    channel: str  # telegram | sms | messenger
+    n: int
+
+    @property
+    def address(self) -> str:
+        if self.channel == "telegram":
+            return str(5_000_000_000 + self.n)
+        if self.channel == "sms":
+            return f"+4860{self.n:07d}"
+        return str(7_700_000_000_000_000 + self.n)
+
+    @property
+    def external_id(self) -> str:
+        if self.channel == "telegram":
+            return f"{BOT_ID}:{self.n}"
+        if self.channel == "sms":
+            return f"SM{self.n:032x}"
+        return f"m_bench{self.n}"
+
+
+TEXTS = ["Where is my parcel? Order {n}.", "I want to return the shoes from order {n}",
+         "Payment failed twice for order {n}, what now?", "Hello, the app crashes when I log in ({n})"]
+
+
+def _proxied(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit(":", 1)[0] + f":{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    proxied: bool = False
+    log_level: str = "WARNING"
+    consumers: int = 4  # SWITCHBOARD_CONSUMERS of the router and the notifier
+    bot: FakeBotApi = field(init=False)
+    twilio: FakeTwilioApi = field(init=False)
+    graph: FakeGraphApi = field(init=False)
+    services: Services = field(init=False)
+    broker_proxy: TcpProxy | None = None
+    pg_proxy: TcpProxy | None = None
+
+    def start(self) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.vhost, self.rabbit_url = infra.new_vhost()
+        self.db, self.pg_url = infra.new_database()
+        self.bot, self.twilio, self.graph = FakeBotApi().start(), FakeTwilioApi().start(), FakeGraphApi().start()
+        broker_url, database_url = self.rabbit_url, self.pg_url
+        if self.proxied:
+            self.broker_proxy = TcpProxy(infra.RABBIT_HOST, infra.RABBIT_PORT)
+            self.pg_proxy = TcpProxy(infra.PG_HOST, infra.PG_PORT)
+            broker_url = _proxied(broker_url, self.broker_proxy.port)
+            database_url = _proxied(database_url, self.pg_proxy.port)
+        env, ports = services_env(broker_url=broker_url, database_url=database_url, workdir=self.workdir, extra={
+            "TELEGRAM_BOT_TOKEN": BOT_TOKEN, "TELEGRAM_API_BASE": self.bot.base_url,
+            "TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": self.twilio.base_url,
+            "META_APP_SECRET": META_SECRET, "META_PAGE_TOKEN": "bench-page-token", "META_VERIFY_TOKEN": "bench",
+            "META_GRAPH_BASE": self.graph.base_url, "LOG_LEVEL": self.log_level,
+            "SWITCHBOARD_CONSUMERS": str(self.consumers),
+        })
+        self.public = env["PUBLIC_BASE_URL"]
+        self.services = Services(env=env, workdir=self.workdir, ports=ports)
+        # Router first: it migrates the database the notifier shares.
+        for name in ("router", "notifier", "gateway"):
+            self.services.start(name)
+        self.engine = create_engine(self.pg_url, pool_size=2)
+        return self
+
+    def close(self) -> None:
+        for closer in (lambda: self.services.stop_all(), lambda: self.engine.dispose(),
+                       lambda: self.broker_proxy and self.broker_proxy.close(),
+                       lambda: self.pg_proxy and self.pg_proxy.close(),
+                       self.bot.stop, self.twilio.stop, self.graph.stop,
+                       lambda: infra.drop_vhost(self.vhost), lambda: infra.drop_database(self.db)):
+            try:
+                closer()
+            except Exception as exc:  # noqa: BLE001 - clean up everything we can, report the rest
+                print(f"cleanup: {type(exc).__name__}: {exc}")
+
+    # -- the webhooks a provider would send ---------------------------------------------------
+
+    def request(self, msg: Msg) -> tuple[str, bytes, dict[str, str]]:
+        """(path, body, headers) of a correctly signed webhook carrying `msg`."""
+        body_text = TEXTS[msg.n % len(TEXTS)].format(n=msg.n)
+        if msg.channel == "telegram":
+            user = int(msg.address)
+            update = {"update_id": msg.n, "message": {
+                "message_id": msg.n % 100000 + 1, "date": int(time.time()), "text": body_text,
+                "from": {"id": user, "is_bot": False, "first_name": f"C{msg.n}", "language_code": "en"},
+                "chat": {"id": user, "type": "private", "first_name": f"C{msg.n}"}}}
+            return ("/webhooks/telegram", json.dumps(update).encode(),
+                    {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET, "Content-Type": "application/json"})
+        if msg.channel == "sms":
+            form = {"MessageSid": msg.external_id, "SmsMessageSid": msg.external_id, "SmsSid": msg.external_id,
+                    "AccountSid": ACCOUNT_SID, "From": msg.address, "To": SMS_TO, "Body": body_text,
+                    "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received", "ApiVersion": "2010-04-01",
+                    "FromCountry": "PL", "ToCountry": "PL"}
+            path = "/webhooks/twilio/sms"
+            signature = RequestValidator(AUTH_TOKEN).compute_signature(self.public + path, form)
+            return (path, urlencode(form).encode(), {"X-Twilio-Signature": signature,
+                                                     "Content-Type": "application/x-www-form-urlencoded"})
+        now_ms = int(time.time() * 1000)
+        payload = {"object": "page", "entry": [{"id": PAGE_ID, "time": now_ms, "messaging": [{
+            "sender": {"id": msg.address}, "recipient": {"id": PAGE_ID}, "timestamp": now_ms,
+            "message": {"mid": msg.external_id, "text": body_text}}]}]}
+        raw = json.dumps(payload).encode()
+        sig = "sha256=" + hmac.new(META_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+        return "/webhooks/meta", raw, {"X-Hub-Signature-256": sig, "Content-Type": "application/json"}
+
+    # -- what came out --------------------------------------------------------------------------
+
+    def acks(self) -> Counter[str]:
+        """Acknowledgements received at the fake providers, per address."""
+        with self.bot._lock:
+            counts = Counter(s.chat_id for s in self.bot.sent)
+        with self.twilio._lock:
+            counts.update(s.to for s in self.twilio.sent)
+        with self.graph._lock:
+            counts.update(s.recipient for s in self.graph.sends if s.recipient)
+        return counts
+
+    def ack_times(self) -> dict[str, float]:
+        """Telegram only (the fake stamps each send): address → first acknowledgement time."""
+        out: dict[str, float] = {}
+        with self.bot._lock:
+            for s in self.bot.sent:
+                out.setdefault(s.chat_id, s.at)
+        return out
+
+    def stored(self, external_ids: list[str]) -> tuple[Counter[str], Counter[str]]:
+        """(messages stored per provider id, conversations per provider id's customer)."""
+        with self.engine.connect() as conn:
+            msgs = Counter(dict(conn.execute(text(
+                "SELECT external_id, count(*) FROM messages WHERE external_id = ANY(:ids) GROUP BY external_id"),
+                {"ids": external_ids}).all()))
+            convs = Counter(dict(conn.execute(text(
+                "SELECT m.external_id, count(DISTINCT c.id) FROM messages m "
+                "JOIN conversations c2 ON c2.id = m.conversation_id "
+                "JOIN conversations c ON c.customer_id = c2.customer_id "
+                "WHERE m.external_id = ANY(:ids) GROUP BY m.external_id"), {"ids": external_ids}).all()))
+        return msgs, convs
+
+    def rss_kib(self) -> dict[str, int]:
+        out = {}
+        for name, proc in self.services.procs.items():
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                continue
+            out[name] = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        return out
+
+
+class Poster:
+    """Sends webhooks from a pool of threads, each with its own keep-alive HTTP client."""
+
+    def __init__(self, stack: Stack, threads: int = 16):
+        self.stack = stack
+        self.threads = threads
+        self._local = threading.local()
+        self.statuses: Counter[int] = Counter()
+        self.accepted: list[Msg] = []
+        self.sent_at: dict[str, float] = {}  # address → scheduled send time (wall clock)
+        self._lock = threading.Lock()
+
+    def _client(self) -> httpx.Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = httpx.Client(base_url=self.stack.services.gateway, timeout=30)
+        return client
+
+    def post(self, msg: Msg, scheduled: float | None = None) -> int:
+        path, body, headers = self.stack.request(msg)
+        at = scheduled if scheduled is not None else time.time()
+        try:
+            status = self._client().post(path, content=body, headers=headers).status_code
+        except httpx.HTTPError:
+            status = 0
+        with self._lock:
+            self.statuses[status] += 1
+            self.sent_at[msg.address] = at
+            if status == 200:
+                self.accepted.append(msg)
+        return status
+
+
+def run_stream(poster: Poster, msgs: list[Msg], rate: float | None, stop: threading.Event | None = None) -> float:
+    """Send `msgs` at `rate` per second (None: as fast as the pool goes); returns the elapsed time.
+
+    Send times are the schedule's, not when a busy thread got round to it, so a stalled gateway
+    shows up as latency instead of silently lowering the offered rate."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = time.time()
+    with ThreadPoolExecutor(poster.threads) as pool:
+        futures = []
+        for i, msg in enumerate(msgs):
+            if stop is not None and stop.is_set():
+                break
+            scheduled = None
+            if rate:
+                scheduled = start + i / rate
+                delay = scheduled - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+            futures.append(pool.submit(poster.post, msg, scheduled))
+        for f in futures:
+            f.result()
+    return time.time() - start
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, int(round(p / 100 * (len(ordered) - 1)))))
+    return ordered[k]
+
+
+def machine() -> dict:
+    import platform
+
+    load = os.getloadavg()
+    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal:")), "?")
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpus": os.cpu_count(), "cpu_model": cpu, "mem_total_kib": int(mem) if mem.isdigit() else mem,
+            "python": platform.python_version(), "kernel": platform.release(),
+            "loadavg_at_start": [round(x, 2) for x in load]}
