@@ -115,7 +115,8 @@ def read_link(secret: str, signed: str, *, now: datetime, max_age: timedelta = L
     score = payload.get("s")
     if score is not None and (not isinstance(score, int) or isinstance(score, bool) or not 0 <= score <= 10):
         raise LinkInvalid("the survey link carries no valid rating")
-    language = payload.get("l") if isinstance(payload.get("l"), str) else "en"
+    given = payload.get("l")
+    language = given if isinstance(given, str) else "en"
     return LinkAction(token=payload["t"], language=language, score=score, unsubscribe=payload.get("u") == 1)
 
 
