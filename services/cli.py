@@ -1,7 +1,7 @@
 """`switchboard`: the command line of Switchboard.
 
     switchboard run                      the embedded mode (one process, no broker, sandbox senders)
-    switchboard simulate telegram TEXT   send a correctly signed webhook to a running gateway
+    switchboard simulate CHANNEL TEXT    send a correctly signed webhook to a running gateway
     switchboard config check [PATH]      validate the config (exit 2 with key paths on errors)
     switchboard classify FILE            categorise JSON Lines
     switchboard hours [--at] [--team]    open now? next opening?
@@ -17,7 +17,7 @@ import argparse
 import json
 import os
 import sys
-import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -43,12 +43,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     setup_logging("switchboard", os.environ.get("LOG_LEVEL", "WARNING"))
     settings, config = _settings_and_config(args.config)
-    app = embedded.start(settings, config, host=args.host, port=args.port)
+    port = args.port if args.port is not None else (settings.port or 8080)
+    if not os.environ.get("PUBLIC_BASE_URL"):
+        # Twilio signs the URL it called: locally that is this process's own address.
+        settings = replace(settings, public_base_url=f"http://{args.host}:{port}")
+    app = embedded.start(settings, config, host=args.host, port=port)
     app.wait_ready()
     secret = "(from TELEGRAM_WEBHOOK_SECRET)" if settings.telegram_webhook_secret else DEV_TELEGRAM_SECRET
     base = f"http://{args.host}:{app.port}"
     print(f"""Switchboard is running in embedded mode ({config.business.name}).
   webhooks   {base}/webhooks/telegram   (secret token: {secret})
+             {base}/webhooks/twilio/sms, /webhooks/meta, /webhooks/email   (unset secrets: the same one)
   health     {base}/healthz  {base}/readyz
   inbox      {base}/inbox/  {base}/dashboard/   (log in with `switchboard agents token AGENT_ID`)
   database   {settings.database_url}
@@ -56,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 Try it from another terminal:
   .venv/bin/switchboard simulate telegram "Where is my parcel?"
+  .venv/bin/switchboard simulate sms "Gdzie jest moja paczka?" --from +48601234567   (also whatsapp, messenger, instagram, email)
 Stop with Ctrl-C.""", flush=True)
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -65,26 +71,22 @@ Stop with Ctrl-C.""", flush=True)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    """A realistic, correctly signed webhook for a running gateway (`make run` by default: it
+    accepts the development secret for every provider whose secret is unset)."""
     import httpx
 
-    from shared.settings import DEV_TELEGRAM_SECRET
+    from services import simulate
 
-    if args.channel != "telegram":
-        print(f"switchboard: simulate supports: telegram (not {args.channel!r} yet)", file=sys.stderr)
-        return 2
-    secret = args.secret or os.environ.get("TELEGRAM_WEBHOOK_SECRET") or DEV_TELEGRAM_SECRET
-    update_id = args.update_id if args.update_id is not None else int(time.time() * 1000) % 2_000_000_000
-    first, _, last = args.name.partition(" ")
-    sender = {"id": args.user_id, "is_bot": False, "first_name": first, "language_code": args.lang}
-    if last:
-        sender["last_name"] = last
-    update = {"update_id": update_id, "message": {
-        "message_id": update_id % 100000, "date": int(time.time()), "text": args.text,
-        "from": sender, "chat": {"id": args.user_id, "type": "private", "first_name": first},
-    }}
-    url = args.url.rstrip("/") + "/webhooks/telegram"
     try:
-        resp = httpx.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": secret}, timeout=10)
+        request = simulate.build(args.channel, args.text, name=args.name, lang=args.lang, sender=args.sender,
+                                 user_id=args.user_id, update_id=args.update_id, subject=args.subject,
+                                 secret=args.secret, public_url=os.environ.get("PUBLIC_BASE_URL") or args.url)
+    except ValueError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    url = args.url.rstrip("/") + request.path
+    try:
+        resp = httpx.post(url, content=request.body, headers=request.headers, timeout=10)
     except httpx.HTTPError as exc:
         print(f"switchboard: cannot reach {url}: {exc} (is `make run` running?)", file=sys.stderr)
         return 1
@@ -266,14 +268,18 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     sim = sub.add_parser("simulate", help="send a realistic signed webhook to a running gateway")
-    sim.add_argument("channel", choices=["telegram"])
+    sim.add_argument("channel", choices=["telegram", "sms", "whatsapp", "messenger", "instagram", "email"])
     sim.add_argument("text")
     sim.add_argument("--url", default=os.environ.get("SWITCHBOARD_URL", "http://127.0.0.1:8080"))
-    sim.add_argument("--secret", default=None)
-    sim.add_argument("--user-id", type=int, default=424242)
+    sim.add_argument("--secret", default=None, help="the provider's webhook secret (default: from the"
+                     " environment, else the development secret `make run` accepts)")
+    sim.add_argument("--from", dest="sender", default=None,
+                     help="the customer: a phone number (sms, whatsapp), an e-mail address, a page-scoped id")
+    sim.add_argument("--user-id", type=int, default=424242, help="telegram: the customer's user id")
     sim.add_argument("--name", default="Alex Customer")
     sim.add_argument("--lang", default="en")
-    sim.add_argument("--update-id", type=int, default=None)
+    sim.add_argument("--subject", default=None, help="email: the subject")
+    sim.add_argument("--update-id", type=int, default=None, help="telegram: the update id (repeat it to redeliver)")
     sim.set_defaults(func=cmd_simulate)
 
     cfg = sub.add_parser("config", help="configuration tools")

@@ -6,6 +6,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -39,6 +40,13 @@ log = logging.getLogger(__name__)
 
 
 def build_adapters(settings: Settings, config: Config, *, embedded: bool) -> dict[str, InboundAdapter]:
+    if embedded:
+        # `make run` needs no credentials: unset webhook secrets are the well-known development
+        # secret, which `switchboard simulate` signs with. Services mode never does this.
+        settings = replace(settings, twilio_auth_token=settings.twilio_auth_token or DEV_TELEGRAM_SECRET,
+                           meta_app_secret=settings.meta_app_secret or DEV_TELEGRAM_SECRET,
+                           meta_verify_token=settings.meta_verify_token or DEV_TELEGRAM_SECRET,
+                           email_relay_secret=settings.email_relay_secret or DEV_TELEGRAM_SECRET)
     # Local numbers written without a country code are read as the business's country.
     region = config.channels["sms"].region if "sms" in config.channels else "PL"
     secret = settings.telegram_webhook_secret or (DEV_TELEGRAM_SECRET if embedded else None)

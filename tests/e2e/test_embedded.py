@@ -106,3 +106,35 @@ def test_an_agent_answers_through_the_api_on_the_same_port(embedded) -> None:
     assert out.read_text().count("[sandbox telegram → 6060]") == 2
     assert "/api/v1/conversations/{conversation_id}/reply" in httpx.get(base + "/api/v1/openapi.json",
                                                                          timeout=10).json()["paths"]
+
+
+def simulate_on(base: str, env: dict, channel: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "switchboard"), "simulate", channel, *args, "--url", base], env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_every_webhook_channel_can_be_simulated_and_is_answered_on_its_own_channel(embedded) -> None:
+    base, env, out = embedded
+    sent = {
+        "sms": simulate_on(base, env, "sms", "Dzień dobry, gdzie jest moja paczka?", "--from", "+48601234567"),
+        "whatsapp": simulate_on(base, env, "whatsapp", "Laba diena, kur mano siuntinys?", "--from", "+37061234567"),
+        "messenger": simulate_on(base, env, "messenger", "Hallo, wo ist mein Paket?", "--from", "7712345678901234"),
+        "email": simulate_on(base, env, "email", "Hello, my order 48213 has not arrived yet.",
+                             "--from", "mark@example.com", "--subject", "Order 48213"),
+        # Instagram is in redirect mode in the example config: one note says where to write instead.
+        "instagram": simulate_on(base, env, "instagram", "Hi! Is the jacket in stock?", "--from", "178414000001"),
+    }
+    for channel, done in sent.items():
+        assert done.returncode == 0 and "→ 200" in done.stdout, (channel, done.stdout, done.stderr)
+    for header in ("[sandbox sms → +48601234567]", "[sandbox whatsapp → 37061234567]",
+                   "[sandbox messenger → 7712345678901234]", "[sandbox email → mark@example.com]",
+                   "[sandbox instagram → 178414000001]"):
+        until(lambda h=header: h in out.read_text(), timeout=30, message=header)
+    assert "https://m.me/northwind" in out.read_text()  # the redirect note
+
+
+def test_a_forged_signature_is_refused_on_every_simulated_channel(embedded) -> None:
+    base, env, _ = embedded
+    for channel in ("sms", "whatsapp", "email"):
+        done = simulate_on(base, env, channel, "hello", "--secret", "not-the-secret")
+        assert done.returncode == 1 and "→ 403" in done.stdout, (channel, done.stdout)
