@@ -32,6 +32,9 @@ class FakeBotApi:
     calls: list[str] = field(default_factory=list)
     _failures: list[tuple[int, dict]] = field(default_factory=list)
     updates: list[dict] = field(default_factory=list)  # queued for getUpdates (long polling)
+    _outage_until: float = 0.0
+    _outage_statuses: tuple[int, ...] = (500,)
+    _failed: int = 0
     get_updates_offsets: list[int] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +60,12 @@ class FakeBotApi:
                 with fake._lock:
                     fake.calls.append(method)
                     failure = fake._failures.pop(0) if fake._failures and method == "sendMessage" else None
+                    if failure is None and method == "sendMessage" and time.time() < fake._outage_until:
+                        # An outage: the statuses given to fail_for, in turn.
+                        status = fake._outage_statuses[fake._failed % len(fake._outage_statuses)]
+                        failure = (status, fake._error_body(status, 1))
+                    if failure is not None:
+                        fake._failed += 1
                 if failure:
                     status, body = failure
                     return self._reply(status, body)
@@ -111,7 +120,8 @@ class FakeBotApi:
         """TELEGRAM_API_BASE: python-telegram-bot appends the token."""
         return f"http://127.0.0.1:{self.port}/bot"
 
-    def fail_next(self, n: int, status: int = 500, retry_after: int | None = None) -> None:
+    @staticmethod
+    def _error_body(status: int, retry_after: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": False, "error_code": status, "description": "Internal Server Error"}
         if status == 403:
             body = {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}
@@ -120,8 +130,21 @@ class FakeBotApi:
         elif status == 429:
             body = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
                     "parameters": {"retry_after": retry_after or 1}}
+        return body
+
+    def fail_next(self, n: int, status: int = 500, retry_after: int | None = None) -> None:
         with self._lock:
-            self._failures.extend([(status, body)] * n)
+            self._failures.extend([(status, self._error_body(status, retry_after))] * n)
+
+    def fail_for(self, seconds: float, statuses: tuple[int, ...] = (500,)) -> None:
+        """Every sendMessage fails for `seconds` from now, with these statuses in turn."""
+        with self._lock:
+            self._outage_until = time.time() + seconds
+            self._outage_statuses = statuses
+
+    def failed_sends(self) -> int:
+        with self._lock:
+            return self._failed
 
     def queue_update(self, update: dict) -> None:
         with self._lock:

@@ -1,0 +1,108 @@
+"""End to end, services mode: the notifier's promises to customers.
+
+- A conversation opened on Friday 17:55 in Warsaw with a promise of 4 business hours gets an
+  acknowledgement that names Monday's time, in the customer's language, by name.
+- The Bot API answers 500 and 429 for a whole minute: afterwards every acknowledgement is delivered,
+  once, and an agent's two replies written during the outage arrive in the order they were written.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.test_surveys import Agent, query
+from tests.support.procs import ROOT, Services, services_env
+from tests.support.wait import until
+
+pytestmark = pytest.mark.e2e
+
+TG_SECRET = "e2e-secret_token"
+TG_TOKEN = "123456:E2E-token"
+WARSAW = ZoneInfo("Europe/Warsaw")
+
+
+@pytest.fixture
+def weekday_config(tmp_path) -> Path:
+    """The example business, open Monday to Friday 09:00-17:00 only, delivery promised in 4 h."""
+    data = yaml.safe_load((ROOT / "deploy" / "switchboard.yaml").read_text())
+    data["calendars"]["business"]["hours"].pop("sat", None)
+    for agent in data["agents"]:
+        agent["hours"].pop("sat", None)
+    path = tmp_path / "switchboard.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+@pytest.fixture
+def services(rabbit_url, pg_url, fake_bot_api, tmp_path, weekday_config):
+    env, ports = services_env(broker_url=rabbit_url, database_url=pg_url, workdir=tmp_path, extra={
+        "SWITCHBOARD_CONFIG": str(weekday_config),
+        "TELEGRAM_BOT_TOKEN": TG_TOKEN, "TELEGRAM_API_BASE": fake_bot_api.base_url,
+        "TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
+    })
+    svc = Services(env=env, workdir=tmp_path, ports=ports)
+    try:
+        for name in ("router", "notifier", "gateway"):
+            svc.start(name)
+        yield svc
+    finally:
+        svc.stop_all()
+        for name in ("gateway", "router", "notifier"):
+            print(f"--- {name} log tail ---\n{svc.log(name)}")
+
+
+def update(update_id: int, user: int, text: str, *, name: str, lang: str, at: datetime | None = None) -> dict:
+    return {"update_id": update_id, "message": {
+        "message_id": update_id % 1000, "date": int(at.timestamp() if at else time.time()), "text": text,
+        "from": {"id": user, "is_bot": False, "first_name": name, "language_code": lang},
+        "chat": {"id": user, "type": "private", "first_name": name}}}
+
+
+def post(svc: Services, body: dict) -> None:
+    r = httpx.post(f"{svc.gateway}/webhooks/telegram", json=body, timeout=10,
+                   headers={"X-Telegram-Bot-Api-Secret-Token": TG_SECRET})
+    assert r.status_code == 200, r.text
+
+
+def test_friday_evening_is_promised_for_monday_in_the_customers_language_by_name(services, fake_bot_api) -> None:
+    friday = datetime(2026, 11, 27, 17, 55, tzinfo=WARSAW)  # the provider's timestamp of the message
+    post(services, update(920001, 5012345001, "Dzień dobry, gdzie jest moja paczka? Zamówienie 48213.",
+                          name="Piotr", lang="pl", at=friday))
+    until(lambda: fake_bot_api.sent_to(5012345001), timeout=30, message="the acknowledgement")
+    [ack] = fake_bot_api.sent_to(5012345001)
+    assert "Piotr" in ack.text
+    # 4 business hours from Friday 17:55 (closed until Monday 09:00) end Monday at 13:00.
+    assert "poniedziałek" in ack.text and "13:00" in ack.text, ack.text
+    assert "paczk" in ack.text or "dostaw" in ack.text  # what we understood: a delivery, in Polish
+
+
+def test_a_minute_of_provider_errors_loses_nothing_and_keeps_each_conversations_order(
+        services, fake_bot_api, pg_url) -> None:
+    customers = [5012346000 + i for i in range(6)]
+    post(services, update(930000, customers[0], "Hi, where is my parcel? Order 48213", name="Mark", lang="en"))
+    until(lambda: fake_bot_api.sent_to(customers[0]), timeout=30, message="the first acknowledgement")
+    [(conversation_id,)] = query(pg_url, "SELECT id FROM conversations")
+    agent = Agent(services, pg_url, conversation_id)
+
+    fake_bot_api.fail_for(60, statuses=(500, 429))  # from now on, for a minute, every send fails
+    for i, user in enumerate(customers[1:], start=1):
+        post(services, update(930000 + i, user, "Hello, my order has not arrived yet.", name="Ann", lang="en"))
+    agent.post("reply", {"text": "First: your parcel left our warehouse on Monday."})
+    agent.post("reply", {"text": "Second: the courier will call you before noon."})
+    time.sleep(5)
+    assert all(len(fake_bot_api.sent_to(u)) == 0 for u in customers[1:])  # nothing got through yet
+
+    until(lambda: all(fake_bot_api.sent_to(u) for u in customers[1:]) and len(fake_bot_api.sent_to(customers[0])) == 3,
+          timeout=240, interval=1, message="every message delivered after the outage")
+    time.sleep(3)
+    assert [len(fake_bot_api.sent_to(u)) for u in customers] == [3, 1, 1, 1, 1, 1]
+    texts = [m.text for m in fake_bot_api.sent_to(customers[0])]
+    assert texts[1].startswith("First:") and texts[2].startswith("Second:"), texts
+    assert fake_bot_api.failed_sends() > 0  # the outage really happened
