@@ -10,6 +10,7 @@ The message id is the idempotency key: it is derived from the provider's id wher
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -530,11 +531,18 @@ class EnvelopeSchema(_Strict):
     payload = fields.Dict(required=True)
 
 
+@functools.cache
+def _schema(cls: type[Schema]) -> Schema:
+    """One instance per schema class: building one costs more than the dump or load it serves, and
+    marshmallow 4 keeps no per-call state on the instance, so the consumer threads share them."""
+    return cls()
+
+
 def encode(envelope: Envelope) -> dict[str, Any]:
     """Envelope → JSON-ready dict, validated against the same schema the consumer uses."""
-    schema = PAYLOAD_SCHEMAS[(envelope.type, envelope.version)]()
+    schema = _schema(PAYLOAD_SCHEMAS[(envelope.type, envelope.version)])
     payload = schema.dump(_plain(envelope.payload))
-    head = EnvelopeSchema().dump({**envelope.__dict__, "payload": payload})
+    head = _schema(EnvelopeSchema).dump({**envelope.__dict__, "payload": payload})
     # Round-trip now so that a producer can never put on the bus what a consumer would reject.
     decode(head)
     return head
@@ -545,11 +553,11 @@ def decode(body: Any) -> Envelope:
     if not isinstance(body, dict):
         raise ContractError("the message body is not a JSON object")
     try:
-        head = EnvelopeSchema().load(body)
+        head = _schema(EnvelopeSchema).load(body)
         schema_cls = PAYLOAD_SCHEMAS.get((head["type"], head["version"]))
         if schema_cls is None:
             raise ContractError(f"unknown message type {head['type']!r} version {head['version']}")
-        payload = schema_cls().load(head["payload"])
+        payload = _schema(schema_cls).load(head["payload"])
     except ValidationError as exc:
         raise ContractError(f"the message does not match its contract: {exc.messages}") from exc
     return Envelope(type=head["type"], version=head["version"], message_id=head["message_id"],

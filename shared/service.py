@@ -43,12 +43,18 @@ def broker_check(url: str) -> Callable[[], None]:
 
 def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker,
                          blueprints: BuildBlueprints | None = None,
-                         background: BuildBackground | None = None) -> None:
+                         background: BuildBackground | None = None, *, consumers: int = 1) -> None:
+    """`consumers`: the service's default number of consumer threads (SWITCHBOARD_CONSUMERS overrides)."""
     setup_logging(name, os.environ.get("LOG_LEVEL", "INFO"))
     settings, config = load_or_exit()
     stop = threading.Event()
     install_signal_handlers(stop)
-    engine = make_engine(settings.database_url)
+    # Competing consumers in one process, as replicas would be: each has its own connection, and the
+    # handlers are idempotent and claim with constraints, so they need no order between them. The
+    # handlers mostly wait on the database and the providers; more of them fill those waits.
+    consumers = max(1, int(os.environ.get("SWITCHBOARD_CONSUMERS") or consumers))
+    # A database connection for every consumer at once, and a few for the web threads and loops.
+    engine = make_engine(settings.database_url, pool_size=max(10, consumers + 4))
     migrate(engine)
     publisher = Publisher(settings.broker_url)
     worker = build_worker(settings, config, engine, publisher)
@@ -64,10 +70,6 @@ def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker
     server = HttpServer(app, "0.0.0.0", port).start()
     log.info("%s health endpoints on :%d", name, server.port)
 
-    # Competing consumers in one process, as replicas would be: each has its own connection, and the
-    # handlers are idempotent and claim with constraints, so they need no order between them. The
-    # handlers mostly wait on the database and the providers; more of them fill those waits.
-    consumers = max(1, int(os.environ.get("SWITCHBOARD_CONSUMERS") or 1))
     threads = [start_thread(lambda: worker.run(stop), f"{name}-worker-{i}") for i in range(consumers)]
     threads += background(settings, config, engine, publisher, stop) if background else []
     stop.wait()

@@ -28,7 +28,10 @@ def main() -> None:
         ticker = build_ticker(deps(settings, config, engine))
         return [start_thread(lambda: ticker.run(stop), "notifier-ticker")]
 
-    run_consumer_service("notifier", 8082, worker, background=background)
+    # Eight competing consumers: sends to a slow provider (each call has its own timeout) wait in
+    # their own threads, not in front of every other channel; a conversation's messages still leave
+    # in order (handlers.WaitingForEarlier).
+    run_consumer_service("notifier", 8082, worker, background=background, consumers=8)
 
 
 if __name__ == "__main__":

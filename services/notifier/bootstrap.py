@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.notifier import promises
 from services.notifier.ack import compose_ack
-from services.notifier.handlers import NotifierDeps, handle_event
+from services.notifier.handlers import MAX_SEND_ATTEMPTS, NotifierDeps, handle_event
 from services.notifier.senders import Registry, Sender
 from services.notifier.senders.sandbox import SandboxSender
 from services.notifier.survey_flow import send_due_surveys
@@ -91,4 +91,4 @@ def build_ticker(deps: NotifierDeps, *, interval: float = 5.0) -> Ticker:
 
 def build_worker(broker_url: str, deps: NotifierDeps, publisher: Publisher, *, prefetch: int = 16) -> Worker:
     return Worker(url=broker_url, spec=NOTIFIER_EVENTS, handler=partial(handle_event, deps=deps),
-                  publisher=publisher, prefetch=prefetch, name="notifier")
+                  publisher=publisher, prefetch=prefetch, name="notifier", max_attempts=MAX_SEND_ATTEMPTS)

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.notifier import promises
@@ -58,8 +59,14 @@ class NotifierDeps:
 def handle_event(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     # Promises and agent notices are stored first (database only), so that a promise is tracked
     # even when the customer's acknowledgement keeps failing; agents' notices go out after it.
-    notices = promises.record(envelope, deps)
-    result = _dispatch(envelope, deps)
+    # A conversation.opened records them in the transaction that claims the acknowledgement: it
+    # commits before the send all the same, with one commit per event instead of two.
+    if envelope.type == ConversationOpened.TYPE:
+        notices: list[int] = []
+        result = acknowledge(envelope, deps, notices=notices)
+    else:
+        notices = promises.record(envelope, deps)
+        result = _dispatch(envelope, deps)
     promises.send_now(notices, deps)
     return result
 
@@ -105,13 +112,17 @@ def record_delivery(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     return []
 
 
-def acknowledge(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+def acknowledge(envelope: Envelope, deps: NotifierDeps, *, notices: list[int] | None = None) -> list[Envelope]:
+    """Claim the acknowledgement's outbox row, then send it. With `notices`, the event's promise and
+    agent notices are recorded in the same transaction and the notices due now are added to it."""
     ev: ConversationOpened = envelope.payload
-    if not ev.acknowledge:
-        return []
     key = f"ack:{ev.conversation_id}:{ev.opening}"
     now = deps.clock()
     with transaction(deps.sessions) as s:
+        if notices is not None:
+            notices += promises.record_in(s, envelope, deps, now)
+        if not ev.acknowledge:
+            return []
         row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
         if row is None:
             row = Outbox(idempotency_key=key, kind="ack", conversation_id=ev.conversation_id, channel=ev.channel,
@@ -129,7 +140,8 @@ def acknowledge(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
             if row.status == "skipped":
                 MESSAGES_OUT.labels(ev.channel, "skipped").inc()
         row_id, status = row.id, row.status
-    if status == "pending" and deliver(row_id, deps) == "sent":
+        claimed = Claimed(row.channel, row.address, row.body, dict(row.options or {}), row.conversation_id)
+    if status in SENDABLE and deliver(row_id, deps, claimed=claimed) == "sent":
         # The customer's wait, from the webhook to the provider's accepting the acknowledgement.
         observe_stage("sent", ev.channel, envelope.occurred_at, deps.clock())
     return []
@@ -157,7 +169,7 @@ def redirect(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
         s.add(row)
         s.flush()
         row_id, status = row.id, row.status
-    if status == "pending":
+    if status in SENDABLE:
         deliver(row_id, deps)
     return []
 
@@ -182,7 +194,7 @@ def send_reply(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
             s.add(row)
             s.flush()
         row_id, status = row.id, row.status
-    if status == "pending":
+    if status in SENDABLE:
         deliver(row_id, deps)
     return []
 
@@ -258,31 +270,85 @@ def suppress(deps: NotifierDeps, channel: str, address: str, reason: str, until:
             row.reason, row.until = reason, until
 
 
-def deliver(row_id: int, deps: NotifierDeps) -> str | None:
+@dataclass(frozen=True)
+class Claimed:
+    """What a sender needs of a pending outbox row, as the claiming transaction just read it."""
+
+    channel: str
+    address: str
+    body: str
+    options: dict
+    conversation_id: str | None = None
+
+
+#: Tries per outbound message (the bus's retries with backoff, capped at 5 minutes apart: about
+#: 20 minutes in all, enough for a provider's outage); then the message is dead-lettered and its
+#: outbox row marked "dead" — `switchboard dlq replay` sends it again.
+MAX_SEND_ATTEMPTS = 12
+#: Outbox states a (re)delivered event sends: pending, or dead (a replay from the DLQ).
+SENDABLE = ("pending", "dead")
+
+
+class WaitingForEarlier(TransientSendError):
+    """A customer's messages leave in the order they were written: this one waits (through the
+    bus's retry with backoff) until the earlier ones to the same address are sent or given up."""
+
+
+def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None) -> str | None:
     """Send one pending outbox row; raise TransientSendError to have the bus retry it.
 
-    Returns the row's new status ("sent", "failed"), or None when it was not pending."""
-    with transaction(deps.sessions) as s:
-        row = s.get(Outbox, row_id)
-        if row is None or row.status != "pending":
-            return None
-        channel, address, body, options = row.channel, row.address, row.body, dict(row.options or {})
+    `claimed`: the row as the caller's committed claim read it (pending), which spares reading it
+    again. Returns the row's new status ("sent", "failed"), or None when it was not pending."""
+    if claimed is None:
+        with transaction(deps.sessions) as s:
+            row = s.get(Outbox, row_id)
+            # "dead": out of tries and dead-lettered; a replay from the DLQ tries it again.
+            if row is None or row.status not in ("pending", "dead"):
+                return None
+            claimed = Claimed(row.channel, row.address, row.body, dict(row.options or {}), row.conversation_id)
+    channel, address, body, options = claimed.channel, claimed.address, claimed.body, dict(claimed.options)
+    if claimed.conversation_id is not None:
+        with deps.sessions() as s:
+            earlier = s.scalar(select(Outbox.id).where(
+                Outbox.conversation_id == claimed.conversation_id, Outbox.channel == channel,
+                Outbox.address == address, Outbox.status == "pending", Outbox.id < row_id).limit(1))
+        if earlier is not None:
+            # Pending includes "being sent right now by another consumer": either way it goes first.
+            waiting = WaitingForEarlier(f"message {earlier} of this conversation is not sent yet")
+            _finish(deps, row_id, "pending", error=str(waiting))
+            raise waiting
     sender = deps.senders.for_channel(channel)
     if "last_customer_message_at" in options:
         options["now"] = deps.clock().isoformat()
-    try:
-        result = sender.send(address, body, options=options)
-    except PermanentSendError as exc:
-        if getattr(exc, "opted_out", False):
-            suppress(deps, channel, address, f"opted out: {exc}")
-        _finish(deps, row_id, "failed", error=str(exc))
-        MESSAGES_OUT.labels(channel, "failed").inc()
-        log.warning("permanent send failure on %s: %s", channel, exc, extra={"outbox_id": row_id})
-        return "failed"
-    except TransientSendError as exc:
-        _finish(deps, row_id, "pending", error=str(exc))
-        raise
-    _finish(deps, row_id, "sent", provider_id=result.provider_message_id)
+    # A kill -9 between the provider's accepting the message and our recording it is the one way a
+    # message goes out twice (the redelivery finds the row still pending). So the connection that
+    # records it is taken (and pinged) before the call, and the record is one autocommitted UPDATE
+    # right after it: one round trip instead of a checkout, a ping and a read-modify-write
+    # transaction.
+    with deps.sessions() as record:
+        connection = record.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        try:
+            result = sender.send(address, body, options=options)
+        except PermanentSendError as exc:
+            if getattr(exc, "opted_out", False):
+                suppress(deps, channel, address, f"opted out: {exc}")
+            _finish(deps, row_id, "failed", error=str(exc))
+            MESSAGES_OUT.labels(channel, "failed").inc()
+            log.warning("permanent send failure on %s: %s", channel, exc, extra={"outbox_id": row_id})
+            return "failed"
+        except TransientSendError as exc:
+            _finish(deps, row_id, "pending", error=str(exc))
+            raise
+        sent = {"status": "sent", "attempts": Outbox.attempts + 1, "provider_message_id": result.provider_message_id,
+                "sent_at": deps.clock()}
+        try:
+            connection.execute(update(Outbox).where(Outbox.id == row_id).values(sent))
+        except DBAPIError as exc:
+            # The kept connection died during the call (a database restart): a fresh one, pinged.
+            log.warning("recording a sent message on a kept connection failed (%s); once more on a new one", exc,
+                        extra={"outbox_id": row_id})
+            with transaction(deps.sessions) as s:
+                s.execute(update(Outbox).where(Outbox.id == row_id, Outbox.status != "sent").values(sent))
     MESSAGES_OUT.labels(channel, "sent").inc()
     log.info("sent %s on %s", "message", channel, extra={"outbox_id": row_id})
     return "sent"
@@ -293,6 +359,9 @@ def _finish(deps: NotifierDeps, row_id: int, status: str, *, error: str | None =
     with transaction(deps.sessions) as s:
         row = s.get(Outbox, row_id)
         row.attempts += 1
+        if status == "pending" and row.attempts >= MAX_SEND_ATTEMPTS:
+            # The bus dead-letters it now: it must not hold back the conversation's later messages.
+            status = "dead"
         row.status = status
         if error:
             row.last_error = error[:2000]

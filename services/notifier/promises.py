@@ -138,24 +138,25 @@ def record(envelope: Envelope, deps: NotifierDeps) -> list[int]:
     Idempotent: a redelivered event finds its promise and its notice keys and adds nothing."""
     if envelope.type not in TRACKED:
         return []
-    now = deps.clock()
     with transaction(deps.sessions) as s:
-        ev = envelope.payload
-        if envelope.type == ConversationOpened.TYPE:
-            ids = _on_opened(s, ev, envelope.correlation_id, deps.config, now)
-        elif envelope.type == ConversationMessage.TYPE:
-            ids = _on_message(s, ev, envelope.correlation_id, deps.config, now)
-        elif envelope.type == ConversationReply.TYPE:
-            _on_reply(s, ev, envelope.occurred_at)
-            ids = []
-        elif envelope.type == ConversationResolved.TYPE:
-            _on_resolved(s, ev)
-            ids = []
-        elif envelope.type == ConversationAssigned.TYPE:
-            ids = _on_assigned(s, ev, envelope.correlation_id, deps.config, now)
-        else:
-            ids = []
-    return ids
+        return record_in(s, envelope, deps, deps.clock())
+
+
+def record_in(s: Session, envelope: Envelope, deps: NotifierDeps, now: datetime) -> list[int]:
+    """`record` inside the caller's transaction (the acknowledgement claims its outbox row in the
+    same one: one commit per event instead of two)."""
+    ev = envelope.payload
+    if envelope.type == ConversationOpened.TYPE:
+        return _on_opened(s, ev, envelope.correlation_id, deps.config, now)
+    if envelope.type == ConversationMessage.TYPE:
+        return _on_message(s, ev, envelope.correlation_id, deps.config, now)
+    if envelope.type == ConversationReply.TYPE:
+        _on_reply(s, ev, envelope.occurred_at)
+    elif envelope.type == ConversationResolved.TYPE:
+        _on_resolved(s, ev)
+    elif envelope.type == ConversationAssigned.TYPE:
+        return _on_assigned(s, ev, envelope.correlation_id, deps.config, now)
+    return []
 
 
 def _on_opened(s: Session, ev: ConversationOpened, correlation: str, config: Config, now: datetime) -> list[int]:

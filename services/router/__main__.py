@@ -27,7 +27,8 @@ def main() -> None:
         start_thread(lambda: run_relay(sessions, publisher, utc_now, threading.Event()), "router-relay")
         return [build_api(config, sessions, publisher, built.get("deps")), *build_pages(config, sessions, publisher)]
 
-    run_consumer_service("router", 8081, worker, blueprints)
+    # 4 consumers: a message is mostly database round trips; more than that only queue on 2 cores.
+    run_consumer_service("router", 8081, worker, blueprints, consumers=4)
 
 
 if __name__ == "__main__":

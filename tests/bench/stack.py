@@ -83,7 +83,7 @@ class Stack:
     workdir: Path
     proxied: bool = False
     log_level: str = "WARNING"
-    consumers: int = 4  # SWITCHBOARD_CONSUMERS of the router and the notifier
+    consumers: int | None = None  # SWITCHBOARD_CONSUMERS of the router and the notifier; None: their defaults
     bot: FakeBotApi = field(init=False)
     twilio: FakeTwilioApi = field(init=False)
     graph: FakeGraphApi = field(init=False)
@@ -108,8 +108,7 @@ class Stack:
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": self.twilio.base_url,
             "META_APP_SECRET": META_SECRET, "META_PAGE_TOKEN": "bench-page-token", "META_VERIFY_TOKEN": "bench",
             "META_GRAPH_BASE": self.graph.base_url, "LOG_LEVEL": self.log_level,
-            "SWITCHBOARD_CONSUMERS": str(self.consumers),
-        })
+        } | ({"SWITCHBOARD_CONSUMERS": str(self.consumers)} if self.consumers else {}))
         self.public = env["PUBLIC_BASE_URL"]
         self.services = Services(env=env, workdir=self.workdir, ports=ports)
         # Router first: it migrates the database the notifier shares.

@@ -99,8 +99,12 @@ def test_a_minute_of_provider_errors_loses_nothing_and_keeps_each_conversations_
     time.sleep(5)
     assert all(len(fake_bot_api.sent_to(u)) == 0 for u in customers[1:])  # nothing got through yet
 
-    until(lambda: all(fake_bot_api.sent_to(u) for u in customers[1:]) and len(fake_bot_api.sent_to(customers[0])) == 3,
-          timeout=240, interval=1, message="every message delivered after the outage")
+    try:
+        until(lambda: all(fake_bot_api.sent_to(u) for u in customers[1:]) and len(fake_bot_api.sent_to(customers[0])) == 3,
+              timeout=240, interval=1, message="every message delivered after the outage")
+    finally:
+        print("outbox:", query(pg_url, "SELECT id, kind, address, status, attempts, left(last_error, 80) FROM outbox"
+                                       " ORDER BY id"))
     time.sleep(3)
     assert [len(fake_bot_api.sent_to(u)) for u in customers] == [3, 1, 1, 1, 1, 1]
     texts = [m.text for m in fake_bot_api.sent_to(customers[0])]
