@@ -66,10 +66,20 @@ def storable(value: Any) -> Any:
     return value
 
 
+def _clean_fields(obj: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, str) and _UNSTORABLE.search(value):
+            object.__setattr__(obj, name, storable(value))
+
+
 @dataclass(frozen=True)
 class Identity:
     kind: str
     value: str
+
+    def __post_init__(self) -> None:
+        _clean_fields(self, ("value",))
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,9 @@ class Attachment:
     url: str | None = None
     name: str | None = None
     size: int | None = None
+
+    def __post_init__(self) -> None:
+        _clean_fields(self, ("content_type", "url", "name"))
 
 
 @dataclass(frozen=True)
@@ -101,11 +114,11 @@ class InboundMessage:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # Whatever an adapter read, what crosses the bus can be stored (see `storable`).
-        for name in ("text", "sender_name", "subject", "reply_to", "external_id"):
-            value = getattr(self, name)
-            if isinstance(value, str) and _UNSTORABLE.search(value):
-                object.__setattr__(self, name, storable(value))
+        # Whatever an adapter read, what crosses the bus can be stored (see `storable`); the
+        # schema's pre_load does the same on the way in, so a message round-trips unchanged.
+        _clean_fields(self, ("text", "sender_name", "subject", "reply_to", "external_id", "language_hint"))
+        if any(_UNSTORABLE.search(ref) for ref in self.thread_refs if isinstance(ref, str)):
+            object.__setattr__(self, "thread_refs", tuple(storable(list(self.thread_refs))))
         if self.meta:
             object.__setattr__(self, "meta", storable(self.meta))
 

@@ -105,7 +105,12 @@ class TwilioSignature:
         # with and without an explicit :443/:80 because Twilio signs either form. A request signed with
         # a SharedKey (X-Twilio-Webhooks-Signature-Settings) is not verifiable with the auth token and
         # is refused.
-        if not RequestValidator(self.auth_token).validate(request.url, form_params(request), signature):
+        try:
+            valid = RequestValidator(self.auth_token).validate(request.url, form_params(request), signature)
+        except ValueError as exc:
+            # urlparse refuses some URLs (an unbalanced "[" reads as a broken IPv6 host): not signed by us.
+            raise Unauthenticated(f"{SIGNATURE_HEADER} cannot be checked against this URL: {exc}") from exc
+        if not valid:
             raise Unauthenticated(f"{SIGNATURE_HEADER} does not match this URL and these parameters")
 
 
