@@ -108,8 +108,12 @@ def test_counters_histograms_and_queue_depths_follow_a_message(stack) -> None:
     assert value(at_gateway, "switchboard_queue_consumers", queue="router.inbound") == 0
 
     start("router")
+    observed = value(before, "switchboard_stage_latency_seconds_count", stage="routed", channel="telegram") + 1
+    # The counters move just after the event's publish was confirmed and the message acked (the
+    # latency last): wait for the queue depth and the latency together.
     routed = until(lambda: (s := scrape(consumer)) and value(s, "switchboard_queue_depth", queue="notifier.events") == 1
-                   and s, timeout=20, message="the routed event waiting for the notifier")
+                   and value(s, "switchboard_stage_latency_seconds_count", stage="routed", channel="telegram") >= observed
+                   and s, timeout=20, message="the routed event waiting for the notifier, counted")
     assert value(routed, "switchboard_queue_depth", queue="router.inbound") == 0
     assert value(routed, "switchboard_queue_consumers", queue="router.inbound") == 1
     assert value(routed, "switchboard_messages_handled_total", queue="router.inbound", type="inbound.message",
@@ -122,10 +126,13 @@ def test_counters_histograms_and_queue_depths_follow_a_message(stack) -> None:
         value(before, "switchboard_stage_latency_seconds_sum", stage="routed", channel="telegram")
 
     start("notifier")
-    sent = until(lambda: (s := scrape(consumer)) and value(s, "switchboard_messages_out_total", channel="telegram",
-                                                           outcome="sent")
-                 > value(before, "switchboard_messages_out_total", channel="telegram", outcome="sent") and s,
+    # The sent latency is observed last, just after the send was recorded: wait for it.
+    sent = until(lambda: (s := scrape(consumer)) and value(s, "switchboard_stage_latency_seconds_count", stage="sent",
+                                                           channel="telegram")
+                 > value(before, "switchboard_stage_latency_seconds_count", stage="sent", channel="telegram") and s,
                  timeout=20, message="the acknowledgement sent")
+    assert value(sent, "switchboard_messages_out_total", channel="telegram", outcome="sent") == \
+        value(before, "switchboard_messages_out_total", channel="telegram", outcome="sent") + 1
     assert value(sent, "switchboard_stage_latency_seconds_count", stage="sent", channel="telegram") == \
         value(before, "switchboard_stage_latency_seconds_count", stage="sent", channel="telegram") + 1
     assert value(sent, "switchboard_queue_depth", queue="notifier.events") == 0
