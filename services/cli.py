@@ -340,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`switchboard classify … | head`): that is the reader's choice, not an
+        # error worth a traceback. Point stdout at /dev/null so the interpreter's final flush cannot
+        # raise again, and exit as a process killed by SIGPIPE would (128 + 13).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
