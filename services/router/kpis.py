@@ -8,9 +8,11 @@ Definitions (what a lead reads on the dashboard):
 * volume: conversations opened in [start, end), by channel, category and language;
 * first response: business time (shared/calendar.py) from opening to the first agent reply, over
   the conversations that have one; median and p90 by nearest rank (the p90 is a real value seen);
-* promises: kept when the first reply came at or before the promised time; breached when it came
-  later, or has not come and the promise is already past; the rest are still pending and not
-  counted either way. kept % = kept / (kept + breached);
+* promises (`promise_outcome`, the same rule as the notifier's `promises` table): kept when the
+  first reply came at or before the promised time; breached when it came later, or has not come
+  and the promised time passed while the conversation was open; closed when it was resolved with
+  no reply before its promised time (spam, "never mind": no promise was broken); the rest are still
+  pending. Closed and pending count neither way: kept % = kept / (kept + breached);
 * resolution: wall-clock time from opening to resolution, as the customer lives it;
 * reopen rate: share of the period's conversations opened more than once;
 * surveys: CSAT % = answers of 4 or 5 among CSAT answers; NPS = % promoters (9–10) − % detractors
@@ -122,6 +124,20 @@ def staffing(shifts: Mapping[str, Calendar], start: datetime, end: datetime, tz:
     return [[round(totals[d][h] / seen[d][h], 2) if seen[d][h] else 0.0 for h in range(24)] for d in range(7)]
 
 
+def promise_outcome(c: ConversationRow, now: datetime) -> str:
+    """kept | breached | closed | pending: what became of a conversation's promise as of `now`.
+
+    The notifier's promise rows (services/notifier/promises.py) follow the same rule: a breach is
+    the promised time passing while the conversation is open and unanswered; resolving it first
+    closes the promise without keeping or breaking it."""
+    if c.first_response_at is not None:
+        return "kept" if c.first_response_at <= c.promise_due else "breached"
+    ended = c.resolved_at if c.resolved_at is not None and c.resolved_at < now else now
+    if c.promise_due < ended:
+        return "breached"
+    return "closed" if c.resolved_at is not None and c.resolved_at <= now else "pending"
+
+
 def compute(conversations: Iterable[ConversationRow], arrivals: Iterable[datetime],
             surveys: Iterable[SurveyRow] | None, *, start: datetime, end: datetime, now: datetime,
             calendar: Calendar, shifts: Mapping[str, Calendar], loads: Iterable[AgentLoad],
@@ -131,9 +147,8 @@ def compute(conversations: Iterable[ConversationRow], arrivals: Iterable[datetim
     tz = ZoneInfo(calendar.timezone)
     first = [calendar.business_time_between(c.opened_at, c.first_response_at).total_seconds()
              for c in convs if c.first_response_at is not None]
-    kept = sum(1 for c in convs if c.first_response_at is not None and c.first_response_at <= c.promise_due)
-    breached = sum(1 for c in convs if (c.first_response_at is not None and c.first_response_at > c.promise_due)
-                   or (c.first_response_at is None and c.promise_due < now))
+    outcomes = Counter(promise_outcome(c, now) for c in convs)
+    kept, breached = outcomes["kept"], outcomes["breached"]
     resolution = [(c.resolved_at - c.opened_at).total_seconds() for c in convs if c.resolved_at is not None]
 
     heat = [[0] * 24 for _ in WEEKDAYS]
@@ -152,10 +167,7 @@ def compute(conversations: Iterable[ConversationRow], arrivals: Iterable[datetim
     for c in convs:
         day = days.setdefault(c.opened_at.astimezone(tz).date(), Counter())
         day["conversations"] += 1
-        if c.first_response_at is not None:
-            day["kept" if c.first_response_at <= c.promise_due else "breached"] += 1
-        elif c.promise_due < now:
-            day["breached"] += 1
+        day[promise_outcome(c, now)] += 1
     owned = owned_in_period if owned_in_period is not None else Counter(c.owner_id for c in convs if c.owner_id)
     return {
         "period": {"from": start.isoformat(), "to": end.isoformat(), "timezone": calendar.timezone},
@@ -166,8 +178,8 @@ def compute(conversations: Iterable[ConversationRow], arrivals: Iterable[datetim
             "by_language": dict(sorted(Counter(c.language for c in convs).items())),
         },
         "first_response": {**_durations(first), "unanswered": len(convs) - len(first), "business_time": True},
-        "promises": {"kept": kept, "breached": breached, "pending": len(convs) - kept - breached,
-                     "kept_pct": _pct(kept, kept + breached)},
+        "promises": {"kept": kept, "breached": breached, "closed": outcomes["closed"],
+                     "pending": outcomes["pending"], "kept_pct": _pct(kept, kept + breached)},
         "resolution": {**_durations(resolution), "unresolved": len(convs) - len(resolution)},
         "reopen_rate_pct": _pct(sum(1 for c in convs if c.opening > 1), len(convs)),
         "surveys": survey_figures(surveys),

@@ -12,7 +12,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.router.kpis import AgentLoad, ConversationRow, SurveyRow, compute, median, nearest_rank
+from services.router.kpis import (
+    AgentLoad,
+    ConversationRow,
+    SurveyRow,
+    compute,
+    median,
+    nearest_rank,
+    promise_outcome,
+)
 
 W = ZoneInfo("Europe/Warsaw")
 
@@ -71,7 +79,27 @@ def test_first_response_is_business_time_with_median_and_p90(figures) -> None:
 
 
 def test_promises_kept_late_and_past_due_unanswered_are_breached(figures) -> None:
-    assert figures["promises"] == {"kept": 2, "breached": 2, "pending": 1, "kept_pct": 50.0}
+    assert figures["promises"] == {"kept": 2, "breached": 2, "closed": 0, "pending": 1, "kept_pct": 50.0}
+
+
+@pytest.mark.parametrize(("first", "resolved", "outcome"), [
+    (at(25, 13), None, "kept"),  # answered before 14:00
+    (at(25, 15), at(25, 16), "breached"),  # answered after 14:00
+    (None, None, "breached"),  # 14:00 passed, still open and unanswered
+    (None, at(25, 12), "closed"),  # resolved with no reply before 14:00: no promise broken
+    (None, at(25, 15), "breached"),  # resolved with no reply, but only after 14:00 had passed
+])
+def test_a_promise_is_kept_breached_or_closed_as_the_notifier_records_it(first, resolved, outcome) -> None:
+    row = conv("G", "sms", "payment", "en", "anna", at(25, 10), at(25, 14), first, resolved)
+    assert promise_outcome(row, now=at(30, 12)) == outcome
+
+
+def test_a_promise_not_yet_due_is_pending_and_counts_neither_way() -> None:
+    row = conv("H", "sms", "payment", "en", "anna", at(25, 10), at(25, 14))
+    assert promise_outcome(row, now=at(25, 13)) == "pending"
+    # Resolved "later than now" cannot happen, but a clock skew between services must not make it closed.
+    assert promise_outcome(conv("I", "sms", "payment", "en", "anna", at(25, 10), at(25, 14), None, at(25, 13, 30)),
+                           now=at(25, 13)) == "pending"
 
 
 def test_resolution_time_and_reopen_rate(figures) -> None:
