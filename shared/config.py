@@ -129,6 +129,16 @@ class Channel:
     # once the customer's 24-hour window has closed; without one such a reply fails, recorded.
     reply_template: str | None = None
     reply_template_language: str = "en"
+    # WhatsApp: the approved template that carries a CSAT survey once the 24-hour window has closed
+    # (no body variables; five quick-reply buttons, 1 to 5, whose payloads are given at send time).
+    # Without one such a survey is skipped, with the reason recorded.
+    survey_template: WhatsAppTemplate | None = None
+
+
+@dataclass(frozen=True)
+class WhatsAppTemplate:
+    name: str
+    language: str = "en"
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,9 @@ class Config:
     survey: Survey
     limits: Limits
     source: str = field(default="", compare=False)
+    # language → macro id → entry (services/router/macros.py): overrides and additions to the starter
+    # set; an entry of null removes a starter macro in that language.
+    macros: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def business_calendar(self) -> Calendar:
@@ -270,6 +283,19 @@ class CategorySchema(_Strict):
         )
 
 
+_TEMPLATE_NAME = validate.Regexp(r"^[a-z0-9_]{1,512}$", error="is not a WhatsApp template name")
+_TEMPLATE_LANGUAGE = validate.Regexp(r"^[a-z]{2,3}(_[A-Z]{2})?$", error="is not a template language code like en or pt_BR")
+
+
+class WhatsAppTemplateSchema(_Strict):
+    name = fields.String(required=True, validate=_TEMPLATE_NAME)
+    language = fields.String(load_default="en", validate=_TEMPLATE_LANGUAGE)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> WhatsAppTemplate:
+        return WhatsAppTemplate(name=d["name"], language=d["language"])
+
+
 class ChannelSchema(_Strict):
     mode = fields.String(load_default="active", validate=validate.OneOf(CHANNEL_MODES))
     redirect_to = fields.List(fields.String(), load_default=list)
@@ -278,10 +304,9 @@ class ChannelSchema(_Strict):
     phone_number_id = fields.String(load_default=None, allow_none=True,
                                     validate=validate.Regexp(r"^\d{5,20}$", error="is not a WhatsApp phone number id"))
     region = fields.String(load_default="PL", validate=validate.Regexp(r"^[A-Z]{2}$", error="is not a two-letter country code"))
-    reply_template = fields.String(load_default=None, allow_none=True,
-                                   validate=validate.Regexp(r"^[a-z0-9_]{1,512}$", error="is not a WhatsApp template name"))
-    reply_template_language = fields.String(load_default="en", validate=validate.Regexp(
-        r"^[a-z]{2,3}(_[A-Z]{2})?$", error="is not a template language code like en or pt_BR"))
+    reply_template = fields.String(load_default=None, allow_none=True, validate=_TEMPLATE_NAME)
+    reply_template_language = fields.String(load_default="en", validate=_TEMPLATE_LANGUAGE)
+    survey_template = fields.Nested(WhatsAppTemplateSchema, load_default=None, allow_none=True)
 
     @validates_schema
     def _redirect_needs_target(self, data: dict, **_: Any) -> None:
@@ -292,7 +317,8 @@ class ChannelSchema(_Strict):
     def _make(self, d: dict, **_: Any) -> Channel:
         return Channel(mode=d["mode"], redirect_to=tuple(d["redirect_to"]), from_number=d["from_number"],
                        region=d["region"], phone_number_id=d["phone_number_id"],
-                       reply_template=d["reply_template"], reply_template_language=d["reply_template_language"])
+                       reply_template=d["reply_template"], reply_template_language=d["reply_template_language"],
+                       survey_template=d["survey_template"])
 
 
 class SurveySchema(_Strict):
@@ -323,6 +349,9 @@ class ConfigSchema(_Strict):
     channels = fields.Dict(keys=fields.String(validate=validate.OneOf(CHANNELS)), values=fields.Nested(ChannelSchema),
                            load_default=dict)
     templates = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    # Shape checked here; blocks, categories and rendering by `_check_macros` once the rest is loaded.
+    macros = fields.Dict(keys=fields.String(), values=fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True)),
+                         load_default=dict)
     survey = fields.Nested(SurveySchema, load_default=lambda: SurveySchema().load({}))
     limits = fields.Nested(LimitsSchema, load_default=lambda: LimitsSchema().load({}))
 
@@ -367,6 +396,9 @@ class ConfigSchema(_Strict):
                     _zone(a["timezone"])
                 except ValueError as exc:
                     add(("agents", i, "timezone"), str(exc))
+        for name, channel in (data.get("channels") or {}).items():
+            if name != "whatsapp" and channel.survey_template is not None:
+                add(("channels", name, "survey_template"), "only the whatsapp channel sends templates")
         if "other" not in category_ids:
             add(("categories",), 'the category "other" is required: it is where low-confidence messages go')
         if errors:
@@ -392,7 +424,7 @@ class ConfigSchema(_Strict):
         return Config(
             business=business, calendars=calendars, teams=teams, agents=agents,
             categories={c.id: c for c in categories}, channels=d["channels"], templates=d["templates"],
-            survey=d["survey"], limits=d["limits"],
+            survey=d["survey"], limits=d["limits"], macros=d["macros"],
         )
 
 
@@ -445,6 +477,7 @@ def load_config_text(text: str, source: str = "config") -> Config:
     except ValidationError as exc:
         raise ConfigError(f"config file {source}", format_errors(exc.messages)) from exc
     _check_templates(config, source)
+    _check_macros(config, source)
     return Config(**{**config.__dict__, "source": source})
 
 
@@ -459,6 +492,19 @@ def _check_templates(config: Config, source: str) -> None:
         validate_overrides(config.templates)
     except TemplateError as exc:
         raise ConfigError(f"config file {source}", [f"templates.{name}: {problem}" for name, problem in exc.problems]) from exc
+
+
+def _check_macros(config: Config, source: str) -> None:
+    """Macro overrides meet the starter set's rules (seven blocks, a known category, the four
+    variables, every business language) and render, so a typo fails at start, not in an agent's
+    hands."""
+    if not config.macros:
+        return
+    from services.router.macros import check_overrides
+
+    problems = check_overrides(config.macros, config.business.languages, tuple(config.categories))
+    if problems:
+        raise ConfigError(f"config file {source}", [f"macros.{problem}" for problem in problems])
 
 
 def load_config(path: str | Path) -> Config:

@@ -22,7 +22,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_l
 _NAMESPACE = uuid.UUID("6b1f3c9e-6f5e-4d2a-9a8e-5b9c0e8e7a11")
 
 CHANNELS = ("email", "sms", "phone", "telegram", "messenger", "instagram", "whatsapp")
-IDENTITY_KINDS = ("email", "phone", "telegram", "psid", "igsid", "wa_id")
+#: A call from a withheld number: its identity is the call itself (value: the CallSid), so each
+#: such call is a customer of its own; its reply_to is empty, as nothing can reach the caller.
+WITHHELD_CALL = "call_sid"
+IDENTITY_KINDS = ("email", "phone", "telegram", "psid", "igsid", "wa_id", WITHHELD_CALL)
 
 
 def derive_id(*parts: str) -> str:
@@ -343,6 +346,8 @@ class ConversationResolved:
     opening: int | None = None
     reply_from: str | None = None
     customer_name: str | None = None
+    # WhatsApp: the survey is free-form only within 24 h of it, else an approved template.
+    last_customer_message_at: datetime | None = None
 
 
 class ConversationResolvedSchema(_Strict):
@@ -357,6 +362,7 @@ class ConversationResolvedSchema(_Strict):
     opening = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
     reply_from = fields.String(load_default=None, allow_none=True)
     customer_name = fields.String(load_default=None, allow_none=True)
+    last_customer_message_at = AwareDateTime(load_default=None, allow_none=True)
 
     @post_load
     def _make(self, d: dict, **_: Any) -> ConversationResolved:

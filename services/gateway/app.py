@@ -68,8 +68,9 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
     def twilio_status():
         return _handle("twilio_status", "sms", statuses_only=True)
 
-    # Twilio Voice: the incoming call, the <Dial> and <Record> actions and the transcription
-    # callback; each answers TwiML that depends on the request (services/gateway/channels/twilio_voice.py).
+    # Twilio Voice: the incoming call, the <Dial> and <Record> actions, the transcription callback
+    # and the call's status callback; each answers TwiML that depends on the request
+    # (services/gateway/channels/twilio_voice.py).
     @bp.post("/webhooks/twilio/voice")
     def twilio_voice():
         return _handle("twilio_voice", "phone")
@@ -85,6 +86,10 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
     @bp.post("/webhooks/twilio/voice/transcription")
     def twilio_voice_transcription():
         return _handle("twilio_voice_transcription", "phone")
+
+    @bp.post("/webhooks/twilio/voice/status")
+    def twilio_voice_status():
+        return _handle("twilio_voice_status", "phone")
 
     @bp.post("/webhooks/email")
     def email():

@@ -61,7 +61,7 @@ def build_adapters(settings: Settings, config: Config, *, embedded: bool) -> dic
 
 
 def voice_adapters(settings: Settings, config: Config, *, embedded: bool) -> dict[str, InboundAdapter]:
-    """The four Twilio Voice endpoints. A call in hours rings the owner of the caller's open
+    """The five Twilio Voice endpoints. A call in hours rings the owner of the caller's open
     conversation, read from the router's database: in the embedded mode it is this process's own,
     in services mode only a PostgreSQL DATABASE_URL is shared (the default SQLite file would be an
     empty one of the gateway's own). Without it, or when the read fails, the team's phone rings."""

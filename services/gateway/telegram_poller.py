@@ -6,6 +6,13 @@ stored only after every message of an update was accepted; Telegram forgets upda
 offset we send on the next call, so a crash between accepting and storing means the update is
 fetched and accepted again — at least once, deduplicated by the router — and never lost.
 
+A pressed button (callback_query) is answered with answerCallbackQuery once the update is accepted
+and its offset stored, so the customer's client stops its spinner: the webhook does this in its
+HTTP response, the poller has no response to do it in. The answer comes after the offset, so an
+update fetched again after a crash is not answered twice; an answer that fails is logged and not
+retried (the press itself is already accepted: nothing is lost or doubled, Telegram only stops the
+spinner after its own timeout).
+
 Telegram refuses getUpdates while a webhook is set (409 Conflict): the poller says so in the log
 and keeps trying; delete the webhook (or unset TELEGRAM_POLLING) to choose one way in.
 """
@@ -27,7 +34,7 @@ from telegram.error import Conflict, TelegramError
 from telegram.request import HTTPXRequest
 
 from services.gateway.channels import Malformed
-from services.gateway.channels.telegram import parse_update
+from services.gateway.channels.telegram import callback_query_id, parse_update
 from shared.contracts import InboundMessage
 
 log = logging.getLogger(__name__)
@@ -94,13 +101,23 @@ class TelegramPoller:
                 messages = parse_update(update, bot_id=self.bot_id)
             except Malformed as exc:
                 log.warning("telegram update %s cannot be used: %s", update_id, exc)
-                messages = []
-            for msg in messages:
+                messages = None
+            for msg in messages or []:
                 self.accept(msg)
                 accepted += 1
             if isinstance(update_id, int) and not isinstance(update_id, bool):
                 self.offsets.set(self.bot_id, update_id + 1)
+            query_id = callback_query_id(update)
+            if messages is not None and query_id is not None:
+                self._answer_callback_query(query_id, update_id)
         return accepted
+
+    def _answer_callback_query(self, query_id: str, update_id: Any) -> None:
+        try:
+            self._loop.run_until_complete(self.bot.answer_callback_query(query_id))
+        except TelegramError as exc:
+            # Too late (Telegram allows seconds) or already answered: the press is recorded anyway.
+            log.warning("telegram answerCallbackQuery failed: %s", exc, extra={"update_id": update_id})
 
     def run(self, stop: threading.Event, *, error_pause: float = 5.0) -> None:
         while not stop.is_set():

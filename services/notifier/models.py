@@ -89,6 +89,8 @@ class Survey(Base):
     score: Mapped[int | None] = mapped_column(Integer)
     comment: Mapped[str | None] = mapped_column(Text)
     comment_source: Mapped[str | None] = mapped_column(String(300))  # "<channel>:<provider id>" of the comment
+    # WhatsApp's 24-hour window counts from it: free-form survey inside, an approved template after.
+    last_customer_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class SurveyOptOut(Base):

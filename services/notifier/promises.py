@@ -358,7 +358,7 @@ def send_notice(notice_id: int, deps: NotifierDeps, now: datetime) -> str | None
             row = Outbox(idempotency_key=notice.idempotency_key, kind="notice", conversation_id=notice.conversation_id,
                          channel=agent.notify.channel, address=agent.notify.address, body=body, status="pending",
                          attempts=0, correlation_id=notice.correlation_id, source_message_id=f"notice:{notice.id}",
-                         created_at=now, options=_options(agent.notify.channel, body))
+                         created_at=now, options=_options(agent.notify.channel, body, notice.fields.get("reference")))
             s.add(row)
             s.flush()
         row_id = row.id
@@ -421,8 +421,14 @@ def render_notice(kind: str, fields: dict[str, Any], agent: Agent, now: datetime
                                **{k: v for k, v in args.items() if k in allowed})
 
 
-def _options(channel: str, body: str) -> dict | None:
+def _options(channel: str, body: str, reference: str | None = None) -> dict | None:
     if channel != "email":
         return None
     # Automatic: an agent's out-of-office must not answer it (and open a conversation with us).
-    return {"subject": body.splitlines()[0][:200] if body else "Switchboard", "automatic": True}
+    # The [SB-…] reference in the subject: an agent who answers the notice by mail is threaded into
+    # the conversation (recorded there as the agent's note, services/router/handlers.py), and can
+    # find every notice of one conversation by searching their mailbox for it.
+    options: dict[str, Any] = {"subject": body.splitlines()[0][:200] if body else "Switchboard", "automatic": True}
+    if reference:
+        options["reference"] = reference
+    return options

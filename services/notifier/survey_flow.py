@@ -7,7 +7,9 @@ once, honour opt-outs everywhere.
 - `send_due_surveys` (a ticker job, `f(now) -> int`): claims due rows in a transaction (FOR UPDATE
   SKIP LOCKED on PostgreSQL, so replicas share the work), checks again (an opt-out or another
   survey may have come since), and sends through the outbox with the idempotency key
-  `survey:<conversation>:<opening>`.
+  `survey:<conversation>:<opening>`. On WhatsApp after the customer's 24-hour window (counted from
+  their last message, carried by conversation.resolved) the survey goes as the approved
+  `survey_template`, or is skipped with the reason when there is none.
 - `record_answer` (survey.answer): the first rating in range is kept; later presses change nothing.
 - `record_opt_out` (survey.opt_out): per customer and per channel + address; scheduled surveys of
   that customer are cancelled.
@@ -24,7 +26,14 @@ from sqlalchemy.orm import Session
 from services.notifier.handlers import NotifierDeps, deliver, send_options
 from services.notifier.models import Outbox, Suppression, Survey, SurveyOptOut
 from services.notifier.senders import TransientSendError
-from services.notifier.surveys import compose, in_scale, new_token, skip_reason, survey_kind
+from services.notifier.surveys import (
+    compose,
+    in_scale,
+    new_token,
+    skip_reason,
+    survey_kind,
+    whatsapp_survey_options,
+)
 from services.notifier.texts import render_survey_question, render_survey_thanks
 from shared.contracts import ConversationResolved, Envelope, SurveyAnswer
 from shared.contracts import SurveyOptOut as OptOutEvent
@@ -56,7 +65,8 @@ def schedule_survey(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
                      reply_from=ev.reply_from, language=ev.language,
                      kind=survey_kind(ev.conversation_id, survey_cfg.nps_sample), token=new_token(),
                      status="skipped" if reason else "scheduled", reason=reason, created_at=now,
-                     due_at=ev.resolved_at + survey_cfg.delay))
+                     due_at=ev.resolved_at + survey_cfg.delay,
+                     last_customer_message_at=ev.last_customer_message_at))
     if reason:
         log.info("no survey for conversation %s: %s", ev.conversation_id, reason)
     return []
@@ -110,6 +120,12 @@ def _claim(s: Session, survey: Survey, now: datetime, deps: NotifierDeps) -> int
             body, options = compose(kind=survey.kind, channel=survey.channel, token=survey.token,
                                     language=survey.language, question=question,
                                     business_name=config.business.name, links=deps.survey_links, now=now)
+            if survey.channel == "whatsapp":
+                whatsapp = config.channels.get("whatsapp")
+                options = whatsapp_survey_options(
+                    options, kind=survey.kind, token=survey.token, now=now,
+                    last_customer_message_at=survey.last_customer_message_at,
+                    template=whatsapp.survey_template if whatsapp is not None else None)
         except ValueError as exc:
             reason = str(exc)
     if reason is not None:
@@ -120,7 +136,7 @@ def _claim(s: Session, survey: Survey, now: datetime, deps: NotifierDeps) -> int
     row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
     if row is None:
         base = send_options(survey.channel, survey.reply_from, now) or {}
-        base.pop("last_customer_message_at", None)  # unknown here: let WhatsApp itself judge the window
+        base.pop("last_customer_message_at", None)  # WhatsApp's window: whatsapp_survey_options judged it
         row = Outbox(idempotency_key=key, kind="survey", conversation_id=survey.conversation_id,
                      channel=survey.channel, address=survey.address, body=body, status="pending", attempts=0,
                      correlation_id=key, source_message_id=f"survey:{survey.id}", created_at=now,

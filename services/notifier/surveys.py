@@ -4,6 +4,11 @@ SPEC §5: after resolution plus a delay, only if a human replied, the customer h
 and had no survey within the cooldown. CSAT 1-5; NPS 0-10 on a configurable sample, chosen from
 the conversation id so that a retry, a redelivery or a second replica picks the same kind.
 Time and config are parameters; the I/O is in services/notifier/survey_flow.py.
+
+WhatsApp accepts free-form messages only within 24 hours of the customer's last message; after
+that only an approved template (channels.whatsapp.survey_template): its quick-reply buttons carry
+the same payloads as the in-window buttons, so a press is recorded the same way. Without one, or
+for NPS (eleven answers, a template holds ten buttons), such a survey is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -13,9 +18,13 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.notifier.senders.meta import within_customer_window
+from shared.config import WhatsAppTemplate
 from shared.survey_links import SurveyLinks, callback_data
 
 SCALES: dict[str, range] = {"csat": range(1, 6), "nps": range(0, 11)}
+#: Buttons one WhatsApp template may have.
+MAX_TEMPLATE_BUTTONS = 10
 
 #: Subject of an e-mail survey, per language; the business name follows.
 EMAIL_SUBJECTS = {
@@ -88,3 +97,39 @@ def compose(*, kind: str, channel: str, token: str, language: str, question: str
         lines += ["", f"{_UNSUBSCRIBE[lang]}: {links.url(token, lang, unsubscribe=True, now=now)}"]
         return "\n".join(lines) + "\n", {"subject": f"{EMAIL_SUBJECTS[lang]} — {business_name}", "automatic": True}
     return question, {}  # SMS (and a phone caller, answered by SMS): "reply with a number"
+
+
+def whatsapp_survey_template(kind: str, token: str, template: WhatsAppTemplate) -> dict[str, Any]:
+    """The Cloud API template of a survey: button i of the approved template answers with the
+    scale's i-th score. Raises ValueError when the scale has more answers than a template has buttons."""
+    scale = SCALES[kind]
+    if len(scale) > MAX_TEMPLATE_BUTTONS:
+        raise ValueError(f"the {kind.upper()} scale has {len(scale)} answers and a WhatsApp template at most"
+                         f" {MAX_TEMPLATE_BUTTONS} buttons")
+    buttons = [{"type": "button", "sub_type": "quick_reply", "index": str(i),
+                "parameters": [{"type": "payload", "payload": callback_data(token, score)}]}
+               for i, score in enumerate(scale)]
+    return {"name": template.name, "language": template.language, "components": buttons}
+
+
+def whatsapp_survey_options(options: dict[str, Any], *, kind: str, token: str,
+                            last_customer_message_at: datetime | None, now: datetime,
+                            template: WhatsAppTemplate | None) -> dict[str, Any]:
+    """The sender options of a WhatsApp survey, given `options` from `compose`. Inside the 24-hour
+    window: the interactive survey, with the template as the fallback should the window close
+    before a retry. After it (or when the customer's last message is unknown): the template alone.
+    Raises ValueError with the reason when no template can carry the survey after the window."""
+    try:
+        approved = whatsapp_survey_template(kind, token, template) if template is not None else None
+        problem = None
+    except ValueError as exc:
+        approved, problem = None, str(exc)
+    if last_customer_message_at is not None and within_customer_window(last_customer_message_at, now):
+        out = {**options, "last_customer_message_at": last_customer_message_at.isoformat()}
+        if approved is not None:
+            out["fallback_template"] = approved
+        return out
+    if approved is None:
+        raise ValueError("outside WhatsApp's 24-hour window only an approved template may be sent: "
+                         + (problem or "channels.whatsapp.survey_template is not configured"))
+    return {"template": approved}

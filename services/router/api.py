@@ -167,7 +167,9 @@ class ConversationList(Schema):
 class HistoryMessage(Schema):
     id = fields.String()
     conversation_id = fields.String()
-    direction = fields.String(metadata={"description": "in: from the customer; out: to the customer"})
+    direction = fields.String(metadata={"description": "in: from the customer; out: to the customer; "
+                                                    "note: an agent's e-mail answer to a notice, "
+                                                    "kept here, never sent"})
     channel = fields.String()
     sender_kind = fields.String(allow_none=True)
     sender_value = fields.String(allow_none=True)
@@ -289,14 +291,15 @@ def build_api(deps: ApiDeps) -> Blueprint:
     config = deps.config
 
     def route(rule: str, method: str, summary: str, *, response: type[Schema], status: int = 200,
-              body: type[Schema] | None = None, query: type[Schema] | None = None):
+              body: type[Schema] | None = None, query: type[Schema] | None = None,
+              errors: tuple[tuple[int, str], ...] = ()):
         path = PREFIX + rule.replace("<", "{").replace(">", "}")
         operation: dict[str, Any] = {
             "summary": summary, "security": [{"bearer": []}],
             "responses": {str(status): {"description": "OK", "content": {"application/json": {"schema": response}}},
                           **{str(code): {"description": text, "content": {"application/json": {"schema": "Error"}}}
                              for code, text in ((401, "no or unknown bearer token"), (403, "not yours"),
-                                                (404, "unknown id"), (422, "invalid request"))}},
+                                                (404, "unknown id"), (422, "invalid request"), *errors)}},
         }
         if "{" in path:
             operation["parameters"] = [{"in": "path", "name": rule.split("<")[1].split(">")[0],
@@ -387,7 +390,8 @@ def build_api(deps: ApiDeps) -> Blueprint:
         return jsonify(ConversationDetail().dump(body))
 
     @route("/conversations/<conversation_id>/reply", "POST", "Reply on the customer's channel",
-           response=ReplyResult, body=ReplyRequest, status=201)
+           response=ReplyResult, body=ReplyRequest, status=201,
+           errors=((409, "the customer left no way to answer (a voicemail from a withheld number)"),))
     def reply(conversation_id: str):
         req = _body(ReplyRequest())
         now, correlation = deps.clock(), _correlation_id()
@@ -395,16 +399,19 @@ def build_api(deps: ApiDeps) -> Blueprint:
         with transaction(deps.sessions) as s:
             conv = _conversation(s, conversation_id, lock=True)
             text = req["text"] if "text" in req else _render_macro(s, conv, req["macro"], req["variables"])
-            envelope = ops.reply(s, conv, reply_id=reply_id, agent_id=g.agent.id, text=text, at=now,
-                                 correlation_id=correlation,
-                                 details={"macro": req["macro"]} if "macro" in req else {})
+            try:
+                envelope = ops.reply(s, conv, reply_id=reply_id, agent_id=g.agent.id, text=text, at=now,
+                                     correlation_id=correlation,
+                                     details={"macro": req["macro"]} if "macro" in req else {})
+            except ops.Unanswerable as exc:
+                raise ApiError(409, "unanswerable", str(exc)) from exc
             summary = _summary(conv)
         _publish([envelope.message_id])
         return jsonify(ReplyResult().dump({"reply_id": reply_id, "text": text, "conversation": summary})), 201
 
     def _render_macro(s: Session, conv: Conversation, macro_id: str, variables: dict) -> str:
         try:
-            macro = macros.find(macro_id, conv.language)
+            macro = macros.find(macro_id, conv.language, config.macros)
             customer = s.get(Customer, conv.customer_id)
             return macros.render(macro, customer_name=variables.get("customer_name", customer.name if customer else None),
                                  order_number=variables.get("order_number"),
@@ -417,7 +424,8 @@ def build_api(deps: ApiDeps) -> Blueprint:
            response=MacroList, query=MacroQuery)
     def list_macros():
         q = _load(MacroQuery(), request.args.to_dict())
-        found = macros.macros_for(q.get("language") or config.business.default_language, q.get("category"))
+        found = macros.macros_for(q.get("language") or config.business.default_language, q.get("category"),
+                                  config.macros)
         return jsonify(MacroList().dump({"macros": found}))
 
     @route("/kpis", "GET", "KPIs over a period: a lead's team or agent, or an agent's own", response=KpiResult,

@@ -4,11 +4,16 @@
 It is idempotent: a message already stored (same channel and provider id) changes nothing, and
 the events it produced the first time are returned again, so a crash between commit and publish
 is repaired by the redelivery.
+
+A phone call's "answered" and "ended" notices are not customer messages: they are recorded per
+CallSid (`PhoneCall`), and "ended" becomes a missed call only when nothing else is known of the
+call (`_call_notice`).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import logging
 import uuid
@@ -18,6 +23,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.router.assignment import Decision, choose_owner, with_availability
@@ -29,6 +35,7 @@ from services.router.models import (
     Customer,
     Identity,
     Message,
+    PhoneCall,
     RouterOutbox,
 )
 from services.router.survey_replies import survey_reply
@@ -49,6 +56,9 @@ log = logging.getLogger(__name__)
 
 #: A phone message of these kinds is a call nobody took: it gets a call-back task for the owner.
 CALLBACK_KINDS = ("voicemail", "missed")
+#: Phone notices that are no customer message: a person took the call (the <Dial> action), the
+#: call ended (the status callback). See `_call_notice`.
+CALL_NOTICES = ("answered", "ended")
 
 
 class Classify(Protocol):
@@ -70,6 +80,8 @@ class RouterDeps:
 
 def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
     msg: InboundMessage = envelope.payload
+    if msg.channel == "phone" and msg.meta.get("call") in CALL_NOTICES:
+        return _call_notice(envelope, msg, deps)
     if deps.config.channel_mode(msg.channel) == "redirect" and not msg.automatic:
         return [_redirect(envelope, msg, deps)]
     with transaction(deps.sessions) as s:
@@ -80,15 +92,106 @@ def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
             if msg.channel == "phone":
                 _complete_call(s, stored, msg)
             return _stored_events(s, stored)
+        if _agent_note(s, envelope, msg, deps.config):
+            return []
         survey_event, route = survey_reply(s, envelope, msg)
         if not route:
             return [survey_event]  # a survey answer or STOP: no conversation, nothing stored
         # A survey comment is routed as well: it may be a new question too.
         events = ([survey_event] if survey_event else []) + _route_new(s, envelope, msg, deps)
-        for event in events:
-            s.add(RouterOutbox(message_id=event.message_id, source_message_id=envelope.message_id,
-                               body=encode(event), created_at=envelope.occurred_at))
+        _store_events(s, envelope, events)
     return events
+
+
+def agent_by_email(config: Config, address: str) -> str | None:
+    """The agent whose notices go to this e-mail address, if any."""
+    address = address.strip().lower()
+    for agent in config.agents.values():
+        if agent.notify is not None and agent.notify.channel == "email" and agent.notify.address.lower() == address:
+            return agent.id
+    return None
+
+
+def _agent_note(s: Session, envelope: Envelope, msg: InboundMessage, config: Config) -> bool:
+    """An agent's mail answering a notice ([SB-…] in the subject, or In-Reply-To): kept in that
+    conversation as the agent's note. Never sent to the customer — a From header is easily forged,
+    and replies to customers go through the authenticated API and inbox — and never a customer's
+    message, which would open a conversation with the agent as the customer and acknowledge it.
+    Mail from an agent's address that threads nowhere is left to the usual route (an agent trying
+    the service out, or forwarding a customer's mail, is a customer there)."""
+    if msg.channel != "email" or msg.automatic:
+        return False
+    agent_id = agent_by_email(config, msg.sender.value)
+    if agent_id is None:
+        return False
+    conv = _thread_conversation(s, msg)
+    if conv is None:
+        return False
+    s.add(Message(
+        id=envelope.message_id, conversation_id=conv.id, direction="note", channel="email",
+        external_id=msg.external_id, sender_kind="agent", sender_value=agent_id, text=msg.text,
+        subject=msg.subject, received_at=msg.received_at, correlation_id=envelope.correlation_id,
+        details={"attachments": [a.__dict__ for a in msg.attachments], "thread_refs": list(msg.thread_refs),
+                 "meta": msg.meta, "sender_name": msg.sender_name},
+    ))
+    log.info("agent %s answered a notice of %s by e-mail: kept as a note", agent_id, conv.reference)
+    return True
+
+
+def _store_events(s: Session, envelope: Envelope, events: list[Envelope]) -> None:
+    for event in events:
+        s.add(RouterOutbox(message_id=event.message_id, source_message_id=envelope.message_id,
+                           body=encode(event), created_at=envelope.occurred_at))
+
+
+def _call_notice(envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> list[Envelope]:
+    """A call was answered by a person, or it ended. "answered" is recorded and nothing more: no
+    conversation, no acknowledgement. "ended" is a missed call (message and call-back task) only
+    when nothing else is known of the call: no person answered it, and no voicemail or missed
+    message of it is stored (then it only adds its facts to that message, never downgrading a
+    voicemail). A redelivered notice finds what the first one did and changes nothing."""
+    sid, at = msg.external_id, msg.received_at
+    with transaction(deps.sessions) as s:
+        call = _claim_call(s, sid)
+        if msg.meta["call"] == "answered":
+            if call.answered_at is None:
+                call.answered_at = at
+            # Twilio calls the <Dial> action before the status callback, so "answered" normally comes
+            # first; when "ended" was handled first anyway (a redelivery, a slow replica), it made a
+            # missed call of a call a person took: its call-back task is done.
+            task = s.scalar(select(CallbackTask).where(CallbackTask.call_sid == sid, CallbackTask.done_at.is_(None)))
+            if task is not None:
+                task.done_at = at
+            return []
+        if call.ended_at is None:
+            call.ended_at, call.end_status = at, msg.meta.get("call_status")
+        if call.answered_at is not None:
+            return []
+        if deps.config.channel_mode(msg.channel) == "redirect":
+            # As any missed call in redirect mode: one note; its id is the call's, so a missed or
+            # voicemail message of the same call made the very same note.
+            return [_redirect(envelope, msg, deps)]
+        stored = s.scalar(select(Message.id).where(Message.channel == msg.channel, Message.external_id == sid))
+        if stored is not None:
+            _complete_call(s, stored, msg)
+            return _stored_events(s, stored)
+        missed = dataclasses.replace(msg, meta={**msg.meta, "call": "missed"})
+        events = _route_new(s, envelope, missed, deps)
+        _store_events(s, envelope, events)
+    return events
+
+
+def _claim_call(s: Session, call_sid: str) -> PhoneCall:
+    """The call's row, locked for this transaction. INSERT … ON CONFLICT DO UPDATE, not DO NOTHING:
+    it waits for a concurrent inserter to commit and locks an existing row as well, so the notices
+    of one call are handled one after the other. SQLite (embedded mode) has one writer at a time."""
+    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(PhoneCall).values(call_sid=call_sid)
+    s.execute(stmt.on_conflict_do_update(index_elements=[PhoneCall.call_sid],
+                                         set_={"call_sid": stmt.excluded.call_sid}))
+    call = s.get(PhoneCall, call_sid, populate_existing=True)
+    assert call is not None  # just written in this transaction
+    return call
 
 
 def _stored_events(s: Session, message_id: str) -> list[Envelope]:
@@ -157,7 +260,7 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         details={"attachments": [a.__dict__ for a in msg.attachments], "automatic": msg.automatic,
                  "thread_refs": list(msg.thread_refs), "meta": msg.meta, "sender_name": msg.sender_name},
     ))
-    if msg.channel == "phone" and msg.meta.get("call") in CALLBACK_KINDS:
+    if _to_call_back(msg):
         s.add(_callback_task(conv, msg, at))
     if opened:
         owner = config.agents.get(conv.owner_id) if conv.owner_id else None
@@ -167,7 +270,8 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
             category=conv.category, owner_id=conv.owner_id, owner_name=owner.name if owner else None,
             assignment_reason=conv.assignment_reason, received_at=at, promise_due=conv.promise_due,
             inbound_message_id=envelope.message_id,
-            acknowledge=not msg.automatic and config.channel_mode(msg.channel) == "active",
+            # A withheld caller left no address (empty reply_to): there is nothing to acknowledge on.
+            acknowledge=not msg.automatic and config.channel_mode(msg.channel) == "active" and bool(msg.reply_to),
             excerpt=(msg.text or msg.subject or "")[:280], reply_from=conv.reply_from,
             subject=msg.subject if msg.channel == "email" else None,
             in_reply_to=msg.external_id if msg.channel == "email" and not msg.external_id.startswith("sha256-") else None,
@@ -285,14 +389,20 @@ def _roster_query(agent_ids: tuple[str, ...]) -> Select:
     return select(*columns)
 
 
-def _callback_task(conv: Conversation, msg: InboundMessage, at: datetime) -> CallbackTask:
+def _to_call_back(msg: InboundMessage) -> bool:
+    """A call nobody took, from a number to call back (a withheld one has none: its voicemail is
+    a conversation to hear, but no task)."""
+    return msg.channel == "phone" and msg.meta.get("call") in CALLBACK_KINDS and bool(msg.reply_to)
+
+
+def _callback_task(conv: Conversation, msg: InboundMessage, at: datetime, kind: str | None = None) -> CallbackTask:
     return CallbackTask(conversation_id=conv.id, owner_id=conv.owner_id, phone=msg.reply_to,
-                        call_sid=msg.external_id, kind=msg.meta["call"], created_at=at)
+                        call_sid=msg.external_id, kind=kind or msg.meta["call"], created_at=at)
 
 
 def _complete_call(s: Session, message_id: str, msg: InboundMessage) -> None:
-    """Another callback of a call already stored (the gateway publishes at the dial, recording and
-    transcription callbacks, keyed by the CallSid): it completes the one message and the one task
+    """Another callback of a call already stored (the gateway publishes at the dial, recording,
+    transcription and status callbacks, keyed by the CallSid): it completes the one message and the one task
     instead of making seconds, so a transcript that comes last is kept and a lost one loses nothing."""
     row = s.get(Message, message_id)
     if row is None:
@@ -300,10 +410,11 @@ def _complete_call(s: Session, message_id: str, msg: InboundMessage) -> None:
     row.text, row.details = merge_call(row.text, row.details or {}, msg)
     kind = row.details.get("meta", {}).get("call")
     task = s.scalar(select(CallbackTask).where(CallbackTask.call_sid == msg.external_id))
-    if task is None and kind in CALLBACK_KINDS:
+    if task is None and kind in CALLBACK_KINDS and msg.reply_to:
         conv = s.get(Conversation, row.conversation_id)
         if conv is not None:
-            s.add(_callback_task(conv, msg, msg.received_at))
+            # The stored kind: this callback may be an "ended" notice adding to a missed call.
+            s.add(_callback_task(conv, msg, msg.received_at, kind=kind))
     elif task is not None and kind == "voicemail":
         task.kind = "voicemail"
 

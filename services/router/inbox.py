@@ -282,14 +282,14 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
                                      .where(Conversation.customer_id == customer.id)
                                      .order_by(Message.received_at, Message.id)))
             s.expunge_all()
-        available = macros.macros_for(conv.language, conv.category)
+        available = macros.macros_for(conv.language, conv.category, config.macros)
         draft = ""
         chosen = request.args.get("macro")
         order_number = request.args.get("order_number", "")[:40]
         macro_error = None
         if chosen:
             try:
-                draft = macros.render(macros.find(chosen, conv.language), customer_name=customer.name,
+                draft = macros.render(macros.find(chosen, conv.language, config.macros), customer_name=customer.name,
                                       order_number=order_number or None, owner_name=g.agent.name,
                                       business_name=config.business.name)
             except macros.MacroError as exc:
@@ -315,8 +315,11 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
         now, reply_id = deps.clock(), new_id()
         with transaction(deps.sessions) as s:
             conv = _load(s, conversation_id, lock=True)
-            envelope = ops.reply(s, conv, reply_id=reply_id, agent_id=g.agent.id, text=text, at=now,
-                                 correlation_id=new_id(), details={"macro": macro_id[:64]} if macro_id else {})
+            try:
+                envelope = ops.reply(s, conv, reply_id=reply_id, agent_id=g.agent.id, text=text, at=now,
+                                     correlation_id=new_id(), details={"macro": macro_id[:64]} if macro_id else {})
+            except ops.Unanswerable as exc:
+                return _page_error(409, str(exc).capitalize() + ".")
         _publish([envelope.message_id])
         return _back(conversation_id, "sent")
 

@@ -4,7 +4,9 @@ A macro is greeting, empathy, the answer, the next question answered in advance,
 due, a compensation, an open door. The starter set lives in ``macro_data/<language>.yaml``: one
 file per language, a ``_common`` entry with the blocks most macros share (greeting, open door with
 the signature) and one entry per macro id; the same ids exist in every language, so an agent picks
-"delivery-late" and the customer reads it in their own language.
+"delivery-late" and the customer reads it in their own language. The config's ``macros`` section
+(``catalogue``) changes blocks, adds macros or removes them per language, checked at start
+(``check_overrides``) by the same rules.
 
 Every block is a Jinja2 template over four variables: ``customer_name`` and ``order_number`` (either
 may be empty: the templates then leave that phrase out), ``owner_name`` (the replying agent) and
@@ -15,11 +17,14 @@ escapes it when it shows it. Rendering is pure.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
+import jinja2.meta
 import yaml
 
 BLOCKS = ("greeting", "empathy", "answer", "next_question", "apology", "compensation", "open_door")
@@ -55,39 +60,86 @@ def _compiled(source: str) -> jinja2.Template:
 
 
 @functools.cache
-def load_language(language: str) -> dict[str, Macro]:
-    """The macros of one language by id; a file that breaks the seven-block shape fails loudly."""
+def _starter(language: str) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """The starter file of a language as written: its shared blocks and its entries by id."""
     path = DATA_DIR / f"{language}.yaml"
     if not path.exists():
-        return {}
+        return {}, {}
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     common = data.pop("_common", {}) or {}
-    macros = {}
-    for macro_id, entry in data.items():
-        unknown = set(entry) - {"category", "title", *BLOCKS}
-        blocks = {name: entry.get(name, common.get(name)) for name in BLOCKS}
-        blocks = {name: text for name, text in blocks.items() if text}
-        missing = [name for name in REQUIRED_BLOCKS if name not in blocks]
-        if unknown or missing or "category" not in entry:
-            raise MacroError(f"{path.name}: macro {macro_id!r}: unknown keys {sorted(unknown)}, "
-                             f"missing blocks {missing}, category {'given' if 'category' in entry else 'missing'}")
-        for source in blocks.values():
-            _compiled(source)  # a syntax error surfaces at load, naming nothing but failing early
-        macros[macro_id] = Macro(id=macro_id, language=language, category=entry["category"],
-                                 title=entry.get("title") or macro_id, blocks=blocks)
-    return macros
+    return common, data
 
 
-def macros_for(language: str, category: str | None = None) -> list[Macro]:
+def _build(language: str, macro_id: str, entry: Mapping[str, Any], common: Mapping[str, str], where: str) -> Macro:
+    """One macro from its entry, the language's shared blocks filling what it leaves out."""
+    unknown = set(entry) - {"category", "title", *BLOCKS}
+    blocks = {name: entry.get(name, common.get(name)) for name in BLOCKS}
+    blocks = {name: text for name, text in blocks.items() if text}
+    missing = [name for name in REQUIRED_BLOCKS if name not in blocks]
+    if unknown or missing or "category" not in entry:
+        raise MacroError(f"{where}: macro {macro_id!r}: unknown keys {sorted(unknown)}, "
+                         f"missing blocks {missing}, category {'given' if 'category' in entry else 'missing'}")
+    for name, source in blocks.items():
+        if not isinstance(source, str):
+            raise MacroError(f"{where}: macro {macro_id!r}: block {name!r} is not text")
+        try:
+            parsed = _ENV.parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise MacroError(f"{where}: macro {macro_id!r}: block {name!r}: {exc.message}") from exc
+        stray = sorted(jinja2.meta.find_undeclared_variables(parsed) - set(VARIABLES))
+        if stray:
+            raise MacroError(f"{where}: macro {macro_id!r}: block {name!r} uses {', '.join(stray)}; "
+                             f"the variables are {', '.join(VARIABLES)}")
+    return Macro(id=macro_id, language=language, category=str(entry["category"]),
+                 title=str(entry.get("title") or macro_id), blocks=blocks)
+
+
+@functools.cache
+def load_language(language: str) -> dict[str, Macro]:
+    """The starter macros of one language by id; a file that breaks the seven-block shape fails loudly."""
+    common, entries = _starter(language)
+    return {macro_id: _build(language, macro_id, entry, common, f"{language}.yaml")
+            for macro_id, entry in entries.items()}
+
+
+def catalogue(language: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Macro]:
+    """The macros of one language: the starter set with the config's `macros.<language>` applied.
+    An override entry replaces the keys it names in a starter macro (or adds a macro, the language's
+    shared greeting and open door filling in); null removes a starter macro."""
+    entries = (overrides or {}).get(language)
+    if not entries:
+        return load_language(language)
+    # The config is loaded once; the key makes the merge happen once per distinct override too.
+    return _merged(language, json.dumps(entries, sort_keys=True, ensure_ascii=False))
+
+
+@functools.lru_cache(maxsize=32)
+def _merged(language: str, entries_json: str) -> dict[str, Macro]:
+    common, starter = _starter(language)
+    merged: dict[str, dict[str, Any] | None] = {**starter}
+    for macro_id, entry in json.loads(entries_json).items():
+        if entry is None:
+            merged.pop(macro_id, None)
+        elif not isinstance(entry, Mapping):
+            raise MacroError(f"{language}.{macro_id}: a macro is a mapping of blocks, or null to remove it")
+        else:
+            merged[macro_id] = {**(starter.get(macro_id) or {}), **entry}
+    return {macro_id: _build(language, macro_id, entry, common, f"{language} (config)")
+            for macro_id, entry in merged.items() if entry is not None}
+
+
+def macros_for(language: str, category: str | None = None,
+               overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[Macro]:
     """The macros an agent can pick for a conversation: its category's first, then the others."""
-    every = list(load_language(language).values())
+    every = list(catalogue(language, overrides).values())
     return sorted(every, key=lambda m: (m.category != category, m.id)) if category else every
 
 
-def find(macro_id: str, language: str) -> Macro:
-    macro = load_language(language).get(macro_id)
+def find(macro_id: str, language: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Macro:
+    book = catalogue(language, overrides)
+    macro = book.get(macro_id)
     if macro is None:
-        known = sorted(load_language(language))
+        known = sorted(book)
         raise MacroError(f"no macro {macro_id!r} in {language!r}" + (f"; known: {', '.join(known)}" if known else ""))
     return macro
 
@@ -116,16 +168,21 @@ def render(macro: Macro, *, customer_name: str | None, order_number: str | None,
     return "\n\n".join(paragraphs)
 
 
-def check(languages: tuple[str, ...]) -> list[str]:
-    """Problems with the starter set for these languages: a macro missing in one of them, or one
-    that does not render with or without the optional variables. Empty when all is well."""
+def check(languages: Sequence[str], overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+    """Problems with the macros for these languages: a macro missing in one of them, or one that
+    does not render with or without the optional variables. Empty when all is well."""
     problems = []
-    ids = {lang: set(load_language(lang)) for lang in languages}
-    every = set().union(*ids.values()) if ids else set()
+    books = {}
     for lang in languages:
-        for missing in sorted(every - ids[lang]):
+        try:
+            books[lang] = catalogue(lang, overrides)
+        except MacroError as exc:
+            problems.append(str(exc))
+    every = set().union(*books.values()) if books else set()
+    for lang, book in books.items():
+        for missing in sorted(every - set(book)):
             problems.append(f"{lang}: macro {missing!r} is missing")
-        for macro in load_language(lang).values():
+        for macro in book.values():
             for sample in ({"customer_name": "Anna", "order_number": "A-1001"},
                            {"customer_name": None, "order_number": None}):
                 try:
@@ -133,3 +190,18 @@ def check(languages: tuple[str, ...]) -> list[str]:
                 except (jinja2.TemplateError, MacroError) as exc:
                     problems.append(f"{lang}: macro {macro.id!r} does not render: {exc}")
     return problems
+
+
+def check_overrides(overrides: Mapping[str, Any], languages: Sequence[str], categories: Sequence[str]) -> list[str]:
+    """What `switchboard config check` says of the config's `macros` section: a language the
+    business does not speak, an entry that breaks the seven-block shape, an unknown category or
+    variable, a macro given in one of the business's languages but not in another, one that does not
+    render. Empty when all is well."""
+    problems = [f"{lang}: not one of the business's languages ({', '.join(languages)})"
+                for lang in overrides if lang not in languages]
+    for lang, entries in overrides.items():
+        for macro_id, entry in (entries or {}).items():
+            if isinstance(entry, Mapping) and "category" in entry and entry["category"] not in categories:
+                problems.append(f"{lang}.{macro_id}.category: {entry['category']!r} is not a category "
+                                f"({', '.join(categories)})")
+    return problems + check([lang for lang in languages], overrides)

@@ -121,6 +121,20 @@ class CallbackTask(Base):
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class PhoneCall(Base):
+    """What the router knows of a call besides its message: that a person answered it (the <Dial>
+    action) and that it ended (the status callback). Only these two notices write it, each first
+    claiming the row by its CallSid (INSERT … ON CONFLICT), so the two of one call never interleave:
+    an "ended" with no answer and no message is a missed call, an "answered" one is nothing."""
+
+    __tablename__ = "phone_calls"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_status: Mapped[str | None] = mapped_column(String(16))  # Twilio's CallStatus: completed, busy...
+
+
 class RouterOutbox(Base):
     __tablename__ = "router_outbox"
 

@@ -199,10 +199,18 @@ def human_replied(s: Session, conversation_id: str) -> bool:
 # --- what an agent does to a conversation: shared by the API and the inbox page -----------------
 
 
+class Unanswerable(Exception):
+    """The customer left no address to answer on: a voicemail from a withheld number."""
+
+
 def reply(s: Session, conv: Conversation, *, reply_id: str, agent_id: str, text: str, at: datetime,
           correlation_id: str, details: dict | None = None) -> Envelope:
     """Store the agent's reply and its event (to leave on the customer's channel); the first one is
-    the conversation's first human response."""
+    the conversation's first human response. Refused when there is nowhere to send it: queued, it
+    would only fail in the notifier, and the agent would believe the customer had an answer."""
+    if not conv.reply_to:
+        raise Unanswerable("this customer left no way to answer: the call came from a withheld number; "
+                           "listen to the voicemail, then resolve the conversation")
     s.add(Message(id=reply_id, conversation_id=conv.id, direction="out", channel=conv.channel,
                   external_id=f"reply:{reply_id}", sender_kind="agent", sender_value=agent_id,
                   text=text, received_at=at, correlation_id=correlation_id, details=details or {}))
@@ -226,7 +234,8 @@ def resolve(s: Session, config: Config, conv: Conversation, *, at: datetime, cor
                                  resolved_at=at, human_replied=human_replied(s, conv.id),
                                  # The survey: one per opening, from the number written to, by name.
                                  opening=conv.opening, reply_from=conv.reply_from,
-                                 customer_name=getattr(s.get(Customer, conv.customer_id), "name", None))
+                                 customer_name=getattr(s.get(Customer, conv.customer_id), "name", None),
+                                 last_customer_message_at=conv.last_message_at)
     envelope = Envelope.wrap(event, message_id=new_id(), correlation_id=correlation_id, occurred_at=at)
     store_event(s, envelope, conv.id, at)
     s.flush()

@@ -101,7 +101,14 @@ EXPECTED: dict[str, tuple[list[InboundMessage], list[DeliveryStatus]]] = {
     ]),
     # Messenger reads carry only a watermark, which names no message.
     "messenger/message_reads": ([], []),
-    "messenger/postback_get_started": ([], []),
+    # A button press (Get Started, the persistent menu) is what the customer said: its title.
+    "messenger/postback_get_started": ([messenger(
+        "m_Pb1kR4fG7hJ0kL3mN6pQ9rS2tU5vW8xY1zA4bC7dE0fG3hJ6kL9mN2pQ5rS8tU1vW4xY7zA0bC3d", "5534567890123456",
+        at(16, 34, 10, 101), "Get Started", meta={"postback": "GET_STARTED"})], []),
+    # Without a mid, the id is derived from sender, timestamp and payload: a redelivery is one message.
+    "messenger/postback_persistent_menu_without_mid": ([messenger(
+        "postback:81b392ce14b1747524b34e82f8b46e1d9ff544492bada40af9afb7ccea527d98", "7712345678901234",
+        at(17, 37, 0, 433), "Track my order", meta={"postback": "MENU_TRACK_ORDER"})], []),
     # Two entries, five items: messages in order; the delivery is a status; the echo is dropped.
     "messenger/batched_two_entries": ([
         messenger("m_Ba1aA1bB2cC3dD4eE5fF6gG7hH8iI9jJ0kK1lL2mM3nN4oO5pP6qQ7rR8sS9tT0uU1vV2wW3xX4y",
@@ -237,6 +244,24 @@ def test_json_of_the_wrong_shape_is_parked_not_malformed(body: bytes, adapter: M
     with caplog.at_level(logging.WARNING, logger=meta_module.__name__):
         assert adapter.parse(request(body)) == []
     assert len(caplog.records) == 1
+
+
+def test_a_redelivered_postback_without_mid_is_the_same_message_and_another_press_is_not() -> None:
+    payload = json.loads(raw("messenger/postback_persistent_menu_without_mid"))
+    [first] = parse_payload(payload, received_at=NOW).messages
+    payload["entry"][0]["time"] += 60_000  # Meta's retry: a new batch time, the same item
+    [again] = parse_payload(payload, received_at=NOW).messages
+    assert again.external_id == first.external_id
+    payload["entry"][0]["messaging"][0]["timestamp"] += 5_000  # the same button pressed again later
+    [later] = parse_payload(payload, received_at=NOW).messages
+    assert later.external_id != first.external_id
+
+
+def test_a_postback_without_mid_or_timestamp_is_parked() -> None:
+    payload = json.loads(raw("messenger/postback_persistent_menu_without_mid"))
+    del payload["entry"][0]["messaging"][0]["timestamp"]
+    events = parse_payload(payload, received_at=NOW)
+    assert events.messages == [] and [p for p, _ in events.problems] == ["messenger postback without mid or timestamp"]
 
 
 def test_missing_timestamp_falls_back_to_the_time_of_receipt() -> None:

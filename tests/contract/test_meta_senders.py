@@ -341,3 +341,49 @@ def test_inside_the_window_the_reply_template_is_not_used(wa, graph) -> None:
     wa.send(WA_ID, "Hello", options={"last_customer_message_at": NOW.isoformat(), "now": NOW.isoformat(),
                                       "fallback_template": {"name": "support_reply", "language": "lt"}})
     assert graph.sends[0].body["type"] == "text"
+
+
+# --- a survey after the 24-hour window: the approved template with its quick-reply payloads ---
+
+
+SURVEY_TEMPLATE = {"name": "csat_survey", "language": "pl", "components": [
+    {"type": "button", "sub_type": "quick_reply", "index": str(i),
+     "parameters": [{"type": "payload", "payload": f"sv:Tm5Qw8Er2Ty4Ui6O:{i + 1}"}]} for i in range(5)]}
+
+
+def test_a_survey_template_reaches_meta_with_its_button_payloads(wa, graph) -> None:
+    wa.send(WA_ID, "How would you rate the help you received?", options={
+        "template": SURVEY_TEMPLATE, "phone_number_id": "106540352242999"})
+    [sent] = graph.sends
+    assert sent.target == "106540352242999"
+    assert sent.body == {"messaging_product": "whatsapp", "recipient_type": "individual", "to": WA_ID,
+                         "type": "template", "template": {
+                             "name": "csat_survey", "language": {"code": "pl"}, "components": [
+                                 {"type": "button", "sub_type": "quick_reply", "index": "0",
+                                  "parameters": [{"type": "payload", "payload": "sv:Tm5Qw8Er2Ty4Ui6O:1"}]},
+                                 {"type": "button", "sub_type": "quick_reply", "index": "1",
+                                  "parameters": [{"type": "payload", "payload": "sv:Tm5Qw8Er2Ty4Ui6O:2"}]},
+                                 {"type": "button", "sub_type": "quick_reply", "index": "2",
+                                  "parameters": [{"type": "payload", "payload": "sv:Tm5Qw8Er2Ty4Ui6O:3"}]},
+                                 {"type": "button", "sub_type": "quick_reply", "index": "3",
+                                  "parameters": [{"type": "payload", "payload": "sv:Tm5Qw8Er2Ty4Ui6O:4"}]},
+                                 {"type": "button", "sub_type": "quick_reply", "index": "4",
+                                  "parameters": [{"type": "payload", "payload": "sv:Tm5Qw8Er2Ty4Ui6O:5"}]}]}}
+
+
+def test_a_survey_whose_window_closes_before_a_retry_goes_as_its_template(wa, graph) -> None:
+    """The interactive survey was claimed inside the window; a retry after it closed sends the
+    fallback template with its own components, not the question as a body parameter."""
+    options = {"buttons": [[str(i), f"sv:Tm5Qw8Er2Ty4Ui6O:{i}"] for i in range(1, 6)], "list_button": "Oceń",
+               "last_customer_message_at": (NOW - timedelta(hours=24, minutes=1)).isoformat(),
+               "fallback_template": SURVEY_TEMPLATE}
+    wa.send(WA_ID, "How would you rate the help you received?", options=options)
+    [sent] = graph.sends
+    assert sent.body["type"] == "template"
+    assert sent.body["template"] == {**SURVEY_TEMPLATE, "language": {"code": "pl"}}
+
+    options["last_customer_message_at"] = (NOW - timedelta(hours=2)).isoformat()
+    wa.send(WA_ID, "How would you rate the help you received?", options=options)
+    assert graph.sends[1].body["type"] == "interactive"
+    assert [r["id"] for r in graph.sends[1].body["interactive"]["action"]["sections"][0]["rows"]] == [
+        f"sv:Tm5Qw8Er2Ty4Ui6O:{i}" for i in range(1, 6)]

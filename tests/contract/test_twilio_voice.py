@@ -20,6 +20,7 @@ from services.gateway.channels.twilio_voice import (
     PATH_CALL,
     PATH_DIAL,
     PATH_RECORDING,
+    PATH_STATUS,
     PATH_TRANSCRIPTION,
     TwilioVoiceAdapter,
     caller_language,
@@ -38,9 +39,13 @@ AC = "AC3f9a1c2b4d5e6f708192a3b4c5d6e7f8"
 BIZ = "+48221002030"
 TEAM_PHONE = "+48221002030"  # deploy/switchboard.yaml: the support team's "+48 22 100 20 30"
 CA_A, CA_B, CA_D = "CA1b3d5f7a9c1e2d4f6a8c0e2b4d6f8a01", "CA2c4e6a8b0d2f3e5a7c9e1f3b5d7a9c12", "CA4e6a8c0d2f4b5a7c9e1a3b5d7f9c1e34"
-RE_A, RE_B = "RE5f7b9d1e3a5c6b8d0f2b4c6e8a0d2f45", "RE6a8c0e2f4b6d7c9e1a3c5d7f9b1e3a56"
+CA_C = "CA3d5f7b9c1e3a4f6b8d0f2a4c6e8b0d23"
+CA_E, CA_W = "CA5f7b9d1e3a5c6b8d0f2b4c6e8a0d2f56", "CA6a8c0e2f4b6d7c9e1a3c5d7f9b1e3a67"  # W: a withheld number
+RE_A, RE_B, RE_W = ("RE5f7b9d1e3a5c6b8d0f2b4c6e8a0d2f45", "RE6a8c0e2f4b6d7c9e1a3c5d7f9b1e3a56",
+                    "RE7b9d1f3a5c7e8d0f2b4d6e8a0c2f4b78")
 
-STAGE_PATHS = {"call": PATH_CALL, "dial": PATH_DIAL, "recording": PATH_RECORDING, "transcription": PATH_TRANSCRIPTION}
+STAGE_PATHS = {"call": PATH_CALL, "dial": PATH_DIAL, "recording": PATH_RECORDING, "transcription": PATH_TRANSCRIPTION,
+               "status": PATH_STATUS}
 XML = '<?xml version="1.0" encoding="UTF-8"?>'
 RECORD = (f'<Record action="{PUBLIC}/webhooks/twilio/voice/recording" maxLength="120" method="POST" playBeep="true" '
           f'transcribe="true" transcribeCallback="{PUBLIC}/webhooks/twilio/voice/transcription" /><Hangup /></Response>')
@@ -70,7 +75,11 @@ CASES: dict[str, tuple[str, datetime, list[InboundMessage], str]] = {
         received_at=IN_HOURS, language_hint="pl", meta={"call": "missed", "call_sid": CA_A, "duration": 0, "to": BIZ},
     )], (f'{XML}<Response><Say language="pl-PL" voice="Polly.Ewa">Niestety nikt nie może teraz odebrać. Po sygnale '
          f'prosimy podać imię i sprawę, a oddzwonimy. Po nagraniu wystarczy się rozłączyć.</Say>{RECORD}')),
-    "dial_completed": ("dial", IN_HOURS, [], f"{XML}<Response><Hangup /></Response>"),
+    # A person took the call: an "answered" notice, so that the call's end is no missed call.
+    "dial_completed": ("dial", IN_HOURS, [InboundMessage(
+        channel="phone", external_id=CA_C, sender=Identity("phone", "+4915112345678"), reply_to="+4915112345678",
+        received_at=IN_HOURS, language_hint="de", meta={"call": "answered", "call_sid": CA_C, "to": BIZ},
+    )], f"{XML}<Response><Hangup /></Response>"),
     # The <Record> action: the voicemail, and a goodbye — never another <Record>.
     "recording_completed": ("recording", OUT_OF_HOURS, [InboundMessage(
         channel="phone", external_id=CA_B, sender=Identity("phone", "+442071838750"), reply_to="+442071838750",
@@ -99,12 +108,30 @@ CASES: dict[str, tuple[str, datetime, list[InboundMessage], str]] = {
          'Ми вам передзвонимо. До побачення!</Say><Hangup /></Response>')),
     # A RecordingStatusCallback has no caller; the <Record> action brought the same recording: ignored.
     "recording_status_callback": ("recording", OUT_OF_HOURS, [], f"{XML}<Response />"),
+    # A withheld number (Twilio's "+266696687", "anonymous" on a keypad) left a voicemail: filed under
+    # the call itself, with nothing to answer on.
+    "voicemail_withheld_number": ("recording", OUT_OF_HOURS, [InboundMessage(
+        channel="phone", external_id=CA_W, sender=Identity("call_sid", CA_W), reply_to="",
+        received_at=OUT_OF_HOURS, attachments=recording(RE_W),
+        meta={"call": "voicemail", "call_sid": CA_W, "duration": 31, "to": BIZ},
+    )], (f'{XML}<Response><Say language="en-GB" voice="Polly.Amy">Thank you, we have your message and will call you '
+         'back. Goodbye.</Say><Hangup /></Response>')),
+    # The call's status callback: the caller heard the hours and hung up before the beep. The only
+    # word of that call; the router makes it a missed call when nothing else is known of it.
+    "status_completed_hung_up_before_beep": ("status", OUT_OF_HOURS, [InboundMessage(
+        channel="phone", external_id=CA_E, sender=Identity("phone", "+37061234567"), reply_to="+37061234567",
+        received_at=OUT_OF_HOURS, language_hint="lt",
+        meta={"call": "ended", "call_sid": CA_E, "call_status": "completed", "call_duration": 14, "to": BIZ},
+    )], f"{XML}<Response />"),
+    # Still ringing: the call goes on, nothing to publish.
+    "status_ringing": ("status", OUT_OF_HOURS, [], f"{XML}<Response />"),
 }
 
 MALFORMED = {
     "malformed_call_missing_call_sid": ("call", "CallSid is missing"),
     "malformed_dial_missing_status": ("dial", "DialCallStatus is missing"),
     "malformed_transcription_missing_status": ("transcription", "TranscriptionStatus is missing"),
+    "malformed_status_missing_call_status": ("status", "CallStatus is missing"),
 }
 
 
@@ -170,6 +197,57 @@ def test_every_callback_of_one_call_is_keyed_by_its_call_sid(example_config) -> 
            for msg in adapter(example_config, CASES[name][0]).parse(
                request(CASES[name][0], form_of(body(name)), IN_HOURS))}
     assert ids == {CA_A}
+
+
+def parsed(config, stage: str, name: str, at: datetime = IN_HOURS, **changes: str) -> list[InboundMessage]:
+    form = {**form_of(body(name)), **{k: [v] for k, v in changes.items()}}
+    return adapter(config, stage).parse(request(stage, form, at))
+
+
+@pytest.mark.parametrize("status", ["completed", "busy", "failed", "no-answer", "canceled"])
+def test_every_final_call_status_is_an_ended_notice(example_config, status) -> None:
+    [msg] = parsed(example_config, "status", "status_completed_hung_up_before_beep", CallStatus=status)
+    assert (msg.external_id, msg.meta["call"], msg.meta["call_status"]) == (CA_E, "ended", status)
+
+
+@pytest.mark.parametrize("status", ["queued", "ringing", "in-progress", "In-Progress"])
+def test_a_call_still_going_on_publishes_nothing(example_config, status) -> None:
+    assert parsed(example_config, "status", "status_ringing", CallStatus=status) == []
+
+
+def test_an_outbound_calls_status_is_no_customers_call(example_config) -> None:
+    # Someone calling a customer back from the business number: not a call to return.
+    assert parsed(example_config, "status", "status_completed_hung_up_before_beep", Direction="outbound-api") == []
+
+
+def test_a_status_callback_without_a_duration_is_still_an_ended_notice(example_config) -> None:
+    form = {k: v for k, v in form_of(body("status_completed_hung_up_before_beep")).items() if k != "CallDuration"}
+    [msg] = adapter(example_config, "status").parse(request("status", form, IN_HOURS))
+    assert msg.meta == {"call": "ended", "call_sid": CA_E, "call_status": "completed", "to": BIZ}
+
+
+@pytest.mark.parametrize("status", ["completed", "answered"])
+def test_a_dial_a_person_answered_is_an_answered_notice(example_config, status) -> None:
+    [msg] = parsed(example_config, "dial", "dial_completed", DialCallStatus=status)
+    assert (msg.external_id, msg.meta) == (CA_C, {"call": "answered", "call_sid": CA_C, "to": BIZ})
+
+
+@pytest.mark.parametrize(("stage", "name"), [
+    ("dial", "dial_no_answer"),  # missed, at the dial
+    ("recording", "missed_call"),  # hung up at the beep
+    ("dial", "dial_completed"),  # answered
+    ("status", "status_completed_hung_up_before_beep"),  # ended
+])
+@pytest.mark.parametrize("withheld", ["+266696687", "anonymous", "client:anonymous"])
+def test_a_withheld_number_without_a_voicemail_is_not_published(example_config, stage, name, withheld) -> None:
+    # Nothing to act on: no number to call back, nothing recorded to hear.
+    assert parsed(example_config, stage, name, From=withheld, Caller=withheld) == []
+
+
+def test_a_withheld_numbers_transcript_joins_its_voicemail(example_config) -> None:
+    [msg] = parsed(example_config, "transcription", "transcription_completed", From="anonymous", Caller="anonymous")
+    assert (msg.sender, msg.reply_to, msg.language_hint) == (Identity("call_sid", CA_B), "", None)
+    assert msg.text.startswith("Hi, this is Tom.") and msg.meta["call"] == "voicemail"
 
 
 @pytest.mark.parametrize("token", [TOKEN, None])
@@ -318,8 +396,19 @@ def test_recording_and_transcription_of_one_call_carry_the_same_message_id(clien
     assert intake.accepted[1].payload.text.startswith("Hi, this is Tom.")
 
 
+def test_the_status_callback_publishes_the_ended_call_and_answers_empty_twiml(client, intake) -> None:
+    r = post(client, "status", "status_completed_hung_up_before_beep")
+    assert r.status_code == 200 and r.mimetype == "text/xml" and r.data.decode() == f"{XML}<Response />"
+    [env] = intake.accepted
+    # The call's own message id: the router finds a voicemail or missed message of the call by it.
+    assert env.message_id == derive_id("phone", CA_E) and env.payload.meta["call"] == "ended"
+    r = post(client, "status", "status_ringing")
+    assert r.status_code == 200 and r.data.decode() == f"{XML}<Response />" and len(intake.accepted) == 1
+
+
 @pytest.mark.parametrize(("stage", "name"), [("call", "call_incoming_in_hours"), ("recording", "recording_completed"),
-                                             ("transcription", "transcription_completed"), ("dial", "dial_no_answer")])
+                                             ("transcription", "transcription_completed"), ("dial", "dial_no_answer"),
+                                             ("status", "status_completed_hung_up_before_beep")])
 def test_a_bad_signature_is_403_and_nothing_is_published(client, intake, stage, name) -> None:
     r = post(client, stage, name, token="someone-else-entirely-0000000000")
     assert r.status_code == 403 and r.json["error"] == "forbidden" and intake.accepted == []
@@ -340,6 +429,9 @@ def test_a_tampered_caller_is_403(client, intake) -> None:
     ("recording", "recording_completed", {"RecordingDuration": "twenty"}, "RecordingDuration is not a number"),
     ("recording", "recording_completed", {"CallSid": "CA123"}, "CallSid is not a Twilio CA… SID"),
     ("dial", "dial_completed", {"DialCallStatus": "exploded"}, "is not a dial status"),
+    ("status", "malformed_status_missing_call_status", {}, "CallStatus is missing"),
+    ("status", "status_ringing", {"CallStatus": "exploded"}, "is not a call status"),
+    ("status", "status_completed_hung_up_before_beep", {"CallDuration": "²"}, "CallDuration is not a number"),
 ])
 def test_signed_but_malformed_is_400_naming_the_field(client, intake, stage, name, changes, problem) -> None:
     r = post(client, stage, name, **changes)

@@ -13,8 +13,9 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.http import FakeHandler, FakeServer
 
 VERSION = "v21.0"
 
@@ -41,7 +42,7 @@ class _Canned:
 
 
 @dataclass
-class FakeGraphApi:
+class FakeGraphApi(FakeServer):
     tokens: frozenset[str] = frozenset()  # accepted bearer tokens; empty accepts any
     sends: list[GraphSend] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)  # every POST path, failed ones included
@@ -52,13 +53,9 @@ class FakeGraphApi:
         fake = self
         ids = itertools.count(1)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
+        class Handler(FakeHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
+                raw = self.read_body()
                 with fake._lock:
                     fake.calls.append(self.path)
                     canned = fake._canned.pop(0) if fake._canned else None
@@ -92,24 +89,9 @@ class FakeGraphApi:
                                          "messages": [{"id": f"wamid.FAKE{n}"}]})
 
             def _reply(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for name, value in (headers or {}).items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout test): nothing to answer
+                self.send_json(status, body, headers)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        # A short poll interval: shutdown() waits up to one interval, once per test.
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self._thread.start()
+        self.serve(Handler)
         return self
 
     @property
@@ -135,10 +117,6 @@ class FakeGraphApi:
     def sent_to(self, recipient: str) -> list[GraphSend]:
         with self._lock:
             return [s for s in self.sends if s.recipient == recipient]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 _MESSAGES = {
@@ -185,4 +163,28 @@ def _check_whatsapp(body: dict[str, Any]) -> str | None:
         return f"param type {kind!r} is not valid"
     if not isinstance(body.get(kind), dict):
         return f"param {kind} is required"
+    if kind == "template":
+        return _check_template(body["template"])
+    return None
+
+
+def _check_template(template: dict[str, Any]) -> str | None:
+    # What Meta checks before it looks the template up: its name, a language code and, for
+    # button components, the sub_type, a string index and one payload or text parameter each.
+    if not isinstance(template.get("name"), str) or not template["name"]:
+        return "param template[name] is required"
+    if not isinstance(template.get("language"), dict) or not isinstance(template["language"].get("code"), str):
+        return "param template[language][code] is required"
+    for component in template.get("components") or []:
+        if not isinstance(component, dict) or component.get("type") not in ("header", "body", "button"):
+            return "param template[components][type] must be header, body or button"
+        if component["type"] == "button":
+            if component.get("sub_type") not in ("quick_reply", "url", "copy_code", "flow", "catalog"):
+                return "param template[components][sub_type] is required for buttons"
+            if not isinstance(component.get("index"), str) or not component["index"].isdigit():
+                return "param template[components][index] must be a string of digits"
+            params = component.get("parameters")
+            if not isinstance(params, list) or len(params) != 1 or not isinstance(params[0], dict) \
+                    or params[0].get("type") not in ("payload", "text"):
+                return "param template[components][parameters] needs one payload or text parameter"
     return None

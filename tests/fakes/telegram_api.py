@@ -1,7 +1,9 @@
 """A fake Telegram Bot API server: a real HTTP server on loopback that python-telegram-bot talks to.
 
-It records every sendMessage and can be told to fail: `fail_next(n, status=500)` or a 429 with
-retry_after, to test the sender's retry behaviour through the real client library.
+It records every sendMessage and every answerCallbackQuery, and can be told to fail:
+`fail_next(n, status=500)` or a 429 with retry_after, to test the sender's retry behaviour through
+the real client library; `fail_answers_next(n)` refuses answerCallbackQuery as Telegram does for a
+query that is too old.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from tests.fakes.http import FakeHandler, FakeServer
 
 
 @dataclass
@@ -26,7 +29,7 @@ class Sent:
 
 
 @dataclass
-class FakeBotApi:
+class FakeBotApi(FakeServer):
     bot_id: int = 123456
     sent: list[Sent] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
@@ -36,19 +39,17 @@ class FakeBotApi:
     _outage_statuses: tuple[int, ...] = (500,)
     _failed: int = 0
     get_updates_offsets: list[int] = field(default_factory=list)
+    answered: list[dict] = field(default_factory=list)  # answerCallbackQuery parameters, in order
+    _answer_failures: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> FakeBotApi:
         fake = self
         ids = itertools.count(1)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
+        class Handler(FakeHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode()
+                raw = self.read_body().decode()
                 ctype = self.headers.get("Content-Type", "")
                 if ctype.startswith("application/json"):
                     params = json.loads(raw or "{}")
@@ -96,23 +97,26 @@ class FakeBotApi:
                         if batch or time.time() >= deadline:
                             return self._reply(200, {"ok": True, "result": batch})
                         time.sleep(0.05)
-                if method in ("answerCallbackQuery", "setWebhook", "deleteWebhook", "close", "logOut"):
+                if method == "answerCallbackQuery":
+                    with fake._lock:
+                        refuse = fake._answer_failures > 0
+                        if refuse:
+                            fake._answer_failures -= 1
+                        else:
+                            fake.answered.append(params)
+                    if refuse:
+                        return self._reply(400, {"ok": False, "error_code": 400, "description":
+                                                 "Bad Request: query is too old and response timeout expired"
+                                                 " or query ID is invalid"})
+                    return self._reply(200, {"ok": True, "result": True})
+                if method in ("setWebhook", "deleteWebhook", "close", "logOut"):
                     return self._reply(200, {"ok": True, "result": True})
                 return self._reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
 
             def _reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(status, body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
+        self.serve(Handler)
         return self
 
     @property
@@ -142,6 +146,11 @@ class FakeBotApi:
             self._outage_until = time.time() + seconds
             self._outage_statuses = statuses
 
+    def fail_answers_next(self, n: int) -> None:
+        """The next n answerCallbackQuery calls are refused (400), as for a query that is too old."""
+        with self._lock:
+            self._answer_failures += n
+
     def failed_sends(self) -> int:
         with self._lock:
             return self._failed
@@ -153,7 +162,3 @@ class FakeBotApi:
     def sent_to(self, chat_id: str | int) -> list[Sent]:
         with self._lock:
             return [s for s in self.sent if s.chat_id == str(chat_id)]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

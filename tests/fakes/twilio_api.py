@@ -16,9 +16,10 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from tests.fakes.http import FakeHandler, FakeServer
 
 ACCOUNT_SID = "AC3f9a1c2b4d5e6f708192a3b4c5d6e7f8"
 AUTH_TOKEN = "fake-auth-token-0123456789abcdef"
@@ -58,7 +59,7 @@ class _Failure:
 
 
 @dataclass
-class FakeTwilioApi:
+class FakeTwilioApi(FakeServer):
     account_sid: str = ACCOUNT_SID
     auth_token: str = AUTH_TOKEN
     delay: float = 0.0
@@ -73,13 +74,9 @@ class FakeTwilioApi:
         fake = self
         sids = itertools.count(1)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
+        class Handler(FakeHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                params = parse_qs(self.rfile.read(length).decode("utf-8"), keep_blank_values=True)
+                params = parse_qs(self.read_body().decode("utf-8"), keep_blank_values=True)
                 with fake._lock:
                     fake.requests += 1
                 if fake.delay:
@@ -134,26 +131,12 @@ class FakeTwilioApi:
                            headers)
 
             def _json(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-                self._send(status, json.dumps(body).encode(), "application/json", headers or {})
+                self.send_json(status, body, headers)
 
             def _send(self, status: int, data: bytes, ctype: str, headers: dict[str, str]) -> None:
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(data)))
-                    for name, value in headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-                    pass
+                self.send(status, data, ctype, headers)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        # A short poll interval: stop() waits for it, and tests start and stop a server each.
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self._thread.start()
+        self.serve(Handler)
         return self
 
     @property
@@ -178,8 +161,7 @@ class FakeTwilioApi:
 
     def stop(self) -> None:
         self._stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
 
     def _authorised(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")

@@ -43,7 +43,8 @@ messaging_item = st.fixed_dictionaries(
     optional={"message": w(messaging_message),
               "delivery": w(st.fixed_dictionaries({"watermark": w(millis)}, optional={"mids": w(st.lists(w(mids)))})),
               "read": w(st.fixed_dictionaries({"watermark": w(millis)}, optional={"mid": w(mids)})),
-              "postback": w(st.fixed_dictionaries({"payload": w(st.text(max_size=10))}))})
+              "postback": w(st.fixed_dictionaries({"payload": w(st.text(max_size=10) | st.just("sv:Tok3nTok3nTok3n:4"))},
+                                                  optional={"mid": w(mids), "title": w(st.text(max_size=20))}))})
 messaging_payload = st.fixed_dictionaries({
     "object": st.sampled_from(["page", "instagram"]),
     "entry": w(st.lists(w(st.fixed_dictionaries({"id": w(digits), "time": w(millis)}, optional={

@@ -342,6 +342,8 @@ def test_resolve_publishes_resolved_and_reopen_opens_again(env, example_config) 
     [event] = bus_messages(env.broker_url)
     assert event.type == ConversationResolved.TYPE
     assert (event.payload.owner_id, event.payload.human_replied, event.payload.reply_to) == ("maria", False, "900")
+    # When the customer last wrote: WhatsApp's 24-hour window for the survey counts from it.
+    assert event.payload.last_customer_message_at == WED  # the time of "Where is my parcel?"
     # The notifier accepts it (nothing to send yet: the survey comes later).
     sender = SandboxSender("telegram", out=open("/dev/null", "w"))
     deps = NotifierDeps(config=example_config, sessions=env.sessions, senders=Registry({"telegram": sender}),

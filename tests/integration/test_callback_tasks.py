@@ -1,17 +1,22 @@
 """Phone calls nobody took, against the real PostgreSQL: the gateway's voice adapter turns Twilio's
 callbacks into messages, the router keeps one message and one call-back task per call whatever the
-order and however often they come, and the caller's acknowledgement leaves by SMS."""
+order and however often they come, and the caller's acknowledgement leaves by SMS. A call's end
+(the status callback) is a missed call only when nobody answered it and nothing else is known of
+it; a withheld number's voicemail is a conversation nobody can answer."""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select
 
 from services.gateway.channels import RawRequest
@@ -21,11 +26,15 @@ from services.notifier.ack import compose_ack
 from services.notifier.bootstrap import build_senders
 from services.notifier.handlers import NotifierDeps, handle_event
 from services.notifier.models import Outbox
+from services.router import operations as ops
+from services.router.api import ApiDeps, build_api
 from services.router.handlers import RouterDeps, handle_inbound
-from services.router.models import CallbackTask, Conversation, Message
-from shared.contracts import DeliveryStatus, Envelope, derive_id
-from shared.db import make_engine, migrate, session_factory
+from services.router.models import CallbackTask, Conversation, Identity, Message, PhoneCall, RouterOutbox
+from shared.bus.publisher import Publisher
+from shared.contracts import ConversationOpened, DeliveryStatus, Envelope, Redirected, derive_id
+from shared.db import make_engine, migrate, session_factory, transaction
 from shared.settings import load_settings
+from shared.web import install_json_errors
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi
 
 pytestmark = pytest.mark.integration
@@ -35,6 +44,8 @@ WARSAW = ZoneInfo("Europe/Warsaw")
 SATURDAY_EVENING = datetime(2026, 11, 21, 20, 0, tzinfo=WARSAW)
 MONDAY_MORNING = datetime(2026, 11, 23, 10, 0, tzinfo=WARSAW)
 CA_A, CA_B = "CA1b3d5f7a9c1e2d4f6a8c0e2b4d6f8a01", "CA2c4e6a8b0d2f3e5a7c9e1f3b5d7a9c12"
+CA_C, CA_E = "CA3d5f7b9c1e3a4f6b8d0f2a4c6e8b0d23", "CA5f7b9d1e3a5c6b8d0f2b4c6e8a0d2f56"
+CA_W = "CA6a8c0e2f4b6d7c9e1a3c5d7f9b1e3a67"  # a withheld number's voicemail
 TRANSCRIPT = ("Hi, this is Tom. I ordered the leather boots last week, order 48213, and the courier never came. "
               "Could you call me back, please? Thanks.")
 
@@ -65,11 +76,11 @@ def deps(example_config, sessions) -> RouterDeps:
                       detect_language=lambda text, hints: hints[0] if hints else "en")
 
 
-def callback(config, stage: str, fixture: str, at: datetime) -> Envelope:
+def callback(config, stage: str, fixture: str, at: datetime, **changes: str) -> Envelope:
     """What the gateway puts on the bus for one Twilio callback (signature checks are the contract tests')."""
     raw = (FIXTURES / f"{fixture}.txt").read_bytes()
-    req = RawRequest(url="https://support.northwind.example", headers={}, body=raw,
-                     form=parse_qs(raw.decode(), keep_blank_values=True), received_at=at)
+    form = {**parse_qs(raw.decode(), keep_blank_values=True), **{k: [v] for k, v in changes.items()}}
+    req = RawRequest(url="https://support.northwind.example", headers={}, body=raw, form=form, received_at=at)
     [msg] = TwilioVoiceAdapter("token", stage=stage, config=config,
                                public_base_url="https://support.northwind.example").parse(req)
     return Envelope.wrap(msg, message_id=derive_id(msg.channel, msg.external_id), correlation_id=f"c-{fixture}",
@@ -171,3 +182,222 @@ def test_the_caller_is_acknowledged_by_sms_from_the_number_they_called(example_c
         senders.close()
     assert sms.from_ == "+48221002030" and len(sms.body) <= 320
     assert "Northwind Outfitters" in sms.body and "closed" in sms.body
+
+
+# --- the call's end (status callback) and a person answering (the <Dial> action) ----------------
+
+
+def ended(config, at: datetime, sid: str = CA_E, caller: str = "+37061234567") -> Envelope:
+    return callback(config, "status", "status_completed_hung_up_before_beep", at, CallSid=sid, From=caller,
+                    Caller=caller)
+
+
+def answered(config, at: datetime, sid: str = CA_E, caller: str = "+37061234567") -> Envelope:
+    return callback(config, "dial", "dial_completed", at, CallSid=sid, From=caller, Caller=caller)
+
+
+def test_a_caller_who_hung_up_before_the_beep_is_one_missed_call_and_one_task(example_config, deps, sessions) -> None:
+    # Saturday evening: the caller heard the hours and hung up during them. Only the status callback tells.
+    notice = ended(example_config, SATURDAY_EVENING)
+    [event] = handle_inbound(notice, deps)
+    assert event.type == ConversationOpened.TYPE and event.payload.acknowledge  # the caller gets an SMS
+    assert (event.payload.reply_to, event.payload.reply_from, event.payload.language) == (
+        "+37061234567", "+48221002030", "lt")
+    assert handle_inbound(notice, deps) == [event]  # redelivered: nothing new
+    with sessions() as s:
+        [message] = s.scalars(select(Message)).all()
+        [task] = s.scalars(select(CallbackTask)).all()
+        assert message.external_id == CA_E and message.details["meta"] == {
+            "call": "missed", "call_sid": CA_E, "call_status": "completed", "call_duration": 14, "to": "+48221002030"}
+        assert (task.call_sid, task.kind, task.phone, task.done_at) == (CA_E, "missed", "+37061234567", None)
+    assert count(sessions, Conversation) == 1
+
+
+def test_an_answered_call_that_ended_is_no_conversation(example_config, deps, sessions) -> None:
+    assert handle_inbound(answered(example_config, MONDAY_MORNING), deps) == []
+    end = MONDAY_MORNING + timedelta(minutes=3)
+    assert handle_inbound(ended(example_config, end), deps) == []
+    # Twilio retries either: still nothing.
+    assert handle_inbound(answered(example_config, MONDAY_MORNING), deps) == []
+    assert handle_inbound(ended(example_config, end), deps) == []
+    for model in (Conversation, Message, CallbackTask, RouterOutbox):
+        assert count(sessions, model) == 0, model.__name__
+    with sessions() as s:
+        call = s.get(PhoneCall, CA_E)
+        assert (call.answered_at, call.ended_at, call.end_status) == (MONDAY_MORNING, end, "completed")
+
+
+def test_an_end_handled_before_the_answer_has_its_call_back_task_closed_by_it(example_config, deps, sessions) -> None:
+    # Not Twilio's order (the <Dial> action comes first), but a slow replica or a redelivery can make it so.
+    handle_inbound(ended(example_config, MONDAY_MORNING), deps)
+    with sessions() as s:
+        assert s.scalar(select(CallbackTask.done_at)) is None
+    later = MONDAY_MORNING + timedelta(seconds=2)
+    assert handle_inbound(answered(example_config, later), deps) == []
+    assert handle_inbound(answered(example_config, later + timedelta(seconds=5)), deps) == []
+    with sessions() as s:
+        [task] = s.scalars(select(CallbackTask)).all()
+        assert (task.call_sid, task.done_at) == (CA_E, later)  # a person talked to the caller: nothing to return
+    assert count(sessions, Message) == 1 and count(sessions, Conversation) == 1
+
+
+def test_a_voicemail_and_then_the_calls_end_is_still_the_voicemail_with_one_task(example_config, deps, sessions) -> None:
+    events = handle_inbound(callback(example_config, "recording", "recording_completed", SATURDAY_EVENING), deps)
+    end = ended(example_config, SATURDAY_EVENING, sid=CA_B, caller="+442071838750")
+    assert handle_inbound(end, deps) == events  # the same call: no second acknowledgement
+    assert handle_inbound(end, deps) == events
+    # The transcript still comes after the call's end, and is kept.
+    handle_inbound(callback(example_config, "transcription", "transcription_completed", SATURDAY_EVENING), deps)
+    with sessions() as s:
+        [message] = s.scalars(select(Message)).all()
+        [task] = s.scalars(select(CallbackTask)).all()
+        assert message.text == TRANSCRIPT
+        assert message.details["meta"] == {"call": "voicemail", "call_sid": CA_B, "duration": 23, "to": "+48221002030",
+                                           "transcription": "completed", "call_status": "completed",
+                                           "call_duration": 14}
+        assert (task.kind, task.done_at) == ("voicemail", None)
+
+
+def test_an_end_before_the_voicemail_becomes_the_voicemail(example_config, deps, sessions) -> None:
+    # The status callback overtook the <Record> action: a missed call first, the voicemail upgrades it.
+    end = ended(example_config, SATURDAY_EVENING, sid=CA_B, caller="+442071838750")
+    events = handle_inbound(end, deps)
+    assert handle_inbound(callback(example_config, "recording", "recording_completed", SATURDAY_EVENING),
+                          deps) == events
+    with sessions() as s:
+        [message] = s.scalars(select(Message)).all()
+        [task] = s.scalars(select(CallbackTask)).all()
+        assert message.details["meta"]["call"] == "voicemail" and message.details["meta"]["duration"] == 23
+        assert message.details["attachments"][0]["url"].endswith(".mp3")
+        assert task.kind == "voicemail"
+
+
+def test_no_answer_voicemail_and_end_in_any_order_are_one_voicemail_task(example_config, deps, sessions) -> None:
+    handle_inbound(callback(example_config, "dial", "dial_no_answer", MONDAY_MORNING), deps)
+    handle_inbound(ended(example_config, MONDAY_MORNING, sid=CA_A, caller="+48601234567"), deps)
+    handle_inbound(callback(example_config, "transcription", "transcription_failed", MONDAY_MORNING), deps)
+    with sessions() as s:
+        [task] = s.scalars(select(CallbackTask)).all()
+        [message] = s.scalars(select(Message)).all()
+        assert (task.call_sid, task.kind) == (CA_A, "voicemail") and message.details["meta"]["call"] == "voicemail"
+
+
+def test_answered_and_ended_at_the_same_moment_never_leave_a_call_to_return(example_config, deps, sessions) -> None:
+    # Two router replicas, one notice each: whichever goes first, the call's row serialises them, so
+    # the end never makes a missed call the answer does not close.
+    calls = [(f"CA{n:032x}", f"+4860123{n:04d}") for n in range(1, 9)]
+    errors: list[BaseException] = []
+
+    def run(barrier: threading.Barrier, envelope: Envelope) -> None:
+        try:
+            barrier.wait()
+            handle_inbound(envelope, deps)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    for sid, caller in calls:
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=run, args=(barrier, answered(example_config, MONDAY_MORNING, sid, caller))),
+                   threading.Thread(target=run, args=(barrier, ended(example_config, MONDAY_MORNING, sid, caller)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert errors == []
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(CallbackTask).where(CallbackTask.done_at.is_(None))) == 0
+        assert s.scalar(select(func.count()).select_from(PhoneCall).where(PhoneCall.answered_at.is_not(None),
+                                                                          PhoneCall.ended_at.is_not(None))) == 8
+
+
+def test_in_redirect_mode_a_hang_up_gets_the_note_and_an_answered_call_nothing(example_config, sessions) -> None:
+    channels = {**example_config.channels, "phone": dataclasses.replace(example_config.channels["phone"],
+                                                                         mode="redirect")}
+    config = dataclasses.replace(example_config, channels=channels)
+    deps = RouterDeps(config=config, sessions=sessions, classify=fake_classify,
+                      detect_language=lambda text, hints: hints[0] if hints else "en")
+    [note] = handle_inbound(ended(config, SATURDAY_EVENING), deps)
+    assert note.type == Redirected.TYPE and note.payload.reply_to == "+37061234567"
+    assert handle_inbound(ended(config, SATURDAY_EVENING), deps) == [note]  # the same note: sent once
+    assert handle_inbound(answered(config, MONDAY_MORNING, sid=CA_C), deps) == []
+    assert handle_inbound(ended(config, MONDAY_MORNING, sid=CA_C), deps) == []
+    assert count(sessions, Conversation) == 0 and count(sessions, CallbackTask) == 0
+
+
+# --- a withheld number's voicemail ----------------------------------------------------------------
+
+
+def test_a_withheld_numbers_voicemail_is_a_conversation_without_acknowledgement_or_task(
+        example_config, deps, sessions) -> None:
+    voicemail = callback(example_config, "recording", "voicemail_withheld_number", SATURDAY_EVENING)
+    [event] = handle_inbound(voicemail, deps)
+    assert event.type == ConversationOpened.TYPE and not event.payload.acknowledge and event.payload.reply_to == ""
+    assert handle_inbound(voicemail, deps) == [event]
+    # Its transcript joins it, under the same call.
+    handle_inbound(callback(example_config, "transcription", "transcription_completed", SATURDAY_EVENING,
+                            CallSid=CA_W, From="+266696687", Caller="+266696687"), deps)
+    with sessions() as s:
+        [message] = s.scalars(select(Message)).all()
+        assert message.text == TRANSCRIPT and message.details["meta"]["call"] == "voicemail"
+        assert [(i.kind, i.value) for i in s.scalars(select(Identity))] == [("call_sid", CA_W)]
+    assert count(sessions, CallbackTask) == 0 and count(sessions, Conversation) == 1
+    # Another withheld call is another customer: two strangers are not one because both hid their number.
+    other = callback(example_config, "recording", "voicemail_withheld_number", SATURDAY_EVENING,
+                     CallSid="CA" + "7" * 32)
+    [second] = handle_inbound(other, deps)
+    assert second.payload.customer_id != event.payload.customer_id and not second.payload.acknowledge
+
+
+def test_the_notifier_sends_nothing_for_a_withheld_voicemail(example_config, deps, sessions) -> None:
+    [event] = handle_inbound(callback(example_config, "recording", "voicemail_withheld_number", SATURDAY_EVENING),
+                             deps)
+    senders = build_senders(load_settings({}), example_config)
+    try:
+        notifier = NotifierDeps(config=example_config, sessions=sessions, senders=senders,
+                                compose_ack=partial(compose_ack, config=example_config),
+                                clock=lambda: SATURDAY_EVENING)
+        handle_event(event, notifier)
+    finally:
+        senders.close()
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.kind == "ack")) == 0
+
+
+def test_an_agent_replying_to_a_withheld_caller_is_told_there_is_no_way_to_answer(
+        example_config, deps, sessions) -> None:
+    [event] = handle_inbound(callback(example_config, "recording", "voicemail_withheld_number", SATURDAY_EVENING),
+                             deps)
+    app = Flask("test")
+    install_json_errors(app)
+    app.register_blueprint(build_api(ApiDeps(config=example_config, sessions=sessions,
+                                             publisher=Publisher("memory://"), clock=lambda: MONDAY_MORNING)))
+    with transaction(sessions) as s:
+        token = ops.issue_token(s, "anna", MONDAY_MORNING)  # the team lead: she sees the team's queue too
+    auth = {"Authorization": f"Bearer {token}"}
+    url = f"/api/v1/conversations/{event.payload.conversation_id}"
+    client = app.test_client()
+    before = (count(sessions, Message), count(sessions, RouterOutbox))
+    for body in ({"text": "Hello, we got your message"}, {"macro": "product-question"}):
+        r = client.post(url + "/reply", json=body, headers=auth)
+        assert r.status_code == 409 and r.is_json, r.data
+        assert r.json["error"] == "unanswerable" and "no way to answer" in r.json["message"]
+    assert (count(sessions, Message), count(sessions, RouterOutbox)) == before  # nothing queued to die later
+    assert client.post(url + "/resolve", headers=auth).status_code == 200  # heard, done
+
+
+def test_the_embedded_modes_sqlite_claims_the_call_the_same_way(example_config, tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'switchboard.db'}")
+    migrate(engine)
+    sessions = session_factory(engine)
+    deps = RouterDeps(config=example_config, sessions=sessions, classify=fake_classify,
+                      detect_language=lambda text, hints: hints[0] if hints else "en")
+    try:
+        assert handle_inbound(answered(example_config, MONDAY_MORNING, sid=CA_C), deps) == []
+        assert handle_inbound(ended(example_config, MONDAY_MORNING, sid=CA_C), deps) == []
+        [event] = handle_inbound(ended(example_config, SATURDAY_EVENING), deps)
+        assert handle_inbound(ended(example_config, SATURDAY_EVENING), deps) == [event]
+        with sessions() as s:
+            assert [(t.call_sid, t.kind) for t in s.scalars(select(CallbackTask))] == [(CA_E, "missed")]
+            assert s.get(PhoneCall, CA_C).answered_at == MONDAY_MORNING
+    finally:
+        engine.dispose()

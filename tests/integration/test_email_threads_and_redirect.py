@@ -162,3 +162,24 @@ def test_an_agents_mail_reply_continues_the_acknowledgements_thread_as_a_human(e
     assert answer.options == {"subject": "Re: Parcel 4471", "reference": opened.payload.reference,
                               "in_reply_to": "m1@example.pl", "references": ["sandbox-email-1"]}
     assert "automatic" not in answer.options  # a person's answer: autoresponders may answer it
+
+
+def test_an_agent_answering_a_notice_by_mail_leaves_a_note_not_a_customer_message(example_config, sessions) -> None:
+    deps = router_deps(example_config, sessions)
+    [opened] = handle_inbound(mail(1, AT), deps)
+    ref = opened.payload.reference
+    # anna's notices go to anna@northwind.example; the notice's subject carries the [SB-…] token.
+    answer = mail(2, AT + timedelta(minutes=3), sender="Anna@Northwind.example",
+                  subject=f"Re: New conversation from Piotr [{ref}]", reference=ref)
+    assert handle_inbound(answer, deps) == []  # no acknowledgement, no notice to herself
+    assert handle_inbound(answer, deps) == []  # a redelivery is the same note
+    with sessions() as s:
+        rows = s.scalars(select(Message).where(Message.external_id == "m2@example.pl")).all()
+        assert [(m.direction, m.sender_kind, m.sender_value, m.conversation_id) for m in rows] == [
+            ("note", "agent", "anna", opened.payload.conversation_id)]
+        # Not a customer of ours, and the conversation is still the customer's one.
+        assert s.scalar(select(func.count()).select_from(Conversation)) == 1
+    # Mail from her address that answers nothing is an ordinary message (she may be trying us out).
+    [own] = handle_inbound(mail(3, AT + timedelta(minutes=4), sender="anna@northwind.example",
+                                subject="Testing the support address"), deps)
+    assert own.type == "conversation.opened" and own.payload.conversation_id != opened.payload.conversation_id

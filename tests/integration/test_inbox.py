@@ -204,6 +204,39 @@ def test_reply_with_a_macro_through_the_api(env) -> None:
     assert listed["macros"][0]["id"] == "returns-how" and len(listed["macros"]) == 6
 
 
+@pytest.fixture
+def overridden(example_config, pg_url, rabbit_url):
+    """The example business with its own words for a late parcel, read from the config file."""
+    from pathlib import Path
+
+    import yaml
+
+    from shared.config import load_config_text
+
+    doc = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "switchboard.yaml").read_text())
+    doc["macros"] = {"bg": {"delivery-late": {"answer": "Пратка {{ order_number }} е при куриера от днес."}}}
+    config = load_config_text(yaml.safe_dump(doc, allow_unicode=True), "overrides.yaml")
+    with connect(rabbit_url) as conn:
+        declare(conn)
+    e, engine = make_env(config, pg_url, rabbit_url)
+    for bp in build_inbox(ApiDeps(config=config, sessions=e.sessions, publisher=Publisher(rabbit_url), clock=e.clock)):
+        e.app.register_blueprint(bp)
+    e.broker_url = rabbit_url
+    yield e
+    engine.dispose()
+
+
+def test_the_configs_macro_words_reach_the_page_and_the_api(overridden) -> None:
+    env = overridden
+    conv = env.inbound("Where is my parcel?", lang="bg")
+    login_with_token(env, "maria")
+    page = html_lib.unescape(env.client.get(f"/inbox/c/{conv}?macro=delivery-late&order_number=NW-8").text)
+    assert "Пратка NW-8 е при куриера от днес." in page and "Здравейте, Piotr!" in page
+    r = env.client.post(f"/api/v1/conversations/{conv}/reply",
+                        json={"macro": "delivery-late", "variables": {"order_number": "NW-9"}}, headers=env.auth("maria"))
+    assert r.status_code == 201 and "Пратка NW-9 е при куриера от днес." in r.json["text"]
+
+
 def test_kpis_for_a_lead_and_an_agents_own_only(env) -> None:
     answered = env.inbound("Where is my parcel?", lang="bg")  # maria
     env.client.post(f"/api/v1/conversations/{answered}/reply", json={"text": "On its way."},

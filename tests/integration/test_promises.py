@@ -169,7 +169,7 @@ def test_lifecycle_assignment_warning_at_75_percent_then_breach_to_owner_and_lea
     assert len(telegram.to(MARIA_CHAT)) == 3
     [lead_mail] = mails_to(smtp, ANNA_MAIL)
     assert "SB-ABCDEFGHIJ" in lead_mail and "Maria Georgieva" in lead_mail  # who owns it
-    assert "SB-ABCDEFGHIJ" in subjects_to(smtp, ANNA_MAIL)[0]
+    assert "[SB-ABCDEFGHIJ]" in subjects_to(smtp, ANNA_MAIL)[0]  # the token the gateway threads a reply by
     assert breaches() == before + 1
 
     p = promise(sessions)

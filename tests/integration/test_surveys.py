@@ -4,13 +4,16 @@ tickers at once), answered once, opt-outs honoured on every channel, the router'
 from __future__ import annotations
 
 import io
+import json
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from services.gateway.channels.meta import parse_payload, survey_answer
 from services.notifier.handlers import NotifierDeps, handle_event
 from services.notifier.models import Outbox, Survey, SurveyOptOut
 from services.notifier.senders import Registry, TransientSendError
@@ -19,6 +22,7 @@ from services.notifier.survey_flow import send_due_surveys
 from services.router import models as router_models
 from services.router.handlers import RouterDeps, handle_inbound
 from shared import contracts
+from shared.config import WhatsAppTemplate
 from shared.contracts import ConversationResolved, Envelope, InboundMessage, SurveyAnswer, SurveyOptOutSchema
 from shared.db import make_engine, migrate, session_factory, transaction
 from shared.survey_links import SurveyLinks
@@ -62,10 +66,11 @@ def make_deps(config, sessions, senders, clock) -> NotifierDeps:
 
 
 def resolved(conv: str = "conv-1", *, customer: str = "cust-1", channel: str = "telegram", reply_to: str = "42",
-             human: bool = True, opening: int = 1, at: datetime = RESOLVED) -> Envelope:
+             human: bool = True, opening: int = 1, at: datetime = RESOLVED,
+             last_customer_message_at: datetime | None = None) -> Envelope:
     ev = ConversationResolved(conversation_id=conv, customer_id=customer, channel=channel, reply_to=reply_to,
                               language="en", owner_id="anna", resolved_at=at, human_replied=human, opening=opening,
-                              customer_name="Mark")
+                              customer_name="Mark", last_customer_message_at=last_customer_message_at)
     return Envelope.wrap(ev, message_id=f"r-{conv}-{opening}", correlation_id="c", occurred_at=at)
 
 
@@ -213,6 +218,73 @@ def test_a_transient_failure_is_retried_at_the_next_tick_and_sent_once(config, s
     with sessions() as s:
         [row] = s.scalars(select(Outbox).where(Outbox.kind == "survey"))
         assert row.idempotency_key == "survey:conv-1:1" and row.attempts == 2
+
+
+# --- WhatsApp: after the customer's 24-hour window only an approved template ---------------------
+
+WA_ID = "37062345678"
+TEMPLATE_PRESS = Path(__file__).resolve().parent.parent / "fixtures" / "surveys" / "whatsapp_template_button_survey.json"
+
+
+def whatsapp_config(config, template: WhatsAppTemplate | None):
+    channels = {**config.channels, "whatsapp": replace(config.channels["whatsapp"], survey_template=template)}
+    return replace(config, channels=channels)
+
+
+def template_press(token: str, score: int) -> Envelope:
+    """The customer presses the template's button: WhatsApp's webhook, as the gateway reads it."""
+    payload = json.loads(TEMPLATE_PRESS.read_text(encoding="utf-8").replace("Tm5Qw8Er2Ty4Ui6O:5", f"{token}:{score}"))
+    [msg] = parse_payload(payload, received_at=RESOLVED + 30 * HOUR).messages
+    answer_ = survey_answer(msg)
+    assert answer_ is not None
+    return Envelope.wrap(answer_, message_id=f"a-{msg.external_id}", correlation_id="c", occurred_at=answer_.received_at)
+
+
+def test_a_whatsapp_survey_after_the_window_goes_as_the_template_and_its_button_answers_it(config, sessions, senders):
+    config = whatsapp_config(config, WhatsAppTemplate(name="csat_survey", language="lt"))
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED))
+    # The customer last wrote 25 hours before the survey is due (resolution + 1 h).
+    handle_event(resolved(channel="whatsapp", reply_to=WA_ID, last_customer_message_at=RESOLVED - 24 * HOUR), deps)
+    assert send_due_surveys(RESOLVED + HOUR, deps) == 1
+    [survey] = surveys(sessions)
+    [sent] = senders["whatsapp"].sent
+    assert sent.address == WA_ID and survey.status == "sent"
+    assert sent.options["template"] == {"name": "csat_survey", "language": "lt", "components": [
+        {"type": "button", "sub_type": "quick_reply", "index": str(i - 1),
+         "parameters": [{"type": "payload", "payload": f"sv:{survey.token}:{i}"}]} for i in range(1, 6)]}
+    assert "buttons" not in sent.options and "last_customer_message_at" not in sent.options
+
+    handle_event(template_press(survey.token, 4), deps)
+    [after] = surveys(sessions)
+    assert (after.status, after.score) == ("answered", 4)
+
+
+def test_a_whatsapp_survey_inside_the_window_is_the_list_with_the_template_in_reserve(config, sessions, senders):
+    config = whatsapp_config(config, WhatsAppTemplate(name="csat_survey", language="en"))
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED))
+    handle_event(resolved(channel="whatsapp", reply_to=WA_ID, last_customer_message_at=RESOLVED - HOUR), deps)
+    assert send_due_surveys(RESOLVED + HOUR, deps) == 1
+    [sent] = senders["whatsapp"].sent
+    assert [payload for _, payload in sent.options["buttons"]] == [f"sv:{surveys(sessions)[0].token}:{i}"
+                                                                    for i in range(1, 6)]
+    assert sent.options["last_customer_message_at"] == (RESOLVED - HOUR).isoformat()
+    assert sent.options["fallback_template"]["name"] == "csat_survey"
+
+
+def test_a_whatsapp_survey_after_the_window_without_a_template_is_skipped_not_sent_nor_retried(
+        config, sessions, senders):
+    config = whatsapp_config(config, None)
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED))
+    handle_event(resolved(channel="whatsapp", reply_to=WA_ID, last_customer_message_at=RESOLVED - 24 * HOUR), deps)
+    assert send_due_surveys(RESOLVED + HOUR, deps) == 0
+    assert send_due_surveys(RESOLVED + 2 * HOUR, deps) == 0
+    [survey] = surveys(sessions)
+    assert survey.status == "skipped"
+    assert survey.reason == ("outside WhatsApp's 24-hour window only an approved template may be sent: "
+                             "channels.whatsapp.survey_template is not configured")
+    assert senders["whatsapp"].sent == []
+    with sessions() as s:
+        assert list(s.scalars(select(Outbox).where(Outbox.kind == "survey"))) == []  # nothing to retry or dead-letter
 
 
 # --- the router's side: SMS digits, STOP ---------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from services.cli import main
-from shared.config import load_config_text
+from shared.config import WhatsAppTemplate, load_config_text
 from shared.errors import ConfigError
 from shared.settings import load_settings
 
@@ -32,6 +32,7 @@ def test_example_config_loads(example_config) -> None:
     assert example_config.categories["delivery"].target_for("sms") == timedelta(hours=2)
     assert example_config.categories["delivery"].target_for("telegram") == timedelta(hours=4)
     assert example_config.channel_mode("instagram") == "redirect"
+    assert example_config.channels["whatsapp"].survey_template == WhatsAppTemplate(name="csat_survey", language="en")
     # An agent's shift keeps the team's holidays: Christmas Day is closed for Anna too.
     from datetime import datetime
     from zoneinfo import ZoneInfo
@@ -60,6 +61,14 @@ def test_bad_shift_names_the_key_path() -> None:
     (lambda d: d.update(templates={"en/ack.txt.j2": "Hello {{ name"}), "templates.en/ack.txt.j2: line 1"),
     (lambda d: d["channels"]["whatsapp"].update(reply_template="Support Reply!"),
      "channels.whatsapp.reply_template: is not a WhatsApp template name"),
+    (lambda d: d["channels"]["whatsapp"].update(survey_template={"name": "CSAT survey"}),
+     "channels.whatsapp.survey_template.name: is not a WhatsApp template name"),
+    (lambda d: d["channels"]["whatsapp"].update(survey_template={"name": "csat_survey", "language": "Polish"}),
+     "channels.whatsapp.survey_template.language: is not a template language code"),
+    (lambda d: d["channels"]["whatsapp"].update(survey_template={"language": "pl"}),
+     "channels.whatsapp.survey_template.name"),
+    (lambda d: d["channels"]["sms"].update(survey_template={"name": "csat_survey"}),
+     "channels.sms.survey_template: only the whatsapp channel sends templates"),
 ])
 def test_each_problem_is_reported_where_it_is(mutate, expected) -> None:
     doc = example()
@@ -103,3 +112,63 @@ def test_environment_defaults_are_the_embedded_mode() -> None:
     assert s.broker_url == "memory://" and s.database_url.startswith("sqlite:///")
     assert s.telegram_bot_id == "sandbox"
     assert load_settings({"TELEGRAM_BOT_TOKEN": "123456:abc"}).telegram_bot_id == "123456"
+
+
+# --- macros: the starter set can be changed from the config, and a bad change fails at start ----
+
+
+def _with_macros(macros: dict) -> dict:
+    doc = example()
+    doc["macros"] = macros
+    return doc
+
+
+def test_a_config_macro_replaces_a_block_and_adds_a_macro_in_every_language() -> None:
+    from services.router import macros as m
+
+    languages = example()["business"]["languages"]
+    added = {lang: {"gift-wrap": {"category": "product", "title": "Gift wrap",
+                                  "empathy": "Gifts deserve care.", "answer": f"[{lang}] We wrap for free."}}
+             for lang in languages}
+    added["en"]["delivery-late"] = {"answer": "Your parcel {{ order_number }} left our depot today."}
+    for lang in languages:
+        added[lang]["returns-how"] = None  # this business takes no returns
+    config = load_config_text(yaml.safe_dump(_with_macros(added), allow_unicode=True), "test.yaml")
+    late = m.render(m.find("delivery-late", "en", config.macros), customer_name="Alex", order_number="NW-7",
+                    owner_name="Anna", business_name="NW")
+    assert "Your parcel NW-7 left our depot today." in late
+    assert late.startswith("Hello Alex,")  # the blocks it did not name are the starter's
+    assert "I am sorry that it is taking longer" in late
+    wrap = m.render(m.find("gift-wrap", "pl", config.macros), customer_name=None, order_number=None,
+                    owner_name="Anna", business_name="NW")
+    assert "[pl] We wrap for free." in wrap and wrap.split("\n\n")[0] == m.render(
+        m.find("delivery-late", "pl"), customer_name=None, order_number=None, owner_name="Anna",
+        business_name="NW").split("\n\n")[0]  # the language's own greeting fills in
+    assert "returns-how" not in {x.id for x in m.macros_for("de", None, config.macros)}
+    with pytest.raises(m.MacroError):
+        m.find("returns-how", "de", config.macros)
+    # The starter set itself is untouched for a config without overrides.
+    assert "left our depot today" not in m.render(m.find("delivery-late", "en"), customer_name=None, order_number=None,
+                                                  owner_name="Anna", business_name="NW")
+
+
+@pytest.mark.parametrize(("macros", "expected"), [
+    ({"en": {"delivery-late": {"answer": "{{ tracking_url }}"}}},
+     "macros.en (config): macro 'delivery-late': block 'answer' uses tracking_url; the variables are "
+     "customer_name, order_number, owner_name, business_name"),
+    ({"en": {"delivery-late": {"answer": "{% if order_number %}oops"}}},
+     "macros.en (config): macro 'delivery-late': block 'answer': Unexpected end of template."),
+    ({"en": {"delivery-late": {"closing": "Bye"}}},
+     "macros.en (config): macro 'delivery-late': unknown keys ['closing'], missing blocks [], category given"),
+    ({"en": {"delivery-late": {"category": "weather"}}},
+     "macros.en.delivery-late.category: 'weather' is not a category "
+     "(product, delivery, returns, payment, technical, other)"),
+    ({"fr": {"delivery-late": {"answer": "Bonjour"}}},
+     "macros.fr: not one of the business's languages (en, pl, ru, uk, bg, lt, de)"),
+    ({"en": {"gift-wrap": {"category": "product", "empathy": "Gifts deserve care.", "answer": "We wrap."}}},
+     "macros.pl: macro 'gift-wrap' is missing"),
+    ({"de": {"returns-how": None}}, "macros.de: macro 'returns-how' is missing"),
+])
+def test_a_bad_macro_override_fails_config_check_naming_it(macros, expected) -> None:
+    found = problems(_with_macros(macros))
+    assert any(p.startswith(expected) for p in found), found

@@ -7,7 +7,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from services.notifier.surveys import compose, skip_reason, survey_kind
+from services.notifier.surveys import compose, skip_reason, survey_kind, whatsapp_survey_options
+from shared.config import WhatsAppTemplate
 from shared.settings import load_settings
 from shared.survey_links import (
     LinkExpired,
@@ -90,6 +91,42 @@ def test_messenger_quick_replies_whatsapp_list_sms_and_email() -> None:
 def test_an_email_survey_without_a_secret_cannot_be_composed() -> None:
     with pytest.raises(ValueError, match="SURVEY_SECRET"):
         message("csat", "email", links=None)
+
+
+TEMPLATE = WhatsAppTemplate(name="csat_survey", language="pl")
+CSAT_TEMPLATE = {"name": "csat_survey", "language": "pl", "components": [
+    {"type": "button", "sub_type": "quick_reply", "index": str(i - 1),
+     "parameters": [{"type": "payload", "payload": f"sv:Tok3nTok3nTok3nX:{i}"}]} for i in range(1, 6)]}
+
+
+def whatsapp(kind: str, last: datetime | None, template: WhatsAppTemplate | None = TEMPLATE) -> dict:
+    return whatsapp_survey_options(message(kind, "whatsapp")[1], kind=kind, token="Tok3nTok3nTok3nX",
+                                   last_customer_message_at=last, now=NOW, template=template)
+
+
+def test_whatsapp_inside_the_window_is_the_list_with_the_template_should_it_close_before_a_retry() -> None:
+    last = NOW - timedelta(hours=23, minutes=59)
+    assert whatsapp("csat", last) == {**message("csat", "whatsapp")[1], "last_customer_message_at": last.isoformat(),
+                                      "fallback_template": CSAT_TEMPLATE}
+    assert whatsapp("csat", last, template=None) == {**message("csat", "whatsapp")[1],
+                                                     "last_customer_message_at": last.isoformat()}
+    assert whatsapp("nps", last) == {"last_customer_message_at": last.isoformat()}  # a number in reply
+
+
+@pytest.mark.parametrize("last", [NOW - timedelta(hours=24), NOW - timedelta(days=9), None])
+def test_whatsapp_after_the_window_is_the_template_alone(last) -> None:
+    # The button payloads are the in-window ones: a press is recorded the same way.
+    assert whatsapp("csat", last) == {"template": CSAT_TEMPLATE}
+
+
+@pytest.mark.parametrize("kind,template,why", [
+    ("csat", None, "survey_template is not configured"),
+    ("nps", TEMPLATE, "11 answers and a WhatsApp template at most 10 buttons"),
+])
+def test_whatsapp_after_the_window_without_a_fitting_template_says_why(kind, template, why) -> None:
+    with pytest.raises(ValueError, match="outside WhatsApp's 24-hour window") as info:
+        whatsapp(kind, NOW - timedelta(days=2), template=template)
+    assert why in str(info.value)
 
 
 def test_callback_data_round_trip_and_foreign_data() -> None:

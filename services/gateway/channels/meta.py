@@ -7,7 +7,12 @@ which: "page" (Messenger, sender = PSID), "instagram" (sender = IGSID), "whatsap
 Authenticity: the GET handshake echoes hub.challenge when hub.verify_token matches; every POST
 carries X-Hub-Signature-256 = "sha256=" + hex HMAC-SHA256(app secret, raw body), checked over the
 raw bytes before anything is parsed. Dedupe key: the message id (Messenger/Instagram `mid`,
-WhatsApp `wamid…`), globally unique.
+WhatsApp `wamid…`), globally unique; a postback without a mid gets one derived from its sender,
+timestamp and payload, which a redelivery repeats.
+
+A postback (Get Started, the persistent menu, a template's button) is a press, not typed text: one
+of our survey's answers becomes a SurveyAnswer, like a quick reply; any other press becomes an
+ordinary customer message whose text is the button's title, its payload kept in meta["postback"].
 
 What is rejected and what is not (PROVIDERS.md "What to reject"): a bad signature → Unauthenticated
 (403); a body that is not JSON → Malformed (400). A validly signed payload we do not expect (an
@@ -44,7 +49,7 @@ _WHATSAPP_OBJECT = "whatsapp_business_account"
 
 #: Messenger/Instagram messaging items we understand but that carry no customer message to route.
 _IRRELEVANT_MESSAGING = frozenset({
-    "delivery", "read", "postback", "reaction", "referral", "optin", "account_linking",
+    "delivery", "read", "reaction", "referral", "optin", "account_linking",
     "pass_thread_control", "take_thread_control", "request_thread_control", "app_roles",
     "policy_enforcement", "message_edit", "game_play", "checkout_update", "payment",
     "messaging_feedback", "response_feedback",
@@ -104,9 +109,10 @@ class MetaAdapter:
 
 
 def survey_answer(msg: InboundMessage) -> SurveyAnswer | None:
-    """A quick reply (Messenger, Instagram) or a reply button / list row (WhatsApp) of one of our
-    surveys carries "sv:<token>:<score>" as its payload: an answer, not a message to route."""
-    parsed = parse_callback_data(msg.meta.get("quick_reply"))
+    """A quick reply or a postback button (Messenger, Instagram) or a reply button / list row /
+    template button (WhatsApp) of one of our surveys carries "sv:<token>:<score>" as its payload:
+    an answer, not a message to route."""
+    parsed = parse_callback_data(msg.meta.get("quick_reply")) or parse_callback_data(msg.meta.get("postback"))
     if parsed is None:
         return None
     token, score = parsed
@@ -198,6 +204,10 @@ def _messaging_entry(entry: dict, channel: str, kind: str, received_at: datetime
             msg = _messaging_message(item, channel, kind, received_at, events)
             if msg is not None:
                 events.messages.append(msg)
+        elif "postback" in item:
+            msg = _messaging_postback(item, channel, kind, received_at, events)
+            if msg is not None:
+                events.messages.append(msg)
         elif "delivery" in item or "read" in item:
             events.statuses.extend(_messaging_statuses(item, channel))
         elif not any(key in _IRRELEVANT_MESSAGING for key in item):
@@ -247,6 +257,40 @@ def _messaging_message(item: dict, channel: str, kind: str, received_at: datetim
         received_at=_from_millis(item.get("timestamp")) or received_at,
         text=text,
         attachments=tuple(_messaging_attachments(message.get("attachments"))),
+        meta=meta,
+    )
+
+
+def _messaging_postback(item: dict, channel: str, kind: str, received_at: datetime,
+                        events: MetaEvents) -> InboundMessage | None:
+    postback = item["postback"]
+    sender_id = _id(_get(item, "sender", "id"))
+    if not isinstance(postback, dict) or sender_id is None or len(sender_id) > _MAX_SENDER_ID:
+        events.park(f"{channel} postback without sender.id", item)
+        return None
+    payload = postback.get("payload")
+    payload = payload if isinstance(payload, str) else ""
+    mid = postback.get("mid")
+    if not _str_id(mid, _MAX_ID):
+        # Older Messenger postbacks carry no mid. Meta redelivers the same item, so its sender,
+        # timestamp and payload name the press; without a timestamp nothing stable is left.
+        timestamp = _number(item.get("timestamp"))
+        if timestamp is None:
+            events.park(f"{channel} postback without mid or timestamp", item)
+            return None
+        digest = hashlib.sha256(json.dumps([sender_id, timestamp, payload]).encode()).hexdigest()
+        mid = f"postback:{digest}"
+    meta: dict[str, Any] = {"postback": payload}
+    recipient = _id(_get(item, "recipient", "id"))
+    if recipient:
+        meta = {"recipient_id": recipient, **meta}
+    return InboundMessage(
+        channel=channel,
+        external_id=mid,
+        sender=Identity(kind, sender_id),
+        reply_to=sender_id,
+        received_at=_from_millis(item.get("timestamp")) or received_at,
+        text=_str(postback.get("title")),  # what the customer pressed, as they saw it
         meta=meta,
     )
 

@@ -58,12 +58,21 @@ class TelegramAdapter:
         """A webhook's response may carry one Bot API call: a pressed button is acknowledged with
         answerCallbackQuery there (else the customer's client keeps spinning), with no extra request."""
         try:
-            query = json.loads(request.body).get("callback_query")
-        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            query_id = callback_query_id(json.loads(request.body))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             return None
-        if isinstance(query, dict) and isinstance(query.get("id"), str) and query["id"]:
-            return {"method": "answerCallbackQuery", "callback_query_id": query["id"]}
+        if query_id is not None:
+            return {"method": "answerCallbackQuery", "callback_query_id": query_id}
         return None
+
+
+def callback_query_id(update: Any) -> str | None:
+    """The id of the pressed button's callback query in an update, or None. Every press is answered
+    (answerCallbackQuery), ours or not: until then the customer's client shows a spinner."""
+    query = update.get("callback_query") if isinstance(update, dict) else None
+    if isinstance(query, dict) and isinstance(query.get("id"), str) and query["id"]:
+        return query["id"]
+    return None
 
 
 def parse_update(update: Any, *, bot_id: str, received_at: datetime | None = None

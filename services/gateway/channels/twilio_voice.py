@@ -1,11 +1,12 @@
 """Twilio Voice webhooks: what a caller hears (TwiML) and what a voicemail or missed call becomes.
 
-Four endpoints, one adapter class, one instance per endpoint (`stage`):
+Five endpoints, one adapter class, one instance per endpoint (`stage`):
 - `POST /webhooks/twilio/voice` (the number's incoming-call URL): answers TwiML. In hours it
   <Dial>s the owner of the caller's open conversation (when they are on shift and have a phone),
   else the team's phone, with voicemail on no answer; out of hours it says the working hours and
   the next opening, then records a voicemail. Publishes nothing: a call is not a message yet.
-- `POST /webhooks/twilio/voice/dial` (the <Dial> action): answered → <Hangup/>; no-answer, busy,
+- `POST /webhooks/twilio/voice/dial` (the <Dial> action): answered (completed) → <Hangup/> and an
+  "answered" notice, so that the call's end is not taken for a missed call; no-answer, busy,
   failed → a voicemail <Record>, and a "missed" message is published at once; canceled (the caller
   hung up while it rang) → a "missed" message.
 - `POST /webhooks/twilio/voice/recording` (the <Record> action): a voicemail message with the
@@ -13,6 +14,12 @@ Four endpoints, one adapter class, one instance per endpoint (`stage`):
   <Hangup/> — never another <Record>, which would loop (Twilio calls `action` after each one).
 - `POST /webhooks/twilio/voice/transcription` (transcribeCallback): the same voicemail with the
   transcript as its text (completed) or with an empty text (failed).
+- `POST /webhooks/twilio/voice/status` (the number's "call status changes" URL, set on the Twilio
+  number, not in TwiML): the only word of a caller who hung up before the beep (during the hours
+  being said, or at the beep with nothing recorded: Twilio then calls no action URL). A terminal
+  CallStatus (completed, busy, failed, no-answer, canceled) publishes an "ended" notice; the
+  router makes it a missed call only when nothing else is known of the call (no voicemail or
+  missed message, no "answered" notice). Earlier statuses publish nothing. Answers <Response/>.
 
 One call is one message, whatever order the callbacks come in: every message is keyed by the
 CallSid (external_id), so the router stores the first one and merges what later callbacks add
@@ -21,8 +28,10 @@ CallSid (external_id), so the router stores the first one and merges what later 
 callback loses nothing, and a transcript that arrives last is still kept.
 
 Authenticity: X-Twilio-Signature against PUBLIC_BASE_URL + path (`TwilioSignature`, shared with
-SMS). Identity: the caller's E.164 number. Caller's language: the country of the number, if the
-business speaks its language, else the business's default language.
+SMS). Identity: the caller's E.164 number; a withheld number's voicemail is filed under the call
+itself (identity kind `call_sid`: each such call is a customer of its own, with nothing to answer
+on). Caller's language: the country of the number, if the business speaks its language, else the
+business's default language.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ from services.gateway.channels.twilio import (
 from services.notifier.texts import format_when
 from shared.calendar import WEEKDAYS
 from shared.config import Config
-from shared.contracts import Attachment, Identity, InboundMessage
+from shared.contracts import WITHHELD_CALL, Attachment, Identity, InboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +68,8 @@ PATH_CALL = "/webhooks/twilio/voice"
 PATH_DIAL = "/webhooks/twilio/voice/dial"
 PATH_RECORDING = "/webhooks/twilio/voice/recording"
 PATH_TRANSCRIPTION = "/webhooks/twilio/voice/transcription"
-STAGES = ("call", "dial", "recording", "transcription")
+PATH_STATUS = "/webhooks/twilio/voice/status"
+STAGES = ("call", "dial", "recording", "transcription", "status")
 
 DIAL_TIMEOUT_SECONDS = 20  # about four rings: long enough to pick up, short of the caller giving up
 # Twilio transcribes recordings of at most two minutes; a longer limit would silently lose transcripts.
@@ -68,6 +78,12 @@ MAX_VOICEMAIL_SECONDS = 120
 #: DialCallStatus values that mean nobody picked up: the caller is offered voicemail.
 UNANSWERED = frozenset({"no-answer", "busy", "failed"})
 DIAL_STATUSES = frozenset({"completed", "answered", "canceled"}) | UNANSWERED
+#: DialCallStatus values that mean a person took the call.
+ANSWERED = frozenset({"completed", "answered"})
+
+#: CallStatus values after which nothing more happens on the call (the status callback's last word).
+CALL_ENDED = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+CALL_STATUSES = frozenset({"queued", "ringing", "in-progress"}) | CALL_ENDED
 
 PROMPTS_FILE = Path(__file__).with_name("voice_prompts.yaml")
 
@@ -246,18 +262,20 @@ class TwilioVoiceAdapter:
         if self.stage == "call":
             return []
         if self.stage == "dial":
-            status = _dial_status(form)
-            if status in UNANSWERED or status == "canceled":
-                return self._message(call, request.received_at, kind="missed", duration=0)
-            return []
+            if _dial_status(form) in ANSWERED:
+                # A person took the call: said, so that the router does not take its end for a missed call.
+                return self._message(call, request.received_at, kind="answered")
+            return self._message(call, request.received_at, kind="missed", duration=0)
         if self.stage == "recording":
             return self._recording(form, call, request.received_at)
+        if self.stage == "status":
+            return self._status(form, call, request.received_at)
         return self._transcription(form, call, request.received_at)
 
     def respond(self, request: RawRequest) -> tuple[str, str]:
         """The TwiML for this request (parse has already accepted it)."""
         form = form_params(request)
-        if self.stage == "transcription" or (self.stage == "recording" and not _one(form, "From")):
+        if self.stage in ("transcription", "status") or (self.stage == "recording" and not _one(form, "From")):
             return empty_voice_twiml(), TWIML_CONTENT_TYPE
         call = self._call(form)
         language = caller_language(call.caller, self.config.business.languages, self.config.business.default_language)
@@ -308,16 +326,41 @@ class TwilioVoiceAdapter:
         return self._message(call, at, kind="voicemail", recording=(_sid(form, "RecordingSid", "RE"), url),
                              text=text, transcription=status)
 
+    def _status(self, form: Mapping[str, list[str]], call: _Call, at: datetime) -> list[InboundMessage]:
+        status = (_one(form, "CallStatus") or "").strip().lower()
+        if not status:
+            raise Malformed("CallStatus is missing")
+        if status not in CALL_STATUSES:
+            raise Malformed(f"CallStatus {status[:32]!r} is not a call status")
+        raw = (_one(form, "CallDuration") or "").strip()
+        if raw and not re.fullmatch(r"[0-9]+", raw):
+            raise Malformed("CallDuration is not a number")
+        direction = (_one(form, "Direction") or "inbound").strip().lower()
+        if status not in CALL_ENDED or direction != "inbound":
+            # Ringing, in progress: the call goes on, the later callbacks tell. An outbound call
+            # (someone calling a customer back from the number) is not a customer's call to return.
+            return []
+        return self._message(call, at, kind="ended", call_status=status,
+                             call_duration=int(raw) if raw else None)
+
     def _message(self, call: _Call, at: datetime, *, kind: str, duration: int | None = None,
                  recording: tuple[str, str] | None = None, text: str = "",
-                 transcription: str | None = None) -> list[InboundMessage]:
-        if call.caller is None:
-            # Nobody to call back and no identity to file it under: said loudly, not published.
+                 transcription: str | None = None, call_status: str | None = None,
+                 call_duration: int | None = None) -> list[InboundMessage]:
+        if call.caller is None and kind != "voicemail":
+            # A withheld number leaves nothing to act on unless it left a voicemail: no number to
+            # call back, no recording to hear. Its "answered" and "ended" notices would only serve
+            # to tell such a missed call from the others. Said loudly, not published.
             log.warning("a %s call from a withheld number is not kept", kind, extra={"call_sid": call.sid})
             return []
         meta: dict[str, Any] = {"call": kind, "call_sid": call.sid}
         if duration is not None:
             meta["duration"] = duration
+        if call_status:
+            meta["call_status"] = call_status
+        if call_duration is not None:
+            # Not "duration", which is the voicemail's length: the call's includes the words said first.
+            meta["call_duration"] = call_duration
         if call.to:
             meta["to"] = call.to  # the acknowledgement SMS leaves from the number the customer called
         if transcription:
@@ -328,10 +371,15 @@ class TwilioVoiceAdapter:
             # Twilio serves a recording as WAV, or as MP3 with ".mp3" appended: ten times smaller,
             # and it plays in every browser. Fetching it needs the account's credentials.
             attachments = (Attachment(content_type="audio/mpeg", url=url + ".mp3", name=f"{rec_sid}.mp3"),)
+        if call.caller is None:
+            # A voicemail has content the business must hear: filed under the call itself, so each
+            # withheld call is a customer of its own, with an empty reply_to (nothing can answer it).
+            sender, reply_to, hint = Identity(WITHHELD_CALL, call.sid), "", None
+        else:
+            sender, reply_to, hint = Identity("phone", call.caller), call.caller, _language_hint(call.caller)
         return [InboundMessage(
-            channel="phone", external_id=call.sid, sender=Identity("phone", call.caller), reply_to=call.caller,
-            received_at=at, text=text, language_hint=_language_hint(call.caller), attachments=attachments,
-            meta=meta,
+            channel="phone", external_id=call.sid, sender=sender, reply_to=reply_to,
+            received_at=at, text=text, language_hint=hint, attachments=attachments, meta=meta,
         )]
 
     # --- whom to ring

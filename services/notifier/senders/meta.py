@@ -247,7 +247,8 @@ class WhatsAppSender:
 
     options: "template" {name, language, components}; "buttons" [(title, id), ...]; the window
     check "last_customer_message_at" (None = never wrote) with "now", and "fallback_template"
-    {name, language}: the approved template that carries the text once the window has closed;
+    {name, language}: the approved template that carries the text once the window has closed
+    (or {name, language, components}: one that carries its own parameters, a survey's buttons);
     "phone_number_id" to answer
     from another of the business's numbers (the inbound message's meta["phone_number_id"]).
     """
@@ -274,10 +275,12 @@ class WhatsAppSender:
                 if not isinstance(fallback, Mapping) or not fallback.get("name"):
                     raise PermanentSendError(OUTSIDE_WINDOW)
                 # The window has closed: the approved template carries the text as its parameter
-                # (Meta caps a body parameter at 1024 characters).
+                # (Meta caps a body parameter at 1024 characters), unless it brings its own.
+                components = fallback.get("components") or [
+                    {"type": "body", "parameters": [{"type": "text", "text": text[:1024]}]}]
                 options = {**options, "template": {
                     "name": fallback["name"], "language": fallback.get("language") or "en",
-                    "components": [{"type": "body", "parameters": [{"type": "text", "text": text[:1024]}]}]}}
+                    "components": components}}
         sender_number = str(options.get("phone_number_id") or self.phone_number_id)
         data = self._graph.post(f"{sender_number}/messages", whatsapp_payload(address, text, options))
         messages = data.get("messages") if isinstance(data, dict) else None
