@@ -165,6 +165,17 @@ def _on_opened(s: Session, ev: ConversationOpened, correlation: str, config: Con
         return []
     team_id = _team_of(config, ev.team_id, ev.owner_id)
     lead_id = config.teams[team_id].lead if team_id else None
+    fields = {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
+              "category": ev.category, "promise_due": ev.promise_due.isoformat(), "excerpt": ev.excerpt,
+              "team_name": config.teams[team_id].name if team_id else None}
+    if not ev.reply_to:
+        # Nobody to answer (a voicemail from a withheld number): no acknowledgement told anyone a
+        # time and no reply can keep one, so there is no promise, no reminder and no breach. The
+        # owner still hears of it, with the router's target time to listen by (notices are idempotent
+        # by their own key).
+        notices = [_notice(s, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
+                   for kind, agent in plan("opened", ev.owner_id, lead_id)]
+        return _due(notices, now)
     promise = Promise(
         conversation_id=ev.conversation_id, opening=ev.opening, reference=ev.reference,
         customer_name=ev.customer_name, channel=ev.channel, category=ev.category, owner_id=ev.owner_id,
@@ -172,9 +183,6 @@ def _on_opened(s: Session, ev: ConversationOpened, correlation: str, config: Con
         warn_at=warn_time(ev.received_at, ev.promise_due, _calendar_of(config, team_id)), status="open",
         created_at=now)
     s.add(promise)
-    fields = {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
-              "category": ev.category, "promise_due": ev.promise_due.isoformat(), "excerpt": ev.excerpt,
-              "team_name": config.teams[team_id].name if team_id else None}
     notices = [_notice(s, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
                for kind, agent in plan("opened", ev.owner_id, lead_id)]
     return _due(notices, now)

@@ -132,7 +132,8 @@ def report(s: Session, config: Config, scope: Scope, start: datetime, end: datet
     rows = [kpis.ConversationRow(id=c.id, channel=c.channel, category=c.category, language=c.language,
                                  team_id=c.team_id, owner_id=c.owner_id, opening=c.opening or 1,
                                  opened_at=c.opened_at, promise_due=c.promise_due,
-                                 first_response_at=c.first_response_at, resolved_at=c.resolved_at)
+                                 first_response_at=c.first_response_at, resolved_at=c.resolved_at,
+                                 answerable=bool(c.reply_to))
             for c in s.scalars(stmt)]
     arrivals_stmt = _conversation_filter(
         select(Message.received_at).join(Conversation, Message.conversation_id == Conversation.id)

@@ -11,7 +11,8 @@ Definitions (what a lead reads on the dashboard):
 * promises (`promise_outcome`, the same rule as the notifier's `promises` table): kept when the
   first reply came at or before the promised time; breached when it came later, or has not come
   and the promised time passed while the conversation was open; closed when it was resolved with
-  no reply before its promised time (spam, "never mind": no promise was broken); the rest are still
+  no reply before its promised time (spam, "never mind": no promise was broken) or has nobody to
+  answer (a voicemail from a withheld number: no promise was made); the rest are still
   pending. Closed and pending count neither way: kept % = kept / (kept + breached);
 * resolution: wall-clock time from opening to resolution, as the customer lives it;
 * reopen rate: share of the period's conversations opened more than once;
@@ -50,6 +51,8 @@ class ConversationRow:
     promise_due: datetime
     first_response_at: datetime | None
     resolved_at: datetime | None
+    # False when the customer left no way to answer (a voicemail from a withheld number).
+    answerable: bool = True
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ def promise_outcome(c: ConversationRow, now: datetime) -> str:
     The notifier's promise rows (services/notifier/promises.py) follow the same rule: a breach is
     the promised time passing while the conversation is open and unanswered; resolving it first
     closes the promise without keeping or breaking it."""
+    if not c.answerable:
+        return "closed"  # nobody was told a time, and nobody can be answered: no promise at all
     if c.first_response_at is not None:
         return "kept" if c.first_response_at <= c.promise_due else "breached"
     ended = c.resolved_at if c.resolved_at is not None and c.resolved_at < now else now

@@ -25,7 +25,7 @@ from services.gateway.owner_lookup import owner_lookup
 from services.notifier.ack import compose_ack
 from services.notifier.bootstrap import build_senders
 from services.notifier.handlers import NotifierDeps, handle_event
-from services.notifier.models import Outbox
+from services.notifier.models import AgentNotice, Outbox, Promise
 from services.router import operations as ops
 from services.router.api import ApiDeps, build_api
 from services.router.handlers import RouterDeps, handle_inbound
@@ -361,6 +361,11 @@ def test_the_notifier_sends_nothing_for_a_withheld_voicemail(example_config, dep
         senders.close()
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.kind == "ack")) == 0
+        # No promise was told to anyone and none can be kept: no reminder or breach will follow,
+        # but the owner is told of the voicemail.
+        assert s.scalar(select(func.count()).select_from(Promise)) == 0
+        notices = s.scalars(select(AgentNotice)).all()
+        assert [(n.kind, n.agent_id) for n in notices] == [("assigned", event.payload.owner_id)]
 
 
 def test_an_agent_replying_to_a_withheld_caller_is_told_there_is_no_way_to_answer(

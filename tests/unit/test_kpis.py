@@ -151,3 +151,11 @@ def test_daily_trend_and_load_per_agent(figures) -> None:
 def test_percentiles_by_nearest_rank() -> None:
     assert nearest_rank(list(range(1, 11)), 90) == 9 and nearest_rank([7], 90) == 7 and nearest_rank([], 90) is None
     assert median([4, 1, 3, 2]) == 2.5 and median([]) is None
+
+
+def test_a_conversation_nobody_can_answer_makes_no_promise() -> None:
+    # A voicemail from a withheld number, left unresolved past its target: not a broken promise.
+    row = ConversationRow(id="W", channel="phone", category="other", language="pl", team_id="support",
+                          owner_id="anna", opening=1, opened_at=at(25, 10), promise_due=at(25, 14),
+                          first_response_at=None, resolved_at=None, answerable=False)
+    assert promise_outcome(row, now=at(30, 12)) == "closed"
