@@ -1,9 +1,10 @@
 """The notifier's handlers: turn router events into outbound messages, each sent at most once.
 
 Every outbound message first claims its idempotency key in the outbox (in a committed
-transaction), then is sent, then marked sent. A redelivered event finds the key and sends nothing;
-a transient failure leaves the row pending and raises, so the bus retries it with backoff; a
-permanent failure is recorded and not retried.
+transaction), then is sent, then marked sent (`_claim`, then `deliver`). A redelivered event finds
+the key and sends nothing that was sent; a transient failure leaves the row pending and raises, so
+the bus retries it with backoff (out of tries it is "dead", and `switchboard dlq replay` tries it
+again); a permanent failure is recorded and not retried.
 """
 
 from __future__ import annotations
@@ -123,25 +124,23 @@ def acknowledge(envelope: Envelope, deps: NotifierDeps, *, notices: list[int] | 
             notices += promises.record_in(s, envelope, deps, now)
         if not ev.acknowledge:
             return []
-        row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
-        if row is None:
-            row = Outbox(idempotency_key=key, kind="ack", conversation_id=ev.conversation_id, channel=ev.channel,
-                         address=ev.reply_to, body=deps.compose_ack(ev), status="pending", attempts=0,
-                         correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
-                         created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at,
-                                                              email=_ack_email_options(ev)))
-            suppressed = _suppressed(s, ev.channel, ev.reply_to, now)
-            if suppressed:
-                row.status, row.last_error = "skipped", f"the address is suppressed: {suppressed}"
-            elif _acks_today(s, ev.channel, ev.reply_to, now) >= deps.config.limits.ack_daily_cap:
-                row.status, row.last_error = "skipped", "daily acknowledgement cap reached for this customer"
-            s.add(row)
-            s.flush()
-            if row.status == "skipped":
-                MESSAGES_OUT.labels(ev.channel, "skipped").inc()
-        row_id, status = row.id, row.status
-        claimed = Claimed(row.channel, row.address, row.body, dict(row.options or {}), row.conversation_id)
-    if status in SENDABLE and deliver(row_id, deps, claimed=claimed) == "sent":
+
+        def build() -> Outbox:
+            return Outbox(idempotency_key=key, kind="ack", conversation_id=ev.conversation_id, channel=ev.channel,
+                          address=ev.reply_to, body=deps.compose_ack(ev), status="pending", attempts=0,
+                          correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
+                          created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at,
+                                                               email=_ack_email_options(ev)))
+
+        def over_cap() -> str | None:
+            if _acks_today(s, ev.channel, ev.reply_to, now) >= deps.config.limits.ack_daily_cap:
+                return "daily acknowledgement cap reached for this customer"
+            return None
+
+        claim = _claim(s, key, build, now, refuse=over_cap)
+    if claim.created and claim.status == "skipped":
+        MESSAGES_OUT.labels(ev.channel, "skipped").inc()
+    if claim.send is not None and deliver(claim.row_id, deps, claimed=claim.send) == "sent":
         # The customer's wait, from the webhook to the provider's accepting the acknowledgement.
         observe_stage("sent", ev.channel, envelope.occurred_at, deps.clock())
     return []
@@ -153,24 +152,21 @@ def redirect(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     key = f"redirect:{ev.channel}:{ev.reply_to}"
     now = deps.clock()
     config = deps.config
-    with transaction(deps.sessions) as s:
-        row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
-        if row is not None:
-            return []
+
+    def build() -> Outbox:
         body = render_redirect(ev.language, ev.channel, list(config.channels[ev.channel].redirect_to),
                                config.business.name, overrides=config.templates or None)
-        row = Outbox(idempotency_key=key, kind="redirect", conversation_id=None, channel=ev.channel,
-                     address=ev.reply_to, body=body, status="pending", attempts=0,
-                     correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
-                     created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at))
-        suppressed = _suppressed(s, ev.channel, ev.reply_to, now)
-        if suppressed:
-            row.status, row.last_error = "skipped", f"the address is suppressed: {suppressed}"
-        s.add(row)
-        s.flush()
-        row_id, status = row.id, row.status
-    if status in SENDABLE:
-        deliver(row_id, deps)
+        return Outbox(idempotency_key=key, kind="redirect", conversation_id=None, channel=ev.channel,
+                      address=ev.reply_to, body=body, status="pending", attempts=0,
+                      correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
+                      created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at))
+
+    with transaction(deps.sessions) as s:
+        # Every message from one address shares this key: only the event that made the row (its
+        # bus retry, its DLQ replay) sends it again; the customer's next message sends nothing.
+        claim = _claim(s, key, build, now, only_for_source=envelope.message_id)
+    if claim.send is not None:
+        deliver(claim.row_id, deps, claimed=claim.send)
     return []
 
 
@@ -182,20 +178,13 @@ def send_reply(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     # Without the customer's last message time a WhatsApp window counts as closed, never as open.
     last = ev.last_customer_message_at or datetime.min.replace(tzinfo=UTC)
     with transaction(deps.sessions) as s:
-        row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
-        if row is None:
-            row = Outbox(idempotency_key=key, kind="reply", conversation_id=ev.conversation_id, channel=ev.channel,
-                         address=ev.reply_to, body=ev.text, status="pending", attempts=0,
-                         correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
-                         created_at=now, options=_reply_options(s, ev, deps.config, last))
-            suppressed = _suppressed(s, ev.channel, ev.reply_to, now)
-            if suppressed:
-                row.status, row.last_error = "skipped", f"the address is suppressed: {suppressed}"
-            s.add(row)
-            s.flush()
-        row_id, status = row.id, row.status
-    if status in SENDABLE:
-        deliver(row_id, deps)
+        claim = _claim(s, key, lambda: Outbox(
+            idempotency_key=key, kind="reply", conversation_id=ev.conversation_id, channel=ev.channel,
+            address=ev.reply_to, body=ev.text, status="pending", attempts=0,
+            correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
+            created_at=now, options=_reply_options(s, ev, deps.config, last)), now)
+    if claim.send is not None:
+        deliver(claim.row_id, deps, claimed=claim.send)
     return []
 
 
@@ -279,6 +268,9 @@ class Claimed:
     body: str
     options: dict
     conversation_id: str | None = None
+    #: An earlier message of the conversation to the same address, not sent yet: this one waits.
+    #: The claiming transaction has already counted the attempt.
+    waits_for: int | None = None
 
 
 #: Tries per outbound message (the bus's retries with backoff, capped at 5 minutes apart: about
@@ -289,34 +281,80 @@ MAX_SEND_ATTEMPTS = 12
 SENDABLE = ("pending", "dead")
 
 
+@dataclass(frozen=True)
+class Claim:
+    """An outbox row as `_claim` found or made it, committed with the caller's transaction."""
+
+    row_id: int
+    status: str
+    created: bool  # made by this claim (a redelivered event finds it)
+    send: Claimed | None  # what to send now; None: nothing (sent, failed, skipped, or not this event's)
+
+
+def _claim(s: Session, key: str, build_row: Callable[[], Outbox], now: datetime, *,
+           refuse: Callable[[], str | None] | None = None, only_for_source: str | None = None) -> Claim:
+    """Find the outbox row of `key`, or make it with `build_row()`; decide whether to send it now.
+
+    A new row is skipped, with the reason recorded, when its address is suppressed or `refuse()`
+    names a reason. An existing row is sent again while it is pending (a bus retry) or dead (a DLQ
+    replay); with `only_for_source`, only when that event (message id) is the one that made it."""
+    row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
+    created = row is None
+    if row is None:
+        row = build_row()
+        suppressed = _suppressed(s, row.channel, row.address, now)
+        reason = f"the address is suppressed: {suppressed}" if suppressed else (refuse() if refuse else None)
+        if reason:
+            row.status, row.last_error = "skipped", reason
+        s.add(row)
+        s.flush()
+    send = None
+    if row.status in SENDABLE and (only_for_source is None or row.source_message_id == only_for_source):
+        send = _claimed(s, row)
+    return Claim(row.id, row.status, created, send)
+
+
+def _claimed(s: Session, row: Outbox) -> Claimed:
+    """The row to send, read in the claiming transaction, with the per-conversation order checked
+    there too: one transaction instead of a second session for the check. An earlier pending row
+    of the conversation is visible to this query exactly when it was to the separate one (both run
+    after this row is flushed, under read committed), so the order holds as it did."""
+    waits_for = None
+    if row.conversation_id is not None:
+        waits_for = s.scalar(select(Outbox.id).where(
+            Outbox.conversation_id == row.conversation_id, Outbox.channel == row.channel,
+            Outbox.address == row.address, Outbox.status == "pending", Outbox.id < row.id).limit(1))
+        if waits_for is not None:
+            _count_attempt(row, "pending", error=_waiting(waits_for))
+    return Claimed(row.channel, row.address, row.body, dict(row.options or {}), row.conversation_id, waits_for)
+
+
 class WaitingForEarlier(TransientSendError):
     """A customer's messages leave in the order they were written: this one waits (through the
     bus's retry with backoff) until the earlier ones to the same address are sent or given up."""
 
 
+def _waiting(earlier: int) -> str:
+    # Pending includes "being sent right now by another consumer": either way it goes first.
+    return f"message {earlier} of this conversation is not sent yet"
+
+
 def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None) -> str | None:
     """Send one pending outbox row; raise TransientSendError to have the bus retry it.
 
-    `claimed`: the row as the caller's committed claim read it (pending), which spares reading it
-    again. Returns the row's new status ("sent", "failed"), or None when it was not pending."""
+    `claimed`: the row as the caller's committed claim read it (pending or dead, its order checked),
+    which spares reading it again. Returns the row's new status ("sent", "failed"), or None when it
+    was not pending."""
     if claimed is None:
         with transaction(deps.sessions) as s:
             row = s.get(Outbox, row_id)
             # "dead": out of tries and dead-lettered; a replay from the DLQ tries it again.
-            if row is None or row.status not in ("pending", "dead"):
+            if row is None or row.status not in SENDABLE:
                 return None
-            claimed = Claimed(row.channel, row.address, row.body, dict(row.options or {}), row.conversation_id)
+            claimed = _claimed(s, row)
+    if claimed.waits_for is not None:
+        raise WaitingForEarlier(_waiting(claimed.waits_for))
     channel, address, body, options = claimed.channel, claimed.address, claimed.body, dict(claimed.options)
-    if claimed.conversation_id is not None:
-        with deps.sessions() as s:
-            earlier = s.scalar(select(Outbox.id).where(
-                Outbox.conversation_id == claimed.conversation_id, Outbox.channel == channel,
-                Outbox.address == address, Outbox.status == "pending", Outbox.id < row_id).limit(1))
-        if earlier is not None:
-            # Pending includes "being sent right now by another consumer": either way it goes first.
-            waiting = WaitingForEarlier(f"message {earlier} of this conversation is not sent yet")
-            _finish(deps, row_id, "pending", error=str(waiting))
-            raise waiting
     sender = deps.senders.for_channel(channel)
     if "last_customer_message_at" in options:
         options["now"] = deps.clock().isoformat()
@@ -357,14 +395,18 @@ def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None) 
 def _finish(deps: NotifierDeps, row_id: int, status: str, *, error: str | None = None,
             provider_id: str | None = None) -> None:
     with transaction(deps.sessions) as s:
-        row = s.get(Outbox, row_id)
-        row.attempts += 1
-        if status == "pending" and row.attempts >= MAX_SEND_ATTEMPTS:
-            # The bus dead-letters it now: it must not hold back the conversation's later messages.
-            status = "dead"
-        row.status = status
-        if error:
-            row.last_error = error[:2000]
-        if status == "sent":
+        row = s.get_one(Outbox, row_id)
+        _count_attempt(row, status, error=error)
+        if row.status == "sent":
             row.provider_message_id = provider_id
             row.sent_at = deps.clock()
+
+
+def _count_attempt(row: Outbox, status: str, *, error: str | None = None) -> None:
+    row.attempts += 1
+    if status == "pending" and row.attempts >= MAX_SEND_ATTEMPTS:
+        # The bus dead-letters it now: it must not hold back the conversation's later messages.
+        status = "dead"
+    row.status = status
+    if error:
+        row.last_error = error[:2000]

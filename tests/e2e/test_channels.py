@@ -12,25 +12,21 @@ import hmac
 import json
 import time
 from email import message_from_bytes, policy
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
-import yaml
 from twilio.request_validator import RequestValidator
 
 from tests.e2e.test_telegram_slice import db_count
 from tests.fakes.graph_api import FakeGraphApi
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi
-from tests.support.procs import ROOT, Services, services_env
+from tests.support.procs import ROOT, TELEGRAM_SECRET, Services, running_services
 from tests.support.smtp import SmtpServer
 from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e
 
-TG_SECRET = "e2e-secret_token"
-TG_TOKEN = "123456:E2E-token"
 META_SECRET = "meta-app-secret"
 RELAY_SECRET = "relay-secret"
 WA_NUMBER_ID = "106540352242922"
@@ -46,39 +42,26 @@ def fakes(fake_bot_api):
     smtp.stop()
 
 
-@pytest.fixture
-def all_active_config(tmp_path) -> Path:
-    """The example config with every channel active (the example redirects Instagram)."""
-    data = yaml.safe_load((ROOT / "deploy" / "switchboard.yaml").read_text())
-    for channel in data["channels"].values():
+def all_channels_active(config: dict) -> None:
+    """Every channel active (the example redirects Instagram)."""
+    for channel in config["channels"].values():
         channel["mode"] = "active"
         channel.pop("redirect_to", None)
-    path = tmp_path / "switchboard.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    return path
 
 
 @pytest.fixture
-def services(rabbit_url, pg_url, fakes, tmp_path, all_active_config):
-    env, ports = services_env(broker_url=rabbit_url, database_url=pg_url, workdir=tmp_path, extra={
-        "SWITCHBOARD_CONFIG": str(all_active_config),
-        "TELEGRAM_BOT_TOKEN": TG_TOKEN, "TELEGRAM_API_BASE": fakes["telegram"].base_url,
-        "TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
-        "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": fakes["twilio"].base_url,
-        "META_APP_SECRET": META_SECRET, "META_VERIFY_TOKEN": "verify-me", "META_PAGE_TOKEN": "page-token",
-        "WHATSAPP_TOKEN": "wa-token", "META_GRAPH_BASE": fakes["graph"].base_url,
-        "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(fakes["smtp"].port), "SMTP_SECURITY": "none",
-        "EMAIL_RELAY_SECRET": RELAY_SECRET,
-    })
-    svc = Services(env=env, workdir=tmp_path, ports=ports)
-    try:
-        for name in ("router", "notifier", "gateway"):
-            svc.start(name)
+def services(rabbit_url, pg_url, fakes, tmp_path):
+    with running_services(broker_url=rabbit_url, database_url=pg_url, workdir=tmp_path,
+                          telegram_api=fakes["telegram"].base_url, edit_config=all_channels_active, extra={
+                              "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                              "TWILIO_API_BASE": fakes["twilio"].base_url,
+                              "META_APP_SECRET": META_SECRET, "META_VERIFY_TOKEN": "verify-me",
+                              "META_PAGE_TOKEN": "page-token", "WHATSAPP_TOKEN": "wa-token",
+                              "META_GRAPH_BASE": fakes["graph"].base_url,
+                              "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(fakes["smtp"].port), "SMTP_SECURITY": "none",
+                              "EMAIL_RELAY_SECRET": RELAY_SECRET,
+                          }) as svc:
         yield svc
-    finally:
-        svc.stop_all()
-        for name in ("gateway", "router", "notifier"):
-            print(f"--- {name} log tail ---\n{svc.log(name)}")
 
 
 # --- one signed request per channel, as each provider sends it -----------------------------------
@@ -89,7 +72,7 @@ def telegram(svc: Services) -> httpx.Response:
         "from": {"id": 5012345678, "is_bot": False, "first_name": "Olena", "language_code": "uk"},
         "chat": {"id": 5012345678, "type": "private", "first_name": "Olena"}}}
     return httpx.post(f"{svc.gateway}/webhooks/telegram", json=body, timeout=10,
-                      headers={"X-Telegram-Bot-Api-Secret-Token": TG_SECRET})
+                      headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})
 
 
 def twilio(svc: Services, path: str, fixture: str) -> httpx.Response:

@@ -10,52 +10,32 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-import yaml
 
 from tests.e2e.test_surveys import Agent, query
-from tests.support.procs import ROOT, Services, services_env
+from tests.support.procs import TELEGRAM_SECRET, Services, running_services
 from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e
 
-TG_SECRET = "e2e-secret_token"
-TG_TOKEN = "123456:E2E-token"
 WARSAW = ZoneInfo("Europe/Warsaw")
 
 
-@pytest.fixture
-def weekday_config(tmp_path) -> Path:
+def weekdays_only(config: dict) -> None:
     """The example business, open Monday to Friday 09:00-17:00 only, delivery promised in 4 h."""
-    data = yaml.safe_load((ROOT / "deploy" / "switchboard.yaml").read_text())
-    data["calendars"]["business"]["hours"].pop("sat", None)
-    for agent in data["agents"]:
+    config["calendars"]["business"]["hours"].pop("sat", None)
+    for agent in config["agents"]:
         agent["hours"].pop("sat", None)
-    path = tmp_path / "switchboard.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    return path
 
 
 @pytest.fixture
-def services(rabbit_url, pg_url, fake_bot_api, tmp_path, weekday_config):
-    env, ports = services_env(broker_url=rabbit_url, database_url=pg_url, workdir=tmp_path, extra={
-        "SWITCHBOARD_CONFIG": str(weekday_config),
-        "TELEGRAM_BOT_TOKEN": TG_TOKEN, "TELEGRAM_API_BASE": fake_bot_api.base_url,
-        "TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
-    })
-    svc = Services(env=env, workdir=tmp_path, ports=ports)
-    try:
-        for name in ("router", "notifier", "gateway"):
-            svc.start(name)
+def services(rabbit_url, pg_url, fake_bot_api, tmp_path):
+    with running_services(broker_url=rabbit_url, database_url=pg_url, workdir=tmp_path,
+                          telegram_api=fake_bot_api.base_url, edit_config=weekdays_only) as svc:
         yield svc
-    finally:
-        svc.stop_all()
-        for name in ("gateway", "router", "notifier"):
-            print(f"--- {name} log tail ---\n{svc.log(name)}")
 
 
 def update(update_id: int, user: int, text: str, *, name: str, lang: str, at: datetime | None = None) -> dict:
@@ -67,7 +47,7 @@ def update(update_id: int, user: int, text: str, *, name: str, lang: str, at: da
 
 def post(svc: Services, body: dict) -> None:
     r = httpx.post(f"{svc.gateway}/webhooks/telegram", json=body, timeout=10,
-                   headers={"X-Telegram-Bot-Api-Secret-Token": TG_SECRET})
+                   headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})
     assert r.status_code == 200, r.text
 
 

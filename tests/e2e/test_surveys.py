@@ -6,12 +6,10 @@ pressing twice records one answer; STOP by SMS → no survey on the next resolve
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-import yaml
 from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
@@ -20,13 +18,11 @@ from shared.db import make_engine, session_factory, transaction
 from shared.runtime import utc_now
 from tests.e2e.test_telegram_slice import db_count
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi
-from tests.support.procs import ROOT, Services, services_env
+from tests.support.procs import TELEGRAM_SECRET, Services, running_services
 from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e
 
-TG_SECRET = "e2e-secret_token"
-TG_TOKEN = "123456:E2E-token"
 USER = 6023456789
 PHONE = "+48601234567"
 
@@ -38,40 +34,24 @@ def twilio_api():
     fake.stop()
 
 
-@pytest.fixture
-def quick_survey_config(tmp_path) -> Path:
-    """The example config with a two-second survey delay and no cooldown, so that only the
-    opt-out can stop the second survey."""
-    data = yaml.safe_load((ROOT / "deploy" / "switchboard.yaml").read_text())
-    data["survey"] = {"delay": "2s", "cooldown": "1s", "nps_sample": 0.0}
-    path = tmp_path / "switchboard.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    return path
+def quick_surveys(config: dict) -> None:
+    """A two-second survey delay and no cooldown, so that only the opt-out can stop the second survey."""
+    config["survey"] = {"delay": "2s", "cooldown": "1s", "nps_sample": 0.0}
 
 
 @pytest.fixture
-def services(rabbit_url, pg_url, fake_bot_api, twilio_api, tmp_path, quick_survey_config):
-    env, ports = services_env(broker_url=rabbit_url, database_url=pg_url, workdir=tmp_path, extra={
-        "SWITCHBOARD_CONFIG": str(quick_survey_config),
-        "TELEGRAM_BOT_TOKEN": TG_TOKEN, "TELEGRAM_API_BASE": fake_bot_api.base_url,
-        "TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
-        "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": twilio_api.base_url,
-        "SURVEY_SECRET": "e2e-survey-secret-0123456789",
-    })
-    svc = Services(env=env, workdir=tmp_path, ports=ports)
-    try:
-        for name in ("router", "notifier", "gateway"):
-            svc.start(name)
+def services(rabbit_url, pg_url, fake_bot_api, twilio_api, tmp_path):
+    with running_services(broker_url=rabbit_url, database_url=pg_url, workdir=tmp_path,
+                          telegram_api=fake_bot_api.base_url, edit_config=quick_surveys, extra={
+                              "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                              "TWILIO_API_BASE": twilio_api.base_url, "SURVEY_SECRET": "e2e-survey-secret-0123456789",
+                          }) as svc:
         yield svc
-    finally:
-        svc.stop_all()
-        for name in ("gateway", "router", "notifier"):
-            print(f"--- {name} log tail ---\n{svc.log(name)}")
 
 
 def telegram(svc: Services, update: dict) -> httpx.Response:
     return httpx.post(f"{svc.gateway}/webhooks/telegram", json=update, timeout=10,
-                      headers={"X-Telegram-Bot-Api-Secret-Token": TG_SECRET})
+                      headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})
 
 
 def message(update_id: int, **content) -> dict:

@@ -12,30 +12,18 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support.procs import Services, services_env
+from tests.support.procs import TELEGRAM_SECRET, Services, running_services
 from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "e2e-secret_token"
-TOKEN = "123456:E2E-token"
 
 
 @pytest.fixture
 def services(rabbit_url, pg_url, fake_bot_api, tmp_path):
-    env, ports = services_env(broker_url=rabbit_url, database_url=pg_url, workdir=tmp_path, extra={
-        "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE": fake_bot_api.base_url,
-        "TELEGRAM_WEBHOOK_SECRET": SECRET,
-    })
-    svc = Services(env=env, workdir=tmp_path, ports=ports)
-    try:
-        for name in ("router", "notifier", "gateway"):
-            svc.start(name)
+    with running_services(broker_url=rabbit_url, database_url=pg_url, workdir=tmp_path,
+                          telegram_api=fake_bot_api.base_url) as svc:
         yield svc
-    finally:
-        svc.stop_all()
-        for name in ("gateway", "router", "notifier"):
-            print(f"--- {name} log tail ---\n{svc.log(name)}")
 
 
 def update(update_id: int, user_id: int, text: str, name: str = "Olena", lang: str = "uk") -> dict:
@@ -45,7 +33,7 @@ def update(update_id: int, user_id: int, text: str, name: str = "Olena", lang: s
         "chat": {"id": user_id, "type": "private", "first_name": name}}}
 
 
-def post(svc: Services, body: dict, secret: str = SECRET) -> httpx.Response:
+def post(svc: Services, body: dict, secret: str = TELEGRAM_SECRET) -> httpx.Response:
     return httpx.post(f"{svc.gateway}/webhooks/telegram", json=body, timeout=10,
                       headers={"X-Telegram-Bot-Api-Secret-Token": secret})
 
@@ -83,11 +71,11 @@ def test_rejected_requests_publish_nothing(services, fake_bot_api, pg_url) -> No
     missing = httpx.post(f"{services.gateway}/webhooks/telegram", json=update(900011, 112, "hello"), timeout=10)
     assert missing.status_code == 403
     malformed = httpx.post(f"{services.gateway}/webhooks/telegram", content=b'{"update_id": 1, "message": ',
-                           headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
+                           headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET,
                                     "Content-Type": "application/json"}, timeout=10)
     assert malformed.status_code == 400 and "not JSON" in malformed.json()["message"]
     huge = httpx.post(f"{services.gateway}/webhooks/telegram", content=b"x" * (4 * 1024 * 1024),
-                      headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}, timeout=10)
+                      headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET}, timeout=10)
     assert huge.status_code == 413
     # A valid one afterwards is the only thing that gets through.
     assert post(services, update(900012, 113, "Where is my parcel?", "Ann", "en")).status_code == 200

@@ -7,11 +7,24 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from services.notifier.handlers import NotifierDeps, UnknownEvent, handle_event
+from services.notifier.handlers import (
+    MAX_SEND_ATTEMPTS,
+    NotifierDeps,
+    UnknownEvent,
+    WaitingForEarlier,
+    handle_event,
+)
 from services.notifier.models import Outbox
 from services.notifier.senders import PermanentSendError, Registry, SendResult, TransientSendError
 from services.notifier.senders.sandbox import SandboxSender
-from shared.contracts import ConversationOpened, Envelope, Identity, InboundMessage
+from shared.contracts import (
+    ConversationOpened,
+    ConversationReply,
+    Envelope,
+    Identity,
+    InboundMessage,
+    Redirected,
+)
 from shared.db import make_engine, migrate, session_factory
 
 pytestmark = pytest.mark.integration
@@ -154,3 +167,53 @@ def test_an_opted_out_number_is_suppressed_and_never_tried_again(example_config,
     first, second = rows(sessions)
     assert first.status == "failed" and second.status == "skipped" and "opted out" in second.last_error
     assert sender.sent == []
+
+
+def redirected(message_id: str = "ig-1") -> Envelope:
+    """A message on Instagram, a redirect-mode channel in the example config."""
+    ev = Redirected(channel="instagram", reply_to="17841400000000001", language="en", received_at=AT,
+                    inbound_message_id=message_id)
+    return Envelope.wrap(ev, message_id=message_id, correlation_id="c", occurred_at=AT)
+
+
+def test_a_redirect_note_given_up_on_is_sent_once_when_replayed_from_the_dlq(example_config, sessions) -> None:
+    sender = FlakySender([TransientSendError("503 from provider")] * MAX_SEND_ATTEMPTS)
+    deps = NotifierDeps(config=example_config, sessions=sessions, senders=Registry({"instagram": sender}),
+                        compose_ack=lambda ev: "never used", clock=lambda: AT)
+    for _ in range(MAX_SEND_ATTEMPTS):  # the first try and the bus's retries, each failing
+        with pytest.raises(TransientSendError):
+            handle_event(redirected(), deps)
+    [row] = rows(sessions)
+    assert row.status == "dead" and row.attempts == MAX_SEND_ATTEMPTS and sender.sent == []
+
+    handle_event(redirected(), deps)  # `switchboard dlq replay`: the same event once more
+    assert len(sender.sent) == 1 and "https://m.me/northwind" in sender.sent[0][1]
+    assert rows(sessions)[0].status == "sent"
+
+    handle_event(redirected(), deps)  # replayed (or redelivered) again: it was sent, so nothing
+    handle_event(redirected("ig-2"), deps)  # the customer writes again: one note per address, ever
+    assert len(sender.sent) == 1
+
+
+def reply(n: int, conv: str = "conv-1") -> Envelope:
+    ev = ConversationReply(reply_id=f"r{n}", conversation_id=conv, channel="telegram", reply_to="42", reply_from=None,
+                           text=f"reply {n}", agent_id="anna", language="en")
+    return Envelope.wrap(ev, message_id=f"e-r{n}", correlation_id="c", occurred_at=AT)
+
+
+def test_a_conversations_messages_leave_in_the_order_they_were_written(example_config, sessions) -> None:
+    sender = FlakySender([TransientSendError("502 from provider")])
+    deps = make_deps(example_config, sessions, sender)
+    with pytest.raises(TransientSendError):
+        handle_event(reply(1), deps)  # the provider fails: the first reply stays pending
+    with pytest.raises(WaitingForEarlier):
+        handle_event(reply(2), deps)  # the second is not tried before the first is sent
+    first, second = rows(sessions)
+    assert second.status == "pending" and second.attempts == 1 and f"message {first.id} " in second.last_error
+    handle_event(reply(3, conv="conv-2"), deps)  # another conversation is not held up
+    assert [text for _, text in sender.sent] == ["reply 3"]
+
+    handle_event(reply(1), deps)  # the bus's retries, the first one's first
+    handle_event(reply(2), deps)
+    assert [text for _, text in sender.sent] == ["reply 3", "reply 1", "reply 2"]
+    assert [r.status for r in rows(sessions)] == ["sent", "sent", "sent"]

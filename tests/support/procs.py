@@ -7,10 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
 from tests.support.wait import until
 
@@ -92,3 +95,41 @@ def services_env(*, broker_url: str, database_url: str, workdir: Path, extra: di
         **(extra or {}),
     })
     return env, ports
+
+
+#: The Telegram bot the end-to-end tests run against the fake Bot API, and its webhook secret.
+TELEGRAM_TOKEN = "123456:E2E-token"
+TELEGRAM_SECRET = "e2e-secret_token"
+
+
+def edited_config(workdir: Path, edit: Callable[[dict], None]) -> Path:
+    """The example config (deploy/switchboard.yaml) changed by `edit`, written to `workdir`."""
+    data = yaml.safe_load((ROOT / "deploy" / "switchboard.yaml").read_text())
+    edit(data)
+    path = workdir / "switchboard.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+@contextmanager
+def running_services(*, broker_url: str, database_url: str, workdir: Path, telegram_api: str,
+                     edit_config: Callable[[dict], None] | None = None, extra: dict[str, str] | None = None
+                     ) -> Iterator[Services]:
+    """Router, notifier and gateway as processes (in that order, each ready before the next),
+    against the Bot API at `telegram_api` (webhooks signed with TELEGRAM_SECRET), the example
+    config changed by `edit_config`, and `extra` settings (other providers' fakes). Stopped
+    afterwards, with the tail of each one's log printed for a failing test's report."""
+    settings = {"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_API_BASE": telegram_api,
+                "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET, **(extra or {})}
+    if edit_config is not None:
+        settings["SWITCHBOARD_CONFIG"] = str(edited_config(workdir, edit_config))
+    env, ports = services_env(broker_url=broker_url, database_url=database_url, workdir=workdir, extra=settings)
+    svc = Services(env=env, workdir=workdir, ports=ports)
+    try:
+        for name in ("router", "notifier", "gateway"):
+            svc.start(name)
+        yield svc
+    finally:
+        svc.stop_all()
+        for name in ("gateway", "router", "notifier"):
+            print(f"--- {name} log tail ---\n{svc.log(name)}")
