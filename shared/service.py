@@ -41,6 +41,11 @@ def broker_check(url: str) -> Callable[[], None]:
     return check
 
 
+def consumer_count(default: int) -> int:
+    """How many consumer threads a service runs: SWITCHBOARD_CONSUMERS, else the service's default."""
+    return max(1, int(os.environ.get("SWITCHBOARD_CONSUMERS") or default))
+
+
 def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker,
                          blueprints: BuildBlueprints | None = None,
                          background: BuildBackground | None = None, *, consumers: int = 1) -> None:
@@ -52,7 +57,7 @@ def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker
     # Competing consumers in one process, as replicas would be: each has its own connection, and the
     # handlers are idempotent and claim with constraints, so they need no order between them. The
     # handlers mostly wait on the database and the providers; more of them fill those waits.
-    consumers = max(1, int(os.environ.get("SWITCHBOARD_CONSUMERS") or consumers))
+    consumers = consumer_count(consumers)
     # A database connection for every consumer at once, and a few for the web threads and loops.
     engine = make_engine(settings.database_url, pool_size=max(10, consumers + 4))
     migrate(engine)

@@ -9,7 +9,11 @@ from services.notifier.bootstrap import (
 )
 from shared.db import session_factory
 from shared.runtime import start_thread, utc_now
-from shared.service import run_consumer_service
+from shared.service import consumer_count, run_consumer_service
+
+#: Consumer threads: sends to a slow provider (each call has its own timeout) wait in their own
+#: threads; a conversation's messages still leave in order (handlers.WaitingForEarlier).
+CONSUMERS = 8
 
 
 def main() -> None:
@@ -17,7 +21,10 @@ def main() -> None:
 
     def deps(settings, config, engine):
         if "deps" not in built:
-            built["deps"] = build_deps(config, session_factory(engine), build_senders(settings, config), utc_now,
+            # The bulkhead: one provider may hold at most half the consumers, so however slow it
+            # gets, the other channels keep the rest.
+            senders = build_senders(settings, config, max_in_flight=max(1, consumer_count(CONSUMERS) // 2))
+            built["deps"] = build_deps(config, session_factory(engine), senders, utc_now,
                                        survey_links=build_survey_links(settings, embedded=False))
         return built["deps"]
 
@@ -28,10 +35,7 @@ def main() -> None:
         ticker = build_ticker(deps(settings, config, engine))
         return [start_thread(lambda: ticker.run(stop), "notifier-ticker")]
 
-    # Eight competing consumers: sends to a slow provider (each call has its own timeout) wait in
-    # their own threads, not in front of every other channel; a conversation's messages still leave
-    # in order (handlers.WaitingForEarlier).
-    run_consumer_service("notifier", 8082, worker, background=background, consumers=8)
+    run_consumer_service("notifier", 8082, worker, background=background, consumers=CONSUMERS)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ from shared.settings import Settings
 from shared.survey_links import SurveyLinks, survey_secret
 
 
-def build_senders(settings: Settings, config: Config, *, sandbox_out: TextIO | None = None) -> Registry:
+def build_senders(settings: Settings, config: Config, *, sandbox_out: TextIO | None = None,
+                  max_in_flight: int | None = None) -> Registry:
+    """`max_in_flight`: the bulkhead, how many sends may wait on one provider at once (None: no limit)."""
     senders: dict[str, Sender] = {ch: SandboxSender(ch, out=sandbox_out) for ch in CHANNELS}
     if settings.twilio_account_sid and settings.twilio_auth_token:
         from services.notifier.senders.twilio_sms import TwilioSmsSender
@@ -63,7 +65,7 @@ def build_senders(settings: Settings, config: Config, *, sandbox_out: TextIO | N
     # A caller is answered by SMS to the number they called from (and from the number they called:
     # the event's reply_from): a voice call cannot carry an acknowledgement.
     senders["phone"] = senders["sms"]
-    return Registry(senders)
+    return Registry(senders, max_in_flight=max_in_flight)
 
 
 def build_deps(config: Config, sessions: sessionmaker[Session], senders: Registry,
@@ -89,6 +91,8 @@ def build_ticker(deps: NotifierDeps, *, interval: float = 5.0) -> Ticker:
     return Ticker(jobs, deps.clock, interval=interval)
 
 
-def build_worker(broker_url: str, deps: NotifierDeps, publisher: Publisher, *, prefetch: int = 16) -> Worker:
+def build_worker(broker_url: str, deps: NotifierDeps, publisher: Publisher, *, prefetch: int = 1) -> Worker:
+    # One message at a time per consumer: a message prefetched by a consumer that waits on a slow
+    # provider would wait behind it, whatever its own channel.
     return Worker(url=broker_url, spec=NOTIFIER_EVENTS, handler=partial(handle_event, deps=deps),
                   publisher=publisher, prefetch=prefetch, name="notifier", max_attempts=MAX_SEND_ATTEMPTS)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.notifier import promises
 from services.notifier.models import Outbox, Suppression
-from services.notifier.senders import PermanentSendError, Registry, TransientSendError
+from services.notifier.senders import ChannelBusy, PermanentSendError, Registry, Sender, TransientSendError
 from services.notifier.texts import render_redirect
 from shared.config import Config
 from shared.contracts import (
@@ -355,9 +355,20 @@ def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None) 
     if claimed.waits_for is not None:
         raise WaitingForEarlier(_waiting(claimed.waits_for))
     channel, address, body, options = claimed.channel, claimed.address, claimed.body, dict(claimed.options)
-    sender = deps.senders.for_channel(channel)
     if "last_customer_message_at" in options:
         options["now"] = deps.clock().isoformat()
+    try:
+        with deps.senders.slot(channel) as sender:
+            return _send(row_id, sender, channel, address, body, options, deps)
+    except ChannelBusy as exc:
+        # Not sent, and counted as a try like any transient failure: the row's attempts must keep
+        # pace with the bus's, which dead-letters at the same number.
+        _finish(deps, row_id, "pending", error=str(exc))
+        raise
+
+
+def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, options: dict,
+          deps: NotifierDeps) -> str:
     # A kill -9 between the provider's accepting the message and our recording it is the one way a
     # message goes out twice (the redelivery finds the row still pending). So the connection that
     # records it is taken (and pinged) before the call, and the record is one autocommitted UPDATE

@@ -8,6 +8,9 @@ With a provider's credentials unset, the channel's sender is the sandbox one (re
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +23,11 @@ class TransientSendError(Exception):
 
 class PermanentSendError(Exception):
     pass
+
+
+class ChannelBusy(TransientSendError):
+    """A provider already has as many sends waiting on it as it may: this one tries again later
+    rather than take a consumer that another channel's message needs."""
 
 
 @dataclass(frozen=True)
@@ -38,14 +46,40 @@ class UnknownChannel(LookupError):
 
 
 class Registry:
-    def __init__(self, senders: dict[str, Sender]):
+    """The senders by channel, and a bulkhead: at most `max_in_flight` sends wait on one provider
+    at a time (SMS and phone share Twilio's), so a slow provider (each call up to its timeout)
+    cannot take every consumer thread and hold up the other channels. None: no limit."""
+
+    def __init__(self, senders: dict[str, Sender], *, max_in_flight: int | None = None):
         self._senders = senders
+        self.max_in_flight = max_in_flight
+        self._in_flight: dict[int, int] = {}
+        self._lock = threading.Lock()
 
     def for_channel(self, channel: str) -> Sender:
         try:
             return self._senders[channel]
         except KeyError:
             raise UnknownChannel(f"no sender is configured for channel {channel!r}") from None
+
+    @contextmanager
+    def slot(self, channel: str) -> Iterator[Sender]:
+        """The channel's sender, holding one of its provider's places; ChannelBusy when none is free."""
+        sender = self.for_channel(channel)
+        if self.max_in_flight is None:
+            yield sender
+            return
+        key = id(sender)
+        with self._lock:
+            if self._in_flight.get(key, 0) >= self.max_in_flight:
+                raise ChannelBusy(f"{self.max_in_flight} sends on {channel} are already waiting for its provider",
+                                  retry_after=1.0)
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            yield sender
+        finally:
+            with self._lock:
+                self._in_flight[key] -= 1
 
     def close(self) -> None:
         for sender in self._senders.values():
