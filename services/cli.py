@@ -62,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 Try it from another terminal:
   .venv/bin/switchboard simulate telegram "Where is my parcel?"
   .venv/bin/switchboard simulate sms "Gdzie jest moja paczka?" --from +48601234567   (also whatsapp, messenger, instagram, email)
+  .venv/bin/switchboard simulate call "Please call me back about order 4471"   (a voicemail; --hang-up: a missed call)
 Stop with Ctrl-C.""", flush=True)
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -77,21 +78,29 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from services import simulate
 
+    public_url = os.environ.get("PUBLIC_BASE_URL") or args.url
     try:
-        request = simulate.build(args.channel, args.text, name=args.name, lang=args.lang, sender=args.sender,
-                                 user_id=args.user_id, update_id=args.update_id, subject=args.subject,
-                                 secret=args.secret, public_url=os.environ.get("PUBLIC_BASE_URL") or args.url)
+        if args.channel == "call":
+            requests = simulate.build_call(args.text, sender=args.sender, hang_up=args.hang_up, secret=args.secret,
+                                           public_url=public_url)
+        else:
+            requests = [simulate.build(args.channel, args.text, name=args.name, lang=args.lang, sender=args.sender,
+                                       user_id=args.user_id, update_id=args.update_id, subject=args.subject,
+                                       secret=args.secret, public_url=public_url)]
     except ValueError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
-    url = args.url.rstrip("/") + request.path
-    try:
-        resp = httpx.post(url, content=request.body, headers=request.headers, timeout=10)
-    except httpx.HTTPError as exc:
-        print(f"switchboard: cannot reach {url}: {exc} (is `make run` running?)", file=sys.stderr)
-        return 1
-    print(f"POST {url} → {resp.status_code} {resp.text.strip()}")
-    return 0 if resp.is_success else 1
+    for request in requests:
+        url = args.url.rstrip("/") + request.path
+        try:
+            resp = httpx.post(url, content=request.body, headers=request.headers, timeout=10)
+        except httpx.HTTPError as exc:
+            print(f"switchboard: cannot reach {url}: {exc} (is `make run` running?)", file=sys.stderr)
+            return 1
+        print(f"POST {url} → {resp.status_code} {resp.text.strip()}")
+        if not resp.is_success:
+            return 1
+    return 0
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -268,8 +277,8 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     sim = sub.add_parser("simulate", help="send a realistic signed webhook to a running gateway")
-    sim.add_argument("channel", choices=["telegram", "sms", "whatsapp", "messenger", "instagram", "email"])
-    sim.add_argument("text")
+    sim.add_argument("channel", choices=["telegram", "sms", "whatsapp", "messenger", "instagram", "email", "call"])
+    sim.add_argument("text", help="the message; call: the voicemail's transcript")
     sim.add_argument("--url", default=os.environ.get("SWITCHBOARD_URL", "http://127.0.0.1:8080"))
     sim.add_argument("--secret", default=None, help="the provider's webhook secret (default: from the"
                      " environment, else the development secret `make run` accepts)")
@@ -280,6 +289,7 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--lang", default="en")
     sim.add_argument("--subject", default=None, help="email: the subject")
     sim.add_argument("--update-id", type=int, default=None, help="telegram: the update id (repeat it to redeliver)")
+    sim.add_argument("--hang-up", action="store_true", help="call: the caller hangs up before the beep")
     sim.set_defaults(func=cmd_simulate)
 
     cfg = sub.add_parser("config", help="configuration tools")

@@ -86,4 +86,38 @@ def build(channel: str, text: str, *, name: str = "Alex Customer", lang: str = "
         mail.set_content(text)
         return SimulatedRequest("/webhooks/email", mail.as_bytes(), {
             "Content-Type": "message/rfc822", "X-Switchboard-Relay-Secret": key})
-    raise ValueError(f"simulate supports telegram, sms, whatsapp, messenger, instagram and email, not {channel!r}")
+    raise ValueError("simulate supports telegram, sms, whatsapp, messenger, instagram, email and call, "
+                     f"not {channel!r}")
+
+
+def build_call(text: str, *, sender: str | None = None, hang_up: bool = False, secret: str | None = None,
+               public_url: str = "http://127.0.0.1:8080") -> list[SimulatedRequest]:
+    """The Twilio Voice callbacks of one call, in the order Twilio makes them: the incoming call
+    (answered with TwiML), then either a voicemail — the <Record> action, the transcription with
+    `text`, the call's end — or, with `hang_up`, only the call's end: a caller who hung up before
+    the beep. Each is signed like Twilio's, over PUBLIC_BASE_URL + path."""
+    key = secret or os.environ.get("TWILIO_AUTH_TOKEN") or DEV_SECRET
+    base = public_url.rstrip("/")
+    account = "AC" + "0" * 32
+    call_sid, recording_sid = "CA" + uuid.uuid4().hex, "RE" + uuid.uuid4().hex
+    call = {"CallSid": call_sid, "AccountSid": account, "From": sender or "+48601234567", "To": BUSINESS_NUMBER,
+            "Direction": "inbound", "ApiVersion": "2010-04-01"}
+    recording_url = f"https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/{recording_sid}"
+    steps = [("/webhooks/twilio/voice", {**call, "CallStatus": "ringing"})]
+    if not hang_up:
+        steps += [
+            ("/webhooks/twilio/voice/recording", {**call, "CallStatus": "in-progress", "RecordingSid": recording_sid,
+                                                  "RecordingUrl": recording_url, "RecordingDuration": "14",
+                                                  "Digits": "hangup"}),
+            ("/webhooks/twilio/voice/transcription", {**call, "RecordingSid": recording_sid,
+                                                      "RecordingUrl": recording_url,
+                                                      "TranscriptionSid": "TR" + uuid.uuid4().hex,
+                                                      "TranscriptionStatus": "completed",
+                                                      "TranscriptionText": text}),
+        ]
+    steps.append(("/webhooks/twilio/voice/status", {**call, "CallStatus": "completed",
+                                                    "CallDuration": "9" if hang_up else "31"}))
+    validator = RequestValidator(key)
+    return [SimulatedRequest(path, urlencode(form).encode(), {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": validator.compute_signature(base + path, form)}) for path, form in steps]

@@ -13,6 +13,7 @@ so it cannot drift from what the handlers accept.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.router import kpi_store, macros
 from services.router import operations as ops
 from services.router.assignment import AVAILABILITY_STATUS
-from services.router.models import CategoryCorrection, Conversation, Customer, Identity, Message
+from services.router.models import CallbackTask, CategoryCorrection, Conversation, Customer, Identity, Message
 from shared.bus.publisher import Publisher
 from shared.config import Agent, Config
 from shared.contracts import (
@@ -41,6 +42,7 @@ from shared.db import transaction
 from shared.web import error
 
 PREFIX = "/api/v1"
+_PATH_PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
 
 Learn = Callable[[str, str, str | None], None]  # (text, category, language): retrain on a correction
 
@@ -176,6 +178,28 @@ class HistoryMessage(Schema):
     subject = fields.String(allow_none=True)
     text = fields.String()
     received_at = fields.DateTime()
+    attachments = fields.Method("_attachments", metadata={
+        "description": "files as metadata: content_type, url, name, size (a voicemail's recording is one)"})
+
+    def _attachments(self, message: Any) -> list[dict]:
+        return list((getattr(message, "details", None) or {}).get("attachments") or [])
+
+
+class CallbackSchema(Schema):
+    id = fields.Integer()
+    conversation_id = fields.String()
+    phone = fields.String(metadata={"description": "E.164: the number to call back"})
+    kind = fields.String(metadata={"description": "voicemail | missed"})
+    created_at = fields.DateTime()
+    done_at = fields.DateTime(allow_none=True)
+
+
+class CallbackList(Schema):
+    callbacks = fields.List(fields.Nested(CallbackSchema))
+
+
+class CallbackResult(Schema):
+    callback = fields.Nested(CallbackSchema)
 
 
 class CustomerSchema(Schema):
@@ -188,6 +212,8 @@ class ConversationDetail(ConversationSummary):
     customer = fields.Nested(CustomerSchema)
     history = fields.List(fields.Nested(HistoryMessage),
                           metadata={"description": "every message of every conversation of the customer, newest last"})
+    callbacks = fields.List(fields.Nested(CallbackSchema),
+                            metadata={"description": "calls to return in this conversation (voicemail, missed call)"})
 
 
 class MacroSchema(Schema):
@@ -293,7 +319,9 @@ def build_api(deps: ApiDeps) -> Blueprint:
     def route(rule: str, method: str, summary: str, *, response: type[Schema], status: int = 200,
               body: type[Schema] | None = None, query: type[Schema] | None = None,
               errors: tuple[tuple[int, str], ...] = ()):
-        path = PREFIX + rule.replace("<", "{").replace(">", "}")
+        # Flask's "<int:id>" is OpenAPI's "{id}" with an integer schema.
+        converter, name = (_PATH_PARAM.search(rule).groups() if "<" in rule else (None, None))
+        path = PREFIX + _PATH_PARAM.sub(r"{\2}", rule)
         operation: dict[str, Any] = {
             "summary": summary, "security": [{"bearer": []}],
             "responses": {str(status): {"description": "OK", "content": {"application/json": {"schema": response}}},
@@ -301,9 +329,9 @@ def build_api(deps: ApiDeps) -> Blueprint:
                              for code, text in ((401, "no or unknown bearer token"), (403, "not yours"),
                                                 (404, "unknown id"), (422, "invalid request"), *errors)}},
         }
-        if "{" in path:
-            operation["parameters"] = [{"in": "path", "name": rule.split("<")[1].split(">")[0],
-                                        "required": True, "schema": {"type": "string"}}]
+        if name:
+            operation["parameters"] = [{"in": "path", "name": name, "required": True,
+                                        "schema": {"type": "integer" if converter == "int" else "string"}}]
         if query is not None:
             operation.setdefault("parameters", []).append({"in": "query", "schema": query})
         if body is not None:
@@ -386,8 +414,27 @@ def build_api(deps: ApiDeps) -> Blueprint:
             body = {**_summary(conv),
                     "customer": {"id": customer.id, "name": customer.name,
                                  "identities": [{"kind": i.kind, "value": i.value} for i in identities]},
-                    "history": list(history)}
-        return jsonify(ConversationDetail().dump(body))
+                    "history": list(history),
+                    "callbacks": [task for task, _ in ops.open_callbacks(s, [conv.id])]}
+            return jsonify(ConversationDetail().dump(body))
+
+    @route("/callbacks", "GET", "Calls to return: my conversations' (a lead: the team's), oldest first",
+           response=CallbackList)
+    def list_callbacks():
+        agent: Agent = g.agent
+        with deps.sessions() as s:
+            tasks = [task for task, _ in ops.open_callbacks(s, owner_id=agent.id, teams=led_teams(agent, config))]
+            return jsonify(CallbackList().dump({"callbacks": tasks}))
+
+    @route("/callbacks/<int:callback_id>/done", "POST", "Mark a call returned", response=CallbackResult)
+    def complete_callback(callback_id: int):
+        with transaction(deps.sessions) as s:
+            task = s.get(CallbackTask, callback_id, with_for_update=True)
+            if task is None:
+                raise ApiError(404, "not_found", f"no call-back task {callback_id}")
+            _conversation(s, task.conversation_id)  # 403 unless it is the agent's or their team's
+            ops.complete_callback(s, task, at=deps.clock())
+            return jsonify(CallbackResult().dump({"callback": task}))
 
     @route("/conversations/<conversation_id>/reply", "POST", "Reply on the customer's channel",
            response=ReplyResult, body=ReplyRequest, status=201,

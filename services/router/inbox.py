@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from services.router import kpi_store, macros
 from services.router import operations as ops
 from services.router.api import ApiDeps, led_teams, may_see
-from services.router.models import AgentPassword, Conversation, Customer, InboxSession, Message
+from services.router.models import AgentPassword, CallbackTask, Conversation, Customer, InboxSession, Message
 from shared.config import Agent
 from shared.contracts import new_id
 from shared.db import transaction
@@ -42,7 +42,8 @@ SESSION_COOKIE = "sb_inbox"
 LOGIN_CSRF_COOKIE = "sb_login_csrf"
 SESSION_TTL = timedelta(hours=12)
 HERE = Path(__file__).parent
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+# media-src https: a voicemail's recording plays from the provider (Twilio serves it over HTTPS).
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src https:; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 # --- passwords -----------------------------------------------------------------------------------
@@ -246,7 +247,10 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
             rows = [{"conv": c, "customer_name": name, "waiting": c.first_response_at is None,
                      "countdown": countdown(c.promise_due, now), "overdue": c.promise_due < now}
                     for c, name in s.execute(stmt)]
+            # Calls to return stand out in the list: a missed call waits on the agent, not the customer.
+            to_call = {task.conversation_id for task, _ in ops.open_callbacks(s, [r["conv"].id for r in rows])}
             for row in rows:
+                row["call_back"] = row["conv"].id in to_call
                 s.expunge(row["conv"])
         return render_template("inbox/list.html", page=_page(), rows=rows, status=status, tz=tz, now=now)
 
@@ -281,6 +285,7 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
             history = list(s.scalars(select(Message).join(Conversation, Message.conversation_id == Conversation.id)
                                      .where(Conversation.customer_id == customer.id)
                                      .order_by(Message.received_at, Message.id)))
+            callbacks = [task for task, _ in ops.open_callbacks(s, [conv.id])]
             s.expunge_all()
         available = macros.macros_for(conv.language, conv.category, config.macros)
         draft = ""
@@ -299,7 +304,8 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
                                history=history, macros=available, chosen=chosen, order_number=order_number,
                                draft=draft, macro_error=macro_error, tz=tz, now=now,
                                countdown=countdown(conv.promise_due, now), agents=team_agents,
-                               teams=list(config.teams.values()), notice=request.args.get("done"))
+                               teams=list(config.teams.values()), notice=request.args.get("done"),
+                               callbacks=callbacks)
 
     def _back(conversation_id: str, done: str):
         return redirect(url_for("inbox.conversation", conversation_id=conversation_id, done=done))
@@ -322,6 +328,17 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
                 return _page_error(409, str(exc).capitalize() + ".")
         _publish([envelope.message_id])
         return _back(conversation_id, "sent")
+
+    @inbox.post("/c/<conversation_id>/callbacks/<int:task_id>/done")
+    @login_required
+    def callback_done(conversation_id: str, task_id: int):
+        with transaction(deps.sessions) as s:
+            _load(s, conversation_id)
+            task = s.get(CallbackTask, task_id, with_for_update=True)
+            if task is None or task.conversation_id != conversation_id:
+                abort(404)
+            ops.complete_callback(s, task, at=deps.clock())
+        return _back(conversation_id, "called")
 
     @inbox.post("/c/<conversation_id>/resolve")
     @login_required

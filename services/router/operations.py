@@ -31,6 +31,7 @@ from services.router.models import (
     AgentAvailability,
     AgentToken,
     Assignment,
+    CallbackTask,
     Conversation,
     Customer,
     Message,
@@ -238,10 +239,36 @@ def resolve(s: Session, config: Config, conv: Conversation, *, at: datetime, cor
                                  last_customer_message_at=conv.last_message_at)
     envelope = Envelope.wrap(event, message_id=new_id(), correlation_id=correlation_id, occurred_at=at)
     store_event(s, envelope, conv.id, at)
+    # A resolved conversation has nothing left to do: its calls to return are done with it.
+    s.execute(update(CallbackTask).where(CallbackTask.conversation_id == conv.id, CallbackTask.done_at.is_(None))
+              .values(done_at=at))
     s.flush()
     if conv.owner_id:
         drain_queue(s, config, conv.owner_id, at)
     return envelope
+
+
+def open_callbacks(s: Session, conversation_ids: Iterable[str] | None = None, *, owner_id: str | None = None,
+                   teams: Iterable[str] = ()) -> list[tuple[CallbackTask, Conversation]]:
+    """Calls still to return, oldest first: of these conversations, or of the conversations an agent
+    owns (and, for a lead, their teams'). Whoever owns the conversation now owns its calls back."""
+    stmt = (select(CallbackTask, Conversation).join(Conversation, Conversation.id == CallbackTask.conversation_id)
+            .where(CallbackTask.done_at.is_(None)).order_by(CallbackTask.created_at, CallbackTask.id))
+    if conversation_ids is not None:
+        stmt = stmt.where(CallbackTask.conversation_id.in_(list(conversation_ids)))
+    else:
+        teams = list(teams)
+        mine = Conversation.owner_id == owner_id
+        stmt = stmt.where(mine | Conversation.team_id.in_(teams) if teams else mine)
+    return [(task, conv) for task, conv in s.execute(stmt)]
+
+
+def complete_callback(s: Session, task: CallbackTask, *, at: datetime) -> bool:
+    """Mark a call returned; False when it already was (a second click changes nothing)."""
+    if task.done_at is not None:
+        return False
+    task.done_at = at
+    return True
 
 
 def transfer(s: Session, config: Config, conv: Conversation, *, by: str, agent_id: str | None,

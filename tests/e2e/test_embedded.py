@@ -138,3 +138,26 @@ def test_a_forged_signature_is_refused_on_every_simulated_channel(embedded) -> N
     for channel in ("sms", "whatsapp", "email"):
         done = simulate_on(base, env, channel, "hello", "--secret", "not-the-secret")
         assert done.returncode == 1 and "→ 403" in done.stdout, (channel, done.stdout)
+
+
+def test_a_newcomer_can_leave_a_voicemail_or_hang_up_and_is_answered_by_sms(embedded) -> None:
+    base, env, out = embedded
+    voicemail = simulate_on(base, env, "call", "Please call me back about order 4471", "--from", "+48601777666")
+    assert voicemail.returncode == 0 and voicemail.stdout.count("→ 200") == 4, voicemail.stdout + voicemail.stderr
+    assert "<Record " in voicemail.stdout and "<Hangup />" in voicemail.stdout  # the TwiML a caller hears
+    missed = simulate_on(base, env, "call", "", "--hang-up", "--from", "+48601777555")
+    assert missed.returncode == 0 and missed.stdout.count("→ 200") == 2, missed.stdout + missed.stderr
+    # Both callers are answered by SMS, once each: the one who hung up before the beep too.
+    for number in ("+48601777666", "+48601777555"):
+        until(lambda n=number: f"[sandbox sms → {n}]" in out.read_text(), timeout=30, message=f"the SMS to {number}")
+    done = subprocess.run([str(BIN / "switchboard"), "agents", "token", "anna"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    auth = {"Authorization": f"Bearer {done.stdout.strip()}"}
+    convs = httpx.get(base + "/api/v1/conversations", headers=auth, timeout=10).json()["conversations"]
+    phone = [c for c in convs if c["channel"] == "phone"]
+    assert len(phone) == 2
+    texts = [m["text"] for c in phone
+             for m in httpx.get(f"{base}/api/v1/conversations/{c['id']}", headers=auth, timeout=10).json()["history"]]
+    assert "Please call me back about order 4471" in texts  # the transcript is the voicemail's text
+    text = out.read_text()
+    assert text.count("[sandbox sms → +48601777666]") == 1 and text.count("[sandbox sms → +48601777555]") == 1

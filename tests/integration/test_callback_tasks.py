@@ -7,6 +7,7 @@ it; a withheld number's voicemail is a conversation nobody can answer."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -406,3 +407,69 @@ def test_the_embedded_modes_sqlite_claims_the_call_the_same_way(example_config, 
             assert s.get(PhoneCall, CA_C).answered_at == MONDAY_MORNING
     finally:
         engine.dispose()
+
+
+# --- the owner sees the calls to return and marks them done ---------------------------------------
+
+
+def api_client(config, sessions, agent: str):
+    app = Flask("test")
+    install_json_errors(app)
+    deps_ = ApiDeps(config=config, sessions=sessions, publisher=Publisher("memory://"), clock=lambda: MONDAY_MORNING)
+    app.register_blueprint(build_api(deps_))
+    from services.router.inbox import build_inbox
+
+    for bp in build_inbox(deps_):
+        app.register_blueprint(bp)
+    with transaction(sessions) as s:
+        token = ops.issue_token(s, agent, MONDAY_MORNING)
+    return app.test_client(), {"Authorization": f"Bearer {token}"}, token
+
+
+def test_the_owner_lists_the_calls_to_return_hears_the_voicemail_and_marks_it_done(
+        example_config, deps, sessions) -> None:
+    [event] = handle_inbound(callback(example_config, "recording", "recording_completed", SATURDAY_EVENING), deps)
+    handle_inbound(callback(example_config, "transcription", "transcription_completed", SATURDAY_EVENING), deps)
+    owner, conv_id = event.payload.owner_id, event.payload.conversation_id
+    client, auth, token = api_client(example_config, sessions, owner)
+    [task] = client.get("/api/v1/callbacks", headers=auth).json["callbacks"]
+    assert (task["conversation_id"], task["phone"], task["kind"], task["done_at"]) == (
+        conv_id, "+442071838750", "voicemail", None)
+    detail = client.get(f"/api/v1/conversations/{conv_id}", headers=auth).json
+    assert [c["id"] for c in detail["callbacks"]] == [task["id"]]
+    [voicemail] = detail["history"]
+    assert voicemail["text"] == TRANSCRIPT and voicemail["attachments"][0]["content_type"] == "audio/mpeg"
+
+    # The inbox shows it: the number to call, the recording to play, a button to say it is done.
+    login = client.get("/inbox/login")
+    csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', login.text).group(1)
+    client.post("/inbox/login", data={"csrf_token": csrf, "token": token})
+    assert "call back" in client.get("/inbox/").text
+    page = client.get(f"/inbox/c/{conv_id}").text
+    assert 'href="tel:+442071838750"' in page and "<audio controls" in page and "Called back" in page
+    csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page).group(1)
+    done = client.post(f"/inbox/c/{conv_id}/callbacks/{task['id']}/done", data={"csrf_token": csrf})
+    assert done.status_code == 302 and "done=called" in done.headers["Location"]
+    assert client.get("/api/v1/callbacks", headers=auth).json["callbacks"] == []
+    # Done twice is still done once, at the first time.
+    again = client.post(f"/api/v1/callbacks/{task['id']}/done", headers=auth)
+    assert again.status_code == 200 and again.json["callback"]["done_at"].startswith("2026-11-23T09:00")
+
+
+def test_someone_elses_call_back_is_refused_and_resolving_closes_the_rest(example_config, deps, sessions) -> None:
+    [event] = handle_inbound(callback(example_config, "dial", "dial_no_answer", MONDAY_MORNING), deps)
+    owner = event.payload.owner_id
+    stranger = next(a for a, agent in example_config.agents.items()
+                    if a != owner and agent.role != "lead" and not any(t.lead == a for t in example_config.teams.values()))
+    client, auth, _ = api_client(example_config, sessions, stranger)
+    with sessions() as s:
+        task_id = s.scalar(select(CallbackTask.id))
+    assert client.get("/api/v1/callbacks", headers=auth).json["callbacks"] == []
+    r = client.post(f"/api/v1/callbacks/{task_id}/done", headers=auth)
+    assert r.status_code == 403 and r.json["error"] == "forbidden"
+    assert client.post("/api/v1/callbacks/999999/done", headers=auth).status_code == 404
+    owner_client, owner_auth, _ = api_client(example_config, sessions, owner)
+    assert owner_client.post(f"/api/v1/conversations/{event.payload.conversation_id}/resolve",
+                             headers=owner_auth).status_code == 200
+    with sessions() as s:
+        assert s.get(CallbackTask, task_id).done_at is not None  # resolved: nothing left to call back
