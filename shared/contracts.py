@@ -369,6 +369,31 @@ class ConversationResolvedSchema(_Strict):
         return ConversationResolved(**d)
 
 
+# --- ConversationCalledBack v1: an agent returned a customer's call (a voicemail, a missed call) ---
+
+
+@dataclass(frozen=True)
+class ConversationCalledBack:
+    TYPE: ClassVar[str] = "conversation.called_back"
+    VERSION: ClassVar[int] = 1
+
+    conversation_id: str
+    agent_id: str
+    phone: str
+    called_at: datetime
+
+
+class ConversationCalledBackSchema(_Strict):
+    conversation_id = fields.String(required=True)
+    agent_id = fields.String(required=True)
+    phone = fields.String(required=True)
+    called_at = AwareDateTime(required=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> ConversationCalledBack:
+        return ConversationCalledBack(**d)
+
+
 # --- SurveyAnswer v1: a customer's rating (or comment) for a survey, from whatever channel --------
 
 
@@ -523,6 +548,7 @@ PAYLOAD_SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (SurveyAnswer.TYPE, SurveyAnswer.VERSION): SurveyAnswerSchema,
     (SurveyOptOut.TYPE, SurveyOptOut.VERSION): SurveyOptOutSchema,
     (ConversationAssigned.TYPE, ConversationAssigned.VERSION): ConversationAssignedSchema,
+    (ConversationCalledBack.TYPE, ConversationCalledBack.VERSION): ConversationCalledBackSchema,
 }
 
 

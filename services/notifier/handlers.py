@@ -25,6 +25,7 @@ from services.notifier.texts import render_redirect
 from shared.config import Config
 from shared.contracts import (
     ConversationAssigned,
+    ConversationCalledBack,
     ConversationMessage,
     ConversationOpened,
     ConversationReply,
@@ -77,8 +78,8 @@ def _dispatch(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
         return acknowledge(envelope, deps)
     if envelope.type == DeliveryStatus.TYPE:
         return record_delivery(envelope, deps)
-    if envelope.type in (ConversationMessage.TYPE, ConversationAssigned.TYPE):
-        return []  # notices to agents only: promises.record made them
+    if envelope.type in (ConversationMessage.TYPE, ConversationAssigned.TYPE, ConversationCalledBack.TYPE):
+        return []  # promises and agents' notices only: promises.record did what there is to do
     if envelope.type == Redirected.TYPE:
         return redirect(envelope, deps)
     if envelope.type == ConversationReply.TYPE:

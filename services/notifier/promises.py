@@ -36,6 +36,7 @@ from shared.calendar import Calendar
 from shared.config import Agent, Config
 from shared.contracts import (
     ConversationAssigned,
+    ConversationCalledBack,
     ConversationMessage,
     ConversationOpened,
     ConversationReply,
@@ -56,7 +57,7 @@ MAX_ATTEMPTS = 8
 LEASE = timedelta(minutes=5)
 BATCH = 100
 TRACKED = (ConversationOpened.TYPE, ConversationMessage.TYPE, ConversationReply.TYPE, ConversationResolved.TYPE,
-           ConversationAssigned.TYPE)
+           ConversationAssigned.TYPE, ConversationCalledBack.TYPE)
 #: Notices that mean nothing once the customer has had a human reply.
 PROMISE_KINDS = ("promise_warning", "promise_breached")
 
@@ -150,7 +151,8 @@ def record_in(s: Session, envelope: Envelope, deps: NotifierDeps, now: datetime)
         return _on_opened(s, ev, envelope.correlation_id, deps.config, now)
     if envelope.type == ConversationMessage.TYPE:
         return _on_message(s, ev, envelope.correlation_id, deps.config, now)
-    if envelope.type == ConversationReply.TYPE:
+    if envelope.type in (ConversationReply.TYPE, ConversationCalledBack.TYPE):
+        # A call back is a human response as much as a written reply: it keeps the promise.
         _on_reply(s, ev, envelope.occurred_at)
     elif envelope.type == ConversationResolved.TYPE:
         _on_resolved(s, ev)
@@ -221,7 +223,7 @@ def _on_assigned(s: Session, ev: ConversationAssigned, correlation: str, config:
     return _due(notices, now)
 
 
-def _on_reply(s: Session, ev: ConversationReply, at: datetime) -> None:
+def _on_reply(s: Session, ev: ConversationReply | ConversationCalledBack, at: datetime) -> None:
     """The first human reply keeps the promise (or, after the due time, ends it breached)."""
     promise = s.scalar(select(Promise).where(Promise.conversation_id == ev.conversation_id)
                        .order_by(Promise.opening.desc()).limit(1).with_for_update())

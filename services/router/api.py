@@ -432,9 +432,12 @@ def build_api(deps: ApiDeps) -> Blueprint:
             task = s.get(CallbackTask, callback_id, with_for_update=True)
             if task is None:
                 raise ApiError(404, "not_found", f"no call-back task {callback_id}")
-            _conversation(s, task.conversation_id)  # 403 unless it is the agent's or their team's
-            ops.complete_callback(s, task, at=deps.clock())
-            return jsonify(CallbackResult().dump({"callback": task}))
+            _conversation(s, task.conversation_id, lock=True)  # 403 unless the agent's or their team's
+            envelope = ops.complete_callback(s, task, agent_id=g.agent.id, at=deps.clock(),
+                                             correlation_id=_correlation_id())
+            body = CallbackResult().dump({"callback": task})
+        _publish([envelope.message_id] if envelope else [])
+        return jsonify(body)
 
     @route("/conversations/<conversation_id>/reply", "POST", "Reply on the customer's channel",
            response=ReplyResult, body=ReplyRequest, status=201,

@@ -161,7 +161,7 @@ def _call_notice(envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> l
             # missed call of a call a person took: its call-back task is done.
             task = s.scalar(select(CallbackTask).where(CallbackTask.call_sid == sid, CallbackTask.done_at.is_(None)))
             if task is not None:
-                task.done_at = at
+                task.done_at, task.done_by = at, "answered"
             return []
         if call.ended_at is None:
             call.ended_at, call.end_status = at, msg.meta.get("call_status")

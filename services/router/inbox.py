@@ -333,11 +333,12 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
     @login_required
     def callback_done(conversation_id: str, task_id: int):
         with transaction(deps.sessions) as s:
-            _load(s, conversation_id)
+            _load(s, conversation_id, lock=True)
             task = s.get(CallbackTask, task_id, with_for_update=True)
             if task is None or task.conversation_id != conversation_id:
                 abort(404)
-            ops.complete_callback(s, task, at=deps.clock())
+            envelope = ops.complete_callback(s, task, agent_id=g.agent.id, at=deps.clock(), correlation_id=new_id())
+        _publish([envelope.message_id] if envelope else [])
         return _back(conversation_id, "called")
 
     @inbox.post("/c/<conversation_id>/resolve")

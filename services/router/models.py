@@ -119,6 +119,9 @@ class CallbackTask(Base):
     kind: Mapped[str] = mapped_column(String(16))  # voicemail | missed
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The agent who called back, or "answered" (a person took the call after all), or "resolved"
+    # (closed with its conversation, not returned).
+    done_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class PhoneCall(Base):

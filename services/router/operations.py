@@ -41,6 +41,7 @@ from shared.bus.publisher import BusUnavailable, Publisher
 from shared.config import Agent, Config
 from shared.contracts import (
     ConversationAssigned,
+    ConversationCalledBack,
     ConversationReply,
     ConversationResolved,
     Envelope,
@@ -192,9 +193,12 @@ def drain_team(s: Session, config: Config, team_id: str | None, at: datetime) ->
 
 
 def human_replied(s: Session, conversation_id: str) -> bool:
-    return s.scalar(select(func.count()).select_from(Message).where(
-        Message.conversation_id == conversation_id, Message.direction == "out",
-        Message.sender_kind == "agent")) > 0
+    """An agent answered: a reply, or a call back (a person took the call counts too)."""
+    replied = select(Message.id).where(Message.conversation_id == conversation_id, Message.direction == "out",
+                                       Message.sender_kind == "agent")
+    called = select(CallbackTask.id).where(CallbackTask.conversation_id == conversation_id,
+                                           CallbackTask.done_by.is_not(None), CallbackTask.done_by != "resolved")
+    return bool(s.scalar(select(replied.exists() | called.exists())))
 
 
 # --- what an agent does to a conversation: shared by the API and the inbox page -----------------
@@ -241,7 +245,7 @@ def resolve(s: Session, config: Config, conv: Conversation, *, at: datetime, cor
     store_event(s, envelope, conv.id, at)
     # A resolved conversation has nothing left to do: its calls to return are done with it.
     s.execute(update(CallbackTask).where(CallbackTask.conversation_id == conv.id, CallbackTask.done_at.is_(None))
-              .values(done_at=at))
+              .values(done_at=at, done_by="resolved"))
     s.flush()
     if conv.owner_id:
         drain_queue(s, config, conv.owner_id, at)
@@ -263,12 +267,21 @@ def open_callbacks(s: Session, conversation_ids: Iterable[str] | None = None, *,
     return [(task, conv) for task, conv in s.execute(stmt)]
 
 
-def complete_callback(s: Session, task: CallbackTask, *, at: datetime) -> bool:
-    """Mark a call returned; False when it already was (a second click changes nothing)."""
+def complete_callback(s: Session, task: CallbackTask, *, agent_id: str, at: datetime,
+                      correlation_id: str) -> Envelope | None:
+    """An agent returned the call: the task is done, and the conversation has had its first human
+    response (a call is one), so the promise is kept — the notifier hears it as
+    conversation.called_back. None when it was already done (a second click changes nothing)."""
     if task.done_at is not None:
-        return False
-    task.done_at = at
-    return True
+        return None
+    task.done_at, task.done_by = at, agent_id
+    conv = s.get_one(Conversation, task.conversation_id)
+    if conv.first_response_at is None:
+        conv.first_response_at = at
+    event = ConversationCalledBack(conversation_id=conv.id, agent_id=agent_id, phone=task.phone, called_at=at)
+    envelope = Envelope.wrap(event, message_id=new_id(), correlation_id=correlation_id, occurred_at=at)
+    store_event(s, envelope, conv.id, at)
+    return envelope
 
 
 def transfer(s: Session, config: Config, conv: Conversation, *, by: str, agent_id: str | None,

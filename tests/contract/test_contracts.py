@@ -47,6 +47,15 @@ def test_conversation_opened_round_trip() -> None:
     assert decode(encode(env)) == env
 
 
+def test_called_back_round_trip() -> None:
+    from shared.contracts import ConversationCalledBack
+
+    ev = ConversationCalledBack(conversation_id="c1", agent_id="anna", phone="+48601234567", called_at=AT)
+    env = Envelope.wrap(ev, message_id="e2", correlation_id="c-2", occurred_at=AT)
+    body = encode(env)
+    assert body["type"] == "conversation.called_back" and decode(body) == env
+
+
 def test_same_provider_id_same_message_id() -> None:
     assert derive_id("telegram", "1:2") == derive_id("telegram", "1:2") != derive_id("telegram", "1:3")
 

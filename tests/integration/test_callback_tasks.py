@@ -32,7 +32,7 @@ from services.router.api import ApiDeps, build_api
 from services.router.handlers import RouterDeps, handle_inbound
 from services.router.models import CallbackTask, Conversation, Identity, Message, PhoneCall, RouterOutbox
 from shared.bus.publisher import Publisher
-from shared.contracts import ConversationOpened, DeliveryStatus, Envelope, Redirected, derive_id
+from shared.contracts import ConversationOpened, DeliveryStatus, Envelope, Redirected, decode, derive_id
 from shared.db import make_engine, migrate, session_factory, transaction
 from shared.settings import load_settings
 from shared.web import install_json_errors
@@ -451,6 +451,14 @@ def test_the_owner_lists_the_calls_to_return_hears_the_voicemail_and_marks_it_do
     done = client.post(f"/inbox/c/{conv_id}/callbacks/{task['id']}/done", data={"csrf_token": csrf})
     assert done.status_code == 302 and "done=called" in done.headers["Location"]
     assert client.get("/api/v1/callbacks", headers=auth).json["callbacks"] == []
+    # A call back is the conversation's first human response: the promise is kept, and the
+    # notifier hears of it (conversation.called_back) to close its own promise row.
+    with sessions() as s:
+        conv = s.get(Conversation, conv_id)
+        assert conv.first_response_at == MONDAY_MORNING
+        [called] = [decode(r.body) for r in s.scalars(select(RouterOutbox)) if "called_back" in r.body["type"]]
+        assert (called.payload.agent_id, called.payload.phone) == (owner, "+442071838750")
+        assert ops.human_replied(s, conv_id)  # so the survey follows the resolution
     # Done twice is still done once, at the first time.
     again = client.post(f"/api/v1/callbacks/{task['id']}/done", headers=auth)
     assert again.status_code == 200 and again.json["callback"]["done_at"].startswith("2026-11-23T09:00")
@@ -472,4 +480,6 @@ def test_someone_elses_call_back_is_refused_and_resolving_closes_the_rest(exampl
     assert owner_client.post(f"/api/v1/conversations/{event.payload.conversation_id}/resolve",
                              headers=owner_auth).status_code == 200
     with sessions() as s:
-        assert s.get(CallbackTask, task_id).done_at is not None  # resolved: nothing left to call back
+        task = s.get(CallbackTask, task_id)
+        assert task.done_at is not None and task.done_by == "resolved"  # nothing left to call back...
+        assert not ops.human_replied(s, event.payload.conversation_id)  # ...but nobody called: no survey

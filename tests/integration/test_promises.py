@@ -198,6 +198,25 @@ def test_the_first_reply_before_the_due_time_keeps_the_promise(deps, clock, tele
     assert len(telegram.to(MARIA_CHAT)) == 1 and mails_to(smtp, ANNA_MAIL) == []  # only the assignment
 
 
+def test_a_call_back_keeps_the_promise_like_a_reply(deps, clock, telegram, smtp, sessions) -> None:
+    from shared.contracts import ConversationCalledBack
+
+    ticker = build_ticker(deps)
+    handle_event(opened(w(25, 10)), deps)
+    called = ConversationCalledBack(conversation_id="conv-1", agent_id="maria", phone="+48601234567",
+                                    called_at=w(25, 11))
+    clock.now = w(25, 11)
+    assert handle_event(Envelope.wrap(called, message_id="called-1", correlation_id="corr", occurred_at=w(25, 11)),
+                        deps) == []  # nothing is sent to the customer: they were just spoken to
+    for now in (w(25, 13), w(25, 14), w(25, 18)):
+        clock.now = now
+        ticker.tick_once()
+    p = promise(sessions)
+    assert p.status == "kept" and p.kept_at == w(25, 11) and p.warned_at is None and p.breached_at is None
+    assert telegram.to("42") == ["Thanks, reference SB-ABCDEFGHIJ"]  # the acknowledgement only
+    assert len(telegram.to(MARIA_CHAT)) == 1 and mails_to(smtp, ANNA_MAIL) == []  # no reminder, no breach
+
+
 def test_a_late_first_reply_ends_the_promise_breached(deps, clock, sessions) -> None:
     handle_event(opened(w(25, 10)), deps)
     clock.now = w(25, 15)

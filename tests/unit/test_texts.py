@@ -300,6 +300,22 @@ def test_the_sms_version_fits_in_320_characters_and_keeps_the_promise(language):
     assert len(render_ack(ack(language, channel="sms"))) < len(render_ack(ack(language)))
 
 
+CALL_WORDS = {"en": ("call", "call you back"), "pl": ("telefon", "Oddzwonimy"), "ru": ("звонок", "перезвонит"),
+              "uk": ("дзвінок", "передзвонить"), "bg": ("обаждането", "се обади"), "lt": ("skambutį", "perskambins"),
+              "de": ("Anruf", "zurück")}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_caller_is_thanked_for_the_call_and_promised_a_call_back(language):
+    thanks, call_back = CALL_WORDS[language]
+    for name in (None, "Anna"):
+        text = render_ack(ack(language, channel="phone", customer_name=name, promise_due=w(2026, 11, 25, 13)))
+        assert thanks in text and call_back in text and "13:00" in text, text
+        assert len(text) <= SMS_LIMIT  # it leaves by SMS
+        sms = render_ack(ack(language, channel="sms", customer_name=name, promise_due=w(2026, 11, 25, 13)))
+        assert thanks not in sms  # a text message is thanked as one
+
+
 # --- overrides ----------------------------------------------------------------------------------
 
 
@@ -338,14 +354,14 @@ def test_every_packaged_template_passes_the_override_check():
 @pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("category", [*CATEGORIES, "custom"])
 @pytest.mark.parametrize("is_open", [True, False])
-@pytest.mark.parametrize("channel", ["sms", "email", "telegram", "whatsapp"])
+@pytest.mark.parametrize("channel", ["sms", "email", "telegram", "whatsapp", "phone"])
 def test_every_acknowledgement_renders_cleanly(language, category, is_open, channel):
     for name in ("Anna", None):
         text = render_ack(ack(language, category=category, is_open=is_open, channel=channel, customer_name=name,
                               next_opening=None if is_open else MONDAY_OPENING))
         assert text and "None" not in text and "{" not in text and "  " not in text
         assert not re.search(r"\s[.,!?]|\.\.|\n{3}", text), text
-        assert len(text) <= SMS_LIMIT or channel != "sms"
+        assert len(text) <= SMS_LIMIT or channel not in ("sms", "phone")
 
 
 # --- redirect, surveys, agents ------------------------------------------------------------------
