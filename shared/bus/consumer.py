@@ -7,8 +7,10 @@ idempotent (keyed on the message id), so redelivery means no duplicates either.
 
 Failures:
 - a body that does not match its contract is poison: straight to Q.dlq, acked;
-- a handler exception is retried: the message is republished to Q.retry with a backoff TTL and an
-  attempt counter in its headers (acked only after that publish was confirmed); after
+- a handler exception is retried: the message is republished, with an attempt counter in its
+  headers, to the retry tier (a holding queue with a fixed TTL, see topology) that fits its delay
+  — the backoff, or the exception's `retry_after` (a provider's flood control or HTTP 429
+  Retry-After) when that is longer — and acked only after that publish was confirmed; after
   `max_attempts` it goes to Q.dlq with the last error in its headers;
 - a crash of the process leaves the message unacked: RabbitMQ redelivers it, and the quorum
   queue's delivery limit dead-letters a message that keeps killing its consumers.
@@ -17,16 +19,25 @@ Failures:
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from kombu import Connection
 
 from shared.bus.publisher import BusUnavailable, Publisher, connect
-from shared.bus.topology import PLUMBING, QueueSpec, declare, is_rabbitmq, retry_route, work_queue
+from shared.bus.topology import (
+    PLUMBING,
+    QueueSpec,
+    choose_tier,
+    declare,
+    is_rabbitmq,
+    retry_route,
+    work_queue,
+)
 from shared.contracts import ContractError, Envelope, decode
 from shared.log import correlated
 from shared.metrics import DEAD_LETTERS, MESSAGES_HANDLED, RETRIES, label, observe_stage
@@ -45,9 +56,21 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0, rng: random.
     return (rng or random).uniform(ceiling / 2, ceiling)
 
 
+def retry_after_of(exc: BaseException) -> float | None:
+    """The seconds the failure asks to wait (its `retry_after`), if it says; duck-typed, because
+    shared/ does not know the services' exceptions (the notifier's TransientSendError carries it)."""
+    value = getattr(exc, "retry_after", None)
+    if isinstance(value, timedelta):  # python-telegram-bot's RetryAfter with PTB_TIMEDELTA=1
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
 class Worker:
     def __init__(self, *, url: str, spec: QueueSpec, handler: Handler, publisher: Publisher,
-                 max_attempts: int = 8, prefetch: int = 16, name: str | None = None, stage: str | None = None):
+                 max_attempts: int = 8, prefetch: int = 16, name: str | None = None, stage: str | None = None,
+                 rng: random.Random | None = None):
         self.url = url
         self.spec = spec
         self.handler = handler
@@ -58,6 +81,7 @@ class Worker:
         # The latency stage this consumer completes (e.g. "routed"), measured from the webhook.
         self.stage = stage
         self.ready = threading.Event()
+        self._rng = rng or random.Random()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -141,26 +165,29 @@ class Worker:
             self._dead_letter(body, message, {**headers, ATTEMPTS_HEADER: attempts}, error)
             DEAD_LETTERS.labels(self.spec.name, "exhausted").inc()
             return
-        delay = backoff(attempts)
-        log.warning("handler on %s failed (attempt %d of %d), retrying in %.1fs: %s",
-                    self.spec.name, attempts, self.max_attempts, delay, error, exc_info=exc)
+        retry_after = retry_after_of(exc)
+        delay = max(backoff(attempts, rng=self._rng), retry_after or 0.0)
+        # Never earlier than the provider asked; a retry_after past the largest tier waits that
+        # tier and, if the provider still refuses, asks again (one more attempt spent).
+        tier = choose_tier(delay, at_least=retry_after or 0.0, u=self._rng.random())
+        log.warning("handler on %s failed (attempt %d of %d), retrying in %ds (backoff or retry_after %.1fs): %s",
+                    self.spec.name, attempts, self.max_attempts, tier, delay, error, exc_info=exc)
         if not self._rabbit:
             # In memory there is no TTL to wait in: pause here a little instead (embedded only).
             time.sleep(min(delay, 0.5))
         self._republish(body, message, {**headers, ATTEMPTS_HEADER: attempts, ERROR_HEADER: error},
-                        retry_route(self.spec, self._rabbit), expiration=delay if self._rabbit else None)
+                        retry_route(self.spec, self._rabbit, tier))
         RETRIES.labels(self.spec.name).inc()
 
     def _dead_letter(self, body, message, headers, error: str, content_type: str | None = None) -> None:
         self._republish(body, message, {**headers, ERROR_HEADER: error[:1000]}, self.spec.dlq,
                         content_type=content_type)
 
-    def _republish(self, body, message, headers, routing_key: str, expiration: float | None = None,
-                   content_type: str | None = None) -> None:
+    def _republish(self, body, message, headers, routing_key: str, content_type: str | None = None) -> None:
         try:
             self.publisher.publish_raw(
                 body, exchange=PLUMBING, routing_key=routing_key, message_id=message.properties.get("message_id"),
-                correlation_id=message.properties.get("correlation_id"), headers=headers, expiration=expiration,
+                correlation_id=message.properties.get("correlation_id"), headers=headers,
                 content_type=content_type,
             )
         except BusUnavailable:

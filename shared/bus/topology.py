@@ -9,14 +9,23 @@
     gateway, router ──"survey.answer", "survey.opt_out"──▶ [switchboard] ── survey.# ──▶ notifier.events
 
     [switchboard.direct] (direct), routing key = queue name, carries the plumbing of each queue Q:
-      Q.retry   a holding queue: a failed message waits there for its backoff (per-message TTL),
-                then RabbitMQ dead-letters it back to Q;
+
+      consumer ── failed, wait ~d ──▶ Q.retry.<T>s (classic, x-message-ttl T) ── expires ──▶ Q
+                                      T in RETRY_TIERS = 1, 5, 15, 60, 120, 300 seconds
+      Q.retry   the old single holding queue (per-message TTL); still declared so that messages
+                waiting in it on an upgraded broker flow back to Q, but nothing is published to it;
       Q.dlq     dead letters: poison messages, messages out of attempts, and (via the quorum
                 queue's delivery limit) messages that crashed their consumer too often.
 
-Naming convention: `<service>.<purpose>` for work queues, `.retry` and `.dlq` suffixes for their
-plumbing. Declaring twice is harmless; declaring with different arguments fails loudly at start
-(RabbitMQ's PRECONDITION_FAILED), which is what we want.
+Why tiers: RabbitMQ expires messages only at the head of a queue, so with one holding queue and
+per-message TTLs a message waiting 300 s at the head held back one due in 1 s behind it. Each tier
+has one queue-level TTL, so within a tier FIFO order is expiry order; the consumer picks the tier
+for each retry's delay (`choose_tier`).
+
+Naming convention: `<service>.<purpose>` for work queues, `.retry.<T>s` and `.dlq` suffixes for
+their plumbing. Declaring twice is harmless; declaring with different arguments fails loudly at
+start (RabbitMQ's PRECONDITION_FAILED), which is what we want — and why the tiers have new names
+instead of new arguments on the old `Q.retry`.
 
 The in-memory transport of the embedded mode has no TTL or dead-lettering: there a retry goes
 straight back to Q (see `retry_route`), and the delivery limit does not apply.
@@ -25,6 +34,7 @@ straight back to Q (see `retry_route`), and the delivery limit does not apply.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from kombu import Connection, Exchange, Queue
 
@@ -32,9 +42,17 @@ EVENTS = Exchange("switchboard", type="topic", durable=True)
 PLUMBING = Exchange("switchboard.direct", type="direct", durable=True)
 
 #: How many times RabbitMQ delivers one message before dead-lettering it. Handler failures are
-#: counted by the consumer (headers) and go through Q.retry; this limit is the safety net for a
-#: message that kills its consumer process (no code runs to count that).
+#: counted by the consumer (headers) and go through the retry tiers; this limit is the safety net
+#: for a message that kills its consumer process (no code runs to count that).
 DELIVERY_LIMIT = 20
+
+#: The delays (seconds) a retry can wait, one holding queue each. 1 s for a first quick retry;
+#: 300 s is the backoff's cap; from 5 s up each tier is at most 4x the one below, so rounding a
+#: provider's retry_after up to a tier waits at most 4x longer than asked, and a
+#: burst of failures spreads over neighbouring tiers (see `choose_tier`). Few tiers, because each
+#: is one more (mostly empty) queue per work queue. Changing a tier's value means a new queue name,
+#: so existing brokers never see different arguments on an existing queue.
+RETRY_TIERS: tuple[int, ...] = (1, 5, 15, 60, 120, 300)
 
 
 @dataclass(frozen=True)
@@ -44,7 +62,15 @@ class QueueSpec:
 
     @property
     def retry(self) -> str:
+        """The legacy single holding queue: drained on upgraded brokers, never published to."""
         return f"{self.name}.retry"
+
+    def retry_tier(self, seconds: int) -> str:
+        return f"{self.name}.retry.{seconds}s"
+
+    @property
+    def retry_tiers(self) -> tuple[str, ...]:
+        return tuple(self.retry_tier(t) for t in RETRY_TIERS)
 
     @property
     def dlq(self) -> str:
@@ -79,9 +105,40 @@ def work_queue(spec: QueueSpec, rabbit: bool) -> Queue:
 
 
 def retry_queue(spec: QueueSpec) -> Queue:
-    # Classic, not quorum: it only holds messages for their backoff and then dead-letters them.
+    """The legacy holding queue, declared exactly as before (new arguments would be refused with
+    PRECONDITION_FAILED on existing brokers) so that what still waits in it expires back to Q."""
     return Queue(spec.retry, exchange=PLUMBING, routing_key=spec.retry, durable=True,
                  queue_arguments={"x-dead-letter-exchange": PLUMBING.name, "x-dead-letter-routing-key": spec.name})
+
+
+def retry_tier_queue(spec: QueueSpec, seconds: int) -> Queue:
+    # Classic, not quorum: it only holds messages for their delay and then dead-letters them. The
+    # TTL is the queue's, never the message's, so the head is always the first to expire.
+    name = spec.retry_tier(seconds)
+    return Queue(name, exchange=PLUMBING, routing_key=name, durable=True, queue_arguments={
+        "x-queue-type": "classic",
+        "x-message-ttl": seconds * 1000,
+        "x-dead-letter-exchange": PLUMBING.name,
+        "x-dead-letter-routing-key": spec.name,
+    })
+
+
+def choose_tier(delay: float, *, at_least: float = 0.0, u: float, tiers: tuple[int, ...] = RETRY_TIERS) -> int:
+    """The tier a retry due in `delay` seconds waits in; `u` is a uniform draw in [0, 1).
+
+    Tiers not below `at_least` (a provider's retry_after) are the candidates; past the largest
+    tier, the largest. Between two candidates the delay is rounded randomly, up with probability
+    proportional to its distance from the lower one: the expected wait stays `delay`, and the
+    jitter of a burst of failures survives as a spread over two neighbouring tiers instead of
+    collapsing onto one (which would retry them all in the same instant).
+    """
+    candidates = [t for t in tiers if t >= at_least] or [max(tiers)]
+    if delay <= candidates[0]:
+        return candidates[0]
+    for lower, upper in pairwise(candidates):
+        if delay <= upper:
+            return upper if u < (delay - lower) / (upper - lower) else lower
+    return candidates[-1]
 
 
 def dead_letter_queue(spec: QueueSpec, rabbit: bool) -> Queue:
@@ -89,9 +146,10 @@ def dead_letter_queue(spec: QueueSpec, rabbit: bool) -> Queue:
     return Queue(spec.dlq, exchange=PLUMBING, routing_key=spec.dlq, durable=True, queue_arguments=args)
 
 
-def retry_route(spec: QueueSpec, rabbit: bool) -> str:
-    """Where a failed message is published to wait for its next attempt."""
-    return spec.retry if rabbit else spec.name
+def retry_route(spec: QueueSpec, rabbit: bool, tier: int) -> str:
+    """Where a failed message is published to wait `tier` seconds for its next attempt; in memory,
+    where nothing expires, straight back to Q."""
+    return spec.retry_tier(tier) if rabbit else spec.name
 
 
 def declare(conn: Connection) -> None:
@@ -104,4 +162,6 @@ def declare(conn: Connection) -> None:
             work_queue(spec, rabbit)(channel).declare()
             if rabbit:
                 retry_queue(spec)(channel).declare()
+                for seconds in RETRY_TIERS:
+                    retry_tier_queue(spec, seconds)(channel).declare()
             dead_letter_queue(spec, rabbit)(channel).declare()

@@ -81,7 +81,7 @@ def test_a_minute_of_provider_errors_loses_nothing_and_keeps_each_conversations_
 
     try:
         until(lambda: all(fake_bot_api.sent_to(u) for u in customers[1:]) and len(fake_bot_api.sent_to(customers[0])) == 3,
-              timeout=240, interval=1, message="every message delivered after the outage")
+              timeout=400, interval=1, message="every message delivered after the outage")
     finally:
         print("outbox:", query(pg_url, "SELECT id, kind, address, status, attempts, left(last_error, 80) FROM outbox"
                                        " ORDER BY id"))

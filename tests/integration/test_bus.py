@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
 from kombu import Connection, Queue
 
+from services.notifier.senders import TransientSendError
 from shared.bus.consumer import ATTEMPTS_HEADER, ERROR_HEADER, Worker
 from shared.bus.publisher import BusUnavailable, Publisher, connect
-from shared.bus.topology import DELIVERY_LIMIT, EVENTS, PLUMBING, QUEUES, ROUTER_INBOUND, declare
+from shared.bus.topology import DELIVERY_LIMIT, EVENTS, PLUMBING, QUEUES, RETRY_TIERS, ROUTER_INBOUND, declare
 from shared.contracts import ConversationOpened, Envelope, Identity, InboundMessage, derive_id
 from tests.support.wait import until
 
@@ -66,7 +68,20 @@ def test_declare_is_idempotent_and_uses_quorum_queues(rabbit_url: str) -> None:
         assert int(args["x-delivery-limit"]) == DELIVERY_LIMIT
         assert args["x-dead-letter-routing-key"] == spec.dlq
         assert info[spec.dlq]["type"] == "quorum"
-        assert spec.retry in info
+        # The legacy holding queue keeps its old arguments (no TTL of its own) so that existing
+        # brokers accept the declaration and what waits in it drains back to Q.
+        assert set(arguments(info[spec.retry])) == {"x-dead-letter-exchange", "x-dead-letter-routing-key"}
+        for tier in RETRY_TIERS:
+            held = info[spec.retry_tier(tier)]
+            assert held["type"] == "classic"
+            args = arguments(held)
+            assert int(args["x-message-ttl"]) == tier * 1000
+            assert args["x-dead-letter-routing-key"] == spec.name
+
+
+def arguments(queue: dict) -> dict:
+    raw = queue["arguments"]  # rabbitmqctl gives [name, type, value] triples
+    return raw if isinstance(raw, dict) else {a[0]: a[-1] for a in raw}
 
 
 def test_confirmed_publish_lands_in_the_bound_queue(rabbit_url: str) -> None:
@@ -131,7 +146,7 @@ def test_failing_handler_is_retried_then_dead_lettered_with_its_error(rabbit_url
     finally:
         stop.set()
         t.join(10)
-    assert len(calls) == 3  # the first try and two retries through router.inbound.retry
+    assert len(calls) == 3  # the first try and two retries through router.inbound's retry tiers
     [dead] = drain(rabbit_url, "router.inbound.dlq")
     assert dead.headers[ATTEMPTS_HEADER] == 3
     assert "database is on fire" in dead.headers[ERROR_HEADER]
@@ -175,3 +190,89 @@ def test_poison_goes_straight_to_the_dead_letter_queue(rabbit_url: str, body, co
     assert calls == []
     [dead] = drain(rabbit_url, "router.inbound.dlq")
     assert problem in dead.headers[ERROR_HEADER]
+
+
+def test_a_long_wait_does_not_hold_back_a_short_one(rabbit_url: str) -> None:
+    # "slow" has failed many times already: its next backoff is minutes. "quick" fails for the
+    # first time right after it: its backoff is about a second. With one holding queue and
+    # per-message TTLs, quick waited behind slow until slow expired.
+    failed: dict[str, list[float]] = {"slow": [], "quick": []}
+
+    def handler(env: Envelope) -> list[Envelope]:
+        which = "slow" if env.correlation_id == "corr-20" else "quick"
+        failed[which].append(time.monotonic())
+        raise ConnectionError("provider is down")
+
+    _, stop, t = run_worker(rabbit_url, handler, max_attempts=20)
+    try:
+        pub = Publisher(rabbit_url)
+        pub.publish(inbound_envelope(20), headers={ATTEMPTS_HEADER: 9})  # next backoff 150..300 s
+        until(lambda: failed["slow"], message="the slow one failed")
+        pub.publish(inbound_envelope(21))
+        until(lambda: len(failed["quick"]) >= 2, timeout=20, message="the quick one retried")
+    finally:
+        stop.set()
+        t.join(10)
+    first, second = failed["quick"][:2]
+    assert 1.0 <= second - first < 1.0 + 4  # a first retry always waits in the 1 s tier; plus slack
+    assert len(failed["slow"]) == 1  # still waiting in its own tier, behind nobody and holding back nobody
+    assert count(rabbit_url, ROUTER_INBOUND.retry_tier(120)) + count(rabbit_url, ROUTER_INBOUND.retry_tier(300)) == 1
+
+
+def test_a_provider_retry_after_is_honoured(rabbit_url: str) -> None:
+    tries: list[float] = []
+
+    def handler(env: Envelope) -> list[Envelope]:
+        tries.append(time.monotonic())
+        if len(tries) == 1:
+            # What the Telegram sender raises on flood control (RetryAfter) or a 429 Retry-After.
+            raise TransientSendError("telegram flood control: retry after 5s", retry_after=5)
+        return []
+
+    _, stop, t = run_worker(rabbit_url, handler)
+    try:
+        Publisher(rabbit_url).publish(inbound_envelope(22))
+        until(lambda: len(tries) == 2, timeout=20, message="the retry after retry_after")
+        until(lambda: count(rabbit_url, "router.inbound") == 0, message="acked")
+    finally:
+        stop.set()
+        t.join(10)
+    waited = tries[1] - tries[0]
+    assert 5.0 <= waited < 5.0 + 4  # not before the provider allows, and not a backoff tier later
+    assert count(rabbit_url, "router.inbound.dlq") == 0
+
+
+def test_a_message_left_in_the_legacy_retry_queue_still_comes_back(rabbit_url: str) -> None:
+    # A broker upgraded with messages waiting in Q.retry (per-message TTL): they must not be stranded.
+    with connect(rabbit_url) as conn:
+        declare(conn)
+    Publisher(rabbit_url).publish(inbound_envelope(23), exchange=PLUMBING, routing_key=ROUTER_INBOUND.retry,
+                                  headers={ATTEMPTS_HEADER: 1}, expiration=0.5)
+    seen: list[str] = []
+    _, stop, t = run_worker(rabbit_url, lambda env: seen.append(env.correlation_id) or [])
+    try:
+        until(lambda: seen == ["corr-23"], timeout=15, message="the legacy retry delivered")
+    finally:
+        stop.set()
+        t.join(10)
+
+
+def test_in_memory_a_retry_goes_straight_back_to_the_queue() -> None:
+    # The embedded mode's transport has no TTLs or dead-lettering, so no tiers: a retry (even one
+    # asking for retry_after) is republished to Q itself.
+    url = "memory://"
+    tries: list[str] = []
+
+    def handler(env: Envelope) -> list[Envelope]:
+        tries.append(env.correlation_id)
+        if len(tries) == 1:
+            raise TransientSendError("429", retry_after=60)
+        return []
+
+    _, stop, t = run_worker(url, handler)
+    try:
+        Publisher(url).publish(inbound_envelope(24))
+        until(lambda: tries == ["corr-24", "corr-24"], timeout=10, message="retried in memory")
+    finally:
+        stop.set()
+        t.join(10)
