@@ -15,7 +15,9 @@ import threading
 import httpx
 import pytest
 
-from tests.e2e.test_telegram_slice import SECRET, TOKEN, db_count, post, update
+from tests.e2e.test_telegram_slice import db_count, post, update
+from tests.support.procs import TELEGRAM_SECRET as SECRET
+from tests.support.procs import TELEGRAM_TOKEN as TOKEN
 from tests.support.procs import Services, services_env
 from tests.support.tcpproxy import TcpProxy
 from tests.support.wait import until
