@@ -21,9 +21,9 @@ def main() -> None:
 
     def deps(settings, config, engine):
         if "deps" not in built:
-            # The bulkhead: one provider may hold at most half the consumers, so however slow it
-            # gets, the other channels keep the rest.
-            senders = build_senders(settings, config, max_in_flight=max(1, consumer_count(CONSUMERS) // 2))
+            # The bulkhead: one provider may hold all but two of the consumers, so however slow it
+            # gets, the other channels keep two.
+            senders = build_senders(settings, config, max_in_flight=max(1, consumer_count(CONSUMERS) - 2))
             built["deps"] = build_deps(config, session_factory(engine), senders, utc_now,
                                        survey_links=build_survey_links(settings, embedded=False))
         return built["deps"]

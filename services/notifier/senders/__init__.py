@@ -48,13 +48,18 @@ class UnknownChannel(LookupError):
 class Registry:
     """The senders by channel, and a bulkhead: at most `max_in_flight` sends wait on one provider
     at a time (SMS and phone share Twilio's), so a slow provider (each call up to its timeout)
-    cannot take every consumer thread and hold up the other channels. None: no limit."""
+    cannot take every consumer thread and hold up the other channels. None: no limit.
 
-    def __init__(self, senders: dict[str, Sender], *, max_in_flight: int | None = None):
+    A send that finds its provider full waits up to `wait` seconds for a place: a healthy provider
+    frees one within milliseconds, so a busy channel costs no retries; only a slow one turns the
+    wait into ChannelBusy, and the message goes back to the bus for later."""
+
+    def __init__(self, senders: dict[str, Sender], *, max_in_flight: int | None = None, wait: float = 1.0):
         self._senders = senders
         self.max_in_flight = max_in_flight
+        self.wait = wait
         self._in_flight: dict[int, int] = {}
-        self._lock = threading.Lock()
+        self._freed = threading.Condition()
 
     def for_channel(self, channel: str) -> Sender:
         try:
@@ -69,17 +74,18 @@ class Registry:
         if self.max_in_flight is None:
             yield sender
             return
-        key = id(sender)
-        with self._lock:
-            if self._in_flight.get(key, 0) >= self.max_in_flight:
-                raise ChannelBusy(f"{self.max_in_flight} sends on {channel} are already waiting for its provider",
+        key, limit = id(sender), self.max_in_flight
+        with self._freed:
+            if not self._freed.wait_for(lambda: self._in_flight.get(key, 0) < limit, timeout=self.wait):
+                raise ChannelBusy(f"{limit} sends on {channel} are already waiting for its provider",
                                   retry_after=1.0)
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
             yield sender
         finally:
-            with self._lock:
+            with self._freed:
                 self._in_flight[key] -= 1
+                self._freed.notify_all()
 
     def close(self) -> None:
         for sender in self._senders.values():
