@@ -404,14 +404,10 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
     return "sent"
 
 
-def _finish(deps: NotifierDeps, row_id: int, status: str, *, error: str | None = None,
-            provider_id: str | None = None) -> None:
+def _finish(deps: NotifierDeps, row_id: int, status: str, *, error: str | None = None) -> None:
+    """Record a try that did not send ("pending" or "failed"); a sent one is `_send`'s UPDATE."""
     with transaction(deps.sessions) as s:
-        row = s.get_one(Outbox, row_id)
-        _count_attempt(row, status, error=error)
-        if row.status == "sent":
-            row.provider_message_id = provider_id
-            row.sent_at = deps.clock()
+        _count_attempt(s.get_one(Outbox, row_id), status, error=error)
 
 
 def _count_attempt(row: Outbox, status: str, *, error: str | None = None) -> None:
