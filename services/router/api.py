@@ -23,13 +23,14 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, g, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.router import kpi_store, macros
 from services.router import operations as ops
 from services.router.assignment import AVAILABILITY_STATUS
+from services.router.kpi_store import led_teams
 from services.router.models import CallbackTask, CategoryCorrection, Conversation, Customer, Identity, Message
 from shared.bus.publisher import Publisher
 from shared.config import Agent, Config
@@ -288,15 +289,15 @@ def _correlation_id() -> str:
     return value[:128] if value.strip() else new_id()
 
 
-def led_teams(agent: Agent, config: Config) -> set[str]:
-    teams = {t.id for t in config.teams.values() if t.lead == agent.id}
-    if agent.role == "lead":
-        teams.add(agent.team)
-    return teams
-
-
 def may_see(agent: Agent, conv: Conversation, config: Config) -> bool:
     return conv.owner_id == agent.id or (conv.team_id is not None and conv.team_id in led_teams(agent, config))
+
+
+def visible_to(agent: Agent, config: Config) -> ColumnElement[bool]:
+    """`may_see` as a WHERE clause on Conversation: the agent's own, and their led teams'."""
+    teams = led_teams(agent, config)
+    mine = Conversation.owner_id == agent.id
+    return or_(mine, Conversation.team_id.in_(teams)) if teams else mine
 
 
 def _summary(conv: Conversation) -> dict:
@@ -387,10 +388,7 @@ def build_api(deps: ApiDeps) -> Blueprint:
            response=ConversationList, query=ConversationQuery)
     def list_conversations():
         q = _load(ConversationQuery(), request.args.to_dict())
-        agent: Agent = g.agent
-        teams = led_teams(agent, config)
-        stmt = select(Conversation).where(or_(Conversation.owner_id == agent.id, Conversation.team_id.in_(teams))
-                                          if teams else Conversation.owner_id == agent.id)
+        stmt = select(Conversation).where(visible_to(g.agent, config))
         for key in ("status", "channel", "category"):
             if key in q:
                 stmt = stmt.where(getattr(Conversation, key) == q[key])
@@ -415,16 +413,14 @@ def build_api(deps: ApiDeps) -> Blueprint:
                     "customer": {"id": customer.id, "name": customer.name,
                                  "identities": [{"kind": i.kind, "value": i.value} for i in identities]},
                     "history": list(history),
-                    "callbacks": [task for task, _ in ops.open_callbacks(s, [conv.id])]}
+                    "callbacks": ops.open_callbacks(s, CallbackTask.conversation_id == conv.id)}
             return jsonify(ConversationDetail().dump(body))
 
     @route("/callbacks", "GET", "Calls to return: my conversations' (a lead: the team's), oldest first",
            response=CallbackList)
     def list_callbacks():
-        agent: Agent = g.agent
         with deps.sessions() as s:
-            tasks = [task for task, _ in ops.open_callbacks(s, owner_id=agent.id, teams=led_teams(agent, config))]
-            return jsonify(CallbackList().dump({"callbacks": tasks}))
+            return jsonify(CallbackList().dump({"callbacks": ops.open_callbacks(s, visible_to(g.agent, config))}))
 
     @route("/callbacks/<int:callback_id>/done", "POST", "Mark a call returned", response=CallbackResult)
     def complete_callback(callback_id: int):

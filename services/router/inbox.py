@@ -27,12 +27,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from services.router import kpi_store, macros
 from services.router import operations as ops
-from services.router.api import ApiDeps, led_teams, may_see
+from services.router.api import ApiDeps, led_teams, may_see, visible_to
 from services.router.models import AgentPassword, CallbackTask, Conversation, Customer, InboxSession, Message
 from shared.config import Agent
 from shared.contracts import new_id
@@ -235,11 +235,8 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
         status = request.args.get("status", "open")
         if status not in ("open", "resolved"):
             status = "open"
-        agent: Agent = g.agent
-        teams = led_teams(agent, config)
-        stmt = select(Conversation, Customer.name).join(Customer, Customer.id == Conversation.customer_id).where(
-            or_(Conversation.owner_id == agent.id, Conversation.team_id.in_(teams))
-            if teams else Conversation.owner_id == agent.id).where(Conversation.status == status)
+        stmt = (select(Conversation, Customer.name).join(Customer, Customer.id == Conversation.customer_id)
+                .where(visible_to(g.agent, config), Conversation.status == status))
         stmt = stmt.order_by(Conversation.promise_due if status == "open" else Conversation.resolved_at.desc(),
                              Conversation.id).limit(200)
         now = deps.clock()
@@ -248,7 +245,8 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
                      "countdown": countdown(c.promise_due, now), "overdue": c.promise_due < now}
                     for c, name in s.execute(stmt)]
             # Calls to return stand out in the list: a missed call waits on the agent, not the customer.
-            to_call = {task.conversation_id for task, _ in ops.open_callbacks(s, [r["conv"].id for r in rows])}
+            to_call = {task.conversation_id for task in ops.open_callbacks(
+                s, CallbackTask.conversation_id.in_([r["conv"].id for r in rows]))}
             for row in rows:
                 row["call_back"] = row["conv"].id in to_call
                 s.expunge(row["conv"])
@@ -285,7 +283,7 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
             history = list(s.scalars(select(Message).join(Conversation, Message.conversation_id == Conversation.id)
                                      .where(Conversation.customer_id == customer.id)
                                      .order_by(Message.received_at, Message.id)))
-            callbacks = [task for task, _ in ops.open_callbacks(s, [conv.id])]
+            callbacks = ops.open_callbacks(s, CallbackTask.conversation_id == conv.id)
             s.expunge_all()
         available = macros.macros_for(conv.language, conv.category, config.macros)
         draft = ""

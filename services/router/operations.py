@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.router.assignment import (
@@ -252,19 +252,12 @@ def resolve(s: Session, config: Config, conv: Conversation, *, at: datetime, cor
     return envelope
 
 
-def open_callbacks(s: Session, conversation_ids: Iterable[str] | None = None, *, owner_id: str | None = None,
-                   teams: Iterable[str] = ()) -> list[tuple[CallbackTask, Conversation]]:
-    """Calls still to return, oldest first: of these conversations, or of the conversations an agent
-    owns (and, for a lead, their teams'). Whoever owns the conversation now owns its calls back."""
-    stmt = (select(CallbackTask, Conversation).join(Conversation, Conversation.id == CallbackTask.conversation_id)
-            .where(CallbackTask.done_at.is_(None)).order_by(CallbackTask.created_at, CallbackTask.id))
-    if conversation_ids is not None:
-        stmt = stmt.where(CallbackTask.conversation_id.in_(list(conversation_ids)))
-    else:
-        teams = list(teams)
-        mine = Conversation.owner_id == owner_id
-        stmt = stmt.where(mine | Conversation.team_id.in_(teams) if teams else mine)
-    return [(task, conv) for task, conv in s.execute(stmt)]
+def open_callbacks(s: Session, where: ColumnElement[bool]) -> list[CallbackTask]:
+    """Calls still to return, oldest first, among those `where` picks (a clause on the task or on
+    its conversation: whoever owns the conversation now owns its calls back)."""
+    return list(s.scalars(select(CallbackTask).join(Conversation, Conversation.id == CallbackTask.conversation_id)
+                          .where(CallbackTask.done_at.is_(None), where)
+                          .order_by(CallbackTask.created_at, CallbackTask.id)))
 
 
 def complete_callback(s: Session, task: CallbackTask, *, agent_id: str, at: datetime,
