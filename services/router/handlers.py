@@ -85,8 +85,7 @@ def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
     if deps.config.channel_mode(msg.channel) == "redirect" and not msg.automatic:
         return [_redirect(envelope, msg, deps)]
     with transaction(deps.sessions) as s:
-        stored = s.scalar(select(Message.id).where(Message.channel == msg.channel,
-                                                   Message.external_id == msg.external_id))
+        stored = _stored_id(s, msg)
         if stored is not None:
             log.info("duplicate %s message %s: re-publishing its events", msg.channel, msg.external_id)
             if msg.channel == "phone":
@@ -101,6 +100,17 @@ def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
         events = ([survey_event] if survey_event else []) + _route_new(s, envelope, msg, deps)
         _store_events(s, envelope, events)
     return events
+
+
+def _stored_id(s: Session, msg: InboundMessage) -> str | None:
+    """The id of the message already stored for this provider id (channel, external_id), if any."""
+    return s.scalar(select(Message.id).where(Message.channel == msg.channel, Message.external_id == msg.external_id))
+
+
+def _details(msg: InboundMessage) -> dict[str, Any]:
+    """What a stored message keeps of an InboundMessage beyond its columns."""
+    return {"attachments": [a.__dict__ for a in msg.attachments], "automatic": msg.automatic,
+            "thread_refs": list(msg.thread_refs), "meta": msg.meta, "sender_name": msg.sender_name}
 
 
 def agent_by_email(config: Config, address: str) -> str | None:
@@ -131,8 +141,7 @@ def _agent_note(s: Session, envelope: Envelope, msg: InboundMessage, config: Con
         id=envelope.message_id, conversation_id=conv.id, direction="note", channel="email",
         external_id=msg.external_id, sender_kind="agent", sender_value=agent_id, text=msg.text,
         subject=msg.subject, received_at=msg.received_at, correlation_id=envelope.correlation_id,
-        details={"attachments": [a.__dict__ for a in msg.attachments], "thread_refs": list(msg.thread_refs),
-                 "meta": msg.meta, "sender_name": msg.sender_name},
+        details=_details(msg),
     ))
     log.info("agent %s answered a notice of %s by e-mail: kept as a note", agent_id, conv.reference)
     return True
@@ -171,7 +180,7 @@ def _call_notice(envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> l
             # As any missed call in redirect mode: one note; its id is the call's, so a missed or
             # voicemail message of the same call made the very same note.
             return [_redirect(envelope, msg, deps)]
-        stored = s.scalar(select(Message.id).where(Message.channel == msg.channel, Message.external_id == sid))
+        stored = _stored_id(s, msg)
         if stored is not None:
             _complete_call(s, stored, msg)
             return _stored_events(s, stored)
@@ -257,8 +266,7 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         id=envelope.message_id, conversation_id=conv.id, direction="in", channel=msg.channel,
         external_id=msg.external_id, sender_kind=msg.sender.kind, sender_value=msg.sender.value, text=msg.text,
         subject=msg.subject, received_at=at, correlation_id=envelope.correlation_id,
-        details={"attachments": [a.__dict__ for a in msg.attachments], "automatic": msg.automatic,
-                 "thread_refs": list(msg.thread_refs), "meta": msg.meta, "sender_name": msg.sender_name},
+        details=_details(msg),
     ))
     if _to_call_back(msg):
         s.add(_callback_task(conv, msg, at))
