@@ -234,9 +234,6 @@ def _messaging_message(item: dict, channel: str, kind: str, received_at: datetim
     text = message.get("text")
     text = text if isinstance(text, str) else ""
     meta: dict[str, Any] = {}
-    recipient = _id(_get(item, "recipient", "id"))
-    if recipient:
-        meta["recipient_id"] = recipient  # the page / Instagram account the customer wrote to
     payload = _get(message, "quick_reply", "payload")
     if isinstance(payload, str):
         meta["quick_reply"] = payload  # survey answers come back this way
@@ -249,14 +246,24 @@ def _messaging_message(item: dict, channel: str, kind: str, received_at: datetim
         meta["story_reply"] = {k: story[k] for k in ("id", "url") if isinstance(story.get(k), str)}
     if message.get("is_unsupported") is True:
         meta["unsupported"] = True  # Instagram: the customer sent something the API cannot show
+    return _from_customer(item, channel, kind, sender_id, mid, text, meta, received_at,
+                          attachments=tuple(_messaging_attachments(message.get("attachments"))))
+
+
+def _from_customer(item: dict, channel: str, kind: str, sender_id: str, external_id: str, text: str,
+                   meta: dict[str, Any], received_at: datetime, attachments: tuple = ()) -> InboundMessage:
+    """A messaging item (a message, a postback) as the customer's InboundMessage, answered to them."""
+    recipient = _id(_get(item, "recipient", "id"))
+    if recipient:
+        meta = {"recipient_id": recipient, **meta}  # the page / Instagram account the customer wrote to
     return InboundMessage(
         channel=channel,
-        external_id=mid,
+        external_id=external_id,
         sender=Identity(kind, sender_id),
         reply_to=sender_id,
         received_at=_from_millis(item.get("timestamp")) or received_at,
         text=text,
-        attachments=tuple(_messaging_attachments(message.get("attachments"))),
+        attachments=attachments,
         meta=meta,
     )
 
@@ -280,19 +287,9 @@ def _messaging_postback(item: dict, channel: str, kind: str, received_at: dateti
             return None
         digest = hashlib.sha256(json.dumps([sender_id, timestamp, payload]).encode()).hexdigest()
         mid = f"postback:{digest}"
-    meta: dict[str, Any] = {"postback": payload}
-    recipient = _id(_get(item, "recipient", "id"))
-    if recipient:
-        meta = {"recipient_id": recipient, **meta}
-    return InboundMessage(
-        channel=channel,
-        external_id=mid,
-        sender=Identity(kind, sender_id),
-        reply_to=sender_id,
-        received_at=_from_millis(item.get("timestamp")) or received_at,
-        text=_str(postback.get("title")),  # what the customer pressed, as they saw it
-        meta=meta,
-    )
+    # The text is what the customer pressed, as they saw it.
+    return _from_customer(item, channel, kind, sender_id, mid, _str(postback.get("title")), {"postback": payload},
+                          received_at)
 
 
 def _messaging_attachments(raw: Any) -> Iterator[Attachment]:
