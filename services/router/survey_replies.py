@@ -53,7 +53,9 @@ def is_stop(msg: InboundMessage) -> bool:
 
 def survey_reply(s: Session, envelope: Envelope, msg: InboundMessage) -> tuple[Envelope | None, bool]:
     """(the survey event this message is or carries, whether it is to be routed as well)."""
-    if msg.automatic:
+    if msg.automatic or msg.channel == "phone":
+        # A voicemail's transcript is what the caller said for a person ("stop the delivery",
+        # "5 o'clock"), never a keyword or a rating typed for us: it is always the owner's message.
         return None, True
     if is_stop(msg):
         customer_id = s.scalar(select(Identity.customer_id).where(Identity.kind == msg.sender.kind,

@@ -326,3 +326,15 @@ def test_an_sms_digit_answers_the_open_survey_and_opens_no_conversation(config, 
 
     [stop] = handle_inbound(sms("Stop ", "SM-stop", RESOLVED + 4 * HOUR), rdeps)
     assert stop.type == "survey.opt_out" and stop.payload.customer_id == "cust-1"
+
+
+def test_a_voicemail_that_says_stop_is_a_message_for_the_owner_not_an_opt_out(config, sessions, senders):
+    # A transcript is what the caller said to a person, not a keyword texted to us: "Stop." may
+    # well be "stop the delivery". The caller is called back; surveys are not turned off.
+    rdeps = router_deps(config, sessions)
+    voicemail = InboundMessage(channel="phone", external_id="CA1:RE1", sender=contracts.Identity("phone", "+48601234567"),
+                               reply_to="+48601234567", received_at=RESOLVED, text="Stop.",
+                               meta={"call_sid": "CA1", "voicemail": True})
+    [opened] = handle_inbound(Envelope.wrap(voicemail, message_id="m-vm", correlation_id="c", occurred_at=RESOLVED),
+                              rdeps)
+    assert opened.type == "conversation.opened" and opened.payload.channel == "phone"
