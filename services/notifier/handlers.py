@@ -10,12 +10,14 @@ again); a permanent failure is recorded and not retried.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.notifier import promises
@@ -368,15 +370,65 @@ def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None) 
         raise
 
 
+#: The first half of the advisory lock key that makes sending an outbox row exclusive (the second
+#: half is the row's id; PostgreSQL keeps two-int keys apart from the migrations' one-bigint key).
+SENDING_LOCK = 0x5342
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(CAST(:ns AS integer), CAST(:id AS integer))")
+_UNLOCK = text("SELECT pg_advisory_unlock(CAST(:ns AS integer), CAST(:id AS integer))")
+_sending_here: set[int] = set()  # the same, within one process, for a database without advisory locks
+_sending_here_lock = threading.Lock()
+
+
+@contextmanager
+def _sending(record: Session, row_id: int) -> Iterator[Connection | None]:
+    """The autocommit connection to record the send on, holding the row's sending lock; None when
+    another consumer holds it, or the row is no longer pending.
+
+    Two copies of one event can be in hand at once — a delivery whose ack was lost in a broker
+    outage comes back while its retry copy is also due, or the router republished the event — and
+    both would find the row pending. The copy that holds the lock sends; the other sends nothing:
+    the holder's own delivery stays unacked until it is recorded or retried, so the row is never
+    left behind. A session-level advisory lock dies with its connection, so a consumer killed
+    mid-send frees the row at once for the redelivery; the status is read again once the lock is
+    held, because the holder before us may have just recorded the row sent."""
+    connection = record.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        held = connection.scalar(_TRY_LOCK, {"ns": SENDING_LOCK, "id": row_id})
+    else:
+        with _sending_here_lock:
+            held = row_id not in _sending_here
+            _sending_here.add(row_id)
+    if not held:
+        log.info("outbox row is being sent by another consumer; this copy of its event sends nothing",
+                 extra={"outbox_id": row_id})
+        yield None
+        return
+    try:
+        status = connection.scalar(select(Outbox.status).where(Outbox.id == row_id))
+        yield connection if status in SENDABLE else None
+    finally:
+        if postgres:
+            try:
+                connection.execute(_UNLOCK, {"ns": SENDING_LOCK, "id": row_id})
+            except SQLAlchemyError:
+                # The connection broke (a database restart took the lock with it): never pool it.
+                connection.invalidate()
+        else:
+            with _sending_here_lock:
+                _sending_here.discard(row_id)
+
+
 def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, options: dict,
-          deps: NotifierDeps) -> str:
+          deps: NotifierDeps) -> str | None:
     # A kill -9 between the provider's accepting the message and our recording it is the one way a
     # message goes out twice (the redelivery finds the row still pending). So the connection that
     # records it is taken (and pinged) before the call, and the record is one autocommitted UPDATE
     # right after it: one round trip instead of a checkout, a ping and a read-modify-write
     # transaction.
-    with deps.sessions() as record:
-        connection = record.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    with deps.sessions() as record, _sending(record, row_id) as connection:
+        if connection is None:
+            return None
         try:
             result = sender.send(address, body, options=options)
         except PermanentSendError as exc:

@@ -143,6 +143,11 @@ def run_fault(stack: Stack, fault: Fault, numbers: itertools.count, drain_s: flo
     lost = sum(1 for m in accepted.values() if not stored[m.external_id] or not acks[m.address])
     duplicated = (sum(max(0, acks[a] - 1) for a in accepted) + sum(max(0, stored[i] - 1) for i in ids)
                   + sum(max(0, convs[i] - 1) for i in ids))
+    for m in accepted.values():
+        # Which message and which kind: the services' logs (kept in the work dir) tell the rest.
+        if acks[m.address] > 1 or stored[m.external_id] > 1 or convs[m.external_id] > 1:
+            print(f"  duplicated: {m.address} / {m.external_id}: acknowledged {acks[m.address]}, "
+                  f"stored {stored[m.external_id]}, conversations {convs[m.external_id]}", flush=True)
     return Row(fault.name, sent=len(msgs), accepted=len(accepted), routed=routed, acknowledged=acknowledged,
                lost=lost, duplicated=duplicated, seconds=round(time.monotonic() - started, 1),
                error=repr(errors[0]) if errors else None)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import select
 
 from services.notifier.handlers import (
     MAX_SEND_ATTEMPTS,
+    SENDING_LOCK,
     NotifierDeps,
     UnknownEvent,
     WaitingForEarlier,
@@ -217,3 +220,50 @@ def test_a_conversations_messages_leave_in_the_order_they_were_written(example_c
     handle_event(reply(2), deps)
     assert [text for _, text in sender.sent] == ["reply 3", "reply 1", "reply 2"]
     assert [r.status for r in rows(sessions)] == ["sent", "sent", "sent"]
+
+
+class SlowSender(FlakySender):
+    """Holds the first send until released: a provider call still in flight."""
+
+    def __init__(self):
+        super().__init__([])
+        self.calling, self.release = threading.Event(), threading.Event()
+
+    def send(self, address, text, *, options=None) -> SendResult:
+        if not self.calling.is_set():
+            self.calling.set()
+            assert self.release.wait(10), "the test never released the first send"
+        return super().send(address, text, options=options)
+
+
+def test_two_copies_of_an_event_in_hand_at_once_send_one_acknowledgement(example_config, sessions) -> None:
+    # A delivery whose ack was lost in a broker outage comes back while the first is still sending.
+    sender = SlowSender()
+    deps = make_deps(example_config, sessions, sender)
+    first = threading.Thread(target=handle_event, args=(opened(), deps))
+    first.start()
+    try:
+        assert sender.calling.wait(10)
+        handle_event(opened(), deps)  # the second copy finds the row pending, and being sent
+        assert sender.sent == []
+    finally:
+        sender.release.set()
+        first.join(10)
+    assert sender.sent == [("42", "Thanks Anna, reference SB-ABC")]
+    assert [r.status for r in rows(sessions)] == ["sent"]
+
+
+def test_a_consumer_that_dies_mid_send_frees_the_row_for_the_redelivery(example_config, sessions, pg_url) -> None:
+    sender = FlakySender([])
+    deps = make_deps(example_config, sessions, sender)
+    with pytest.raises(TransientSendError):
+        handle_event(opened(), make_deps(example_config, sessions, FlakySender([TransientSendError("timeout")])))
+    [row] = rows(sessions)
+    # Another notifier process holds the row's sending lock, as if in the provider's call.
+    other = psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+    other.execute("SELECT pg_advisory_lock(%s, %s)", (SENDING_LOCK, row.id))
+    handle_event(opened(), deps)
+    assert sender.sent == []
+    other.close()  # killed: its connection, and the lock, go with it
+    handle_event(opened(), deps)  # the redelivery
+    assert len(sender.sent) == 1 and rows(sessions)[0].status == "sent"
