@@ -15,7 +15,6 @@ from services.notifier.senders.meta import (
     MessengerSender,
     WhatsAppSender,
     graph_error,
-    retry_after_seconds,
     within_customer_window,
 )
 from tests.fakes.graph_api import FakeGraphApi
@@ -316,14 +315,6 @@ def test_is_transient_flag_from_graph_makes_any_code_transient() -> None:
 def test_an_unreadable_4xx_is_permanent_and_an_unreadable_5xx_transient() -> None:
     assert isinstance(graph_error(404, None, {}, NOW), PermanentSendError)
     assert isinstance(graph_error(504, None, {}, NOW), TransientSendError)
-
-
-def test_retry_after_as_seconds_or_http_date() -> None:
-    assert retry_after_seconds("12", NOW) == 12
-    assert retry_after_seconds("Tue, 24 Nov 2026 17:00:30 GMT", NOW) == 30
-    assert retry_after_seconds("Tue, 24 Nov 2026 16:00:00 GMT", NOW) == 0
-    assert retry_after_seconds("soon", NOW) is None
-    assert retry_after_seconds(None, NOW) is None
 
 
 def test_outside_the_window_a_configured_reply_template_carries_the_text(wa, graph) -> None:

@@ -8,12 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.notifier.senders import PermanentSendError, TransientSendError
+from services.notifier.senders import PermanentSendError, TransientSendError, parse_retry_after
 from services.notifier.senders.twilio_sms import (
     OptedOut,
     TwilioSmsSender,
     classify_failure,
-    parse_retry_after,
 )
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi
 

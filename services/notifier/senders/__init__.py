@@ -8,10 +8,13 @@ With a provider's credentials unset, the channel's sender is the sandbox one (re
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 
@@ -19,6 +22,27 @@ class TransientSendError(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
+    """An HTTP Retry-After header (delta-seconds or an HTTP date) as seconds from `now`, or None
+    when absent or unreadable; every HTTP provider (Twilio, Meta) answers a 429 with it."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 class PermanentSendError(Exception):

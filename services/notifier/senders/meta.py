@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from services.notifier.senders import PermanentSendError, SendResult, TransientSendError
+from services.notifier.senders import PermanentSendError, SendResult, TransientSendError, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +65,6 @@ def within_customer_window(last_customer_message_at: datetime | None, now: datet
     return now - last_customer_message_at < CUSTOMER_WINDOW
 
 
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """A Retry-After header (delta-seconds or an HTTP date) as seconds from now, or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
 def graph_error(status: int, body: Any, headers: Mapping[str, str], now: datetime
                 ) -> TransientSendError | PermanentSendError:
     """The sender error for a non-2xx Graph API answer (the body decoded from JSON, or None)."""
@@ -95,7 +76,7 @@ def graph_error(status: int, body: Any, headers: Mapping[str, str], now: datetim
     text = str(details or err.get("message") or f"HTTP {status}")[:300]
     label = f"graph API {status}" + (f" code {code}" if code is not None else "") \
         + (f"/{subcode}" if subcode is not None else "") + f": {text}"
-    retry_after = retry_after_seconds(headers.get("Retry-After"), now)
+    retry_after = parse_retry_after(headers.get("Retry-After"), now=now)
     if code == REENGAGEMENT_CODE:
         return PermanentSendError(f"{OUTSIDE_WINDOW} ({label})")
     if status == 429 or status >= 500 or code in TRANSIENT_CODES or err.get("is_transient") is True:

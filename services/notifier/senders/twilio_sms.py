@@ -8,10 +8,8 @@ are transient; an opted-out recipient (21610) raises `OptedOut`; other 4xx are p
 
 from __future__ import annotations
 
-import math
 import threading
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -20,7 +18,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from services.notifier.senders import PermanentSendError, SendResult, TransientSendError
+from services.notifier.senders import PermanentSendError, SendResult, TransientSendError, parse_retry_after
 
 OPTED_OUT = 21610  # "Attempt to send to unsubscribed recipient": the number texted STOP
 
@@ -149,26 +147,6 @@ def classify_failure(status: int | None, code: int | str | None, detail: str, *,
                                   f"(TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN): {detail}", retry_after=retry_after)
     reason = PERMANENT_CODES.get(code_num or 0)
     return PermanentSendError(f"{where}: {reason + ': ' if reason else ''}{detail}")
-
-
-def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def _int(code: int | str | None) -> int | None:
