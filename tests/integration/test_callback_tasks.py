@@ -64,14 +64,6 @@ def fake_classify(text, subject, language, channel) -> Verdict:
 
 
 @pytest.fixture
-def sessions(pg_url):
-    engine = make_engine(pg_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
 def deps(example_config, sessions) -> RouterDeps:
     return RouterDeps(config=example_config, sessions=sessions, classify=fake_classify,
                       detect_language=lambda text, hints: hints[0] if hints else "en")

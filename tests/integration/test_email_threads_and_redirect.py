@@ -20,7 +20,6 @@ from services.router.handlers import RouterDeps, handle_inbound
 from services.router.models import Conversation, Message
 from shared.config import Channel
 from shared.contracts import Envelope, Identity, InboundMessage, derive_id
-from shared.db import make_engine, migrate, session_factory
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +28,6 @@ AT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday, open
 
 class Verdict:
     category, confidence, reason = "delivery", 0.9, {"rule": "parcel"}
-
-
-@pytest.fixture
-def sessions(pg_url):
-    engine = make_engine(pg_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def router_deps(config, sessions) -> RouterDeps:

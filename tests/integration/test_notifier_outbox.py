@@ -28,7 +28,6 @@ from shared.contracts import (
     InboundMessage,
     Redirected,
 )
-from shared.db import make_engine, migrate, session_factory
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +48,6 @@ class FlakySender:
             raise self.failures.pop(0)
         self.sent.append((address, text))
         return SendResult(provider_message_id=str(len(self.sent)))
-
-
-@pytest.fixture
-def sessions(pg_url):
-    engine = make_engine(pg_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def make_deps(config, sessions, sender) -> NotifierDeps:

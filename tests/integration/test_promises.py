@@ -31,7 +31,6 @@ from shared.contracts import (
     InboundMessage,
     derive_id,
 )
-from shared.db import make_engine, migrate, session_factory
 from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.integration
@@ -72,14 +71,6 @@ class Recorder:
     def to(self, address: str) -> list[str]:
         with self.lock:
             return [text for a, text in self.sent if a == address]
-
-
-@pytest.fixture
-def sessions(pg_url):
-    engine = make_engine(pg_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

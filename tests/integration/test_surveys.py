@@ -24,7 +24,7 @@ from services.router.handlers import RouterDeps, handle_inbound
 from shared import contracts
 from shared.config import WhatsAppTemplate
 from shared.contracts import ConversationResolved, Envelope, InboundMessage, SurveyAnswer, SurveyOptOutSchema
-from shared.db import make_engine, migrate, session_factory, transaction
+from shared.db import transaction
 from shared.survey_links import SurveyLinks
 
 pytestmark = pytest.mark.integration
@@ -39,14 +39,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.at
-
-
-@pytest.fixture
-def sessions(pg_url):
-    engine = make_engine(pg_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture
