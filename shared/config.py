@@ -129,6 +129,7 @@ class Channel:
     # once the customer's 24-hour window has closed; without one such a reply fails, recorded.
     reply_template: str | None = None
     reply_template_language: str = "en"
+    reply_template_languages: tuple[str, ...] = ()  # the other languages it is approved in
     # WhatsApp: the approved template that carries a CSAT survey once the 24-hour window has closed
     # (no body variables; five quick-reply buttons, 1 to 5, whose payloads are given at send time).
     # Without one such a survey is skipped, with the reason recorded.
@@ -138,7 +139,25 @@ class Channel:
 @dataclass(frozen=True)
 class WhatsAppTemplate:
     name: str
-    language: str = "en"
+    language: str = "en"  # the template's fallback language
+    languages: tuple[str, ...] = ()  # the other languages it is approved in
+
+    def language_for(self, customer_language: str | None) -> str:
+        return template_language(customer_language, self.language, self.languages)
+
+
+def template_language(customer_language: str | None, fallback: str, others: tuple[str, ...] = ()) -> str:
+    """The language to send an approved WhatsApp template in: the customer's own when the template
+    is approved in it ("pl"; "en" picks "en_US"), else the fallback. One template name carries all
+    its translations in Meta, so a Polish customer must not get the English text when a Polish one
+    was approved."""
+    if not customer_language:
+        return fallback
+    approved = (fallback, *others)
+    if customer_language in approved:
+        return customer_language
+    base = customer_language.split("_")[0]
+    return next((code for code in approved if code.split("_")[0] == base), fallback)
 
 
 @dataclass(frozen=True)
@@ -290,10 +309,11 @@ _TEMPLATE_LANGUAGE = validate.Regexp(r"^[a-z]{2,3}(_[A-Z]{2})?$", error="is not 
 class WhatsAppTemplateSchema(_Strict):
     name = fields.String(required=True, validate=_TEMPLATE_NAME)
     language = fields.String(load_default="en", validate=_TEMPLATE_LANGUAGE)
+    languages = fields.List(fields.String(validate=_TEMPLATE_LANGUAGE), load_default=list)
 
     @post_load
     def _make(self, d: dict, **_: Any) -> WhatsAppTemplate:
-        return WhatsAppTemplate(name=d["name"], language=d["language"])
+        return WhatsAppTemplate(name=d["name"], language=d["language"], languages=tuple(d["languages"]))
 
 
 class ChannelSchema(_Strict):
@@ -306,6 +326,7 @@ class ChannelSchema(_Strict):
     region = fields.String(load_default="PL", validate=validate.Regexp(r"^[A-Z]{2}$", error="is not a two-letter country code"))
     reply_template = fields.String(load_default=None, allow_none=True, validate=_TEMPLATE_NAME)
     reply_template_language = fields.String(load_default="en", validate=_TEMPLATE_LANGUAGE)
+    reply_template_languages = fields.List(fields.String(validate=_TEMPLATE_LANGUAGE), load_default=list)
     survey_template = fields.Nested(WhatsAppTemplateSchema, load_default=None, allow_none=True)
 
     @validates_schema
@@ -318,6 +339,7 @@ class ChannelSchema(_Strict):
         return Channel(mode=d["mode"], redirect_to=tuple(d["redirect_to"]), from_number=d["from_number"],
                        region=d["region"], phone_number_id=d["phone_number_id"],
                        reply_template=d["reply_template"], reply_template_language=d["reply_template_language"],
+                       reply_template_languages=tuple(d["reply_template_languages"]),
                        survey_template=d["survey_template"])
 
 

@@ -24,7 +24,7 @@ from services.notifier import promises
 from services.notifier.models import Outbox, Suppression
 from services.notifier.senders import ChannelBusy, PermanentSendError, Registry, Sender, TransientSendError
 from services.notifier.texts import render_redirect
-from shared.config import Config
+from shared.config import Config, template_language
 from shared.contracts import (
     ConversationAssigned,
     ConversationCalledBack,
@@ -206,7 +206,8 @@ def _reply_options(s: Session, ev: ConversationReply, config: Config, last: date
     options = send_options(ev.channel, ev.reply_from, last, email=email) or {}
     channel = config.channels.get(ev.channel)
     if ev.channel == "whatsapp" and channel is not None and channel.reply_template:
-        options["fallback_template"] = {"name": channel.reply_template, "language": channel.reply_template_language}
+        language = template_language(ev.language, channel.reply_template_language, channel.reply_template_languages)
+        options["fallback_template"] = {"name": channel.reply_template, "language": language}
     return options or None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -258,3 +259,22 @@ def test_a_consumer_that_dies_mid_send_frees_the_row_for_the_redelivery(example_
     other.close()  # killed: its connection, and the lock, go with it
     handle_event(opened(), deps)  # the redelivery
     assert len(sender.sent) == 1 and rows(sessions)[0].status == "sent"
+
+
+def test_a_reply_after_the_whatsapp_window_goes_as_the_template_in_the_customers_language(
+        example_config, sessions) -> None:
+    whatsapp = dataclasses.replace(example_config.channels["whatsapp"], reply_template="support_reply",
+                                   reply_template_language="en", reply_template_languages=("pl", "uk"))
+    config = dataclasses.replace(example_config, channels={**example_config.channels, "whatsapp": whatsapp})
+    sender = FlakySender([])
+    sender.channel = "whatsapp"
+    deps = NotifierDeps(config=config, sessions=sessions, senders=Registry({"whatsapp": sender}),
+                        compose_ack=lambda ev: "never used", clock=lambda: AT)
+    for n, language in ((1, "pl"), (2, "de")):
+        ev = ConversationReply(reply_id=f"wa{n}", conversation_id=f"conv-{n}", channel="whatsapp",
+                               reply_to="48601234567", reply_from=None, text="Your parcel left today", agent_id="anna",
+                               language=language, last_customer_message_at=AT - timedelta(days=2))
+        handle_event(Envelope.wrap(ev, message_id=f"e-wa{n}", correlation_id="c", occurred_at=AT), deps)
+    polish, german = rows(sessions)
+    assert polish.options["fallback_template"] == {"name": "support_reply", "language": "pl"}
+    assert german.options["fallback_template"] == {"name": "support_reply", "language": "en"}  # not approved in German

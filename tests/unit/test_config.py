@@ -172,3 +172,22 @@ def test_a_config_macro_replaces_a_block_and_adds_a_macro_in_every_language() ->
 def test_a_bad_macro_override_fails_config_check_naming_it(macros, expected) -> None:
     found = problems(_with_macros(macros))
     assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize("customer, expected", [
+    ("pl", "pl"), ("en", "en_US"), ("uk", "en_US"), (None, "en_US"), ("pt", "pt_BR"), ("lt", "en_US"),
+])
+def test_a_template_goes_in_the_customers_language_when_it_is_approved_in_it(customer, expected) -> None:
+    template = WhatsAppTemplate(name="csat_survey", language="en_US", languages=("pl", "pt_BR"))
+    assert template.language_for(customer) == expected
+
+
+def test_template_languages_are_read_and_checked() -> None:
+    doc = example()
+    doc["channels"]["whatsapp"].update(survey_template={"name": "csat_survey", "language": "en", "languages": ["pl", "de"]},
+                                       reply_template="support_reply", reply_template_languages=["pl"])
+    whatsapp = load_config_text(yaml.safe_dump(doc)).channels["whatsapp"]
+    assert whatsapp.survey_template.language_for("de") == "de"
+    assert whatsapp.reply_template_languages == ("pl",)
+    doc["channels"]["whatsapp"]["survey_template"]["languages"] = ["Polish"]
+    assert any(p.startswith("channels.whatsapp.survey_template.languages") for p in problems(doc)), problems(doc)
