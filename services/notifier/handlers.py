@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from services.notifier import promises
 from services.notifier.models import Outbox, Suppression
@@ -407,6 +408,16 @@ def _sending(record: Session, row_id: int) -> Iterator[Connection | None]:
         return
     try:
         status = connection.scalar(select(Outbox.status).where(Outbox.id == row_id))
+        with _sending_here_lock:
+            unrecorded = _unrecorded.get(row_id)
+        if status in SENDABLE and unrecorded is not None:
+            # This process sent it while the database was away and could not record it then.
+            connection.execute(update(Outbox).where(Outbox.id == row_id, Outbox.status != "sent").values(unrecorded))
+            with _sending_here_lock:
+                _unrecorded.pop(row_id, None)
+            log.info("recorded a message sent during a database outage; not sending it again",
+                     extra={"outbox_id": row_id})
+            status = "sent"
         yield connection if status in SENDABLE else None
     finally:
         if postgres:
@@ -418,6 +429,26 @@ def _sending(record: Session, row_id: int) -> Iterator[Connection | None]:
         else:
             with _sending_here_lock:
                 _sending_here.discard(row_id)
+
+
+#: Seconds a consumer keeps trying to record a message the provider took, while the database is
+#: away, before it leaves that to the event's retry: a send is worth waiting for, not repeating.
+RECORD_PATIENCE = 20.0
+#: Sent but not recorded yet (the database went away during the provider's call), by outbox row,
+#: with the values to record: the event's retry in this process records them instead of sending.
+_unrecorded: dict[int, dict] = {}
+
+
+def _record_later(deps: NotifierDeps, row_id: int, sent: dict) -> None:
+    with _sending_here_lock:
+        _unrecorded[row_id] = sent
+    retrying = Retrying(stop=stop_after_delay(RECORD_PATIENCE), wait=wait_exponential(multiplier=0.2, max=2.0),
+                        retry=retry_if_exception_type(DBAPIError), reraise=True)
+    for attempt in retrying:
+        with attempt, transaction(deps.sessions) as s:
+            s.execute(update(Outbox).where(Outbox.id == row_id, Outbox.status != "sent").values(sent))
+    with _sending_here_lock:
+        _unrecorded.pop(row_id, None)
 
 
 def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, options: dict,
@@ -447,11 +478,10 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
         try:
             connection.execute(update(Outbox).where(Outbox.id == row_id).values(sent))
         except DBAPIError as exc:
-            # The kept connection died during the call (a database restart): a fresh one, pinged.
-            log.warning("recording a sent message on a kept connection failed (%s); once more on a new one", exc,
+            # The kept connection died during the call (a database restart or outage).
+            log.warning("recording a sent message on a kept connection failed (%s); retrying on new ones", exc,
                         extra={"outbox_id": row_id})
-            with transaction(deps.sessions) as s:
-                s.execute(update(Outbox).where(Outbox.id == row_id, Outbox.status != "sent").values(sent))
+            _record_later(deps, row_id, sent)
     MESSAGES_OUT.labels(channel, "sent").inc()
     log.info("sent %s on %s", "message", channel, extra={"outbox_id": row_id})
     return "sent"

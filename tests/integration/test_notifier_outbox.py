@@ -9,7 +9,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
+from services.notifier import handlers
 from services.notifier.handlers import (
     MAX_SEND_ATTEMPTS,
     SENDING_LOCK,
@@ -29,6 +32,8 @@ from shared.contracts import (
     InboundMessage,
     Redirected,
 )
+from shared.db import make_engine, migrate, session_factory
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -278,3 +283,58 @@ def test_a_reply_after_the_whatsapp_window_goes_as_the_template_in_the_customers
     polish, german = rows(sessions)
     assert polish.options["fallback_template"] == {"name": "support_reply", "language": "pl"}
     assert german.options["fallback_template"] == {"name": "support_reply", "language": "en"}  # not approved in German
+
+
+class OutageDuringSend(FlakySender):
+    """The provider takes the message, and the database goes away meanwhile: the proxy between
+    the notifier and PostgreSQL is cut during the call, and restored `back_after` seconds later."""
+
+    def __init__(self, proxy: TcpProxy, back_after: float | None):
+        super().__init__([])
+        self.proxy, self.back_after = proxy, back_after
+
+    def send(self, address, text, *, options=None) -> SendResult:
+        result = super().send(address, text, options=options)
+        if len(self.sent) == 1:
+            self.proxy.cut()
+            if self.back_after is not None:
+                threading.Timer(self.back_after, self.proxy.restore).start()
+        return result
+
+
+@pytest.fixture
+def proxied_sessions(pg_url):
+    url = make_url(pg_url)
+    migrate_engine = make_engine(pg_url)
+    migrate(migrate_engine)
+    migrate_engine.dispose()
+    proxy = TcpProxy(url.host, url.port or 5432)
+    engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False))
+    yield proxy, session_factory(engine)
+    proxy.close()
+    engine.dispose()
+
+
+def test_a_message_sent_while_the_database_went_away_is_recorded_when_it_is_back_not_sent_again(
+        example_config, proxied_sessions) -> None:
+    proxy, sessions = proxied_sessions
+    sender = OutageDuringSend(proxy, back_after=1.5)
+    handle_event(opened(), make_deps(example_config, sessions, sender))  # waits for the database, then records
+    handle_event(opened(), make_deps(example_config, sessions, sender))  # a redelivery finds it sent
+    assert sender.sent == [("42", "Thanks Anna, reference SB-ABC")]
+    assert [r.status for r in rows(sessions)] == ["sent"]
+
+
+def test_a_send_left_unrecorded_by_a_long_outage_is_recorded_by_the_retry_not_sent_again(
+        example_config, proxied_sessions, monkeypatch) -> None:
+    monkeypatch.setattr(handlers, "RECORD_PATIENCE", 0.5)
+    proxy, sessions = proxied_sessions
+    sender = OutageDuringSend(proxy, back_after=None)
+    deps = make_deps(example_config, sessions, sender)
+    with pytest.raises(DBAPIError):
+        handle_event(opened(), deps)  # the database is still away: the bus is to retry the event
+    proxy.restore()
+    handle_event(opened(), deps)  # the bus's retry
+    assert len(sender.sent) == 1
+    [row] = rows(sessions)
+    assert row.status == "sent" and row.provider_message_id == "1"
