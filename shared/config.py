@@ -134,6 +134,10 @@ class Channel:
     # (no body variables; five quick-reply buttons, 1 to 5, whose payloads are given at send time).
     # Without one such a survey is skipped, with the reason recorded.
     survey_template: WhatsAppTemplate | None = None
+    # WhatsApp: the approved template that carries an NPS survey once the window has closed (no body
+    # variables; one URL button PUBLIC_BASE_URL/survey/{{1}}, whose suffix is a signed link to the
+    # gateway's page of the eleven scores: eleven quick replies would not fit a template).
+    nps_template: WhatsAppTemplate | None = None
 
 
 @dataclass(frozen=True)
@@ -328,6 +332,7 @@ class ChannelSchema(_Strict):
     reply_template_language = fields.String(load_default="en", validate=_TEMPLATE_LANGUAGE)
     reply_template_languages = fields.List(fields.String(validate=_TEMPLATE_LANGUAGE), load_default=list)
     survey_template = fields.Nested(WhatsAppTemplateSchema, load_default=None, allow_none=True)
+    nps_template = fields.Nested(WhatsAppTemplateSchema, load_default=None, allow_none=True)
 
     @validates_schema
     def _redirect_needs_target(self, data: dict, **_: Any) -> None:
@@ -340,7 +345,7 @@ class ChannelSchema(_Strict):
                        region=d["region"], phone_number_id=d["phone_number_id"],
                        reply_template=d["reply_template"], reply_template_language=d["reply_template_language"],
                        reply_template_languages=tuple(d["reply_template_languages"]),
-                       survey_template=d["survey_template"])
+                       survey_template=d["survey_template"], nps_template=d["nps_template"])
 
 
 class SurveySchema(_Strict):
@@ -419,8 +424,9 @@ class ConfigSchema(_Strict):
                 except ValueError as exc:
                     add(("agents", i, "timezone"), str(exc))
         for name, channel in (data.get("channels") or {}).items():
-            if name != "whatsapp" and channel.survey_template is not None:
-                add(("channels", name, "survey_template"), "only the whatsapp channel sends templates")
+            for key in ("survey_template", "nps_template"):
+                if name != "whatsapp" and getattr(channel, key) is not None:
+                    add(("channels", name, key), "only the whatsapp channel sends templates")
         if "other" not in category_ids:
             add(("categories",), 'the category "other" is required: it is where low-confidence messages go')
         if errors:

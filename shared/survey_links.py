@@ -6,6 +6,8 @@ Shared by the notifier (which puts them in the survey) and the gateway (which re
   guessing a token is as hard as guessing a password.
 - E-mail links carry a token signed with SURVEY_SECRET (itsdangerous URLSafeTimedSerializer), so
   a click needs no login, and a tampered or expired link records nothing.
+- A link without a score but with the survey's kind opens a page of one such link per score: the
+  way back from a WhatsApp NPS template, whose one URL button cannot carry eleven answers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from shared.settings import DEV_TELEGRAM_SECRET, Settings
 LINK_MAX_AGE = timedelta(days=30)
 _SALT = "switchboard.survey-link"
 _DATA = re.compile(r"^sv:([A-Za-z0-9_-]{8,40}):(\d{1,2})$")
+#: The answers of each survey kind, for the notifier (what it offers) and the gateway (what a
+#: score page lists).
+SCALES: dict[str, range] = {"csat": range(1, 6), "nps": range(0, 11)}
 
 
 def callback_data(token: str, score: int) -> str:
@@ -57,6 +62,8 @@ class LinkAction:
     language: str
     score: int | None = None
     unsubscribe: bool = False
+    kind: str | None = None  # links signed before kinds were carried have none
+    signed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,14 @@ def _serializer(secret: str, now: datetime | None) -> URLSafeTimedSerializer:
 
 
 def sign_link(secret: str, *, token: str, language: str, score: int | None = None, unsubscribe: bool = False,
-              now: datetime | None = None) -> str:
+              kind: str | None = None, now: datetime | None = None) -> str:
+    """`kind` ("csat", "nps") is optional, so links signed without it stay valid; with no score it
+    makes the link the survey's score page."""
     payload: dict[str, Any] = {"t": token, "l": language}
+    if kind is not None:
+        if kind not in SCALES:
+            raise ValueError(f"survey kind must be one of {sorted(SCALES)}, not {kind!r}")
+        payload["k"] = kind
     if unsubscribe:
         payload["u"] = 1
     elif score is not None:
@@ -100,7 +113,7 @@ def sign_link(secret: str, *, token: str, language: str, score: int | None = Non
 def read_link(secret: str, signed: str, *, now: datetime, max_age: timedelta = LINK_MAX_AGE) -> LinkAction:
     serializer = _serializer(secret, now)
     try:
-        payload = serializer.loads(signed, max_age=int(max_age.total_seconds()))
+        payload, signed_at = serializer.loads(signed, max_age=int(max_age.total_seconds()), return_timestamp=True)
     except SignatureExpired as exc:
         language = None
         try:  # the payload of an expired link is still signed: its language is trustworthy
@@ -115,9 +128,13 @@ def read_link(secret: str, signed: str, *, now: datetime, max_age: timedelta = L
     score = payload.get("s")
     if score is not None and (not isinstance(score, int) or isinstance(score, bool) or not 0 <= score <= 10):
         raise LinkInvalid("the survey link carries no valid rating")
+    kind = payload.get("k")
+    if kind is not None and (not isinstance(kind, str) or kind not in SCALES or (score is not None and score not in SCALES[kind])):
+        raise LinkInvalid("the survey link carries no valid survey kind or rating")
     given = payload.get("l")
     language = given if isinstance(given, str) else "en"
-    return LinkAction(token=payload["t"], language=language, score=score, unsubscribe=payload.get("u") == 1)
+    return LinkAction(token=payload["t"], language=language, score=score, unsubscribe=payload.get("u") == 1,
+                      kind=kind, signed_at=signed_at)
 
 
 def survey_secret(settings: Settings, *, embedded: bool) -> str | None:

@@ -1,10 +1,15 @@
-"""One-click e-mail survey links: `GET /survey/<signed>` records a rating or an opt-out, no login.
+"""One-click survey links: `GET /survey/<signed>` records a rating or an opt-out, no login.
 
 The link is checked first (shared/survey_links.py): a tampered one → 400, an expired one → 410,
 each a friendly page in the survey's language, and nothing is published. A valid click publishes
 `survey.answer` (or `survey.opt_out`) like any webhook — with confirms, or into the spool — and the
 notifier records it once, so a second click, or a mail scanner that opened the link first, adds
 nothing. The thank-you page offers an optional comment (`POST /survey/<signed>`).
+
+A link with the survey's kind but no score (a WhatsApp NPS template's URL button: a template cannot
+hold eleven quick replies) shows the kind's scale as a page of such one-click links, one per score,
+each signed with the original link's time so the page does not extend its life. Showing the page
+publishes nothing: a link preview or a mail scanner opening it answers nothing.
 """
 
 from __future__ import annotations
@@ -21,49 +26,78 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from services.gateway.intake import Intake
 from shared.config import Config
 from shared.contracts import Envelope, SurveyAnswer, SurveyOptOut, derive_id
-from shared.survey_links import LinkAction, LinkExpired, LinkInvalid, read_link
+from shared.survey_links import SCALES, LinkAction, LinkExpired, LinkInvalid, read_link, sign_link
 
 log = logging.getLogger(__name__)
 
 MAX_COMMENT = 2000
+CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {"title": "Survey", "thanks": "Thank you for your rating!", "comment_label": "Anything to add? (optional)",
            "send": "Send", "comment_thanks": "Thank you, we have your comment.",
            "unsubscribed": "Done: you will not receive any more surveys from us.",
            "invalid": "Sorry, this link is not valid. Nothing was recorded.",
-           "expired": "Sorry, this survey link has expired. Nothing was recorded — thank you anyway!"},
+           "expired": "Sorry, this survey link has expired. Nothing was recorded — thank you anyway!",
+           "question_csat": "How would you rate the help you received from us?",
+           "question_nps": "How likely are you to recommend us to a friend or colleague?",
+           "low_csat": "very poor", "high_csat": "excellent", "low_nps": "not at all likely",
+           "high_nps": "extremely likely", "unsubscribe_link": "No more surveys"},
     "de": {"title": "Umfrage", "thanks": "Vielen Dank für Ihre Bewertung!",
            "comment_label": "Möchten Sie etwas ergänzen? (optional)", "send": "Senden",
            "comment_thanks": "Danke, wir haben Ihren Kommentar erhalten.",
            "unsubscribed": "Erledigt: Sie erhalten von uns keine Umfragen mehr.",
            "invalid": "Dieser Link ist leider ungültig. Es wurde nichts gespeichert.",
-           "expired": "Dieser Umfragelink ist leider abgelaufen. Es wurde nichts gespeichert — trotzdem danke!"},
+           "expired": "Dieser Umfragelink ist leider abgelaufen. Es wurde nichts gespeichert — trotzdem danke!",
+           "question_csat": "Wie zufrieden sind Sie mit unserer Hilfe?",
+           "question_nps": "Wie wahrscheinlich ist es, dass Sie uns Freunden oder Kollegen weiterempfehlen?",
+           "low_csat": "sehr unzufrieden", "high_csat": "sehr zufrieden", "low_nps": "sehr unwahrscheinlich",
+           "high_nps": "äußerst wahrscheinlich", "unsubscribe_link": "Keine Umfragen mehr"},
     "pl": {"title": "Ankieta", "thanks": "Dziękujemy za ocenę!", "comment_label": "Chcesz coś dodać? (opcjonalnie)",
            "send": "Wyślij", "comment_thanks": "Dziękujemy, otrzymaliśmy Twój komentarz.",
            "unsubscribed": "Gotowe: nie będziesz już otrzymywać od nas ankiet.",
            "invalid": "Niestety ten link jest nieprawidłowy. Nic nie zostało zapisane.",
-           "expired": "Niestety ten link do ankiety wygasł. Nic nie zostało zapisane — mimo to dziękujemy!"},
+           "expired": "Niestety ten link do ankiety wygasł. Nic nie zostało zapisane — mimo to dziękujemy!",
+           "question_csat": "Prosimy o ocenę naszej pomocy.",
+           "question_nps": "Na ile prawdopodobne jest polecenie nas znajomym lub współpracownikom?",
+           "low_csat": "bardzo źle", "high_csat": "bardzo dobrze", "low_nps": "na pewno nie",
+           "high_nps": "na pewno tak", "unsubscribe_link": "Nie chcę więcej ankiet"},
     "ru": {"title": "Опрос", "thanks": "Спасибо за вашу оценку!", "comment_label": "Хотите что-то добавить? (необязательно)",
            "send": "Отправить", "comment_thanks": "Спасибо, мы получили ваш комментарий.",
            "unsubscribed": "Готово: больше мы не будем присылать вам опросы.",
            "invalid": "К сожалению, эта ссылка недействительна. Ничего не записано.",
-           "expired": "К сожалению, срок действия ссылки истёк. Ничего не записано — всё равно спасибо!"},
+           "expired": "К сожалению, срок действия ссылки истёк. Ничего не записано — всё равно спасибо!",
+           "question_csat": "Как вы оцениваете помощь, которую получили от нас?",
+           "question_nps": "Насколько вероятно, что вы порекомендуете нас друзьям или коллегам?",
+           "low_csat": "очень плохо", "high_csat": "отлично", "low_nps": "точно нет",
+           "high_nps": "обязательно порекомендую", "unsubscribe_link": "Больше не присылать опросы"},
     "uk": {"title": "Опитування", "thanks": "Дякуємо за вашу оцінку!", "comment_label": "Бажаєте щось додати? (необов'язково)",
            "send": "Надіслати", "comment_thanks": "Дякуємо, ми отримали ваш коментар.",
            "unsubscribed": "Готово: ми більше не надсилатимемо вам опитувань.",
            "invalid": "На жаль, це посилання недійсне. Нічого не записано.",
-           "expired": "На жаль, термін дії посилання минув. Нічого не записано — все одно дякуємо!"},
+           "expired": "На жаль, термін дії посилання минув. Нічого не записано — все одно дякуємо!",
+           "question_csat": "Як ви оцінюєте допомогу, яку отримали від нас?",
+           "question_nps": "Наскільки ймовірно, що ви порекомендуєте нас друзям або колегам?",
+           "low_csat": "дуже погано", "high_csat": "чудово", "low_nps": "точно ні",
+           "high_nps": "неодмінно порекомендую", "unsubscribe_link": "Більше не надсилати опитування"},
     "bg": {"title": "Анкета", "thanks": "Благодарим за оценката!", "comment_label": "Искате ли да добавите нещо? (по желание)",
            "send": "Изпрати", "comment_thanks": "Благодарим, получихме коментара ви.",
            "unsubscribed": "Готово: няма да получавате повече анкети от нас.",
            "invalid": "За съжаление тази връзка е невалидна. Нищо не е записано.",
-           "expired": "За съжаление тази връзка е изтекла. Нищо не е записано — все пак благодарим!"},
+           "expired": "За съжаление тази връзка е изтекла. Нищо не е записано — все пак благодарим!",
+           "question_csat": "Как бихте оценили помощта, която получихте от нас?",
+           "question_nps": "Доколко е вероятно да ни препоръчате на приятел или колега?",
+           "low_csat": "много лошо", "high_csat": "отлично", "low_nps": "изобщо не",
+           "high_nps": "със сигурност", "unsubscribe_link": "Без повече анкети"},
     "lt": {"title": "Apklausa", "thanks": "Ačiū už jūsų įvertinimą!", "comment_label": "Norite ką nors pridurti? (nebūtina)",
            "send": "Siųsti", "comment_thanks": "Ačiū, jūsų komentarą gavome.",
            "unsubscribed": "Atlikta: daugiau apklausų iš mūsų negausite.",
            "invalid": "Deja, ši nuoroda negalioja. Niekas neįrašyta.",
-           "expired": "Deja, ši apklausos nuoroda nebegalioja. Niekas neįrašyta — vis tiek ačiū!"},
+           "expired": "Deja, ši apklausos nuoroda nebegalioja. Niekas neįrašyta — vis tiek ačiū!",
+           "question_csat": "Kaip vertinate mūsų pagalbą?",
+           "question_nps": "Kiek tikėtina, kad rekomenduotumėte mus draugams ar kolegoms?",
+           "low_csat": "labai blogai", "high_csat": "puikiai", "low_nps": "tikrai ne",
+           "high_nps": "tikrai taip", "unsubscribe_link": "Daugiau apklausų nesiųsti"},
 }
 
 _templates = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
@@ -74,15 +108,19 @@ def survey_blueprint(*, secret: str | None, intake: Intake, config: Config,
                      clock: Callable[[], datetime]) -> Blueprint:
     bp = Blueprint("survey", __name__)
 
-    def page(state: str, language: str | None, status: int, form_action: str | None = None) -> Response:
+    def page(state: str, language: str | None, status: int, form_action: str | None = None,
+             **pick: object) -> Response:
         lang = language if language in TEXTS else config.business.default_language
         lang = lang if lang in TEXTS else "en"
         html = _templates.get_template("survey_page.html.j2").render(
-            lang=lang, t=TEXTS[lang], state=state, form_action=form_action, business_name=config.business.name)
+            lang=lang, t=TEXTS[lang], state=state, form_action=form_action, business_name=config.business.name,
+            **pick)
         response = Response(html, status, content_type="text/html; charset=utf-8")
         # The link is the credential: keep it out of caches and of other sites' Referer headers.
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"
+        # No scripts, no third-party anything: the page is text, its own style, links and one form.
+        response.headers["Content-Security-Policy"] = CSP
         return response
 
     def read(signed: str) -> LinkAction | Response:
@@ -111,10 +149,22 @@ def survey_blueprint(*, secret: str | None, intake: Intake, config: Config,
                                  received_at=now, token=action.token))
             return page("unsubscribed", action.language, 200)
         if action.score is None:
-            return page("invalid", action.language, 400)
+            if action.kind is None or not secret:  # an e-mail link always has a score: nothing to answer here
+                return page("invalid", action.language, 400)
+            return score_page(action, secret, action.kind)
         publish(SurveyAnswer(channel="email", external_id=f"link:{action.token}:{action.score}", token=action.token,
                              score=action.score, received_at=now))
         return page("thanks", action.language, 200, form_action=f"/survey/{signed}")
+
+    def score_page(action: LinkAction, secret: str, kind: str) -> Response:
+        def href(score: int | None = None, unsubscribe: bool = False) -> str:
+            # The original link's time: a score link expires when the link it came from does.
+            return "/survey/" + sign_link(secret, token=action.token, language=action.language, kind=kind,
+                                          score=score, unsubscribe=unsubscribe, now=action.signed_at)
+
+        choices = [(score, href(score=score)) for score in SCALES[kind]]
+        return page("pick", action.language, 200, kind=kind, choices=choices,
+                    unsubscribe=href(unsubscribe=True))
 
     @bp.post("/survey/<signed>")
     def comment(signed: str):

@@ -9,7 +9,8 @@ once, honour opt-outs everywhere.
   survey may have come since), and sends through the outbox with the idempotency key
   `survey:<conversation>:<opening>`. On WhatsApp after the customer's 24-hour window (counted from
   their last message, carried by conversation.resolved) the survey goes as the approved
-  `survey_template`, or is skipped with the reason when there is none.
+  `survey_template` (CSAT) or `nps_template` (NPS: a signed link to the gateway's score page, so
+  it needs the survey link secret), or is skipped with the reason when it cannot.
 - `record_answer` (survey.answer): the first rating in range is kept; later presses change nothing.
 - `record_opt_out` (survey.opt_out): per customer and per channel + address; scheduled surveys of
   that customer are cancelled.
@@ -125,7 +126,9 @@ def _claim(s: Session, survey: Survey, now: datetime, deps: NotifierDeps) -> int
                 options = whatsapp_survey_options(
                     options, kind=survey.kind, token=survey.token, now=now,
                     last_customer_message_at=survey.last_customer_message_at,
-                    template=whatsapp.survey_template if whatsapp is not None else None)
+                    template=whatsapp.survey_template if whatsapp is not None else None,
+                    nps_template=whatsapp.nps_template if whatsapp is not None else None,
+                    links=deps.survey_links, language=survey.language)
         except ValueError as exc:
             reason = str(exc)
     if reason is not None:

@@ -6,9 +6,12 @@ the conversation id so that a retry, a redelivery or a second replica picks the 
 Time and config are parameters; the I/O is in services/notifier/survey_flow.py.
 
 WhatsApp accepts free-form messages only within 24 hours of the customer's last message; after
-that only an approved template (channels.whatsapp.survey_template): its quick-reply buttons carry
-the same payloads as the in-window buttons, so a press is recorded the same way. Without one, or
-for NPS (eleven answers, a template holds ten buttons), such a survey is skipped with the reason.
+that only an approved template. CSAT (channels.whatsapp.survey_template): its quick-reply buttons
+carry the same payloads as the in-window buttons, so a press is recorded the same way. NPS has
+eleven answers and a template at most ten buttons, so channels.whatsapp.nps_template has one URL
+button instead, to PUBLIC_BASE_URL/survey/{{1}}: we fill in a signed link without a score, the
+gateway's page lists the scores, and a click there is recorded like an e-mail link. Without the
+template (or, for NPS, without SURVEY_SECRET to sign the link) such a survey is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ from typing import Any
 
 from services.notifier.senders.meta import within_customer_window
 from shared.config import WhatsAppTemplate
-from shared.survey_links import SurveyLinks, callback_data
+from shared.survey_links import SCALES, SurveyLinks, callback_data, sign_link
 
-SCALES: dict[str, range] = {"csat": range(1, 6), "nps": range(0, 11)}
 #: Buttons one WhatsApp template may have.
 MAX_TEMPLATE_BUTTONS = 10
 
@@ -99,7 +101,8 @@ def compose(*, kind: str, channel: str, token: str, language: str, question: str
     return question, {}  # SMS (and a phone caller, answered by SMS): "reply with a number"
 
 
-def whatsapp_survey_template(kind: str, token: str, template: WhatsAppTemplate) -> dict[str, Any]:
+def whatsapp_survey_template(kind: str, token: str, template: WhatsAppTemplate,
+                             language: str | None = None) -> dict[str, Any]:
     """The Cloud API template of a survey: button i of the approved template answers with the
     scale's i-th score. Raises ValueError when the scale has more answers than a template has buttons."""
     scale = SCALES[kind]
@@ -109,27 +112,53 @@ def whatsapp_survey_template(kind: str, token: str, template: WhatsAppTemplate) 
     buttons = [{"type": "button", "sub_type": "quick_reply", "index": str(i),
                 "parameters": [{"type": "payload", "payload": callback_data(token, score)}]}
                for i, score in enumerate(scale)]
-    return {"name": template.name, "language": template.language, "components": buttons}
+    return {"name": template.name, "language": template.language_for(language), "components": buttons}
+
+
+def whatsapp_nps_template(token: str, language: str, template: WhatsAppTemplate, links: SurveyLinks,
+                          now: datetime) -> dict[str, Any]:
+    """The Cloud API template of an NPS survey: its one URL button (index 0) is approved as
+    PUBLIC_BASE_URL/survey/{{1}}; the suffix is a signed link without a score, which opens the
+    gateway's page of the eleven scores in `language`. Signed at `now`, so it works for LINK_MAX_AGE."""
+    signed = sign_link(links.secret, token=token, language=language, kind="nps", now=now)
+    button = {"type": "button", "sub_type": "url", "index": "0", "parameters": [{"type": "text", "text": signed}]}
+    return {"name": template.name, "language": template.language_for(language), "components": [button]}
+
+
+def _approved_template(kind: str, token: str, language: str, now: datetime, template: WhatsAppTemplate | None,
+                       nps_template: WhatsAppTemplate | None,
+                       links: SurveyLinks | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(the template that carries this survey, None) or (None, why there is none)."""
+    if kind == "nps":
+        if nps_template is None:
+            return None, (f"channels.whatsapp.nps_template is not configured (the NPS scale has {len(SCALES[kind])}"
+                          f" answers and a WhatsApp template at most {MAX_TEMPLATE_BUTTONS} buttons)")
+        if links is None:
+            return None, "the NPS template carries a signed survey link and SURVEY_SECRET is not set"
+        return whatsapp_nps_template(token, language, nps_template, links, now), None
+    if template is None:
+        return None, "channels.whatsapp.survey_template is not configured"
+    try:
+        return whatsapp_survey_template(kind, token, template, language), None
+    except ValueError as exc:
+        return None, str(exc)
 
 
 def whatsapp_survey_options(options: dict[str, Any], *, kind: str, token: str,
                             last_customer_message_at: datetime | None, now: datetime,
-                            template: WhatsAppTemplate | None) -> dict[str, Any]:
+                            template: WhatsAppTemplate | None, nps_template: WhatsAppTemplate | None = None,
+                            links: SurveyLinks | None = None, language: str = "en") -> dict[str, Any]:
     """The sender options of a WhatsApp survey, given `options` from `compose`. Inside the 24-hour
-    window: the interactive survey, with the template as the fallback should the window close
+    window: the interactive survey, with the kind's template (`template` for CSAT, `nps_template`
+    with a link signed by `links` in `language` for NPS) as the fallback should the window close
     before a retry. After it (or when the customer's last message is unknown): the template alone.
     Raises ValueError with the reason when no template can carry the survey after the window."""
-    try:
-        approved = whatsapp_survey_template(kind, token, template) if template is not None else None
-        problem = None
-    except ValueError as exc:
-        approved, problem = None, str(exc)
+    approved, problem = _approved_template(kind, token, language, now, template, nps_template, links)
     if last_customer_message_at is not None and within_customer_window(last_customer_message_at, now):
         out = {**options, "last_customer_message_at": last_customer_message_at.isoformat()}
         if approved is not None:
             out["fallback_template"] = approved
         return out
     if approved is None:
-        raise ValueError("outside WhatsApp's 24-hour window only an approved template may be sent: "
-                         + (problem or "channels.whatsapp.survey_template is not configured"))
+        raise ValueError(f"outside WhatsApp's 24-hour window only an approved template may be sent: {problem}")
     return {"template": approved}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -21,7 +22,7 @@ from services.gateway.channels import RawRequest
 from services.gateway.channels.meta import MetaAdapter
 from services.gateway.channels.telegram import TelegramAdapter, parse_update
 from services.gateway.channels.twilio import TwilioSmsAdapter
-from services.gateway.survey_pages import survey_blueprint
+from services.gateway.survey_pages import TEXTS, survey_blueprint
 from services.router.survey_replies import is_stop, normalise
 from shared.contracts import Envelope, SurveyAnswer, SurveyOptOut, decode, encode
 from shared.survey_links import sign_link
@@ -155,9 +156,9 @@ def client(example_config, intake):
 
 
 def link(*, score: int | None = 4, unsubscribe: bool = False, language: str = "pl", signed_at: datetime = NOW,
-         secret: str = LINK_SECRET) -> str:
+         secret: str = LINK_SECRET, kind: str | None = None) -> str:
     return "/survey/" + sign_link(secret, token="Qm3xT9aZ0bYc8dWe", language=language, score=score,
-                                  unsubscribe=unsubscribe, now=signed_at)
+                                  unsubscribe=unsubscribe, kind=kind, now=signed_at)
 
 
 def test_a_pressed_telegram_button_is_published_and_answered_in_the_response(client, intake) -> None:
@@ -217,3 +218,62 @@ def test_without_a_survey_secret_no_link_is_accepted(example_config, intake) -> 
     pages = survey_blueprint(secret=None, intake=intake, config=example_config, clock=lambda: NOW)
     r = create_app(deps, [pages]).test_client().get(link())
     assert r.status_code == 404 and intake.accepted == []
+
+
+# --- the score page: a WhatsApp NPS template's URL button opens it --------------------------------
+
+
+def hrefs(page: str) -> list[str]:
+    return re.findall(r'<a href="(/survey/[^"]+)"', page)
+
+
+def test_a_link_without_a_score_shows_the_eleven_scores_as_links_and_records_nothing(client, intake) -> None:
+    r = client.get(link(score=None, kind="nps", language="pl"))
+    assert r.status_code == 200 and r.content_type.startswith("text/html")
+    page = r.get_data(as_text=True)
+    assert 'lang="pl"' in page and "Na ile prawdopodobne jest polecenie nas" in page
+    assert "0 — na pewno nie" in page and "10 — na pewno tak" in page
+    *scores, unsubscribe = hrefs(page)
+    assert len(scores) == 11
+    assert re.findall(r'rel="nofollow">(\d+)</a>', page) == [str(i) for i in range(11)]
+    assert "Nie chcę więcej ankiet" in page
+    # Opening the page (a customer looking, or WhatsApp's link preview) answers nothing.
+    assert intake.accepted == []
+    assert r.headers["Cache-Control"] == "no-store" and r.headers["Referrer-Policy"] == "no-referrer"
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+
+    # Each score is a one-click link like an e-mail's: 7 is the eighth.
+    thanks = client.get(scores[7])
+    assert thanks.status_code == 200 and "Dziękujemy za ocenę!" in thanks.get_data(as_text=True)
+    [envelope] = intake.accepted
+    assert envelope.payload == SurveyAnswer(channel="email", external_id="link:Qm3xT9aZ0bYc8dWe:7",
+                                            token="Qm3xT9aZ0bYc8dWe", score=7, received_at=NOW)
+    client.get(scores[7])  # a second click is the same event: recorded once by the notifier
+    assert intake.accepted[1].message_id == envelope.message_id
+    assert "nie będziesz już otrzymywać" in client.get(unsubscribe).get_data(as_text=True)
+    assert isinstance(intake.accepted[2].payload, SurveyOptOut)
+
+
+@pytest.mark.parametrize("language", sorted(TEXTS))
+def test_the_score_page_speaks_every_language_the_pages_do(client, intake, language) -> None:
+    page = client.get(link(score=None, kind="csat", language=language)).get_data(as_text=True)
+    assert f'lang="{language}"' in page and TEXTS[language]["question_csat"] in page
+    assert len(hrefs(page)) == 5 + 1  # CSAT 1-5 and the opt-out
+    assert intake.accepted == []
+
+
+def test_a_score_link_from_the_page_expires_with_the_link_it_came_from(example_config, intake) -> None:
+    clock = {"now": NOW}
+    deps = GatewayDeps(config=example_config, intake=intake, adapters={}, public_base_url="https://support.example",
+                       max_body_bytes=1024, clock=lambda: clock["now"])
+    pages = survey_blueprint(secret=LINK_SECRET, intake=intake, config=example_config, clock=lambda: clock["now"])
+    client = create_app(deps, [pages]).test_client()
+    page = client.get(link(score=None, kind="nps", signed_at=NOW - timedelta(days=29))).get_data(as_text=True)
+    clock["now"] = NOW + timedelta(days=2)  # 31 days after the template was sent
+    assert client.get(hrefs(page)[9]).status_code == 410 and intake.accepted == []
+
+
+def test_an_old_link_without_score_or_kind_is_still_refused(client, intake) -> None:
+    r = client.get(link(score=None))
+    assert r.status_code == 400 and "nieprawidłowy" in r.get_data(as_text=True)
+    assert intake.accepted == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from services.gateway.app import GatewayDeps, create_app
 from services.gateway.channels.meta import parse_payload, survey_answer
+from services.gateway.survey_pages import survey_blueprint
 from services.notifier.handlers import NotifierDeps, handle_event
 from services.notifier.models import Outbox, Survey, SurveyOptOut
 from services.notifier.senders import Registry, TransientSendError
@@ -25,7 +28,7 @@ from shared import contracts
 from shared.config import WhatsAppTemplate
 from shared.contracts import ConversationResolved, Envelope, InboundMessage, SurveyAnswer, SurveyOptOutSchema
 from shared.db import transaction
-from shared.survey_links import SurveyLinks
+from shared.survey_links import SurveyLinks, read_link
 
 pytestmark = pytest.mark.integration
 
@@ -277,6 +280,87 @@ def test_a_whatsapp_survey_after_the_window_without_a_template_is_skipped_not_se
     assert senders["whatsapp"].sent == []
     with sessions() as s:
         assert list(s.scalars(select(Outbox).where(Outbox.kind == "survey"))) == []  # nothing to retry or dead-letter
+
+
+NPS_TEMPLATE = WhatsAppTemplate(name="nps_survey", language="lt")
+
+
+def nps_config(config, nps_template: WhatsAppTemplate | None):
+    """Every survey is NPS; WhatsApp has its CSAT template and, maybe, its NPS one."""
+    config = whatsapp_config(config, WhatsAppTemplate(name="csat_survey", language="en"))
+    channels = {**config.channels, "whatsapp": replace(config.channels["whatsapp"], nps_template=nps_template)}
+    return replace(config, channels=channels, survey=replace(config.survey, nps_sample=1.0))
+
+
+class NotifierIntake:
+    """The gateway's intake straight into this notifier, as the bus would deliver it."""
+
+    def __init__(self, deps: NotifierDeps):
+        self.deps = deps
+
+    def accept(self, envelope: Envelope) -> str:
+        handle_event(contracts.decode(contracts.encode(envelope)), self.deps)
+        return "published"
+
+
+def test_a_whatsapp_nps_survey_after_the_window_goes_as_the_template_and_its_page_records_one_answer(
+        config, sessions, senders):
+    config = nps_config(config, NPS_TEMPLATE)
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED))
+    handle_event(resolved(channel="whatsapp", reply_to=WA_ID, last_customer_message_at=RESOLVED - 24 * HOUR), deps)
+    assert send_due_surveys(RESOLVED + HOUR, deps) == 1
+    [survey] = surveys(sessions)
+    [sent] = senders["whatsapp"].sent
+    assert survey.kind == "nps" and survey.status == "sent" and sent.address == WA_ID
+    signed = sent.options["template"]["components"][0]["parameters"][0]["text"]
+    # The approved template's one URL button is PUBLIC_BASE_URL/survey/{{1}}: we give the suffix.
+    assert sent.options["template"] == {"name": "nps_survey", "language": "lt", "components": [
+        {"type": "button", "sub_type": "url", "index": "0", "parameters": [{"type": "text", "text": signed}]}]}
+    assert "last_customer_message_at" not in sent.options
+    link = read_link("s" * 32, signed, now=RESOLVED + HOUR)
+    assert (link.token, link.kind, link.score, link.language) == (survey.token, "nps", None, "en")
+
+    # The customer taps the button the next day: the gateway's page lists the scores, answers nothing
+    # itself, and a tapped score reaches this notifier like an e-mail click.
+    gateway = GatewayDeps(config=config, intake=NotifierIntake(deps), adapters={},
+                          public_base_url="https://support.example", max_body_bytes=1024,
+                          clock=lambda: RESOLVED + 30 * HOUR)
+    pages = survey_blueprint(secret="s" * 32, intake=gateway.intake, config=config, clock=gateway.clock)
+    client = create_app(gateway, [pages]).test_client()
+    page = client.get(f"/survey/{signed}")
+    assert page.status_code == 200 and surveys(sessions)[0].status == "sent"
+    scores = re.findall(r'<a href="(/survey/[^"]+)" rel="nofollow">\d+</a>', page.get_data(as_text=True))
+    assert len(scores) == 11
+    for tapped in (9, 9, 2):  # twice the same, then a change of mind: the first answer stays
+        assert client.get(scores[tapped]).status_code == 200
+    [after] = surveys(sessions)
+    assert (after.status, after.score) == ("answered", 9)
+    assert senders["whatsapp"].sent == [sent]  # the page said thank you; no chat message on top
+
+
+def test_a_whatsapp_nps_survey_inside_the_window_keeps_the_nps_template_in_reserve(config, sessions, senders):
+    deps = make_deps(nps_config(config, NPS_TEMPLATE), sessions, senders, Clock(RESOLVED))
+    handle_event(resolved(channel="whatsapp", reply_to=WA_ID, last_customer_message_at=RESOLVED - HOUR), deps)
+    assert send_due_surveys(RESOLVED + HOUR, deps) == 1
+    [sent] = senders["whatsapp"].sent
+    assert "template" not in sent.options and "0" in sent.text and "10" in sent.text  # answered by a number
+    assert sent.options["fallback_template"]["name"] == "nps_survey"
+    assert sent.options["fallback_template"]["components"][0]["sub_type"] == "url"
+
+
+@pytest.mark.parametrize("nps_template,links,why", [
+    (NPS_TEMPLATE, None, "the NPS template carries a signed survey link and SURVEY_SECRET is not set"),
+    (None, SurveyLinks("s" * 32, "https://support.example"), "channels.whatsapp.nps_template is not configured"),
+])
+def test_a_whatsapp_nps_survey_after_the_window_that_cannot_go_is_skipped_with_the_reason(
+        config, sessions, senders, nps_template, links, why):
+    deps = replace(make_deps(nps_config(config, nps_template), sessions, senders, Clock(RESOLVED)), survey_links=links)
+    handle_event(resolved(channel="whatsapp", reply_to=WA_ID, last_customer_message_at=RESOLVED - 24 * HOUR), deps)
+    assert send_due_surveys(RESOLVED + HOUR, deps) == 0
+    [survey] = surveys(sessions)
+    assert survey.status == "skipped" and why in survey.reason
+    assert survey.reason.startswith("outside WhatsApp's 24-hour window only an approved template may be sent: ")
+    assert senders["whatsapp"].sent == []
 
 
 # --- the router's side: SMS digits, STOP ---------------------------------------------------------

@@ -69,11 +69,23 @@ def test_bad_shift_names_the_key_path() -> None:
      "channels.whatsapp.survey_template.name"),
     (lambda d: d["channels"]["sms"].update(survey_template={"name": "csat_survey"}),
      "channels.sms.survey_template: only the whatsapp channel sends templates"),
+    (lambda d: d["channels"]["telegram"].update(nps_template={"name": "nps_survey"}),
+     "channels.telegram.nps_template: only the whatsapp channel sends templates"),
+    (lambda d: d["channels"]["whatsapp"].update(nps_template={"name": "NPS survey"}),
+     "channels.whatsapp.nps_template.name: is not a WhatsApp template name"),
 ])
 def test_each_problem_is_reported_where_it_is(mutate, expected) -> None:
     doc = example()
     mutate(doc)
     assert any(p.startswith(expected) or expected in p for p in problems(doc)), problems(doc)
+
+
+def test_whatsapp_may_have_an_nps_template() -> None:
+    doc = example()
+    assert load_config_text(yaml.safe_dump(doc, allow_unicode=True), "x.yaml").channels["whatsapp"].nps_template is None
+    doc["channels"]["whatsapp"]["nps_template"] = {"name": "nps_survey", "language": "pl"}
+    config = load_config_text(yaml.safe_dump(doc, allow_unicode=True), "x.yaml")
+    assert config.channels["whatsapp"].nps_template == WhatsAppTemplate(name="nps_survey", language="pl")
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -99,9 +99,24 @@ CSAT_TEMPLATE = {"name": "csat_survey", "language": "pl", "components": [
      "parameters": [{"type": "payload", "payload": f"sv:Tok3nTok3nTok3nX:{i}"}]} for i in range(1, 6)]}
 
 
-def whatsapp(kind: str, last: datetime | None, template: WhatsAppTemplate | None = TEMPLATE) -> dict:
+NPS_TEMPLATE = WhatsAppTemplate(name="nps_survey", language="pl")
+
+
+def whatsapp(kind: str, last: datetime | None, template: WhatsAppTemplate | None = TEMPLATE,
+             nps_template: WhatsAppTemplate | None = NPS_TEMPLATE, links: SurveyLinks | None = LINKS) -> dict:
     return whatsapp_survey_options(message(kind, "whatsapp")[1], kind=kind, token="Tok3nTok3nTok3nX",
-                                   last_customer_message_at=last, now=NOW, template=template)
+                                   last_customer_message_at=last, now=NOW, template=template,
+                                   nps_template=nps_template, links=links, language="uk")
+
+
+def nps_suffix(template: dict) -> str:
+    """The signed link the NPS template's one URL button carries, checking the Cloud API shape."""
+    assert template["name"] == "nps_survey" and template["language"] == "pl"
+    [button] = template["components"]
+    assert {k: v for k, v in button.items() if k != "parameters"} == {"type": "button", "sub_type": "url", "index": "0"}
+    [parameter] = button["parameters"]
+    assert parameter["type"] == "text"
+    return parameter["text"]
 
 
 def test_whatsapp_inside_the_window_is_the_list_with_the_template_should_it_close_before_a_retry() -> None:
@@ -110,7 +125,24 @@ def test_whatsapp_inside_the_window_is_the_list_with_the_template_should_it_clos
                                       "fallback_template": CSAT_TEMPLATE}
     assert whatsapp("csat", last, template=None) == {**message("csat", "whatsapp")[1],
                                                      "last_customer_message_at": last.isoformat()}
-    assert whatsapp("nps", last) == {"last_customer_message_at": last.isoformat()}  # a number in reply
+    # NPS in the window: a number in reply; its template (the score page's link) waits in reserve.
+    nps = whatsapp("nps", last)
+    assert nps == {"last_customer_message_at": last.isoformat(), "fallback_template": nps["fallback_template"]}
+    nps_suffix(nps["fallback_template"])
+    assert whatsapp("nps", last, nps_template=None) == {"last_customer_message_at": last.isoformat()}
+
+
+@pytest.mark.parametrize("last", [NOW - timedelta(hours=24), NOW - timedelta(days=9), None])
+def test_an_nps_survey_after_the_window_is_the_template_whose_url_opens_the_score_page(last) -> None:
+    [(key, template)] = whatsapp("nps", last).items()
+    assert key == "template"
+    signed = nps_suffix(template)
+    # The suffix (after PUBLIC_BASE_URL/survey/) is a signed link without a score, in the customer's
+    # language, that says it is an NPS survey; it fits a URL path as it is.
+    action = read_link(SECRET, signed, now=NOW + timedelta(days=29))
+    assert (action.token, action.kind, action.score, action.unsubscribe, action.language) == (
+        "Tok3nTok3nTok3nX", "nps", None, False, "uk")
+    assert urlparse(f"https://support.example/survey/{signed}").path == f"/survey/{signed}"
 
 
 @pytest.mark.parametrize("last", [NOW - timedelta(hours=24), NOW - timedelta(days=9), None])
@@ -119,13 +151,15 @@ def test_whatsapp_after_the_window_is_the_template_alone(last) -> None:
     assert whatsapp("csat", last) == {"template": CSAT_TEMPLATE}
 
 
-@pytest.mark.parametrize("kind,template,why", [
-    ("csat", None, "survey_template is not configured"),
-    ("nps", TEMPLATE, "11 answers and a WhatsApp template at most 10 buttons"),
+@pytest.mark.parametrize("kind,template,nps_template,links,why", [
+    ("csat", None, NPS_TEMPLATE, LINKS, "survey_template is not configured"),
+    ("nps", TEMPLATE, None, LINKS, "nps_template is not configured (the NPS scale has 11 answers"),
+    ("nps", TEMPLATE, NPS_TEMPLATE, None, "SURVEY_SECRET is not set"),
 ])
-def test_whatsapp_after_the_window_without_a_fitting_template_says_why(kind, template, why) -> None:
+def test_whatsapp_after_the_window_without_a_fitting_template_says_why(kind, template, nps_template, links,
+                                                                       why) -> None:
     with pytest.raises(ValueError, match="outside WhatsApp's 24-hour window") as info:
-        whatsapp(kind, NOW - timedelta(days=2), template=template)
+        whatsapp(kind, NOW - timedelta(days=2), template=template, nps_template=nps_template, links=links)
     assert why in str(info.value)
 
 
@@ -156,6 +190,17 @@ def test_a_tampered_link_is_refused(mangle) -> None:
         read_link(SECRET, mangle(signed), now=NOW)
 
 
+def test_a_link_may_say_its_survey_kind_and_older_links_without_one_still_work() -> None:
+    page = read_link(SECRET, sign_link(SECRET, token="Tok3nTok3nTok3nX", language="de", kind="nps", now=NOW), now=NOW)
+    assert (page.kind, page.score, page.signed_at) == ("nps", None, NOW)
+    old = read_link(SECRET, sign_link(SECRET, token="Tok3nTok3nTok3nX", language="de", score=9, now=NOW), now=NOW)
+    assert (old.kind, old.score) == (None, 9)
+    # A score outside the kind's scale is no answer, even when signed.
+    with pytest.raises(LinkInvalid):
+        read_link(SECRET, sign_link(SECRET, token="Tok3nTok3nTok3nX", language="de", kind="csat", score=9, now=NOW),
+                  now=NOW)
+
+
 def test_a_link_signed_with_another_secret_is_refused() -> None:
     signed = sign_link("another-secret-0123456789", token="Tok3nTok3nTok3nX", language="en", score=5, now=NOW)
     with pytest.raises(LinkInvalid):
@@ -169,3 +214,13 @@ def test_the_secret_is_derived_in_the_embedded_mode_only() -> None:
     assert derived and derived == survey_secret(load_settings({}), embedded=True)
     explicit = load_settings({"SURVEY_SECRET": "s" * 20})
     assert survey_secret(explicit, embedded=False) == "s" * 20
+
+
+def test_after_the_window_a_survey_template_goes_in_the_customers_language_when_approved_in_it() -> None:
+    both = WhatsAppTemplate(name="csat_survey", language="en", languages=("uk", "pl"))
+    nps = WhatsAppTemplate(name="nps_survey", language="en", languages=("uk",))
+    csat = whatsapp("csat", None, template=both)["template"]  # the customer's language is uk
+    assert (csat["name"], csat["language"]) == ("csat_survey", "uk")
+    assert whatsapp("nps", None, nps_template=nps)["template"]["language"] == "uk"
+    assert whatsapp("nps", None, nps_template=WhatsAppTemplate(name="nps_survey", language="en"))[
+        "template"]["language"] == "en"  # not approved in Ukrainian: its fallback
