@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Literal, cast
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -115,8 +116,8 @@ def _claim(s: Session, survey: Survey, now: datetime, deps: NotifierDeps) -> int
     reason = reason or (f"the address is suppressed: {suppressed}" if suppressed else None)
     body = options = None
     if reason is None:
-        question = render_survey_question(survey.language, survey.kind, survey.channel, config.business.name,
-                                          survey.customer_name, overrides=config.templates or None)  # type: ignore[arg-type]
+        question = render_survey_question(survey.language, cast(Literal["csat", "nps"], survey.kind), survey.channel,
+                                          config.business.name, survey.customer_name, overrides=config.templates or None)
         try:
             body, options = compose(kind=survey.kind, channel=survey.channel, token=survey.token,
                                     language=survey.language, question=question,
@@ -143,7 +144,7 @@ def _claim(s: Session, survey: Survey, now: datetime, deps: NotifierDeps) -> int
         row = Outbox(idempotency_key=key, kind="survey", conversation_id=survey.conversation_id,
                      channel=survey.channel, address=survey.address, body=body, status="pending", attempts=0,
                      correlation_id=key, source_message_id=f"survey:{survey.id}", created_at=now,
-                     options={**base, **options} or None)
+                     options={**base, **(options or {})} or None)
         s.add(row)
         s.flush()
     survey.status = "sending"
@@ -243,7 +244,7 @@ def record_opt_out(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
 def _opted_out(s: Session, customer_id: str | None, channel: str, address: str) -> bool:
     by_address = (SurveyOptOut.channel == channel) & (SurveyOptOut.address == address)
     who = or_(SurveyOptOut.customer_id == customer_id, by_address) if customer_id else by_address
-    return s.scalar(select(func.count()).select_from(SurveyOptOut).where(who)) > 0
+    return (s.scalar(select(func.count()).select_from(SurveyOptOut).where(who)) or 0) > 0
 
 
 def _last_survey_at(s: Session, customer_id: str, exclude: int | None = None) -> datetime | None:
