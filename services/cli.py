@@ -90,17 +90,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
-    for request in requests:
+
+    def post(request: simulate.SimulatedRequest) -> tuple[int, str]:
         url = args.url.rstrip("/") + request.path
-        try:
-            resp = httpx.post(url, content=request.body, headers=request.headers, timeout=10)
-        except httpx.HTTPError as exc:
-            print(f"switchboard: cannot reach {url}: {exc} (is `make run` running?)", file=sys.stderr)
-            return 1
+        resp = httpx.post(url, content=request.body, headers=request.headers, timeout=10)
         print(f"POST {url} → {resp.status_code} {resp.text.strip()}")
-        if not resp.is_success:
-            return 1
-    return 0
+        return resp.status_code, resp.text
+
+    try:
+        answers = simulate.play(requests, post)
+    except httpx.HTTPError as exc:
+        print(f"switchboard: cannot reach {args.url}: {exc} (is `make run` running?)", file=sys.stderr)
+        return 1
+    return 0 if 200 <= answers[-1][0] < 300 else 1
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -29,6 +30,8 @@ class SimulatedRequest:
     path: str
     body: bytes
     headers: dict[str, str]
+    # Sent only when the previous answer contains this (Twilio follows the TwiML it got): None, always.
+    only_after: str | None = None
 
 
 def build(channel: str, text: str, *, name: str = "Alex Customer", lang: str = "en", sender: str | None = None,
@@ -93,9 +96,10 @@ def build(channel: str, text: str, *, name: str = "Alex Customer", lang: str = "
 def build_call(text: str, *, sender: str | None = None, hang_up: bool = False, secret: str | None = None,
                public_url: str = "http://127.0.0.1:8080") -> list[SimulatedRequest]:
     """The Twilio Voice callbacks of one call, in the order Twilio makes them: the incoming call
-    (answered with TwiML), then either a voicemail — the <Record> action, the transcription with
-    `text`, the call's end — or, with `hang_up`, only the call's end: a caller who hung up before
-    the beep. Each is signed like Twilio's, over PUBLIC_BASE_URL + path."""
+    (answered with TwiML), then either a voicemail — in hours the <Dial> nobody answered first,
+    the <Record> action, the transcription with `text`, the call's end — or, with `hang_up`, only
+    the call's end: a caller who hung up before the beep. Each is signed like Twilio's, over
+    PUBLIC_BASE_URL + path."""
     key = secret or os.environ.get("TWILIO_AUTH_TOKEN") or DEV_SECRET
     base = public_url.rstrip("/")
     account = "AC" + "0" * 32
@@ -103,21 +107,39 @@ def build_call(text: str, *, sender: str | None = None, hang_up: bool = False, s
     call = {"CallSid": call_sid, "AccountSid": account, "From": sender or "+48601234567", "To": BUSINESS_NUMBER,
             "Direction": "inbound", "ApiVersion": "2010-04-01"}
     recording_url = f"https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/{recording_sid}"
-    steps = [("/webhooks/twilio/voice", {**call, "CallStatus": "ringing"})]
+    steps: list[tuple[str, dict[str, str], str | None]] = [("/webhooks/twilio/voice", {**call, "CallStatus": "ringing"}, None)]
     if not hang_up:
+        # In hours the call rings the owner or the team first; nobody answers in the simulation.
+        steps.append(("/webhooks/twilio/voice/dial", {**call, "CallStatus": "in-progress", "DialCallStatus": "no-answer",
+                                                     "DialCallDuration": "0"}, "<Dial"))
         steps += [
             ("/webhooks/twilio/voice/recording", {**call, "CallStatus": "in-progress", "RecordingSid": recording_sid,
                                                   "RecordingUrl": recording_url, "RecordingDuration": "14",
-                                                  "Digits": "hangup"}),
+                                                  "Digits": "hangup"}, None),
             ("/webhooks/twilio/voice/transcription", {**call, "RecordingSid": recording_sid,
                                                       "RecordingUrl": recording_url,
                                                       "TranscriptionSid": "TR" + uuid.uuid4().hex,
                                                       "TranscriptionStatus": "completed",
-                                                      "TranscriptionText": text}),
+                                                      "TranscriptionText": text}, None),
         ]
     steps.append(("/webhooks/twilio/voice/status", {**call, "CallStatus": "completed",
-                                                    "CallDuration": "9" if hang_up else "31"}))
+                                                    "CallDuration": "9" if hang_up else "31"}, None))
     validator = RequestValidator(key)
     return [SimulatedRequest(path, urlencode(form).encode(), {
         "Content-Type": "application/x-www-form-urlencoded",
-        "X-Twilio-Signature": validator.compute_signature(base + path, form)}) for path, form in steps]
+        "X-Twilio-Signature": validator.compute_signature(base + path, form)}, only_after=when)
+        for path, form, when in steps]
+
+
+def play(requests: list[SimulatedRequest], post: Callable[[SimulatedRequest], tuple[int, str]]) -> list[tuple[int, str]]:
+    """Send `requests` in order with `post` (→ status, body), as the provider would: a step whose
+    `only_after` is not in the previous answer is left out (no <Dial>, no dial action), and the
+    first answer that is not a success ends the call. The answers, in order."""
+    answers: list[tuple[int, str]] = []
+    for request in requests:
+        if request.only_after is not None and (not answers or request.only_after not in answers[-1][1]):
+            continue
+        answers.append(post(request))
+        if not 200 <= answers[-1][0] < 300:
+            break
+    return answers

@@ -14,6 +14,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
+from services import simulate
 from services.gateway.app import GatewayDeps, create_app
 from services.gateway.channels import Malformed, RawRequest, Unauthenticated
 from services.gateway.channels.twilio_voice import (
@@ -446,3 +447,39 @@ def test_a_switched_off_phone_channel_refuses_calls(example_config, intake) -> N
                        public_base_url=PUBLIC, max_body_bytes=64 * 1024, clock=lambda: IN_HOURS)
     r = post(create_app(deps).test_client(), "call", "call_incoming_in_hours")
     assert r.status_code == 404 and intake.accepted == []
+
+
+def gateway(config, intake, at: datetime):
+    adapters = {("twilio_voice" if stage == "call" else f"twilio_voice_{stage}"): adapter(config, stage)
+                for stage in STAGE_PATHS}
+    return create_app(GatewayDeps(config=config, intake=intake, adapters=adapters, public_base_url=PUBLIC,
+                                  max_body_bytes=64 * 1024, clock=lambda: at)).test_client()
+
+
+@pytest.mark.parametrize(("at", "rang"), [(IN_HOURS, True), (OUT_OF_HOURS, False)])
+def test_a_simulated_voicemail_follows_the_twiml_it_gets(example_config, intake, at, rang) -> None:
+    # `switchboard simulate call`: in hours the call rings the team first; nobody picks up, so the
+    # <Dial> action offers voicemail; out of hours the voicemail is offered at once, and no dial
+    # action comes, as from Twilio.
+    client = gateway(example_config, intake, at)
+
+    def post(request: simulate.SimulatedRequest) -> tuple[int, str]:
+        r = client.post(request.path, data=request.body, headers=request.headers)
+        return r.status_code, r.data.decode()
+
+    answers = simulate.play(simulate.build_call("Please call me back", secret=TOKEN, public_url=PUBLIC), post)
+    assert [status for status, _ in answers] == [200] * (5 if rang else 4)
+    assert ("<Dial" in answers[0][1]) is rang
+    offered = answers[1][1] if rang else answers[0][1]
+    assert "<Record " in offered
+    calls = [e.payload.meta["call"] for e in intake.accepted]
+    # An unanswered ring is a missed call at once (the router merges the voicemail into it).
+    assert calls == (["missed"] if rang else []) + ["voicemail", "voicemail", "ended"]
+    assert intake.accepted[-2].payload.text == "Please call me back"
+
+
+def test_a_failing_step_ends_the_simulated_call(example_config, intake) -> None:
+    client = gateway(example_config, intake, OUT_OF_HOURS)
+    calls = simulate.build_call("hello", secret="not-the-token-0000000000000000000", public_url=PUBLIC)
+    answers = simulate.play(calls, lambda r: (client.post(r.path, data=r.body, headers=r.headers).status_code, ""))
+    assert answers == [(403, "")] and intake.accepted == []

@@ -143,7 +143,10 @@ def test_a_forged_signature_is_refused_on_every_simulated_channel(embedded) -> N
 def test_a_newcomer_can_leave_a_voicemail_or_hang_up_and_is_answered_by_sms(embedded) -> None:
     base, env, out = embedded
     voicemail = simulate_on(base, env, "call", "Please call me back about order 4471", "--from", "+48601777666")
-    assert voicemail.returncode == 0 and voicemail.stdout.count("→ 200") == 4, voicemail.stdout + voicemail.stderr
+    # Four callbacks, five in hours (the <Dial> nobody answered first): each answered 200.
+    steps = voicemail.stdout.count("POST ")
+    assert voicemail.returncode == 0 and steps in (4, 5) and voicemail.stdout.count("→ 200") == steps, (
+        voicemail.stdout + voicemail.stderr)
     assert "<Record " in voicemail.stdout and "<Hangup />" in voicemail.stdout  # the TwiML a caller hears
     missed = simulate_on(base, env, "call", "", "--hang-up", "--from", "+48601777555")
     assert missed.returncode == 0 and missed.stdout.count("→ 200") == 2, missed.stdout + missed.stderr

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support.procs import TELEGRAM_SECRET, Services, running_services
+from tests.support.procs import TELEGRAM_SECRET, Services, running_services, to_customers
 from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +62,7 @@ def test_update_becomes_one_message_and_one_acknowledgement(services, fake_bot_a
     assert len(fake_bot_api.sent_to(5012345678)) == 1
     assert db_count(pg_url, "SELECT count(*) FROM messages WHERE external_id = '123456:900001'") == 1
     assert db_count(pg_url, "SELECT count(*) FROM conversations") == 2
-    assert db_count(pg_url, "SELECT count(*) FROM outbox WHERE status = 'sent'") == 2
+    assert db_count(pg_url, "SELECT count(*) FROM outbox WHERE status = 'sent' AND kind <> 'notice'") == 2
 
 
 def test_rejected_requests_publish_nothing(services, fake_bot_api, pg_url) -> None:
@@ -81,7 +81,7 @@ def test_rejected_requests_publish_nothing(services, fake_bot_api, pg_url) -> No
     assert post(services, update(900012, 113, "Where is my parcel?", "Ann", "en")).status_code == 200
     until(lambda: fake_bot_api.sent_to(113), timeout=30, message="the valid update's acknowledgement")
     assert db_count(pg_url, "SELECT count(*) FROM messages") == 1
-    assert [s.chat_id for s in fake_bot_api.sent] == ["113"]
+    assert [s.chat_id for s in to_customers(fake_bot_api.sent)] == ["113"]
 
 
 def test_router_killed_mid_stream_loses_nothing(services, fake_bot_api, pg_url) -> None:
@@ -89,14 +89,14 @@ def test_router_killed_mid_stream_loses_nothing(services, fake_bot_api, pg_url) 
     users = [700000 + i for i in range(n)]
     for i, user in enumerate(users[: n // 2]):
         assert post(services, update(910000 + i, user, f"Where is my order {i}?", f"C{i}", "en")).status_code == 200
-    until(lambda: len(fake_bot_api.sent) >= 3, timeout=30, message="the first acknowledgements")
+    until(lambda: len(to_customers(fake_bot_api.sent)) >= 3, timeout=30, message="the first acknowledgements")
     services.kill("router")  # SIGKILL: no chance to finish cleanly
     for i, user in enumerate(users[n // 2:], start=n // 2):
         assert post(services, update(910000 + i, user, f"Where is my order {i}?", f"C{i}", "en")).status_code == 200
     services.start("router")
-    until(lambda: len(fake_bot_api.sent) >= n, timeout=60, message=f"{n} acknowledgements")
+    until(lambda: len(to_customers(fake_bot_api.sent)) >= n, timeout=60, message=f"{n} acknowledgements")
     # A sentinel behind everything: once it is acknowledged, any redelivered duplicate was handled.
     assert post(services, update(919999, 799999, "sentinel", "S", "en")).status_code == 200
     until(lambda: fake_bot_api.sent_to(799999), timeout=30, message="the sentinel's acknowledgement")
-    assert sorted(int(s.chat_id) for s in fake_bot_api.sent) == users + [799999]
+    assert sorted(int(s.chat_id) for s in to_customers(fake_bot_api.sent)) == users + [799999]
     assert db_count(pg_url, "SELECT count(*) FROM messages") == n + 1

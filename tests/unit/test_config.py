@@ -32,7 +32,7 @@ def test_example_config_loads(example_config) -> None:
     assert example_config.categories["delivery"].target_for("sms") == timedelta(hours=2)
     assert example_config.categories["delivery"].target_for("telegram") == timedelta(hours=4)
     assert example_config.channel_mode("instagram") == "redirect"
-    assert example_config.channels["whatsapp"].survey_template == WhatsAppTemplate(name="csat_survey", language="en")
+    assert example_config.channels["whatsapp"].survey_template == WhatsAppTemplate(name="csat_survey", language="en", languages=("pl",))
     # An agent's shift keeps the team's holidays: Christmas Day is closed for Anna too.
     from datetime import datetime
     from zoneinfo import ZoneInfo
