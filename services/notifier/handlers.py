@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import Connection, Update, func, select, text, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -378,7 +378,7 @@ SENDING_LOCK = 0x5342
 _TRY_LOCK = text("SELECT pg_try_advisory_lock(CAST(:ns AS integer), CAST(:id AS integer))")
 _UNLOCK = text("SELECT pg_advisory_unlock(CAST(:ns AS integer), CAST(:id AS integer))")
 _sending_here: set[int] = set()  # the same, within one process, for a database without advisory locks
-_sending_here_lock = threading.Lock()
+_local_lock = threading.Lock()  # guards _sending_here and _unrecorded
 
 
 @contextmanager
@@ -398,7 +398,7 @@ def _sending(record: Session, row_id: int) -> Iterator[Connection | None]:
     if postgres:
         held = connection.scalar(_TRY_LOCK, {"ns": SENDING_LOCK, "id": row_id})
     else:
-        with _sending_here_lock:
+        with _local_lock:
             held = row_id not in _sending_here
             _sending_here.add(row_id)
     if not held:
@@ -408,12 +408,12 @@ def _sending(record: Session, row_id: int) -> Iterator[Connection | None]:
         return
     try:
         status = connection.scalar(select(Outbox.status).where(Outbox.id == row_id))
-        with _sending_here_lock:
+        with _local_lock:
             unrecorded = _unrecorded.get(row_id)
         if status in SENDABLE and unrecorded is not None:
             # This process sent it while the database was away and could not record it then.
-            connection.execute(update(Outbox).where(Outbox.id == row_id, Outbox.status != "sent").values(unrecorded))
-            with _sending_here_lock:
+            connection.execute(_mark_sent(row_id, unrecorded))
+            with _local_lock:
                 _unrecorded.pop(row_id, None)
             log.info("recorded a message sent during a database outage; not sending it again",
                      extra={"outbox_id": row_id})
@@ -427,7 +427,7 @@ def _sending(record: Session, row_id: int) -> Iterator[Connection | None]:
                 # The connection broke (a database restart took the lock with it): never pool it.
                 connection.invalidate()
         else:
-            with _sending_here_lock:
+            with _local_lock:
                 _sending_here.discard(row_id)
 
 
@@ -439,15 +439,20 @@ RECORD_PATIENCE = 20.0
 _unrecorded: dict[int, dict] = {}
 
 
+def _mark_sent(row_id: int, sent: dict) -> Update:
+    # Guarded: whoever recorded it first (this consumer's retry, the holder of the lock) keeps its values.
+    return update(Outbox).where(Outbox.id == row_id, Outbox.status != "sent").values(sent)
+
+
 def _record_later(deps: NotifierDeps, row_id: int, sent: dict) -> None:
-    with _sending_here_lock:
+    with _local_lock:
         _unrecorded[row_id] = sent
     retrying = Retrying(stop=stop_after_delay(RECORD_PATIENCE), wait=wait_exponential(multiplier=0.2, max=2.0),
                         retry=retry_if_exception_type(DBAPIError), reraise=True)
     for attempt in retrying:
         with attempt, transaction(deps.sessions) as s:
-            s.execute(update(Outbox).where(Outbox.id == row_id, Outbox.status != "sent").values(sent))
-    with _sending_here_lock:
+            s.execute(_mark_sent(row_id, sent))
+    with _local_lock:
         _unrecorded.pop(row_id, None)
 
 
