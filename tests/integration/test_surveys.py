@@ -226,6 +226,12 @@ def whatsapp_config(config, template: WhatsAppTemplate | None):
     return replace(config, channels=channels)
 
 
+def resolve_after_the_window(deps: NotifierDeps) -> None:
+    """A WhatsApp conversation resolved 24 h after the customer last wrote: its survey, due an hour
+    later, falls outside the customer's window."""
+    handle_event(resolved(channel="whatsapp", reply_to=WA_ID, last_customer_message_at=RESOLVED - 24 * HOUR), deps)
+
+
 def template_press(token: str, score: int) -> Envelope:
     """The customer presses the template's button: WhatsApp's webhook, as the gateway reads it."""
     payload = json.loads(TEMPLATE_PRESS.read_text(encoding="utf-8").replace("Tm5Qw8Er2Ty4Ui6O:5", f"{token}:{score}"))
@@ -239,7 +245,7 @@ def test_a_whatsapp_survey_after_the_window_goes_as_the_template_and_its_button_
     config = whatsapp_config(config, WhatsAppTemplate(name="csat_survey", language="lt"))
     deps = make_deps(config, sessions, senders, Clock(RESOLVED))
     # The customer last wrote 25 hours before the survey is due (resolution + 1 h).
-    handle_event(resolved(channel="whatsapp", reply_to=WA_ID, last_customer_message_at=RESOLVED - 24 * HOUR), deps)
+    resolve_after_the_window(deps)
     assert send_due_surveys(RESOLVED + HOUR, deps) == 1
     [survey] = surveys(sessions)
     [sent] = senders["whatsapp"].sent
@@ -270,7 +276,7 @@ def test_a_whatsapp_survey_after_the_window_without_a_template_is_skipped_not_se
         config, sessions, senders):
     config = whatsapp_config(config, None)
     deps = make_deps(config, sessions, senders, Clock(RESOLVED))
-    handle_event(resolved(channel="whatsapp", reply_to=WA_ID, last_customer_message_at=RESOLVED - 24 * HOUR), deps)
+    resolve_after_the_window(deps)
     assert send_due_surveys(RESOLVED + HOUR, deps) == 0
     assert send_due_surveys(RESOLVED + 2 * HOUR, deps) == 0
     [survey] = surveys(sessions)
@@ -307,7 +313,7 @@ def test_a_whatsapp_nps_survey_after_the_window_goes_as_the_template_and_its_pag
         config, sessions, senders):
     config = nps_config(config, NPS_TEMPLATE)
     deps = make_deps(config, sessions, senders, Clock(RESOLVED))
-    handle_event(resolved(channel="whatsapp", reply_to=WA_ID, last_customer_message_at=RESOLVED - 24 * HOUR), deps)
+    resolve_after_the_window(deps)
     assert send_due_surveys(RESOLVED + HOUR, deps) == 1
     [survey] = surveys(sessions)
     [sent] = senders["whatsapp"].sent
@@ -355,7 +361,7 @@ def test_a_whatsapp_nps_survey_inside_the_window_keeps_the_nps_template_in_reser
 def test_a_whatsapp_nps_survey_after_the_window_that_cannot_go_is_skipped_with_the_reason(
         config, sessions, senders, nps_template, links, why):
     deps = replace(make_deps(nps_config(config, nps_template), sessions, senders, Clock(RESOLVED)), survey_links=links)
-    handle_event(resolved(channel="whatsapp", reply_to=WA_ID, last_customer_message_at=RESOLVED - 24 * HOUR), deps)
+    resolve_after_the_window(deps)
     assert send_due_surveys(RESOLVED + HOUR, deps) == 0
     [survey] = surveys(sessions)
     assert survey.status == "skipped" and why in survey.reason
