@@ -7,6 +7,7 @@ credentials are set) that print every outbound message. Needs no broker and no c
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 import threading
@@ -24,6 +25,7 @@ from shared.bus.publisher import Publisher, connect
 from shared.bus.topology import declare
 from shared.config import Config
 from shared.db import make_engine, migrate, ping, session_factory
+from shared.errors import ConfigError
 from shared.runtime import start_thread, utc_now
 from shared.settings import Settings
 from shared.web import HttpServer
@@ -54,8 +56,39 @@ class Embedded:
         self.senders.close()
 
 
+# Secrets the embedded mode replaces with the public DEV_TELEGRAM_SECRET when they are unset.
+DEV_SECRET_SETTINGS = {"telegram_webhook_secret": "TELEGRAM_WEBHOOK_SECRET", "twilio_auth_token": "TWILIO_AUTH_TOKEN",
+                       "meta_app_secret": "META_APP_SECRET", "meta_verify_token": "META_VERIFY_TOKEN",
+                       "email_relay_secret": "EMAIL_RELAY_SECRET"}
+
+
+def development_secrets(settings: Settings) -> list[str]:
+    """The variables whose unset value makes the embedded mode use the published development secret
+    (SURVEY_SECRET is derived from the others, so it is only as secret as they are)."""
+    return [name for field, name in DEV_SECRET_SETTINGS.items() if not getattr(settings, field)]
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_bind(settings: Settings, host: str) -> None:
+    """Refuse to listen beyond this machine while anyone who read the README could sign a webhook."""
+    unset = development_secrets(settings)
+    if unset and not is_loopback(host):
+        raise ConfigError("embedded mode's address", [
+            f"{host}: the embedded mode listens beyond this machine (loopback) only when no development secret "
+            f"is in use; set {', '.join(unset)}, or bind 127.0.0.1"])
+
+
 def start(settings: Settings, config: Config, *, host: str = "127.0.0.1", port: int | None = None,
           sandbox_out: TextIO | None = None) -> Embedded:
+    check_bind(settings, host)
     stop = threading.Event()
     engine = make_engine(settings.database_url)
     migrate(engine)

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from shared.redact import SecretsFilter
+
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
@@ -56,14 +58,16 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RESERVED and key not in entry and not key.startswith("_"):
                 entry[key] = mask(value) if isinstance(value, str) else value
-        if record.exc_info:
-            entry["exc"] = mask(self.formatException(record.exc_info))
+        exc = self.formatException(record.exc_info) if record.exc_info else record.exc_text
+        if exc:
+            entry["exc"] = mask(exc)
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def setup_logging(service: str, level: str = "INFO", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(SecretsFilter())  # credentials out of every line, whoever logged it
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -11,9 +11,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from shared.errors import ConfigError
+from shared.redact import remember_settings
 
 #: Used by the embedded mode when TELEGRAM_WEBHOOK_SECRET is unset, so that `make run` and
 #: `switchboard simulate` work with no set-up. Services mode never falls back to it.
@@ -58,6 +59,7 @@ class Settings:
     imap_security: str | None = None  # tls | starttls | none; unset: by the port (993 → tls, else starttls)
     imap_folder: str = "INBOX"
     imap_poll_seconds: float = 30.0
+    imap_allow_insecure: bool = False  # IMAP_SECURITY=none sends the password in clear: only when this says so
     telegram_polling: bool = False  # long polling instead of the webhook, for local use
     survey_secret: str | None = None  # signs e-mail survey links (shared/survey_links.py)
 
@@ -111,8 +113,17 @@ class SettingsSchema(Schema):
     IMAP_SECURITY = _opt_str(validate=validate.OneOf(("starttls", "tls", "none")))
     IMAP_FOLDER = fields.String(load_default="INBOX")
     IMAP_POLL_SECONDS = fields.Float(load_default=30.0, validate=validate.Range(min=0.1))
+    IMAP_ALLOW_INSECURE = fields.Boolean(load_default=False)
     TELEGRAM_POLLING = fields.Boolean(load_default=False)
     SURVEY_SECRET = _opt_str(validate=validate.Length(min=16, error="must be at least 16 characters"))
+
+    @validates_schema
+    def _imap_in_clear(self, d: dict, **_: object) -> None:
+        # As the SMTP sender refuses credentials without TLS: a login in clear gives the support
+        # mailbox to anyone on the path.
+        if d.get("IMAP_SECURITY") == "none" and not d.get("IMAP_ALLOW_INSECURE"):
+            raise ValidationError("none sends the IMAP password in clear; use tls or starttls, or set "
+                                  "IMAP_ALLOW_INSECURE=1 (a test server on this machine)", "IMAP_SECURITY")
 
     @post_load
     def _build(self, d: dict, **_: object) -> Settings:
@@ -149,6 +160,7 @@ class SettingsSchema(Schema):
             imap_security=d["IMAP_SECURITY"],
             imap_folder=d["IMAP_FOLDER"],
             imap_poll_seconds=d["IMAP_POLL_SECONDS"],
+            imap_allow_insecure=d["IMAP_ALLOW_INSECURE"],
             telegram_polling=d["TELEGRAM_POLLING"],
             survey_secret=d["SURVEY_SECRET"],
         )
@@ -161,8 +173,11 @@ def load_settings(environ: Mapping[str, str] | None = None, /, **overrides: str)
     known = {f.data_key or name for name, f in SettingsSchema().fields.items()}
     data = {k: v for k, v in env.items() if k in known and v != ""}
     try:
-        return SettingsSchema().load(data)
+        settings = SettingsSchema().load(data)
     except ValidationError as exc:
         from shared.config import format_errors
 
         raise ConfigError("environment", format_errors(exc.messages)) from exc
+    # Every process reads its secrets here: from now on they are masked in stored errors and logs.
+    remember_settings(settings)
+    return settings

@@ -126,7 +126,8 @@ def build_imap_poller(settings: Settings, config: Config, intake: Intake, *,
                       folder=settings.imap_folder, state_path=Path(settings.spool_dir) / "imap-state.sqlite",
                       accept=polled_message_intake(intake, config), our_domains=[config.business.email_domain],
                       clock=clock,
-                      ssl=security == "tls", starttls=security == "starttls")
+                      ssl=security == "tls", starttls=security == "starttls",
+                      allow_insecure=settings.imap_allow_insecure)
 
 
 def declare_topology(url: str) -> None:

@@ -120,9 +120,12 @@ class ImapPoller:
                  state_path: str | Path, accept: Callable[[InboundMessage], None], our_domains: Iterable[str],
                  clock: Callable[[], datetime], ssl: bool, starttls: bool = False,
                  ssl_context: ssl_module.SSLContext | None = None, timeout: float = 30,
-                 max_bytes: int = DEFAULT_MAX_BYTES):
+                 max_bytes: int = DEFAULT_MAX_BYTES, allow_insecure: bool = False):
         if ssl and starttls:
             raise ValueError("choose one of ssl (implicit TLS, port 993) and starttls (port 143)")
+        if not ssl and not starttls and not allow_insecure:
+            # The LOGIN would carry the mailbox's password in clear (IMAP_ALLOW_INSECURE says otherwise).
+            raise ValueError("IMAP without TLS sends the password in clear: pass allow_insecure=True to mean it")
         self.host = host
         self.port = port
         self.user = user

@@ -42,6 +42,7 @@ from shared.contracts import (
 from shared.db import transaction
 from shared.delivery import status_moves_forward
 from shared.metrics import MESSAGES_OUT, observe_stage
+from shared.redact import mask_secrets
 from shared.survey_links import SurveyLinks
 
 log = logging.getLogger(__name__)
@@ -505,4 +506,4 @@ def _count_attempt(row: Outbox, status: str, *, error: str | None = None) -> Non
         status = "dead"
     row.status = status
     if error:
-        row.last_error = error[:2000]
+        row.last_error = mask_secrets(error)[:2000]

@@ -45,6 +45,7 @@ from shared.contracts import (
 )
 from shared.db import transaction
 from shared.metrics import promise_breached
+from shared.redact import mask_secrets
 
 if TYPE_CHECKING:
     from services.notifier.handlers import NotifierDeps
@@ -382,7 +383,7 @@ def send_notice(notice_id: int, deps: NotifierDeps, now: datetime) -> str | None
         status = "failed"
         with transaction(deps.sessions) as s:
             row = s.get_one(Outbox, row_id)
-            row.status, row.last_error = "failed", str(exc)
+            row.status, row.last_error = "failed", mask_secrets(str(exc))
     with transaction(deps.sessions) as s:
         notice = s.get_one(AgentNotice, notice_id)
         row = s.get_one(Outbox, row_id)
@@ -399,7 +400,7 @@ def _retry_later(deps: NotifierDeps, notice_id: int, row_id: int, now: datetime,
     with transaction(deps.sessions) as s:
         notice = s.get_one(AgentNotice, notice_id)
         notice.attempts += 1
-        notice.last_error = str(exc)[:2000]
+        notice.last_error = mask_secrets(str(exc))[:2000]
         if notice.attempts >= MAX_ATTEMPTS:
             notice.status = "dead"
             s.get_one(Outbox, row_id).status = "dead"

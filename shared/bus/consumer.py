@@ -41,6 +41,7 @@ from shared.bus.topology import (
 from shared.contracts import ContractError, Envelope, decode
 from shared.log import correlated
 from shared.metrics import DEAD_LETTERS, MESSAGES_HANDLED, RETRIES, label, observe_stage
+from shared.redact import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class Worker:
         DEAD_LETTERS.labels(self.spec.name, "decode").inc()
 
     def _retry_or_dead_letter(self, body, message, headers, attempts: int, exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}"[:1000]
+        error = mask_secrets(f"{type(exc).__name__}: {exc}")[:1000]
         attempts += 1
         if attempts >= self.max_attempts:
             log.error("message on %s failed %d times, dead-lettered: %s", self.spec.name, attempts, error,

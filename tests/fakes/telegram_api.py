@@ -41,6 +41,7 @@ class FakeBotApi(FakeServer):
     get_updates_offsets: list[int] = field(default_factory=list)
     answered: list[dict] = field(default_factory=list)  # answerCallbackQuery parameters, in order
     _answer_failures: int = 0
+    reject_token: bool = False  # getMe answers 401, as Telegram does for a revoked bot token
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> FakeBotApi:
@@ -70,6 +71,8 @@ class FakeBotApi(FakeServer):
                 if failure:
                     status, body = failure
                     return self._reply(status, body)
+                if method == "getMe" and fake.reject_token:
+                    return self._reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
                 if method == "getMe":
                     return self._reply(200, {"ok": True, "result": {
                         "id": fake.bot_id, "is_bot": True, "first_name": "Switchboard", "username": "switchboard_bot",

@@ -69,7 +69,7 @@ def account(server):
 def make_poller(server, account, tmp_path, accept, **kw) -> ImapPoller:
     user, password = account
     return ImapPoller(server.host, server.port, user, password, state_path=tmp_path / "imap-state.sqlite",
-                      accept=accept, our_domains=OURS, clock=lambda: NOW, ssl=False, **kw)
+                      accept=accept, our_domains=OURS, clock=lambda: NOW, ssl=False, allow_insecure=True, **kw)
 
 
 def test_new_mail_is_accepted_in_order_and_moved_to_processed(server, account, tmp_path) -> None:
@@ -231,6 +231,6 @@ def test_wrong_password_fails_loudly(server, account, tmp_path) -> None:
     from imap_tools.errors import MailboxLoginError
 
     poller = ImapPoller(server.host, server.port, account[0], "wrong", state_path=tmp_path / "s.sqlite",
-                        accept=Intake(), our_domains=OURS, clock=lambda: NOW, ssl=False)
+                        accept=Intake(), our_domains=OURS, clock=lambda: NOW, ssl=False, allow_insecure=True)
     with pytest.raises(MailboxLoginError):
         poller.poll_once()

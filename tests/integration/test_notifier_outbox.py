@@ -116,6 +116,22 @@ def test_permanent_failure_is_recorded_and_not_retried(example_config, sessions)
     assert row.status == "failed" and "blocked" in row.last_error and sender.sent == []
 
 
+def test_a_rejected_bot_token_is_not_stored_in_the_error(example_config, sessions, fake_bot_api) -> None:
+    # python-telegram-bot names the token in InvalidToken when getMe answers 401.
+    from services.notifier.senders.telegram import TelegramSender
+
+    token = "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+    fake_bot_api.reject_token = True
+    sender = TelegramSender(token, api_base=fake_bot_api.base_url, timeout=5)
+    try:
+        handle_event(opened(), make_deps(example_config, sessions, sender))
+    finally:
+        sender.close()
+    [row] = rows(sessions)
+    assert row.status == "failed" and "rejected" in row.last_error
+    assert token not in row.last_error and "AAHdqTcv" not in row.last_error
+
+
 def test_no_acknowledgement_when_the_router_says_not_to(example_config, sessions) -> None:
     sender = FlakySender([])
     handle_event(opened(acknowledge=False), make_deps(example_config, sessions, sender))
