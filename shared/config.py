@@ -138,6 +138,9 @@ class Channel:
     # variables; one URL button PUBLIC_BASE_URL/survey/{{1}}, whose suffix is a signed link to the
     # gateway's page of the eleven scores: eleven quick replies would not fit a template).
     nps_template: WhatsAppTemplate | None = None
+    # E-mail: the authserv-ids of our own mail servers (the relay's MTA, the IMAP mailbox's MTA).
+    # Only their Authentication-Results fields vouch for a sender (services/gateway/channels/mail_auth.py).
+    authserv_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -333,6 +336,9 @@ class ChannelSchema(_Strict):
     reply_template_languages = fields.List(fields.String(validate=_TEMPLATE_LANGUAGE), load_default=list)
     survey_template = fields.Nested(WhatsAppTemplateSchema, load_default=None, allow_none=True)
     nps_template = fields.Nested(WhatsAppTemplateSchema, load_default=None, allow_none=True)
+    authserv_ids = fields.List(fields.String(validate=validate.Regexp(
+        r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$", error="is not an authserv-id (a host name like mx.example.com)")),
+        load_default=list)
 
     @validates_schema
     def _redirect_needs_target(self, data: dict, **_: Any) -> None:
@@ -345,7 +351,8 @@ class ChannelSchema(_Strict):
                        region=d["region"], phone_number_id=d["phone_number_id"],
                        reply_template=d["reply_template"], reply_template_language=d["reply_template_language"],
                        reply_template_languages=tuple(d["reply_template_languages"]),
-                       survey_template=d["survey_template"], nps_template=d["nps_template"])
+                       survey_template=d["survey_template"], nps_template=d["nps_template"],
+                       authserv_ids=tuple(d["authserv_ids"]))
 
 
 class SurveySchema(_Strict):

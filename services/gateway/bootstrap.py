@@ -56,8 +56,14 @@ def build_adapters(settings: Settings, config: Config, *, embedded: bool) -> dic
         "twilio_status": TwilioStatusAdapter(settings.twilio_auth_token),
         "meta": MetaAdapter(settings.meta_app_secret, settings.meta_verify_token),
         **voice_adapters(settings, config, embedded=embedded),
-        "email": EmailRelayAdapter(settings.email_relay_secret, our_domains=[config.business.email_domain]),
+        "email": EmailRelayAdapter(settings.email_relay_secret, our_domains=[config.business.email_domain],
+                                   authserv_ids=_authserv_ids(config)),
     }
+
+
+def _authserv_ids(config: Config) -> tuple[str, ...]:
+    email = config.channels.get("email")
+    return email.authserv_ids if email else ()
 
 
 def voice_adapters(settings: Settings, config: Config, *, embedded: bool) -> dict[str, InboundAdapter]:
@@ -125,6 +131,7 @@ def build_imap_poller(settings: Settings, config: Config, intake: Intake, *,
     return ImapPoller(settings.imap_host, port, settings.imap_user or "", settings.imap_password or "",
                       folder=settings.imap_folder, state_path=Path(settings.spool_dir) / "imap-state.sqlite",
                       accept=polled_message_intake(intake, config), our_domains=[config.business.email_domain],
+                      authserv_ids=_authserv_ids(config),
                       clock=clock,
                       ssl=security == "tls", starttls=security == "starttls",
                       allow_insecure=settings.imap_allow_insecure)

@@ -120,7 +120,8 @@ class ImapPoller:
                  state_path: str | Path, accept: Callable[[InboundMessage], None], our_domains: Iterable[str],
                  clock: Callable[[], datetime], ssl: bool, starttls: bool = False,
                  ssl_context: ssl_module.SSLContext | None = None, timeout: float = 30,
-                 max_bytes: int = DEFAULT_MAX_BYTES, allow_insecure: bool = False):
+                 max_bytes: int = DEFAULT_MAX_BYTES, allow_insecure: bool = False,
+                 authserv_ids: Iterable[str] = ()):
         if ssl and starttls:
             raise ValueError("choose one of ssl (implicit TLS, port 993) and starttls (port 143)")
         if not ssl and not starttls and not allow_insecure:
@@ -135,6 +136,7 @@ class ImapPoller:
         self.quarantine_folder = quarantine_folder
         self.accept = accept
         self.our_domains = frozenset(d.lower() for d in our_domains)
+        self.authserv_ids = tuple(authserv_ids)  # the mailbox's MTA, whose verdicts we trust
         self.clock = clock
         self.ssl = ssl
         self.starttls = starttls
@@ -193,7 +195,8 @@ class ImapPoller:
             return False  # expunged by someone else between the listing and the fetch
         raw = fetched[0].raw  # type: ignore[attr-defined]
         try:
-            msg = parse_mime(raw, received_at=self.clock(), our_domains=self.our_domains)
+            msg = parse_mime(raw, received_at=self.clock(), our_domains=self.our_domains,
+                             authserv_ids=self.authserv_ids)
         except Malformed as exc:
             log.warning("IMAP %s UID %s cannot be parsed (%s): quarantined", self.key, uid, exc)
             self._dispose(box, uidvalidity, uid, self.quarantine_folder)

@@ -36,6 +36,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from services.gateway.channels import Malformed, RawRequest, Unauthenticated
+from services.gateway.channels.mail_auth import verdict_for
 from shared.contracts import Attachment, Identity, InboundMessage
 
 SECRET_HEADER = "X-Switchboard-Relay-Secret"
@@ -69,9 +70,10 @@ class EmailRelayAdapter:
 
     channel_family = "email"
 
-    def __init__(self, secret: str | None, our_domains: Iterable[str]):
+    def __init__(self, secret: str | None, our_domains: Iterable[str], authserv_ids: Iterable[str] = ()):
         self.secret = secret
         self.our_domains = frozenset(d.lower() for d in our_domains)
+        self.authserv_ids = tuple(authserv_ids)
 
     def verify(self, request: RawRequest) -> None:
         got = request.headers.get(SECRET_HEADER, "")
@@ -80,14 +82,19 @@ class EmailRelayAdapter:
             raise Unauthenticated(f"missing or wrong {SECRET_HEADER}")
 
     def parse(self, request: RawRequest) -> list[InboundMessage]:
-        return [parse_mime(request.body, received_at=request.received_at, our_domains=self.our_domains)]
+        return [parse_mime(request.body, received_at=request.received_at, our_domains=self.our_domains,
+                           authserv_ids=self.authserv_ids)]
 
 
 # --- parsing ----------------------------------------------------------------------------------------
 
 
-def parse_mime(raw: bytes, *, received_at: datetime, our_domains: Iterable[str]) -> InboundMessage:
-    """Raw RFC 5322 bytes → InboundMessage. Pure; raises Malformed when there is no usable message."""
+def parse_mime(raw: bytes, *, received_at: datetime, our_domains: Iterable[str],
+               authserv_ids: Iterable[str] = ()) -> InboundMessage:
+    """Raw RFC 5322 bytes → InboundMessage. Pure; raises Malformed when there is no usable message.
+
+    `meta["sender_auth"]` is our mail servers' verdict on the From address (services.gateway.channels.
+    mail_auth; `authserv_ids` names them): the router trusts a From, and a Reply-To, only by it."""
     if not raw or not raw.strip():
         raise Malformed("the message is empty")
     msg = message_from_bytes(raw, policy=policy.default)
@@ -111,7 +118,8 @@ def parse_mime(raw: bytes, *, received_at: datetime, our_domains: Iterable[str])
     full_text = full_text[:MAX_TEXT_CHARS]
     text = strip_quotes_and_signature(full_text)
 
-    meta: dict[str, Any] = {"full_text": full_text, "to": _addresses(msg, "To", hint)}
+    meta: dict[str, Any] = {"full_text": full_text, "to": _addresses(msg, "To", hint),
+                            "sender_auth": verdict_for(msg, sender_addr, tuple(authserv_ids)).as_meta()}
     if truncated:
         meta["truncated"] = True
     if subject and (ref := REFERENCE_RE.search(subject)):
