@@ -24,6 +24,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "email"
 RECEIVED = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)  # when the poller or relay got it
 OURS = {"support.northwind.example"}
 TO_US = ["help@support.northwind.example"]
+DIAGNOSTIC = "550 5.1.1 <jan.kowalsky@exmaple.pl>: Recipient address rejected: User unknown"
 
 
 def load(name: str) -> bytes:
@@ -186,7 +187,8 @@ EXPECTED: dict[str, InboundMessage] = {
         meta={"full_text": "Vielen Dank für Ihre Nachricht. Ich bin bis einschließlich 16.03. nicht im Büro\n"
                            "und habe keinen Zugriff auf meine E-Mails.\n\n"
                            "I am out of the office until 16 March with no access to e-mail.",
-              "to": TO_US, "reference": "SB-ABCDEFGHJK", "automatic_reason": "Auto-Submitted: auto-replied"},
+              "to": TO_US, "reference": "SB-ABCDEFGHJK", "automatic_reason": "Auto-Submitted: auto-replied",
+              "automatic_kind": "vacation"},
     ),
     "x_auto_response_suppress": InboundMessage(
         channel="email", external_id="po-2026-0311.1741590920@crm.acme-retail.example",
@@ -197,7 +199,8 @@ EXPECTED: dict[str, InboundMessage] = {
         automatic=True,
         meta={"full_text": "Please confirm purchase order PO-2026-0311 (40 x rain jacket, size L)\n"
                            "by replying to this message.",
-              "to": TO_US, "automatic_reason": "X-Auto-Response-Suppress: autoreply, oof"},
+              "to": TO_US, "automatic_reason": "X-Auto-Response-Suppress: autoreply, oof",
+              "automatic_kind": "auto"},
     ),
     # A DSN: the human-readable part is the text; the report and our returned mail are not attachments;
     # the failed recipient is named for the notifier to block.
@@ -222,7 +225,10 @@ EXPECTED: dict[str, InboundMessage] = {
                            "    <jan.kowalsky@exmaple.pl>: Recipient address rejected: User unknown (in\n"
                            "    reply to RCPT TO command)",
               "to": TO_US, "automatic_reason": "delivery-status report (bounce)",
-              "bounced_recipient": "jan.kowalsky@exmaple.pl"},
+              "automatic_kind": "bounce", "bounced_recipient": "jan.kowalsky@exmaple.pl",
+              "report": {"kind": "bounce", "original_message_id": "177313050.9.ack@support.northwind.example",
+                         "recipient": "jan.kowalsky@exmaple.pl", "permanent": True, "status": "5.1.1",
+                         "diagnostic": DIAGNOSTIC, "failed": True}},
     ),
     "mailing_list": InboundMessage(
         channel="email", external_id="20260310060007.9f3a1c@mail.newsletters.example",
@@ -231,7 +237,7 @@ EXPECTED: dict[str, InboundMessage] = {
         subject="Spring trade fair: last chance to book a stand",
         text="Book your stand at the Spring Outdoor Trade Fair before 20 March.", automatic=True,
         meta={"full_text": "Book your stand at the Spring Outdoor Trade Fair before 20 March.", "to": TO_US,
-              "automatic_reason": "Precedence: list"},
+              "automatic_reason": "Precedence: list", "automatic_kind": "list"},
     ),
     "noreply_sender": InboundMessage(
         channel="email", external_id="px4821300.delay.1741592738@parcels.example",
@@ -241,7 +247,8 @@ EXPECTED: dict[str, InboundMessage] = {
         automatic=True,
         meta={"full_text": "Your shipment PX4821300 is delayed because of weather conditions.\n"
                            "New estimated delivery: 12 March 2026.", "to": TO_US,
-              "automatic_reason": "automated sender no-reply@parcels.example"},
+              "automatic_reason": "automated sender no-reply@parcels.example",
+              "automatic_kind": "auto"},
     ),
     # Our own acknowledgement come back (a redirect kept the Message-ID, dropped Auto-Submitted).
     "own_message_id_loop": InboundMessage(
@@ -252,7 +259,8 @@ EXPECTED: dict[str, InboundMessage] = {
         text="Thank you for your message. We will answer by Tuesday 12:00.", automatic=True,
         meta={"full_text": "Thank you for your message. We will answer by Tuesday 12:00.", "to": TO_US,
               "reference": "SB-ABCDEFGHJK",
-              "automatic_reason": "our own Message-ID (support.northwind.example): our mail came back"},
+              "automatic_reason": "our own Message-ID (support.northwind.example): our mail came back",
+              "automatic_kind": "loop"},
     ),
     # No Message-ID: a stable hash of the bytes is the dedupe key; the 1970 Date is not believed.
     "no_message_id": InboundMessage(

@@ -30,12 +30,11 @@ from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.header import decode_header, make_header
 from email.message import Message
-from email.parser import HeaderParser
 from email.utils import collapse_rfc2231_value, getaddresses, parseaddr
 from html.parser import HTMLParser
 from typing import Any
 
-from services.gateway.channels import Malformed, RawRequest, Unauthenticated
+from services.gateway.channels import Malformed, RawRequest, Unauthenticated, loops
 from services.gateway.channels.mail_auth import verdict_for
 from shared.contracts import Attachment, Identity, InboundMessage
 
@@ -124,12 +123,15 @@ def parse_mime(raw: bytes, *, received_at: datetime, our_domains: Iterable[str],
         meta["truncated"] = True
     if subject and (ref := REFERENCE_RE.search(subject)):
         meta["reference"] = ref.group(1).upper()
-    reason = is_automatic(msg, domains)
-    if reason:
-        meta["automatic_reason"] = _no_nul(reason)
-        bounced = bounced_recipient(msg)
-        if bounced:
-            meta["bounced_recipient"] = bounced
+    verdict = loops.classify(msg, domains)
+    reason = verdict.reason if verdict else None
+    if verdict:
+        meta["automatic_reason"] = _no_nul(verdict.reason)
+        meta["automatic_kind"] = verdict.kind
+        if verdict.kind in ("bounce", "complaint", "read-receipt"):
+            meta["report"] = verdict.as_meta()
+        if verdict.kind == "bounce" and verdict.failed and verdict.recipient:
+            meta["bounced_recipient"] = verdict.recipient
 
     return InboundMessage(
         channel="email",
@@ -752,84 +754,21 @@ def _squeeze_blank_lines(lines: list[str]) -> str:
     return "\n".join(out)
 
 
-# --- loop safety (RFC 3834) ---------------------------------------------------------------------
-
-_ROLE_SENDER = re.compile(
-    r"^(?:mailer-daemon|postmaster|owner-.+|.+-request|no[-_.]?reply(?:[-+_.].*)?|do[-_.]?not[-_.]?reply"
-    r"(?:[-+_.].*)?|bounces?(?:[-+].*)?)$",
-    re.IGNORECASE,
-)
-_SUPPRESS = frozenset({"all", "autoreply", "oof"})
+# --- loop safety (RFC 3834): services.gateway.channels.loops ----------------------------------------
 
 
 def is_automatic(msg: Message, our_domains: Iterable[str]) -> str | None:
-    """Why this mail must never be acknowledged (RFC 3834 and common practice), or None.
-
-    Order matters only for the reason reported: the most specific signal wins.
-    """
-    domains = {d.lower() for d in our_domains}
-    message_id = _message_id(msg)
-    if message_id and message_id.rpartition("@")[2].lower() in domains:
-        return f"our own Message-ID ({message_id.rpartition('@')[2].lower()}): our mail came back"
-    if _is_delivery_report(msg):
-        return "delivery-status report (bounce)"
-    auto = (_raw_header(msg, "Auto-Submitted") or "").split(";")[0].strip().lower()
-    if auto and auto != "no":
-        return f"Auto-Submitted: {auto}"
-    suppress = {v.strip().lower() for v in (_raw_header(msg, "X-Auto-Response-Suppress") or "").split(",")}
-    if hit := sorted(suppress & _SUPPRESS):
-        return f"X-Auto-Response-Suppress: {', '.join(hit)}"
-    precedence = (_raw_header(msg, "Precedence") or "").strip().lower()
-    if precedence in ("bulk", "junk", "list", "auto_reply"):
-        return f"Precedence: {precedence}"
-    for name in ("X-Autoreply", "X-Autorespond"):  # pre-RFC 3834 autoresponders still send these
-        if (_raw_header(msg, name) or "").strip().lower() not in ("", "no", "false", "0"):
-            return f"{name} present: an autoresponder"
-    for name in ("List-Id", "List-Unsubscribe"):
-        if _raw_header(msg, name) is not None:
-            return f"{name} present: list mail"
-    return_path = _raw_header(msg, "Return-Path")
-    if return_path is not None and return_path.strip() in ("<>", ""):
-        return "empty Return-Path: a bounce or notification"
-    sender, _ = _first_address(msg, "From", _charset_hint(msg))
-    if sender and _ROLE_SENDER.match(sender.rpartition("@")[0]):
-        return f"automated sender {sender}"
-    return None
-
-
-def _is_delivery_report(msg: Message) -> bool:
-    return (msg.get_content_type() == "multipart/report"
-            and _param(msg, "report-type") == "delivery-status")
+    """Why this mail must never be acknowledged, or None (the reason of `loops.classify`)."""
+    verdict = loops.classify(msg, our_domains)
+    return verdict.reason if verdict else None
 
 
 def bounced_recipient(msg: Message) -> str | None:
-    """The address a failed-delivery report is about: Final-Recipient of a block with Action: failed,
-    else Exim's X-Failed-Recipients. A delay notice (Action: delayed) names nobody."""
-    for part in msg.walk():
-        if part.get_content_type() != "message/delivery-status":
-            continue
-        for block in _dsn_blocks(part):
-            action = (_raw_header(block, "Action") or "").strip().lower()
-            recipient = _raw_header(block, "Final-Recipient") or _raw_header(block, "Original-Recipient")
-            if action.startswith("failed") and recipient:
-                addr = recipient.split(";", 1)[-1].strip().strip("<>").lower()
-                if _plausible_address(addr):
-                    return addr
-    failed = _raw_header(msg, "X-Failed-Recipients")
-    if failed:
-        addr = failed.split(",")[0].strip().strip("<>").lower()
-        if _plausible_address(addr):
-            return addr
-    return None
-
-
-def _dsn_blocks(part: Message) -> list[Message]:
-    payload = part.get_payload()
-    if isinstance(payload, list):  # the email package parses delivery-status into header blocks
-        return [b for b in payload if isinstance(b, Message)]
-    if isinstance(payload, str):
-        return [HeaderParser().parsestr(chunk) for chunk in re.split(r"\n\s*\n", payload) if chunk.strip()]
-    return []
+    """The address a failed-delivery report is about; None for anything else, or a delay notice."""
+    verdict = loops.classify(msg, ())
+    if verdict is None or verdict.kind != "bounce" or not verdict.failed:
+        return None
+    return verdict.recipient
 
 
 __all__ = [
