@@ -105,6 +105,8 @@ class InboundMessage:
     external_id: str  # the provider's dedupe key, unique per channel
     sender: Identity
     reply_to: str  # the address on this channel that answers reach (chat id, phone, e-mail address)
+    #: Arrival: when the gateway first accepted the message, stamped once at the webhook or poll and
+    #: carried unchanged through the spool and every broker retry. Promises start from it.
     received_at: datetime
     text: str = ""
     sender_name: str | None = None
@@ -115,6 +117,10 @@ class InboundMessage:
     automatic: bool = False  # auto-replies, bounces, list mail: never acknowledged
     thread_refs: tuple[str, ...] = ()  # e-mail Message-IDs this message replies to
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The provider's own time for the message (Telegram's date, WhatsApp's timestamp, a mail's
+    #: Date header), for display and ordering only: a device's clock, or a redelivery days later,
+    #: must never move a promise.
+    sent_at: datetime | None = None
 
     def __post_init__(self) -> None:
         # Whatever an adapter read, what crosses the bus can be stored (see `storable`); the
@@ -161,6 +167,7 @@ class InboundMessageSchema(_Strict):
     automatic = fields.Boolean(load_default=False)
     thread_refs = fields.List(fields.String(), load_default=list)
     meta = fields.Dict(load_default=dict)
+    sent_at = AwareDateTime(load_default=None, allow_none=True)
 
     @pre_load
     def _storable(self, data: Any, **_: Any) -> Any:

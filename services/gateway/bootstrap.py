@@ -97,13 +97,14 @@ def polled_message_intake(intake: Intake, config: Config) -> Callable[[InboundMe
     return accept
 
 
-def build_telegram_poller(settings: Settings, config: Config, intake: Intake) -> TelegramPoller | None:
+def build_telegram_poller(settings: Settings, config: Config, intake: Intake, *,
+                          clock: Callable[[], datetime]) -> TelegramPoller | None:
     """Long polling when TELEGRAM_POLLING is set (local use: no public URL for a webhook)."""
     if not (settings.telegram_polling and settings.telegram_bot_token):
         return None
     return TelegramPoller(settings.telegram_bot_token, bot_id=settings.telegram_bot_id,
                           accept=polled_message_intake(intake, config), api_base=settings.telegram_api_base,
-                          state_path=Path(settings.spool_dir) / "telegram-offset.sqlite")
+                          state_path=Path(settings.spool_dir) / "telegram-offset.sqlite", clock=clock)
 
 
 def start_pollers(settings: Settings, config: Config, intake: Intake, stop: threading.Event, *,
@@ -113,7 +114,7 @@ def start_pollers(settings: Settings, config: Config, intake: Intake, stop: thre
     imap = build_imap_poller(settings, config, intake, clock=clock)
     if imap is not None:
         threads.append(start_thread(lambda: imap.run(stop, settings.imap_poll_seconds), "imap-poller"))
-    telegram = build_telegram_poller(settings, config, intake)
+    telegram = build_telegram_poller(settings, config, intake, clock=clock)
     if telegram is not None:
         threads.append(start_thread(lambda: telegram.run(stop), "telegram-poller"))
     return threads

@@ -26,6 +26,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ class OffsetStore:
 class TelegramPoller:
     def __init__(self, token: str, *, bot_id: str, accept: Callable[[InboundMessage], None],
                  state_path: str | Path, api_base: str | None = None, long_poll_seconds: int = 10,
-                 limit: int = 100):
+                 limit: int = 100, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         base = (api_base or "https://api.telegram.org/bot").rstrip("/")
         # The read timeout must outlast the long poll, or every quiet poll would end in an error.
         request = HTTPXRequest(connect_timeout=5.0, read_timeout=long_poll_seconds + 10.0)
@@ -74,6 +75,7 @@ class TelegramPoller:
         self.offsets = OffsetStore(state_path)
         self.long_poll_seconds = long_poll_seconds
         self.limit = limit
+        self.clock = clock
         # PTB is asyncio-only and a Bot belongs to one event loop: the poller owns one and is
         # driven from a single thread.
         self._loop = asyncio.new_event_loop()
@@ -94,11 +96,13 @@ class TelegramPoller:
         raised: the offset stays before that update, so it comes again next time."""
         offset = self.offsets.get(self.bot_id)
         updates = self._fetch(offset, self.long_poll_seconds if timeout is None else timeout)
+        # Arrival is when we got the batch, as for a webhook; Telegram's dates are kept as sent_at.
+        received_at = self.clock()
         accepted = 0
         for update in sorted(updates, key=lambda u: u.get("update_id", 0) if isinstance(u.get("update_id"), int) else 0):
             update_id = update.get("update_id")
             try:
-                messages = parse_update(update, bot_id=self.bot_id)
+                messages = parse_update(update, bot_id=self.bot_id, received_at=received_at)
             except Malformed as exc:
                 log.warning("telegram update %s cannot be used: %s", update_id, exc)
                 messages = None

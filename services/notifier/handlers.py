@@ -57,7 +57,8 @@ class NotifierDeps:
     config: Config
     sessions: sessionmaker[Session]
     senders: Registry
-    compose_ack: Callable[[ConversationOpened], str]
+    #: The acknowledgement's text for an event, as true at the given moment (see services.notifier.ack).
+    compose_ack: Callable[[ConversationOpened, datetime], str]
     clock: Callable[[], datetime]
     survey_links: SurveyLinks | None = None  # signs e-mail survey links; None: no e-mail surveys
 
@@ -132,7 +133,7 @@ def acknowledge(envelope: Envelope, deps: NotifierDeps, *, notices: list[int] | 
 
         def build() -> Outbox:
             return Outbox(idempotency_key=key, kind="ack", conversation_id=ev.conversation_id, channel=ev.channel,
-                          address=ev.reply_to, body=deps.compose_ack(ev), status="pending", attempts=0,
+                          address=ev.reply_to, body=deps.compose_ack(ev, now), status="pending", attempts=0,
                           correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
                           created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at,
                                                                email=_ack_email_options(ev)))
@@ -145,7 +146,10 @@ def acknowledge(envelope: Envelope, deps: NotifierDeps, *, notices: list[int] | 
         claim = _claim(s, key, build, now, refuse=over_cap)
     if claim.created and claim.status == "skipped":
         MESSAGES_OUT.labels(ev.channel, "skipped").inc()
-    if claim.send is not None and deliver(claim.row_id, deps, claimed=claim.send) == "sent":
+    # The wording is computed again at the moment of sending: after a broker outage, a retry or a
+    # spooled backlog, "we are closed", "back at 09:00" and the promise must be true then.
+    if claim.send is not None and deliver(claim.row_id, deps, claimed=claim.send,
+                                          compose=lambda at: deps.compose_ack(ev, at)) == "sent":
         # The customer's wait, from the webhook to the provider's accepting the acknowledgement.
         observe_stage("sent", ev.channel, envelope.occurred_at, deps.clock())
     return []
@@ -345,12 +349,14 @@ def _waiting(earlier: int) -> str:
     return f"message {earlier} of this conversation is not sent yet"
 
 
-def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None) -> str | None:
+def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None,
+            compose: Callable[[datetime], str] | None = None) -> str | None:
     """Send one pending outbox row; raise TransientSendError to have the bus retry it.
 
     `claimed`: the row as the caller's committed claim read it (pending or dead, its order checked),
-    which spares reading it again. Returns the row's new status ("sent", "failed"), or None when it
-    was not pending."""
+    which spares reading it again. `compose`: the text as of a moment, rendered again just before
+    the provider is called (an acknowledgement talks about "now"); the row records what was sent.
+    Returns the row's new status ("sent", "failed"), or None when it was not pending."""
     if claimed is None:
         with transaction(deps.sessions) as s:
             row = s.get(Outbox, row_id)
@@ -365,7 +371,7 @@ def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None) 
         options["now"] = deps.clock().isoformat()
     try:
         with deps.senders.slot(channel) as sender:
-            return _send(row_id, sender, channel, address, body, options, deps)
+            return _send(row_id, sender, channel, address, body, options, deps, compose=compose)
     except ChannelBusy as exc:
         # Not sent, and counted as a try like any transient failure: the row's attempts must keep
         # pace with the bus's, which dead-letters at the same number.
@@ -458,7 +464,7 @@ def _record_later(deps: NotifierDeps, row_id: int, sent: dict) -> None:
 
 
 def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, options: dict,
-          deps: NotifierDeps) -> str | None:
+          deps: NotifierDeps, *, compose: Callable[[datetime], str] | None = None) -> str | None:
     # A kill -9 between the provider's accepting the message and our recording it is the one way a
     # message goes out twice (the redelivery finds the row still pending). So the connection that
     # records it is taken (and pinged) before the call, and the record is one autocommitted UPDATE
@@ -467,6 +473,9 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
     with deps.sessions() as record, _sending(record, row_id) as connection:
         if connection is None:
             return None
+        recomposed = compose(deps.clock()) if compose is not None else None
+        if recomposed is not None:
+            body = recomposed
         try:
             result = sender.send(address, body, options=options)
         except PermanentSendError as exc:
@@ -481,6 +490,8 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
             raise
         sent = {"status": "sent", "attempts": Outbox.attempts + 1, "provider_message_id": result.provider_message_id,
                 "sent_at": deps.clock()}
+        if recomposed is not None:
+            sent["body"] = recomposed  # what the customer got, not what was drafted at the claim
         try:
             connection.execute(update(Outbox).where(Outbox.id == row_id).values(sent))
         except DBAPIError as exc:

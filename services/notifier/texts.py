@@ -114,6 +114,9 @@ class AckContext:
     business_name: str
     channel: str
     reference: str
+    #: The promise is past (or about to be) when the text is sent: say "as soon as possible", not a
+    #: time that has gone by (see services.notifier.ack).
+    promise_past: bool = False
 
 
 # --- language data ------------------------------------------------------------------------------
@@ -315,7 +318,10 @@ def _ack_variables(ctx: AckContext, language: str) -> dict[str, Any]:
         "category_line": words["categories"].get(ctx.category, words["categories"]["_default"]),
         "is_open": ctx.is_open,
         "reopens": format_when(reopen, ctx.now, language, mode="at") if reopen else None,
-        "promise_by": format_when(ctx.promise_due, ctx.now, language, mode="by"),
+        # Fits wherever the time phrase does ("will reply to you personally as soon as possible").
+        "promise_by": words["by_asap"] if ctx.promise_past else format_when(ctx.promise_due, ctx.now, language,
+                                                                             mode="by"),
+        "promise_past": ctx.promise_past,
         "hours": format_weekly_hours(ctx.weekly_hours, language),
         "timezone_label": ctx.timezone_label,
         "self_help": [{"title": title, "url": url} for title, url in ctx.self_help],
@@ -529,7 +535,9 @@ def _samples(name: str) -> list[Mapping[str, Any]]:
         plain = replace(base, is_open=True, next_opening=None, customer_name=None, self_help=[],
                         urgent_contact=None, category="custom")
         closed_for_good = replace(base, next_opening=None, customer_name="Zzyzx")
-        return [{**_ack_variables(variant, lang), "language": lang} for variant in (base, plain, closed_for_good)]
+        late = replace(base, promise_past=True)
+        return [{**_ack_variables(variant, lang), "language": lang}
+                for variant in (base, plain, closed_for_good, late)]
     if file == "redirect.txt.j2":
         return [{"channel_name": "Instagram", "where_to_write": ["support@example.test"],
                  "business_name": "Northwind"}]

@@ -110,7 +110,9 @@ def _stored_id(s: Session, msg: InboundMessage) -> str | None:
 def _details(msg: InboundMessage) -> dict[str, Any]:
     """What a stored message keeps of an InboundMessage beyond its columns."""
     return {"attachments": [a.__dict__ for a in msg.attachments], "automatic": msg.automatic,
-            "thread_refs": list(msg.thread_refs), "meta": msg.meta, "sender_name": msg.sender_name}
+            "thread_refs": list(msg.thread_refs), "meta": msg.meta, "sender_name": msg.sender_name,
+            # The provider's own time (a device's clock), for display: received_at is the arrival.
+            "sent_at": msg.sent_at.isoformat() if msg.sent_at else None}
 
 
 def agent_by_email(config: Config, address: str) -> str | None:

@@ -40,7 +40,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "plain_question_en": InboundMessage(
         channel="email", external_id="CAF7x3Qk2p9zrV1mE8d0hYb+Jd3=Q@mail.example.com",
         sender=Identity("email", "mark.evans@example.com"), sender_name="Mark Evans",
-        reply_to="mark.evans@example.com", received_at=at(8, 12, 44), subject="Where is my order #48213?",
+        reply_to="mark.evans@example.com", received_at=RECEIVED, sent_at=at(8, 12, 44), subject="Where is my order #48213?",
         text='Hi,\n\nI ordered a rain jacket on March 2 (order #48213) and the tracking page\n'
              'still says "label created". Could you check where it is?',
         meta={"full_text": 'Hi,\n\nI ordered a rain jacket on March 2 (order #48213) and the tracking page\n'
@@ -51,7 +51,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "koi8r_encoded_subject_ru": InboundMessage(
         channel="email", external_id="1741590000.123456.olga@mail.example.ru",
         sender=Identity("email", "olga.smirnova@mail.example.ru"), sender_name="Ольга Смирнова",
-        reply_to="olga.smirnova@mail.example.ru", received_at=at(7, 57, 58), subject="Не пришёл возврат денег",
+        reply_to="olga.smirnova@mail.example.ru", received_at=RECEIVED, sent_at=at(7, 57, 58), subject="Не пришёл возврат денег",
         text="Здравствуйте!\n\nВернула куртку 20 февраля, а деньги на карту так и не пришли.\nНомер заказа 47790.",
         meta={"full_text": "Здравствуйте!\n\nВернула куртку 20 февраля, а деньги на карту так и не пришли.\n"
                            "Номер заказа 47790.\n\nС уважением,\nОльга Смирнова", "to": TO_US},
@@ -60,7 +60,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "windows1251_uk": InboundMessage(
         channel="email", external_id="20260310084011.GA4411@post.example.ua",
         sender=Identity("email", "olena.k@post.example.ua"), sender_name="Олена Коваленко",
-        reply_to="olena.kovalenko@work.example.ua", received_at=at(8, 40, 11), subject="Пошкоджена посилка",
+        reply_to="olena.kovalenko@work.example.ua", received_at=RECEIVED, sent_at=at(8, 40, 11), subject="Пошкоджена посилка",
         text="Добрий день!\n\nПосилка прийшла пошкоджена: коробка розірвана, одна чашка розбита.\n"
              "Що робити далі? Фото можу надіслати.",
         meta={"full_text": "Добрий день!\n\nПосилка прийшла пошкоджена: коробка розірвана, одна чашка розбита.\n"
@@ -71,7 +71,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "iso8859_2_qp_gmail_reply_pl": InboundMessage(
         channel="email", external_id="CAJ8pLw0vX4n2Q+r5Tq9mD1uZ7yK@mail.example.com",
         sender=Identity("email", "anna.wisniewska@example.pl"), sender_name="Anna Wiśniewska",
-        reply_to="anna.wisniewska@example.pl", received_at=at(8, 5, 27), subject="Re: Zwrot pieniędzy",
+        reply_to="anna.wisniewska@example.pl", received_at=RECEIVED, sent_at=at(8, 5, 27), subject="Re: Zwrot pieniędzy",
         text="Dzień dobry,\n\ndziękuję za odpowiedź, ale nadal nie dostałam zwrotu pieniędzy za\n"
              "zamówienie 47712. Minęły już dwa tygodnie.",
         thread_refs=("174100231.77.ack@support.northwind.example",),
@@ -87,7 +87,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "utf8_base64_signature_lt": InboundMessage(
         channel="email", external_id="a3c9e1f0-5b7d-4e2a-9c41-lt48001@example.lt",
         sender=Identity("email", "jonas.petraitis@example.lt"), sender_name="Jonas Petraitis",
-        reply_to="jonas.petraitis@example.lt", received_at=at(7, 31, 2), subject="Pristatymo adreso pakeitimas",
+        reply_to="jonas.petraitis@example.lt", received_at=RECEIVED, sent_at=at(7, 31, 2), subject="Pristatymo adreso pakeitimas",
         text="Laba diena,\n\nnorėčiau pakeisti užsakymo 48001 pristatymo adresą į Vilniaus g. 12, Kaunas.\n"
              "Ar dar įmanoma?",
         meta={"full_text": "Laba diena,\n\nnorėčiau pakeisti užsakymo 48001 pristatymo adresą į Vilniaus g. 12, "
@@ -98,7 +98,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "html_only_de": InboundMessage(
         channel="email", external_id="trinity-4f1c2a9e-0d5b-4b8e-a7c3-48150@3c-app-webde-bap12",
         sender=Identity("email", "hans.mueller@example.de"), sender_name="Hans Müller",
-        reply_to="hans.mueller@example.de", received_at=at(6, 50, 40),
+        reply_to="hans.mueller@example.de", received_at=RECEIVED, sent_at=at(6, 50, 40),
         subject="Doppelte Abbuchung für Bestellung 48150",
         text="Guten Tag,\n\ndie Zahlung für meine Bestellung 48150 wurde zweimal abgebucht.\n"
              "Bitte erstatten Sie den doppelten Betrag.\n\n"
@@ -113,7 +113,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "alternative_with_pdf_attachment": InboundMessage(
         channel="email", external_id="CAM5kR2x+Yh7T0b9q3Lp8Wd4Zs6@mail.example.com",
         sender=Identity("email", "maria.ivanova@example.bg"), sender_name="Мария Иванова",
-        reply_to="maria.ivanova@example.bg", received_at=at(8, 20, 11), subject="Грешна фактура 48213",
+        reply_to="maria.ivanova@example.bg", received_at=RECEIVED, sent_at=at(8, 20, 11), subject="Грешна фактура 48213",
         text="Здравейте,\n\nвъв фактурата за поръчка 48213 ЕИК-то на фирмата е грешно.\n"
              "Прилагам фактурата. Моля, издайте нова.",
         attachments=(Attachment(content_type="application/pdf", name="faktura-48213.pdf", size=142),),
@@ -125,7 +125,7 @@ EXPECTED: dict[str, InboundMessage] = {
         channel="email",
         external_id="AM7PR03MB6551C2D1E0A3F1B2C4D5E6F7A8B9C@AM7PR03MB6551.eurprd03.prod.outlook.example",
         sender=Identity("email", "p.novak@acme-retail.example"), sender_name="Peter Novak",
-        reply_to="p.novak@acme-retail.example", received_at=at(8, 44, 48),
+        reply_to="p.novak@acme-retail.example", received_at=RECEIVED, sent_at=at(8, 44, 48),
         subject="RE: Wrong size delivered [SB-KQ7M2X4PZA]",
         text="Hello,\n\nThe replacement arrived but it is the wrong size again (M instead of L).\n"
              "Can you send an L, please?",
@@ -144,7 +144,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "reply_to_our_message_with_reference": InboundMessage(
         channel="email", external_id="5e0d7c1a-3f9b-4d62-8a1e-0c4b2f7d9e13@example.com",
         sender=Identity("email", "maria.garcia@example.com"), sender_name="Maria Garcia",
-        reply_to="maria.garcia@example.com", received_at=at(9, 2, 33),
+        reply_to="maria.garcia@example.com", received_at=RECEIVED, sent_at=at(9, 2, 33),
         subject="Re: We have received your message [SB-ABCDEFGHJK]",
         text="Thank you, but the parcel is still not here. The courier says the address label is unreadable.",
         thread_refs=("177305111.2.ack@support.northwind.example", "177305000.1.first@example.com"),
@@ -157,7 +157,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "thunderbird_reply_bg": InboundMessage(
         channel="email", external_id="9b1f2e3d-7a6c-4b5e-8d9f-0a1b2c3d4e5f@example.bg",
         sender=Identity("email", "maria.ivanova@example.bg"), sender_name="Мария Иванова",
-        reply_to="maria.ivanova@example.bg", received_at=at(9, 10, 1), subject="Re: Поръчката ви е изпратена",
+        reply_to="maria.ivanova@example.bg", received_at=RECEIVED, sent_at=at(9, 10, 1), subject="Re: Поръчката ви е изпратена",
         text="Здравейте,\n\nпоръчката дойде, но липсва коланът към роклята. Можете ли да го изпратите?",
         thread_refs=("177304000.5.reply@support.northwind.example",),
         meta={"full_text": "Здравейте,\n\nпоръчката дойде, но липсва коланът към роклята. Можете ли да го "
@@ -168,7 +168,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "raw_8bit_headers_ru": InboundMessage(
         channel="email", external_id="000a01dc9f3e$1b2c3d40$51667ac0$@old-isp.example.ru",
         sender=Identity("email", "ivan.petrov@old-isp.example.ru"), sender_name="Иван Петров",
-        reply_to="ivan.petrov@old-isp.example.ru", received_at=at(8, 25, 40), subject="Оплата картой",
+        reply_to="ivan.petrov@old-isp.example.ru", received_at=RECEIVED, sent_at=at(8, 25, 40), subject="Оплата картой",
         text='Добрый день. Пытаюсь оплатить заказ 48230 картой, но оплата не проходит,\nпишет "ошибка 3DS". '
              "Что делать?",
         meta={"full_text": 'Добрый день. Пытаюсь оплатить заказ 48230 картой, но оплата не проходит,\n'
@@ -178,7 +178,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "auto_reply_out_of_office": InboundMessage(
         channel="email", external_id="oof-20260310-0800-ks@example.de",
         sender=Identity("email", "k.schmidt@example.de"), sender_name="Karin Schmidt",
-        reply_to="k.schmidt@example.de", received_at=at(8, 0, 2),
+        reply_to="k.schmidt@example.de", received_at=RECEIVED, sent_at=at(8, 0, 2),
         subject="Out of office: We have received your message [SB-ABCDEFGHJK]",
         text="Vielen Dank für Ihre Nachricht. Ich bin bis einschließlich 16.03. nicht im Büro\n"
              "und habe keinen Zugriff auf meine E-Mails.\n\n"
@@ -193,7 +193,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "x_auto_response_suppress": InboundMessage(
         channel="email", external_id="po-2026-0311.1741590920@crm.acme-retail.example",
         sender=Identity("email", "orders@acme-retail.example"), sender_name="Acme Retail Purchasing",
-        reply_to="orders@acme-retail.example", received_at=at(7, 15, 20),
+        reply_to="orders@acme-retail.example", received_at=RECEIVED, sent_at=at(7, 15, 20),
         subject="Purchase order PO-2026-0311 confirmation needed",
         text="Please confirm purchase order PO-2026-0311 (40 x rain jacket, size L)\nby replying to this message.",
         automatic=True,
@@ -207,7 +207,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "bounce_delivery_status": InboundMessage(
         channel="email", external_id="20260310081503.0E2B1C0A1B@mx.northwind.example",
         sender=Identity("email", "mailer-daemon@mx.northwind.example"), sender_name=None,
-        reply_to="mailer-daemon@mx.northwind.example", received_at=at(8, 15, 3),
+        reply_to="mailer-daemon@mx.northwind.example", received_at=RECEIVED, sent_at=at(8, 15, 3),
         subject="Undelivered Mail Returned to Sender",
         text="This is the mail system at host mx.northwind.example.\n\n"
              "I'm sorry to have to inform you that your message could not\n"
@@ -233,7 +233,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "mailing_list": InboundMessage(
         channel="email", external_id="20260310060007.9f3a1c@mail.newsletters.example",
         sender=Identity("email", "news@outdoor-trade.example"), sender_name="Outdoor Trade News",
-        reply_to="news@outdoor-trade.example", received_at=at(6, 0, 7),
+        reply_to="news@outdoor-trade.example", received_at=RECEIVED, sent_at=at(6, 0, 7),
         subject="Spring trade fair: last chance to book a stand",
         text="Book your stand at the Spring Outdoor Trade Fair before 20 March.", automatic=True,
         meta={"full_text": "Book your stand at the Spring Outdoor Trade Fair before 20 March.", "to": TO_US,
@@ -242,7 +242,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "noreply_sender": InboundMessage(
         channel="email", external_id="px4821300.delay.1741592738@parcels.example",
         sender=Identity("email", "no-reply@parcels.example"), sender_name="Parcel Express",
-        reply_to="no-reply@parcels.example", received_at=at(7, 45, 38), subject="Shipment PX4821300 is delayed",
+        reply_to="no-reply@parcels.example", received_at=RECEIVED, sent_at=at(7, 45, 38), subject="Shipment PX4821300 is delayed",
         text="Your shipment PX4821300 is delayed because of weather conditions.\nNew estimated delivery: 12 March 2026.",
         automatic=True,
         meta={"full_text": "Your shipment PX4821300 is delayed because of weather conditions.\n"
@@ -254,7 +254,7 @@ EXPECTED: dict[str, InboundMessage] = {
     "own_message_id_loop": InboundMessage(
         channel="email", external_id="177313020.12.ack@support.northwind.example",
         sender=Identity("email", "help@support.northwind.example"), sender_name="Northwind Support",
-        reply_to="help@support.northwind.example", received_at=at(8, 30, 2),
+        reply_to="help@support.northwind.example", received_at=RECEIVED, sent_at=at(8, 30, 2),
         subject="We have received your message [SB-ABCDEFGHJK]",
         text="Thank you for your message. We will answer by Tuesday 12:00.", automatic=True,
         meta={"full_text": "Thank you for your message. We will answer by Tuesday 12:00.", "to": TO_US,
@@ -319,7 +319,8 @@ def test_the_same_bytes_always_give_the_same_external_id() -> None:
 
 def test_a_date_after_receipt_is_not_believed() -> None:
     early = datetime(2026, 3, 10, 8, 0, tzinfo=UTC)  # before the mail says it was written (08:12:44)
-    assert parse_mime(load("plain_question_en"), received_at=early, our_domains=OURS).received_at == early
+    msg = parse_mime(load("plain_question_en"), received_at=early, our_domains=OURS)
+    assert msg.received_at == early and msg.sent_at is None
 
 
 def test_without_our_domain_our_own_mail_is_not_recognised() -> None:

@@ -57,17 +57,17 @@ def adapter() -> MetaAdapter:
 
 def messenger(mid: str, psid: str, when: datetime, text: str = "", **kw: Any) -> InboundMessage:
     return InboundMessage(channel="messenger", external_id=mid, sender=Identity("psid", psid), reply_to=psid,
-                          received_at=when, text=text, meta={"recipient_id": PAGE, **kw.pop("meta", {})}, **kw)
+                          received_at=NOW, sent_at=when, text=text, meta={"recipient_id": PAGE, **kw.pop("meta", {})}, **kw)
 
 
 def instagram(mid: str, igsid: str, when: datetime, text: str = "", **kw: Any) -> InboundMessage:
     return InboundMessage(channel="instagram", external_id=mid, sender=Identity("igsid", igsid), reply_to=igsid,
-                          received_at=when, text=text, meta={"recipient_id": IG_ACCOUNT, **kw.pop("meta", {})}, **kw)
+                          received_at=NOW, sent_at=when, text=text, meta={"recipient_id": IG_ACCOUNT, **kw.pop("meta", {})}, **kw)
 
 
 def whatsapp(wamid: str, wa_id: str, name: str, when: datetime, text: str = "", **kw: Any) -> InboundMessage:
     return InboundMessage(channel="whatsapp", external_id=wamid, sender=Identity("wa_id", wa_id), reply_to=wa_id,
-                          sender_name=name, received_at=when, text=text,
+                          sender_name=name, received_at=NOW, sent_at=when, text=text,
                           linked_identities=(Identity("phone", "+" + wa_id),),
                           meta={**kw.pop("meta", {}), **WA_NUMBER}, **kw)
 
@@ -264,11 +264,11 @@ def test_a_postback_without_mid_or_timestamp_is_parked() -> None:
     assert events.messages == [] and [p for p, _ in events.problems] == ["messenger postback without mid or timestamp"]
 
 
-def test_missing_timestamp_falls_back_to_the_time_of_receipt() -> None:
+def test_missing_timestamp_leaves_the_providers_time_unknown() -> None:
     payload = json.loads(raw("messenger/text_message"))
     del payload["entry"][0]["messaging"][0]["timestamp"]
     [msg] = parse_payload(payload, received_at=NOW).messages
-    assert msg.received_at == NOW
+    assert msg.received_at == NOW and msg.sent_at is None
 
 
 def test_an_id_too_long_for_the_contract_is_parked_not_published() -> None:

@@ -73,22 +73,22 @@ EXPECTED_ANSWERS: dict[str, SurveyAnswer] = {
     "messenger_quick_reply_survey.json": SurveyAnswer(
         channel="messenger", token="Hk2Lp8Qw4Zr6Ty1U", score=9,
         external_id="m_Sv7uT1vW4xY7zA0bC3dE6fG9hJ2kL5mN8pQ1rS4tU7vW0xY3zA6bC9dE2fG5hJ8kL1mN4pQ7rS0t",
-        received_at=datetime.fromtimestamp(1795541760.861, UTC)),
+        received_at=NOW),
     # A button (button template, persistent menu) answers as a postback: the same payload, the same answer.
     "messenger_postback_survey.json": SurveyAnswer(
         channel="messenger", token="Pb4Rt7Yu1Io3Pa5S", score=4,
         external_id="m_Pv2sV5wX8yZ1aB4cD7eF0gH3jK6lM9nP2qR5sT8uV1wX4yZ7aB0cD3eF6gH9jK2lM5nP8qR1sT4u",
-        received_at=datetime.fromtimestamp(1795542000.512, UTC)),
+        received_at=NOW),
     "whatsapp_list_reply_survey.json": SurveyAnswer(
         channel="whatsapp", token="Wa9Zx3Cv5Bn7Mq2K", score=4,
         external_id="wamid.HBgLMzcwNjEyMzQ1NjcVAgASGBRTVVJWRVlBTlNXRVIwMDAwMDAxAA==",
-        received_at=datetime.fromtimestamp(1795545720, UTC)),
+        received_at=NOW),
     # Outside the 24-hour window the survey goes as an approved template; its quick-reply button
     # comes back as a message of type "button" carrying the payload we gave it.
     "whatsapp_template_button_survey.json": SurveyAnswer(
         channel="whatsapp", token="Tm5Qw8Er2Ty4Ui6O", score=5,
         external_id="wamid.HBgLMzcwNjIzNDU2NzgVAgASGBRURU1QTEFURUJVVFRPTjAwMDAxAA==",
-        received_at=datetime.fromtimestamp(1795632120, UTC)),
+        received_at=NOW),
 }
 #: SMS has no buttons: the gateway passes the text on; the router reads it (services/router/survey_replies.py).
 EXPECTED_SMS: dict[str, tuple[str, bool]] = {

@@ -14,6 +14,8 @@ from shared.contracts import Attachment, Identity, InboundMessage
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "telegram"
 BOT = "123456"
+#: When the gateway accepted the update: the message's arrival, whatever its own date says.
+NOW = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
 
 
 def load(name: str) -> dict:
@@ -23,13 +25,15 @@ def load(name: str) -> dict:
 EXPECTED: dict[str, list[InboundMessage]] = {
     "message_text": [InboundMessage(
         channel="telegram", external_id=f"{BOT}:804211001", sender=Identity("telegram", "5012345678"),
-        sender_name="Olena Kovalenko", reply_to="5012345678", received_at=datetime.fromtimestamp(1795538100, UTC),
+        sender_name="Olena Kovalenko", reply_to="5012345678", received_at=NOW,
+        sent_at=datetime.fromtimestamp(1795538100, UTC),
         text="Добрий день! Де моя посилка? Замовлення 48213, чекаю вже тиждень.", language_hint="uk",
         meta={"message_id": 311, "chat_type": "private"},
     )],
     "message_photo_caption": [InboundMessage(
         channel="telegram", external_id=f"{BOT}:804211002", sender=Identity("telegram", "6023456789"),
-        sender_name="Mark", reply_to="6023456789", received_at=datetime.fromtimestamp(1795538160, UTC),
+        sender_name="Mark", reply_to="6023456789", received_at=NOW,
+        sent_at=datetime.fromtimestamp(1795538160, UTC),
         text="The zip broke on the second day, see photo", language_hint="en",
         attachments=(Attachment(content_type="image/jpeg", name="AgACAgIAAxkBAAIBQ2large", size=80412),),
         meta={"message_id": 312, "chat_type": "private"},
@@ -37,19 +41,25 @@ EXPECTED: dict[str, list[InboundMessage]] = {
     # The sender shares their own contact: a verified link between this Telegram user and a phone.
     "message_contact_shared": [InboundMessage(
         channel="telegram", external_id=f"{BOT}:804211003", sender=Identity("telegram", "7034567890"),
-        sender_name="Piotr Nowak", reply_to="7034567890", received_at=datetime.fromtimestamp(1795538220, UTC),
-        text="", language_hint="pl", linked_identities=(Identity("phone", "+48601234567"),),
-        meta={"message_id": 313, "chat_type": "private"},
+        sender_name="Piotr Nowak", reply_to="7034567890", received_at=NOW,
+        sent_at=datetime.fromtimestamp(1795538220, UTC),
+        text="👤 Piotr Nowak, 48601234567", language_hint="pl", linked_identities=(Identity("phone", "+48601234567"),),
+        meta={"message_id": 313, "chat_type": "private",
+              "contact": {"name": "Piotr Nowak", "phone_number": "48601234567", "user_id": 7034567890}},
     )],
     # Someone else's contact proves nothing about the sender: no link.
     "message_contact_of_someone_else": [InboundMessage(
         channel="telegram", external_id=f"{BOT}:804211004", sender=Identity("telegram", "7034567890"),
-        sender_name="Piotr", reply_to="7034567890", received_at=datetime.fromtimestamp(1795538280, UTC),
-        text="", language_hint="pl", meta={"message_id": 314, "chat_type": "private"},
+        sender_name="Piotr", reply_to="7034567890", received_at=NOW,
+        sent_at=datetime.fromtimestamp(1795538280, UTC),
+        text="👤 Ewa, +48 602 765 432", language_hint="pl",
+        meta={"message_id": 314, "chat_type": "private",
+              "contact": {"name": "Ewa", "phone_number": "+48 602 765 432", "user_id": 7999999999}},
     )],
     "message_document": [InboundMessage(
         channel="telegram", external_id=f"{BOT}:804211005", sender=Identity("telegram", "8045678901"),
-        sender_name="Jonas", reply_to="8045678901", received_at=datetime.fromtimestamp(1795538340, UTC),
+        sender_name="Jonas", reply_to="8045678901", received_at=NOW,
+        sent_at=datetime.fromtimestamp(1795538340, UTC),
         text="Sąskaitoje klaida, prašau pataisyti", language_hint="lt",
         attachments=(Attachment(content_type="application/pdf", name="saskaita-48213.pdf", size=48211),),
         meta={"message_id": 315, "chat_type": "private"},
@@ -68,13 +78,13 @@ MALFORMED = {
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_fixture_parses_to_exact_message(name: str) -> None:
-    assert parse_update(load(name), bot_id=BOT) == EXPECTED[name]
+    assert parse_update(load(name), bot_id=BOT, received_at=NOW) == EXPECTED[name]
 
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
 def test_malformed_fixture_names_the_problem(name: str) -> None:
     with pytest.raises(Malformed, match=MALFORMED[name]):
-        parse_update(load(name), bot_id=BOT)
+        parse_update(load(name), bot_id=BOT, received_at=NOW)
 
 
 def test_every_fixture_is_used() -> None:

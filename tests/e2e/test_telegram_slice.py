@@ -7,6 +7,7 @@ Bot API; redelivery changes nothing; the router killed mid-stream loses nothing.
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -100,3 +101,46 @@ def test_router_killed_mid_stream_loses_nothing(services, fake_bot_api, pg_url) 
     until(lambda: fake_bot_api.sent_to(799999), timeout=30, message="the sentinel's acknowledgement")
     assert sorted(int(s.chat_id) for s in to_customers(fake_bot_api.sent)) == users + [799999]
     assert db_count(pg_url, "SELECT count(*) FROM messages") == n + 1
+
+
+def test_an_update_dated_two_days_ago_gets_a_promise_in_the_future_and_the_true_hours(
+        services, fake_bot_api, pg_url, example_config) -> None:
+    """Telegram redelivers an update two days late (a webhook outage on our side): the promise
+    starts when the gateway accepted it, and every sentence of the acknowledgement is true when
+    it is sent — the hours, whether we are open now, when we open next, a time still ahead."""
+    from datetime import UTC, datetime
+
+    from services.notifier.texts import format_weekly_hours, format_when
+
+    two_days_ago = int(time.time()) - 2 * 86400
+    old = update(900020, 5099887766, "Hi, where is my parcel? Order 48213.", "Mark", "en")
+    old["message"]["date"] = two_days_ago
+    posted = datetime.now(UTC)
+    assert post(services, old).status_code == 200
+    until(lambda: fake_bot_api.sent_to(5099887766), timeout=30, message="the acknowledgement")
+    [ack] = fake_bot_api.sent_to(5099887766)
+    sent = datetime.fromtimestamp(ack.at, UTC)
+
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            received, due, details = conn.execute(text(
+                "SELECT m.received_at, c.promise_due, m.details FROM messages m"
+                " JOIN conversations c ON c.id = m.conversation_id WHERE m.external_id = '123456:900020'")).one()
+    finally:
+        engine.dispose()
+    received, due = (v if v.tzinfo else v.replace(tzinfo=UTC) for v in (received, due))
+    assert posted - timedelta(seconds=5) <= received <= sent  # arrival: when the gateway took it
+    assert details["sent_at"] == datetime.fromtimestamp(two_days_ago, UTC).isoformat()  # Telegram's date, kept
+    assert due > sent  # the promise is ahead of the customer, never "already breached"
+
+    calendar = example_config.business_calendar
+    now = sent.astimezone(calendar.tz)
+    assert f"will reply to you personally {format_when(due.astimezone(calendar.tz), now, 'en', mode='by')}." \
+        in ack.text
+    assert f"Our working hours: {format_weekly_hours(calendar.weekly_hours, 'en')}" in ack.text
+    if calendar.is_open(now):
+        assert "closed" not in ack.text
+    else:
+        reopens = format_when(calendar.next_opening(now), now, "en", mode="at")
+        assert f"We are closed at the moment and will be back {reopens}." in ack.text

@@ -26,6 +26,7 @@ class Sent:
     text: str
     reply_markup: Any
     at: float
+    business_connection_id: str | None = None  # sent on behalf of a Telegram Business account
 
 
 @dataclass
@@ -83,7 +84,8 @@ class FakeBotApi(FakeServer):
                         markup = json.loads(markup)
                     text = params.get("text", "")
                     with fake._lock:
-                        fake.sent.append(Sent(token, str(params.get("chat_id")), text, markup, time.time()))
+                        fake.sent.append(Sent(token, str(params.get("chat_id")), text, markup, time.time(),
+                                              params.get("business_connection_id")))
                     return self._reply(200, {"ok": True, "result": {
                         "message_id": next(ids), "date": int(time.time()), "text": text,
                         "chat": {"id": int(params.get("chat_id", 0)), "type": "private"}}})

@@ -284,7 +284,7 @@ def test_a_reply_is_stored_published_and_sent_once_even_when_redelivered(env, ex
     # The notifier's side: the same event delivered twice → one outbox row, one message sent.
     sender = SandboxSender("telegram", out=open("/dev/null", "w"))
     deps = NotifierDeps(config=example_config, sessions=env.sessions, senders=Registry({"telegram": sender}),
-                        compose_ack=lambda ev: "", clock=env.clock)
+                        compose_ack=lambda ev, at: "", clock=env.clock)
     handle_event(first, deps)
     handle_event(first, deps)
     assert [(x.address, x.text) for x in sender.sent] == [("777", "Здравейте, пратката е на път.")]
@@ -348,7 +348,7 @@ def test_resolve_publishes_resolved_and_reopen_opens_again(env, example_config) 
     # The notifier accepts it (nothing to send yet: the survey comes later).
     sender = SandboxSender("telegram", out=open("/dev/null", "w"))
     deps = NotifierDeps(config=example_config, sessions=env.sessions, senders=Registry({"telegram": sender}),
-                        compose_ack=lambda ev: "", clock=env.clock)
+                        compose_ack=lambda ev, at: "", clock=env.clock)
     assert handle_event(event, deps) == [] and sender.sent == []
 
     # Resolved conversations are still the owner's to see and reopen.

@@ -66,7 +66,7 @@ def test_a_slow_sms_provider_does_not_hold_up_a_telegram_acknowledgement(example
     senders = Registry({"sms": sms, "telegram": bot, "email": SandboxSender("email", out=open("/dev/null", "w"))},
                        max_in_flight=CONSUMERS - 2)
     deps = NotifierDeps(config=example_config, sessions=sessions, senders=senders,
-                        compose_ack=lambda ev: f"Thank you, {ev.reference}", clock=lambda: AT)
+                        compose_ack=lambda ev, at: f"Thank you, {ev.reference}", clock=lambda: AT)
     publisher = Publisher(rabbit_url)
     worker = Worker(url=rabbit_url, spec=NOTIFIER_EVENTS, handler=partial(handle_event, deps=deps),
                     publisher=publisher, prefetch=1, name="bulkhead", max_attempts=MAX_SEND_ATTEMPTS)

@@ -125,7 +125,7 @@ def test_a_redirect_note_dead_lettered_after_its_last_try_is_sent_once_when_repl
     instagram = Instagram()
     instagram.outage.set()
     deps = NotifierDeps(config=example_config, sessions=session_factory(engine),
-                        senders=Registry({"instagram": instagram}), compose_ack=lambda ev: "never used",
+                        senders=Registry({"instagram": instagram}), compose_ack=lambda ev, at: "never used",
                         clock=lambda: AT)
     note = Envelope.wrap(Redirected(channel="instagram", reply_to="17841400000000001", language="en",
                                     received_at=AT, inbound_message_id="ig-1"),

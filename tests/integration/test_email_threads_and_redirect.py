@@ -61,7 +61,7 @@ def test_a_mail_acknowledgement_carries_the_subject_and_the_message_id_it_answer
 
     sender = SandboxSender("email", out=io.StringIO())
     deps = NotifierDeps(config=example_config, sessions=sessions, senders=Registry({"email": sender}),
-                        compose_ack=lambda ev: "Thank you", clock=lambda: AT)
+                        compose_ack=lambda ev, at: "Thank you", clock=lambda: AT)
     handle_event(event, deps)
     handle_event(event, deps)
     # The owner's assignment notice goes by e-mail too (services/notifier/promises.py); this is the customer's.
@@ -120,7 +120,7 @@ def test_a_redirect_mode_channel_opens_no_conversation_and_is_told_once_where_to
 
     sender = SandboxSender("instagram", out=io.StringIO())
     ndeps = NotifierDeps(config=example_config, sessions=sessions, senders=Registry({"instagram": sender}),
-                         compose_ack=lambda ev: "never used", clock=lambda: AT)
+                         compose_ack=lambda ev, at: "never used", clock=lambda: AT)
     for event in first + again + second:
         handle_event(event, ndeps)
     [note] = sender.sent
@@ -142,7 +142,7 @@ def test_an_agents_mail_reply_continues_the_acknowledgements_thread_as_a_human(e
     [opened] = handle_inbound(mail(1, AT), router_deps(example_config, sessions))
     sender = SandboxSender("email", out=io.StringIO())
     deps = NotifierDeps(config=example_config, sessions=sessions, senders=Registry({"email": sender}),
-                        compose_ack=lambda ev: "Thank you", clock=lambda: AT)
+                        compose_ack=lambda ev, at: "Thank you", clock=lambda: AT)
     handle_event(opened, deps)
     reply = ConversationReply(reply_id="r-1", conversation_id=opened.payload.conversation_id, channel="email",
                               reply_to="piotr@example.pl", reply_from=None, text="Your parcel left today.",

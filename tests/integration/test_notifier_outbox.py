@@ -60,7 +60,7 @@ def make_deps(config, sessions, sender) -> NotifierDeps:
     # The owner (Anna) is told of the assignment by e-mail; these tests are about the customer's messages.
     agents = SandboxSender("email", out=open("/dev/null", "w"))
     return NotifierDeps(config=config, sessions=sessions, senders=Registry({"telegram": sender, "email": agents}),
-                        compose_ack=lambda ev: f"Thanks {ev.customer_name}, reference {ev.reference}",
+                        compose_ack=lambda ev, at: f"Thanks {ev.customer_name}, reference {ev.reference}",
                         clock=lambda: AT)
 
 
@@ -195,7 +195,7 @@ def redirected(message_id: str = "ig-1") -> Envelope:
 def test_a_redirect_note_given_up_on_is_sent_once_when_replayed_from_the_dlq(example_config, sessions) -> None:
     sender = FlakySender([TransientSendError("503 from provider")] * MAX_SEND_ATTEMPTS)
     deps = NotifierDeps(config=example_config, sessions=sessions, senders=Registry({"instagram": sender}),
-                        compose_ack=lambda ev: "never used", clock=lambda: AT)
+                        compose_ack=lambda ev, at: "never used", clock=lambda: AT)
     for _ in range(MAX_SEND_ATTEMPTS):  # the first try and the bus's retries, each failing
         with pytest.raises(TransientSendError):
             handle_event(redirected(), deps)
@@ -290,7 +290,7 @@ def test_a_reply_after_the_whatsapp_window_goes_as_the_template_in_the_customers
     sender = FlakySender([])
     sender.channel = "whatsapp"
     deps = NotifierDeps(config=config, sessions=sessions, senders=Registry({"whatsapp": sender}),
-                        compose_ack=lambda ev: "never used", clock=lambda: AT)
+                        compose_ack=lambda ev, at: "never used", clock=lambda: AT)
     for n, language in ((1, "pl"), (2, "de")):
         ev = ConversationReply(reply_id=f"wa{n}", conversation_id=f"conv-{n}", channel="whatsapp",
                                reply_to="48601234567", reply_from=None, text="Your parcel left today", agent_id="anna",
@@ -354,3 +354,32 @@ def test_a_send_left_unrecorded_by_a_long_outage_is_recorded_by_the_retry_not_se
     assert len(sender.sent) == 1
     [row] = rows(sessions)
     assert row.status == "sent" and row.provider_message_id == "1"
+
+
+def test_an_acknowledgement_retried_later_is_worded_for_the_moment_it_leaves(example_config, sessions) -> None:
+    """Drafted on Saturday evening, refused by the provider until Monday afternoon: what leaves
+    then says neither "closed" nor a promised time that is already past, and the outbox keeps
+    the text that was sent."""
+    from services.notifier.ack import compose_ack
+
+    warsaw = example_config.business_calendar.tz
+    saturday_evening = datetime(2026, 11, 21, 16, 0, tzinfo=warsaw)
+    now = [saturday_evening]
+    sender = FlakySender([TransientSendError("502 from provider")])
+    agents = SandboxSender("email", out=open("/dev/null", "w"))
+    deps = NotifierDeps(config=example_config, sessions=sessions,
+                        senders=Registry({"telegram": sender, "email": agents}),
+                        compose_ack=lambda ev, at: compose_ack(ev, at, config=example_config), clock=lambda: now[0])
+    event = dataclasses.replace(opened().payload, owner_id=None, received_at=saturday_evening,
+                                promise_due=datetime(2026, 11, 23, 13, 0, tzinfo=warsaw))
+    envelope = Envelope.wrap(event, message_id="e-late", correlation_id="c", occurred_at=saturday_evening)
+    with pytest.raises(TransientSendError):
+        handle_event(envelope, deps)
+    assert "will be back on Monday, 23 November, at 09:00" in rows(sessions)[0].body  # the draft
+    now[0] = datetime(2026, 11, 23, 14, 0, tzinfo=warsaw)
+    handle_event(envelope, deps)  # the bus's retry, two days on
+    [(_, text)] = sender.sent
+    assert "will reply to you personally as soon as possible." in text
+    assert "closed" not in text and "13:00" not in text and "09:00 " not in text
+    [row] = rows(sessions)
+    assert row.status == "sent" and row.body == text

@@ -96,7 +96,7 @@ def deps(example_config, sessions, telegram, smtp, clock) -> NotifierDeps:
                       domain="northwind.example", security="none")
     return NotifierDeps(config=example_config, sessions=sessions,
                         senders=Registry({"telegram": telegram, "email": mail}),
-                        compose_ack=lambda ev: f"Thanks, reference {ev.reference}", clock=clock)
+                        compose_ack=lambda ev, at: f"Thanks, reference {ev.reference}", clock=clock)
 
 
 def opened(at: datetime, *, owner: str | None = "maria", conv: str = "conv-1", opening: int = 1,

@@ -56,7 +56,7 @@ def config(example_config):
 
 
 def make_deps(config, sessions, senders, clock) -> NotifierDeps:
-    return NotifierDeps(config=config, sessions=sessions, senders=Registry(senders), compose_ack=lambda ev: "ack",
+    return NotifierDeps(config=config, sessions=sessions, senders=Registry(senders), compose_ack=lambda ev, at: "ack",
                         clock=clock, survey_links=SurveyLinks("s" * 32, "https://support.example"))
 
 

@@ -139,7 +139,10 @@ def parse_mime(raw: bytes, *, received_at: datetime, our_domains: Iterable[str],
         sender=Identity("email", sender_addr),
         sender_name=_no_nul(sender_name),
         reply_to=reply_addr or sender_addr,
-        received_at=_sent_at(msg, received_at),
+        # Arrival is ours (a mail polled days late still gets an honest promise); the Date header,
+        # when believable, is the mail's own time, for display and ordering.
+        received_at=received_at,
+        sent_at=_sent_at(msg, received_at),
         text=text,
         subject=_no_nul(subject),
         attachments=tuple(Attachment(a.content_type, a.url, _no_nul(a.name), a.size) for a in attachments(msg, hint)),
@@ -277,11 +280,11 @@ def thread_refs(msg: Message) -> tuple[str, ...]:
     return tuple(refs)[:MAX_THREAD_REFS]
 
 
-def _sent_at(msg: Message, received_at: datetime) -> datetime:
-    """The Date header when it is believable, else the time we received the mail.
+def _sent_at(msg: Message, received_at: datetime) -> datetime | None:
+    """The Date header when it is believable, else None (unknown).
 
     A mail cannot have been written after we received it, and a date far in the past is a wrong
-    clock: both fall back to received_at, so the promise is never computed from a made-up time.
+    clock: neither is shown as the mail's time. (Promises never start from it: see received_at.)
     """
     try:
         header = msg.get("Date")
@@ -289,12 +292,12 @@ def _sent_at(msg: Message, received_at: datetime) -> datetime:
     except Exception:  # noqa: BLE001 - an unparseable Date is simply not used
         sent = None
     if sent is None:
-        return received_at
+        return None
     if sent.tzinfo is None:  # "-0000": RFC 5322 says the time is UTC, the local zone unknown
         sent = sent.replace(tzinfo=UTC)
     if received_at - MAX_DATE_AGE <= sent <= received_at:
         return sent.astimezone(UTC)
-    return received_at
+    return None
 
 
 # --- the body ----------------------------------------------------------------------------------------

@@ -261,7 +261,8 @@ def _from_customer(item: dict, channel: str, kind: str, sender_id: str, external
         external_id=external_id,
         sender=Identity(kind, sender_id),
         reply_to=sender_id,
-        received_at=_from_millis(item.get("timestamp")) or received_at,
+        received_at=received_at,  # arrival: when the gateway accepted it (promises start here)
+        sent_at=_from_millis(item.get("timestamp")),  # Meta's time, for display and ordering
         text=text,
         attachments=attachments,
         meta=meta,
@@ -393,7 +394,8 @@ def _whatsapp_message(message: Any, phone_number_id: str | None, display: Any, n
         sender=Identity("wa_id", wa_id),
         sender_name=names.get(wa_id),
         reply_to=wa_id,
-        received_at=_from_seconds(message.get("timestamp")) or received_at,
+        received_at=received_at,  # arrival: when the gateway accepted it (promises start here)
+        sent_at=_from_seconds(message.get("timestamp")),  # WhatsApp's time, for display and ordering
         text=text,
         attachments=tuple(attachments),
         # A wa_id is the customer's phone number, verified by WhatsApp: the same person as SMS/calls.

@@ -2,6 +2,21 @@
 
 Authenticity: Telegram sends the secret given to setWebhook in X-Telegram-Bot-Api-Secret-Token.
 Dedupe key: (bot id, update_id) — update_id is only unique per bot and is not contiguous.
+
+Time: a message's arrival (`received_at`, where promises start) is when the gateway accepted the
+update; Telegram's `date` is kept as `sent_at`. An update redelivered after a webhook outage, or
+fetched by getUpdates a day late, is dated when it was written, and a promise counted from that
+date would be breached before the customer got its acknowledgement.
+
+What a customer can send besides text (location, venue, contact, sticker, video note, poll, dice)
+becomes a short readable text — built from the customer's own data and symbols, not words of one
+language, so it does not sway language detection — plus the structured data in `meta`.
+
+Telegram Business: a `business_message` is a customer writing to the business owner's account,
+which this bot manages through a business connection. It is routed like any message and answered
+through that connection (meta["to"] is the connection id, which the notifier passes to sendMessage
+as business_connection_id). A business message the owner's side wrote (from ≠ chat: the owner
+answering in their own app, or a bot acting for them) is not a customer's and is ignored, logged.
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ IRRELEVANT = frozenset({
     "edited_message", "channel_post", "edited_channel_post", "inline_query", "chosen_inline_result",
     "shipping_query", "pre_checkout_query", "poll", "poll_answer", "my_chat_member", "chat_member",
     "chat_join_request", "message_reaction", "message_reaction_count", "chat_boost", "removed_chat_boost",
-    "business_connection", "business_message", "edited_business_message", "deleted_business_messages",
+    "business_connection", "edited_business_message", "deleted_business_messages",
     "purchased_paid_media",
 })
 
@@ -75,18 +90,20 @@ def callback_query_id(update: Any) -> str | None:
     return None
 
 
-def parse_update(update: Any, *, bot_id: str, received_at: datetime | None = None
-                 ) -> list[InboundMessage | SurveyAnswer]:
+def parse_update(update: Any, *, bot_id: str, received_at: datetime) -> list[InboundMessage | SurveyAnswer]:
+    """`received_at`: when the gateway accepted the update (the webhook's request, the poll)."""
     if not isinstance(update, dict):
         raise Malformed("an update must be a JSON object")
     update_id = update.get("update_id")
     if not isinstance(update_id, int) or isinstance(update_id, bool):
         raise Malformed("update_id is missing or not an integer")
     if "message" in update:
-        return [_message(update["message"], bot_id, update_id)]
+        return _message(update["message"], bot_id, update_id, received_at)
+    if "business_message" in update:
+        return _message(update["business_message"], bot_id, update_id, received_at, business=True)
     kinds = [k for k in update if k != "update_id"]
     if "callback_query" in update:
-        return _callback_query(update["callback_query"], bot_id, update_id, received_at or datetime.now(UTC))
+        return _callback_query(update["callback_query"], bot_id, update_id, received_at)
     if kinds and all(k in IRRELEVANT for k in kinds):
         return []
     # Authenticated but unknown: say so loudly in the log; answer 200 so Telegram does not retry it.
@@ -108,7 +125,8 @@ def _callback_query(query: Any, bot_id: str, update_id: int, received_at: dateti
                          received_at=received_at)]
 
 
-def _message(message: Any, bot_id: str, update_id: int) -> InboundMessage:
+def _message(message: Any, bot_id: str, update_id: int, received_at: datetime, *, business: bool = False
+             ) -> list[InboundMessage]:
     if not isinstance(message, dict):
         raise Malformed("message must be an object")
     sender = message.get("from")
@@ -120,18 +138,36 @@ def _message(message: Any, bot_id: str, update_id: int) -> InboundMessage:
     date = message.get("date")
     if not _is_int(date):
         raise Malformed("message.date is missing or not a unix time")
-    if sender.get("is_bot") is True:
-        raise Malformed("messages from bots are not customer messages")
     try:
-        received_at = datetime.fromtimestamp(date, UTC)
+        sent_at = datetime.fromtimestamp(date, UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise Malformed("message.date is not a unix time") from exc
+    if sender.get("is_bot") is True:
+        # Another bot in a group, or a bot acting for a business: authentic, but no customer wrote
+        # it. Answered 200 so Telegram does not redeliver it; nothing is published.
+        log.info("telegram message from a bot ignored", extra={"update_id": update_id})
+        return []
+    connection = None
+    if business:
+        connection = _str(message.get("business_connection_id"))
+        if connection is None:
+            raise Malformed("business_message.business_connection_id is missing")
+        if sender["id"] != chat["id"] or message.get("sender_business_bot") is not None:
+            # In a business chat the chat is the customer's; anyone else writing in it is the
+            # business's side (the owner in their app, a bot for them): not a customer message.
+            log.info("telegram business message written by the business's side ignored",
+                     extra={"update_id": update_id})
+            return []
     name = " ".join(p for p in (sender.get("first_name"), sender.get("last_name")) if isinstance(p, str) and p)
     text = message.get("text") or message.get("caption") or ""
     if not isinstance(text, str):
         raise Malformed("message.text must be a string")
     linked: list[Identity] = []
     attachments: list[Attachment] = []
+    meta: dict[str, Any] = {"message_id": _int(message.get("message_id")), "chat_type": _str(chat.get("type"))}
+    if connection is not None:
+        # The notifier answers from meta["to"]: for a business chat, through its connection.
+        meta.update(business_connection_id=connection, to=connection)
     contact = message.get("contact")
     if isinstance(contact, dict):
         # Only the sender's own contact is a verified link between this Telegram user and a phone.
@@ -152,20 +188,88 @@ def _message(message: Any, bot_id: str, update_id: int) -> InboundMessage:
             attachments.append(Attachment(content_type=_str(item.get("mime_type")) or "application/octet-stream",
                                           name=_str(item.get("file_name")) or _str(item.get("file_id")),
                                           size=_int(item.get("file_size"))))
+    if not text:
+        text = _readable(message, meta, attachments)
     lang = sender.get("language_code")
-    return InboundMessage(
+    return [InboundMessage(
         channel="telegram",
         external_id=f"{bot_id}:{update_id}",
         sender=Identity("telegram", str(sender["id"])),
         sender_name=name or _str(sender.get("username")),
         reply_to=str(chat["id"]),
         received_at=received_at,
+        sent_at=sent_at,
         text=text,
         language_hint=lang if isinstance(lang, str) else None,
         attachments=tuple(attachments),
         linked_identities=tuple(linked),
-        meta={"message_id": _int(message.get("message_id")), "chat_type": _str(chat.get("type"))},
-    )
+        meta=meta,
+    )]
+
+
+def _readable(message: dict, meta: dict[str, Any], attachments: list[Attachment]) -> str:
+    """The text an agent reads for a message without text: what it is, from its own data. Adds
+    the structured part to `meta` (and a location to `attachments`). "" when there is nothing."""
+    venue = _dict(message.get("venue"))
+    location = _dict(venue.get("location")) or _dict(message.get("location"))
+    geo = _geo(location.get("latitude"), location.get("longitude"))
+    if venue:
+        title, address = _str(venue.get("title")), _str(venue.get("address"))
+        meta["venue"] = {"title": title, "address": address, "geo": geo}
+        attachments.append(Attachment(content_type="location", url=geo, name=title))
+        return "📍 " + ", ".join(p for p in (title, address) if p) if title or address else f"📍 {_coords(geo)}"
+    if geo is not None:
+        meta["location"] = {"geo": geo, **({"live_period": _int(location.get("live_period"))}
+                                           if _int(location.get("live_period")) else {})}
+        attachments.append(Attachment(content_type="location", url=geo))
+        return f"📍 {_coords(geo)}"
+    contact = _dict(message.get("contact"))
+    if contact:
+        who = " ".join(p for p in (_str(contact.get("first_name")), _str(contact.get("last_name"))) if p)
+        phone = _str(contact.get("phone_number"))
+        meta["contact"] = {"name": who or None, "phone_number": phone, "user_id": _int(contact.get("user_id"))}
+        return "👤 " + ", ".join(p for p in (who, phone) if p) if who or phone else "👤"
+    sticker = _dict(message.get("sticker"))
+    if sticker:
+        emoji = _str(sticker.get("emoji"))
+        meta["sticker"] = {"emoji": emoji, "set_name": _str(sticker.get("set_name")),
+                           "file_id": _str(sticker.get("file_id"))}
+        return emoji or "🖼"  # a sticker stands for its emoji: that is what the customer meant
+    note = _dict(message.get("video_note"))
+    if note:
+        seconds = _int(note.get("duration"))
+        meta["video_note"] = {"duration": seconds, "file_id": _str(note.get("file_id"))}
+        attachments.append(Attachment(content_type="video/mp4", name=_str(note.get("file_id")),
+                                      size=_int(note.get("file_size"))))
+        return f"🎥 {seconds // 60}:{seconds % 60:02d}" if seconds is not None else "🎥"
+    poll = _dict(message.get("poll"))
+    if poll:
+        question = _str(poll.get("question"))
+        options = [_str(o.get("text")) for o in poll.get("options") or () if isinstance(o, dict) and _str(o.get("text"))]
+        meta["poll"] = {"question": question, "options": options}
+        return "📊 " + (question or "") + ("".join(f"\n- {o}" for o in options))
+    dice = _dict(message.get("dice"))
+    if dice:
+        emoji, value = _str(dice.get("emoji")) or "🎲", _int(dice.get("value"))
+        meta["dice"] = {"emoji": emoji, "value": value}
+        return f"{emoji} {value}" if value is not None else emoji
+    return ""
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _geo(lat: Any, lon: Any) -> str | None:
+    """An RFC 5870 geo: URI, so a location fits the Attachment's url."""
+    if isinstance(lat, int | float) and isinstance(lon, int | float) and not isinstance(lat, bool) \
+            and not isinstance(lon, bool) and -90 <= lat <= 90 and -180 <= lon <= 180:
+        return f"geo:{lat},{lon}"
+    return None
+
+
+def _coords(geo: str | None) -> str:
+    return geo.removeprefix("geo:").replace(",", ", ") if geo else "?"
 
 
 def _is_int(v: Any) -> bool:

@@ -80,7 +80,11 @@ class TelegramSender:
             # Inline buttons: [[(label, callback_data), ...], ...] — survey answers come back as callbacks.
             markup = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data) for label, data in row]
                                            for row in options["buttons"]])
-        msg = self._call(self.bot.send_message(chat_id=address, text=text, reply_markup=markup))
+        # A Telegram Business chat is answered through its business connection (the router keeps
+        # the connection id as the conversation's "from"): the customer sees the business account.
+        business = options.get("from") if isinstance(options.get("from"), str) else None
+        msg = self._call(self.bot.send_message(chat_id=address, text=text, reply_markup=markup,
+                                               business_connection_id=business))
         return SendResult(provider_message_id=str(msg.message_id))
 
     def close(self) -> None:
