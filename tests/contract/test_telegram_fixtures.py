@@ -22,6 +22,16 @@ def load(name: str) -> dict:
     return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
 
 
+def _aiogram(update_id: int, message_id: int, date: int, text: str, *, meta: dict,
+             attachments: tuple[Attachment, ...] = ()) -> InboundMessage:
+    """A message of aiogram's test dataset: its USER writing in its private CHAT."""
+    return InboundMessage(
+        channel="telegram", external_id=f"{BOT}:{update_id}", sender=Identity("telegram", "12345678"),
+        sender_name="FirstName LastName", reply_to="12345678", received_at=NOW,
+        sent_at=datetime.fromtimestamp(date, UTC), text=text, language_hint="ru", attachments=attachments,
+        meta={"message_id": message_id, "chat_type": "private", **meta})
+
+
 EXPECTED: dict[str, list[InboundMessage]] = {
     "message_text": [InboundMessage(
         channel="telegram", external_id=f"{BOT}:804211001", sender=Identity("telegram", "5012345678"),
@@ -64,6 +74,46 @@ EXPECTED: dict[str, list[InboundMessage]] = {
         attachments=(Attachment(content_type="application/pdf", name="saskaita-48213.pdf", size=48211),),
         meta={"message_id": 315, "chat_type": "private"},
     )],
+    # What a customer sends without text reads as text (their data, symbols, no words of one
+    # language), with the structured part in meta. Real messages: aiogram's dataset (SOURCES.md).
+    "message_location": [_aiogram(804300001, 12345, 1508755473, "📍 50.693416, 30.624605",
+                                  attachments=(Attachment(content_type="location", url="geo:50.693416,30.624605"),),
+                                  meta={"location": {"geo": "geo:50.693416,30.624605"}})],
+    "message_venue": [_aiogram(804300002, 56004, 1522849819, "📍 Venue Name, Venue Address",
+                               attachments=(Attachment(content_type="location", url="geo:50.693416,30.624605",
+                                                       name="Venue Name"),),
+                               meta={"venue": {"title": "Venue Name", "address": "Venue Address",
+                                               "geo": "geo:50.693416,30.624605"}})],
+    # A contact without a user_id is someone's card, not a verified phone of the sender: no link.
+    "message_contact_without_user_id": [_aiogram(804300003, 56006, 1522850298, "👤 John Smith, 88005553535",
+                                                 meta={"contact": {"name": "John Smith", "phone_number": "88005553535",
+                                                                   "user_id": None}})],
+    # A sticker stands for its emoji.
+    "message_sticker": [_aiogram(804300004, 12345, 1508771450, "🛠",
+                                 meta={"sticker": {"emoji": "🛠", "set_name": "StickerSet",
+                                                   "file_id": "AAbbCCddEEffGGhh1234567890"}})],
+    "message_video_note": [_aiogram(804300005, 55934, 1522835890, "🎥 0:04",
+                                    attachments=(Attachment(content_type="video/mp4", name="AbCdEfGhIjKlMnOpQrStUvWxYz",
+                                                            size=186562),),
+                                    meta={"video_note": {"duration": 4, "file_id": "AbCdEfGhIjKlMnOpQrStUvWxYz"}})],
+    "message_dice": [_aiogram(804300006, 12345, 1508768012, "🎲 6", meta={"dice": {"emoji": "🎲", "value": 6}})],
+    "message_poll": [_aiogram(804300007, 11223, 1508709711, "📊 What was first: chicken or egg?\n- chicken\n- egg",
+                              meta={"poll": {"question": "What was first: chicken or egg?",
+                                             "options": ["chicken", "egg"]}})],
+    # Another bot in a group: authentic, no customer wrote it. 200, nothing published (was a 400).
+    "message_from_bot": [],
+    # Telegram Business: the customer writes to the owner's account; the answer goes through the
+    # business connection (meta["to"], which the notifier passes as business_connection_id).
+    "business_message_text": [InboundMessage(
+        channel="telegram", external_id=f"{BOT}:804300009", sender=Identity("telegram", "5012345678"),
+        sender_name="Olena Kovalenko", reply_to="5012345678", received_at=NOW,
+        sent_at=datetime.fromtimestamp(1795538100, UTC), text="Добрий день! Чи є ця куртка в розмірі M?",
+        language_hint="uk",
+        meta={"message_id": 771, "chat_type": "private", "business_connection_id": "AbCdEfGh123456-business",
+              "to": "AbCdEfGh123456-business"},
+    )],
+    # The owner answering in their own Telegram app: the business's side, not a customer message.
+    "business_message_from_the_owner": [],
     # Known but irrelevant: nothing to route (200, nothing published).
     "edited_message": [],
     "callback_query": [],
