@@ -30,6 +30,16 @@ def test_inline_buttons_reach_the_api(sender, fake_bot_api) -> None:
     assert sent.reply_markup["inline_keyboard"][0][1] == {"text": "5", "callback_data": "csat:5"}
 
 
+def test_a_business_chat_is_answered_through_its_business_connection(sender, fake_bot_api) -> None:
+    # The router keeps a Telegram Business chat's connection id as the conversation's "from".
+    sender.send("5012345678", "Так, є в розмірі M.", options={"from": "AbCdEfGh123456-business"})
+    sender.send("6023456789", "Thanks!")
+    [business] = fake_bot_api.sent_to("5012345678")
+    [plain] = fake_bot_api.sent_to("6023456789")
+    assert business.business_connection_id == "AbCdEfGh123456-business"
+    assert plain.business_connection_id is None
+
+
 def test_server_error_is_transient(sender, fake_bot_api) -> None:
     fake_bot_api.fail_next(1, 502)
     with pytest.raises(TransientSendError):
