@@ -12,7 +12,6 @@ call (`_call_notice`).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
 import logging
@@ -26,6 +25,7 @@ from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.router import trust
 from services.router.assignment import Decision, choose_owner, with_availability
 from services.router.models import (
     AgentAvailability,
@@ -93,6 +93,11 @@ def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
             return _stored_events(s, stored)
         if _agent_note(s, envelope, msg, deps.config):
             return []
+        # From here on an unverified e-mail is filed under its own identity: it answers no survey
+        # and joins no conversation of the customer who owns that address.
+        sender = trust.sender_identity(msg)
+        if sender != msg.sender:
+            msg = dataclasses.replace(msg, sender=sender)
         survey_event, route = survey_reply(s, envelope, msg)
         if not route:
             return [survey_event]  # a survey answer or STOP: no conversation, nothing stored
@@ -107,12 +112,18 @@ def _stored_id(s: Session, msg: InboundMessage) -> str | None:
     return s.scalar(select(Message.id).where(Message.channel == msg.channel, Message.external_id == msg.external_id))
 
 
-def _details(msg: InboundMessage) -> dict[str, Any]:
-    """What a stored message keeps of an InboundMessage beyond its columns."""
-    return {"attachments": [a.__dict__ for a in msg.attachments], "automatic": msg.automatic,
-            "thread_refs": list(msg.thread_refs), "meta": msg.meta, "sender_name": msg.sender_name,
-            # The provider's own time (a device's clock), for display: received_at is the arrival.
-            "sent_at": msg.sent_at.isoformat() if msg.sent_at else None}
+def _details(msg: InboundMessage, **extra: Any) -> dict[str, Any]:
+    """What a stored message keeps of an InboundMessage beyond its columns. An e-mail also keeps
+    whether our mail server vouched for its sender, and a Reply-To other than the sender."""
+    details = {"attachments": [a.__dict__ for a in msg.attachments], "automatic": msg.automatic,
+               "thread_refs": list(msg.thread_refs), "meta": msg.meta, "sender_name": msg.sender_name,
+               # The provider's own time (a device's clock), for display: received_at is the arrival.
+               "sent_at": msg.sent_at.isoformat() if msg.sent_at else None}
+    if msg.channel == "email":
+        details["sender_verified"] = trust.sender_verified(msg)
+        if msg.reply_to and msg.reply_to.lower() != msg.sender.value.lower():
+            details["reply_to"] = msg.reply_to
+    return {**details, **{k: v for k, v in extra.items() if v is not None}}
 
 
 def agent_by_email(config: Config, address: str) -> str | None:
@@ -126,17 +137,20 @@ def agent_by_email(config: Config, address: str) -> str | None:
 
 def _agent_note(s: Session, envelope: Envelope, msg: InboundMessage, config: Config) -> bool:
     """An agent's mail answering a notice ([SB-…] in the subject, or In-Reply-To): kept in that
-    conversation as the agent's note. Never sent to the customer — a From header is easily forged,
-    and replies to customers go through the authenticated API and inbox — and never a customer's
-    message, which would open a conversation with the agent as the customer and acknowledge it.
-    Mail from an agent's address that threads nowhere is left to the usual route (an agent trying
-    the service out, or forwarding a customer's mail, is a customer there)."""
+    conversation as the agent's note. Never sent to the customer — replies to customers go through
+    the authenticated API and inbox — and never a customer's message, which would open a
+    conversation with the agent as the customer and acknowledge it. A From header is easily forged:
+    a note our mail server did not vouch for is kept all the same (the agent may have written it
+    from a phone whose mail our server cannot check) but stored and shown as unverified
+    (details.sender_verified). Mail from an agent's address that threads nowhere is left to the
+    usual route (an agent trying the service out, or forwarding a customer's mail, is a customer there)."""
     if msg.channel != "email" or msg.automatic:
         return False
     agent_id = agent_by_email(config, msg.sender.value)
     if agent_id is None:
         return False
-    conv = _thread_conversation(s, msg)
+    found = _thread_candidates(s, msg)
+    conv = found[0] if found else None
     if conv is None:
         return False
     s.add(Message(
@@ -145,7 +159,11 @@ def _agent_note(s: Session, envelope: Envelope, msg: InboundMessage, config: Con
         subject=msg.subject, received_at=msg.received_at, correlation_id=envelope.correlation_id,
         details=_details(msg),
     ))
-    log.info("agent %s answered a notice of %s by e-mail: kept as a note", agent_id, conv.reference)
+    if trust.sender_verified(msg):
+        log.info("agent %s answered a notice of %s by e-mail: kept as a note", agent_id, conv.reference)
+    else:
+        log.warning("a mail from agent %s's address to %s, not authenticated by our mail server: kept as an "
+                    "unverified note", agent_id, conv.reference)
     return True
 
 
@@ -218,11 +236,18 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
     # A customer made just now has no conversations yet: two queries fewer on the commonest path.
     conv = s.scalar(select(Conversation).where(Conversation.customer_id == customer.id,
                                                Conversation.status == "open")) if known else None
-    threaded = _thread_conversation(s, msg)
+    # A thread (its reference token, In-Reply-To, References) counts only when it is this
+    # customer's own: anyone can quote a reference. Another's is shown to the agent, not joined.
+    found = _thread_candidates(s, msg)
+    threaded = next((c for c in found if c.customer_id == customer.id), None)
+    foreign = next((c for c in found if c.customer_id != customer.id), None)
+    quoted = trust.quoted_reference(threaded.reference if threaded else None,
+                                    foreign.reference if foreign else None, msg.meta.get("reference"))
+    if quoted:
+        log.warning("a %s message quoted %s, which is not its sender's conversation: not joined", msg.channel, quoted)
+    verified = trust.sender_verified(msg)
     explicit_reopen = False
     if threaded is not None and threaded.status == "open":
-        # A reply in the thread (its reference token or In-Reply-To) joins that conversation, even
-        # from another address of the customer's company: the thread is the stronger signal.
         conv = threaded
     events: list[Envelope] = []
     opened = False
@@ -242,33 +267,42 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         team_id = decision.team_id
         calendar = config.calendars[config.teams[team_id].calendar] if team_id in config.teams else config.business_calendar
         promise = calendar.add_business_time(at, config.categories[category].target_for(msg.channel))
+        reply_to, pending = _reply_address(s, msg, customer.id)
         if reopen:
             conv = last
             conv.status, conv.opening, conv.resolved_at = "open", conv.opening + 1, None
-            conv.channel, conv.reply_to, conv.language = msg.channel, msg.reply_to, language
+            conv.channel, conv.reply_to, conv.language = msg.channel, reply_to, language
             conv.reply_from = _reply_from(msg)
             conv.category, conv.category_reason = category, _reason(result)
         else:
             conv = Conversation(
-                id=derive_id("conversation", envelope.message_id), reference=_reference(envelope.message_id),
-                customer_id=customer.id, status="open", opening=1, channel=msg.channel, reply_to=msg.reply_to,
+                id=derive_id("conversation", envelope.message_id), reference=trust.new_reference(),
+                customer_id=customer.id, status="open", opening=1, channel=msg.channel, reply_to=reply_to,
                 reply_from=_reply_from(msg),
                 language=language, category=category, category_reason=_reason(result), opened_at=at,
                 last_message_at=at,
             )
             s.add(conv)
+        conv.reply_to_pending, conv.unverified_sender = pending, not verified
         conv.owner_id, conv.team_id, conv.assignment_reason = decision.agent_id, team_id, decision.reason
         conv.promise_due = promise
         s.flush()  # claims the one-open-conversation index now: a racing replica fails here and retries
         s.add(Assignment(conversation_id=conv.id, agent_id=decision.agent_id, team_id=team_id,
                          reason=f"{decision.rule}: {decision.reason}", assigned_at=at))
         opened = True
+    else:
+        if not verified:
+            conv.unverified_sender = True
+        if msg.channel == "email" and msg.channel == conv.channel:
+            _, pending = _reply_address(s, msg, customer.id)
+            if pending and pending != conv.reply_to:
+                conv.reply_to_pending = pending
     conv.last_message_at = at
     s.add(Message(
         id=envelope.message_id, conversation_id=conv.id, direction="in", channel=msg.channel,
         external_id=msg.external_id, sender_kind=msg.sender.kind, sender_value=msg.sender.value, text=msg.text,
         subject=msg.subject, received_at=at, correlation_id=envelope.correlation_id,
-        details=_details(msg),
+        details=_details(msg, quoted_reference=quoted),
     ))
     if _to_call_back(msg):
         s.add(_callback_task(conv, msg, at))
@@ -312,23 +346,39 @@ def _redirect(envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> Enve
                          correlation_id=envelope.correlation_id, occurred_at=msg.received_at)
 
 
-def _thread_conversation(s: Session, msg: InboundMessage) -> Conversation | None:
-    """The conversation an e-mail answers: by the [SB-…] token in its subject, else by a Message-ID
-    it refers to (In-Reply-To/References carry the customer's earlier Message-IDs, which we store)."""
+def _thread_candidates(s: Session, msg: InboundMessage) -> list[Conversation]:
+    """The conversations an e-mail says it answers, strongest first: the [SB-…] token in its subject,
+    then those of the Message-IDs it refers to (In-Reply-To/References carry the customer's earlier
+    Message-IDs, which we store), newest first. Whose they are is the caller's question."""
     if msg.channel != "email":
-        return None
+        return []
+    found: list[Conversation] = []
     reference = msg.meta.get("reference")
     if isinstance(reference, str) and reference:
         conv = s.scalar(select(Conversation).where(Conversation.reference == reference.upper()))
         if conv is not None:
-            return conv
+            found.append(conv)
     if msg.thread_refs:
-        conv_id = s.scalar(select(Message.conversation_id).where(
+        conv_ids = s.scalars(select(Message.conversation_id).where(
             Message.channel == "email", Message.external_id.in_(list(msg.thread_refs)[-50:]))
-            .order_by(Message.received_at.desc()).limit(1))
-        if conv_id is not None:
-            return s.get(Conversation, conv_id)
-    return None
+            .order_by(Message.received_at.desc()).limit(5))
+        for conv_id in dict.fromkeys(conv_ids):
+            conv = s.get(Conversation, conv_id)
+            if conv is not None and conv not in found:
+                found.append(conv)
+    return found
+
+
+def _reply_address(s: Session, msg: InboundMessage, customer_id: str) -> tuple[str, str | None]:
+    """Where answers go, and a Reply-To that waits for an agent (services/router/trust.py). Only
+    e-mail has a Reply-To; the customer's addresses are read only when it names another one."""
+    if msg.channel != "email":
+        return msg.reply_to, None
+    addresses: list[str] = []
+    if msg.reply_to and msg.reply_to.lower() != msg.sender.value.lower():
+        addresses = list(s.scalars(select(Identity.value).where(Identity.customer_id == customer_id,
+                                                                Identity.kind.in_(trust.EMAIL_KINDS))))
+    return trust.reply_address(msg.sender.value, msg.reply_to, addresses)
 
 
 def _customer(s: Session, msg: InboundMessage, at: datetime) -> tuple[Customer, bool]:
@@ -462,11 +512,6 @@ def _reply_from(msg: InboundMessage) -> str | None:
 def _reason(result: Any) -> dict:
     return {"confidence": round(float(getattr(result, "confidence", 0.0)), 4), **dict(getattr(result, "reason", {}) or {})}
 
-
-def _reference(message_id: str) -> str:
-    """A short code customers can quote; derived, so a retried handler makes the same one."""
-    raw = uuid.UUID(derive_id("reference", message_id)).bytes
-    return "SB-" + base64.b32encode(raw).decode()[:10]
 
 
 Clock = Callable[[], datetime]

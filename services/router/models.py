@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime
@@ -66,6 +66,11 @@ class Conversation(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime())
     first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # an agent's first reply
+    # E-mail our mail server did not vouch for opened or joined it (services/router/trust.py): shown.
+    unverified_sender: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A Reply-To that is none of the customer's addresses: answers go to reply_to until an agent
+    # confirms this one.
+    reply_to_pending: Mapped[str | None] = mapped_column(String(320))
 
 
 class Message(Base):

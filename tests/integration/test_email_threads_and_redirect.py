@@ -36,10 +36,14 @@ def router_deps(config, sessions) -> RouterDeps:
 
 
 def mail(n: int, at: datetime, *, sender: str = "piotr@example.pl", subject: str = "Parcel 4471",
-         refs: tuple[str, ...] = (), reference: str | None = None) -> Envelope:
-    meta = {"reference": reference} if reference else {}
+         refs: tuple[str, ...] = (), reference: str | None = None, verified: bool = True,
+         reply_to: str | None = None, text: str = "Where is my parcel?") -> Envelope:
+    """A mail as the gateway hands it over; `verified`: our mail server's verdict on the From."""
+    meta: dict = {"reference": reference} if reference else {}
+    meta["sender_auth"] = ({"verified": True, "method": "dmarc", "reason": "dmarc=pass for example.pl"} if verified
+                           else {"verified": False, "method": None, "reason": "dmarc=fail for example.pl"})
     msg = InboundMessage(channel="email", external_id=f"m{n}@example.pl", sender=Identity("email", sender),
-                         reply_to=sender, received_at=at, text="Where is my parcel?", subject=subject,
+                         reply_to=reply_to or sender, received_at=at, text=text, subject=subject,
                          sender_name="Piotr", thread_refs=refs, meta=meta)
     return Envelope.wrap(msg, message_id=derive_id("email", msg.external_id), correlation_id=f"c{n}", occurred_at=at)
 
@@ -70,12 +74,12 @@ def test_a_mail_acknowledgement_carries_the_subject_and_the_message_id_it_answer
                             "automatic": True, "in_reply_to": "m1@example.pl"}
 
 
-def test_a_colleague_answering_in_the_thread_joins_the_conversation_by_reference(example_config, sessions) -> None:
+def test_the_customer_answering_with_the_reference_joins_the_conversation(example_config, sessions) -> None:
     deps = router_deps(example_config, sessions)
     [opened] = handle_inbound(mail(1, AT), deps)
     ref = opened.payload.reference
-    events = handle_inbound(mail(2, AT + timedelta(minutes=5), sender="boss@example.pl",
-                                 subject=f"Re: Parcel 4471 [{ref}]", reference=ref), deps)
+    events = handle_inbound(mail(2, AT + timedelta(minutes=5), subject=f"Re: Parcel 4471 [{ref}]", reference=ref),
+                            deps)
     # Joined, not a new conversation: no second acknowledgement, only the owner's notice.
     assert [e.type for e in events] == ["conversation.message"]
     assert conversation_of(sessions, "m2@example.pl") == opened.payload.conversation_id
