@@ -79,6 +79,14 @@ services: $(STAMP) ## services mode on this machine: gateway :8080, router :8081
 	psql "$${DATABASE_URL}" -c 'select 1' >/dev/null 2>&1 || createdb -h 127.0.0.1 -U postgres switchboard; \
 	$(BIN)/python -m services.router & $(BIN)/python -m services.notifier & $(BIN)/python -m services.gateway & wait
 
+.PHONY: cluster-up
+cluster-up: ## a 3-node RabbitMQ cluster on this machine (Debian's rabbitmq-server, AMQP 5681-5683, data in var/cluster); idempotent
+	bash deploy/local-cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## stop the local cluster and remove var/cluster (the machine's broker on 5672 is never touched)
+	bash deploy/local-cluster.sh down
+
 COMPOSE ?= docker compose -f deploy/docker-compose.yml
 
 .PHONY: images

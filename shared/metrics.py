@@ -137,7 +137,7 @@ class QueueDepthCollector(Collector):
 def all_queue_names() -> list[str]:
     from shared.bus.topology import QUEUES
 
-    return [name for spec in QUEUES.values() for name in (spec.name, spec.retry, *spec.retry_tiers, spec.dlq)]
+    return [name for spec in QUEUES.values() for name in (spec.name, *spec.retry_tiers, spec.dlq)]
 
 
 def render(broker_url: str | None = None) -> tuple[bytes, str]:

@@ -10,22 +10,41 @@
 
     [switchboard.direct] (direct), routing key = queue name, carries the plumbing of each queue Q:
 
-      consumer ── failed, wait ~d ──▶ Q.retry.<T>s (classic, x-message-ttl T) ── expires ──▶ Q
+      consumer ── failed, wait ~d ──▶ Q.wait.<T>s (quorum, x-message-ttl T) ── expires ──▶ Q
                                       T in RETRY_TIERS = 1, 5, 15, 60, 120, 300 seconds
-      Q.retry   the old single holding queue (per-message TTL); still declared so that messages
-                waiting in it on an upgraded broker flow back to Q, but nothing is published to it;
       Q.dlq     dead letters: poison messages, messages out of attempts, and (via the quorum
                 queue's delivery limit) messages that crashed their consumer too often.
+
+Every queue is a quorum queue, on one broker as on a cluster: RabbitMQ runs quorum queues on a
+single node too, so there is no queue-type setting and the single broker runs what the cluster
+runs. On a cluster each is a Raft group with a member on every node (the default initial group
+size is the cluster's size), so a message confirmed to a publisher is on a majority of nodes and
+every queue stays available while a majority is up.
 
 Why tiers: RabbitMQ expires messages only at the head of a queue, so with one holding queue and
 per-message TTLs a message waiting 300 s at the head held back one due in 1 s behind it. Each tier
 has one queue-level TTL, so within a tier FIFO order is expiry order; the consumer picks the tier
 for each retry's delay (`choose_tier`).
 
-Naming convention: `<service>.<purpose>` for work queues, `.retry.<T>s` and `.dlq` suffixes for
+Why the tiers are quorum queues with at-least-once dead-lettering (RabbitMQ >= 3.10): a retry
+waiting out its delay is an accepted message like any other. In a classic queue it lived on one
+node and died with it; a quorum tier survives the loss of any one node of three. Expiry hands the
+message back to Q by dead-lettering, which by default is at-most-once (a leader change between
+the expiry and Q's confirm drops it); `x-dead-letter-strategy: at-least-once` keeps it in the tier
+until Q confirmed it (it needs `x-overflow: reject-publish`). A message dead-lettered twice is
+harmless: every consumer dedupes on its id. The work queues' own dead-lettering (delivery limit ->
+Q.dlq) stays at-most-once: it is the safety net for a message that keeps killing its consumer, and
+adding the argument to an existing queue would be refused; an operator can set it by policy.
+
+Earlier brokers had classic tiers `Q.retry.<T>s` and a single `Q.retry` (per-message TTL). They are
+no longer declared (a classic queue whose node is down cannot be declared, which would stop a
+service starting on a cluster that lost that node); where they exist, their own arguments still
+dead-letter what waits in them back to Q.
+
+Naming convention: `<service>.<purpose>` for work queues, `.wait.<T>s` and `.dlq` suffixes for
 their plumbing. Declaring twice is harmless; declaring with different arguments fails loudly at
-start (RabbitMQ's PRECONDITION_FAILED), which is what we want — and why the tiers have new names
-instead of new arguments on the old `Q.retry`.
+start (RabbitMQ's PRECONDITION_FAILED), which is what we want — and why the quorum tiers have new
+names instead of new arguments on the old classic ones.
 
 The in-memory transport of the embedded mode has no TTL or dead-lettering: there a retry goes
 straight back to Q (see `retry_route`), and the delivery limit does not apply.
@@ -62,11 +81,15 @@ class QueueSpec:
 
     @property
     def retry(self) -> str:
-        """The legacy single holding queue: drained on upgraded brokers, never published to."""
+        """The legacy single holding queue: not declared, drained on upgraded brokers, never published to."""
         return f"{self.name}.retry"
 
-    def retry_tier(self, seconds: int) -> str:
+    def legacy_retry_tier(self, seconds: int) -> str:
+        """The classic tier of earlier versions: not declared, drains by its own arguments."""
         return f"{self.name}.retry.{seconds}s"
+
+    def retry_tier(self, seconds: int) -> str:
+        return f"{self.name}.wait.{seconds}s"
 
     @property
     def retry_tiers(self) -> tuple[str, ...]:
@@ -105,21 +128,25 @@ def work_queue(spec: QueueSpec, rabbit: bool) -> Queue:
 
 
 def retry_queue(spec: QueueSpec) -> Queue:
-    """The legacy holding queue, declared exactly as before (new arguments would be refused with
-    PRECONDITION_FAILED on existing brokers) so that what still waits in it expires back to Q."""
+    """The legacy holding queue as earlier versions declared it (no longer declared at start;
+    the upgrade test uses it to make an upgraded broker)."""
     return Queue(spec.retry, exchange=PLUMBING, routing_key=spec.retry, durable=True,
                  queue_arguments={"x-dead-letter-exchange": PLUMBING.name, "x-dead-letter-routing-key": spec.name})
 
 
 def retry_tier_queue(spec: QueueSpec, seconds: int) -> Queue:
-    # Classic, not quorum: it only holds messages for their delay and then dead-letters them. The
-    # TTL is the queue's, never the message's, so the head is always the first to expire.
+    # The TTL is the queue's, never the message's, so the head is always the first to expire.
+    # Quorum with at-least-once dead-lettering: see the module's docstring.
     name = spec.retry_tier(seconds)
     return Queue(name, exchange=PLUMBING, routing_key=name, durable=True, queue_arguments={
-        "x-queue-type": "classic",
+        "x-queue-type": "quorum",
         "x-message-ttl": seconds * 1000,
         "x-dead-letter-exchange": PLUMBING.name,
         "x-dead-letter-routing-key": spec.name,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        # Twelve tiers' leaders spread over the nodes instead of all on the declaring one.
+        "x-queue-leader-locator": "balanced",
     })
 
 
@@ -161,7 +188,6 @@ def declare(conn: Connection) -> None:
         for spec in QUEUES.values():
             work_queue(spec, rabbit)(channel).declare()
             if rabbit:
-                retry_queue(spec)(channel).declare()
                 for seconds in RETRY_TIERS:
                     retry_tier_queue(spec, seconds)(channel).declare()
             dead_letter_queue(spec, rabbit)(channel).declare()

@@ -14,7 +14,16 @@ from kombu import Connection, Queue
 from services.notifier.senders import TransientSendError
 from shared.bus.consumer import ATTEMPTS_HEADER, ERROR_HEADER, Worker
 from shared.bus.publisher import BusUnavailable, Publisher, connect
-from shared.bus.topology import DELIVERY_LIMIT, EVENTS, PLUMBING, QUEUES, RETRY_TIERS, ROUTER_INBOUND, declare
+from shared.bus.topology import (
+    DELIVERY_LIMIT,
+    EVENTS,
+    PLUMBING,
+    QUEUES,
+    RETRY_TIERS,
+    ROUTER_INBOUND,
+    declare,
+    retry_queue,
+)
 from shared.contracts import ConversationOpened, Envelope, Identity, InboundMessage, derive_id
 from tests.support.wait import until
 
@@ -68,15 +77,19 @@ def test_declare_is_idempotent_and_uses_quorum_queues(rabbit_url: str) -> None:
         assert int(args["x-delivery-limit"]) == DELIVERY_LIMIT
         assert args["x-dead-letter-routing-key"] == spec.dlq
         assert info[spec.dlq]["type"] == "quorum"
-        # The legacy holding queue keeps its old arguments (no TTL of its own) so that existing
-        # brokers accept the declaration and what waits in it drains back to Q.
-        assert set(arguments(info[spec.retry])) == {"x-dead-letter-exchange", "x-dead-letter-routing-key"}
+        # No classic queue any more: one would be lost with its node, and could not even be
+        # declared while that node is down (the services would not start on the survivors).
+        assert spec.retry not in info
+        assert not {spec.legacy_retry_tier(t) for t in RETRY_TIERS} & set(info)
         for tier in RETRY_TIERS:
             held = info[spec.retry_tier(tier)]
-            assert held["type"] == "classic"
+            # A retry waiting out its delay survives a node's loss, and its way back to Q too.
+            assert held["type"] == "quorum"
             args = arguments(held)
             assert int(args["x-message-ttl"]) == tier * 1000
             assert args["x-dead-letter-routing-key"] == spec.name
+            assert args["x-dead-letter-strategy"] == "at-least-once"
+    assert {q["type"] for q in info.values()} == {"quorum"}
 
 
 def arguments(queue: dict) -> dict:
@@ -243,8 +256,10 @@ def test_a_provider_retry_after_is_honoured(rabbit_url: str) -> None:
 
 
 def test_a_message_left_in_the_legacy_retry_queue_still_comes_back(rabbit_url: str) -> None:
-    # A broker upgraded with messages waiting in Q.retry (per-message TTL): they must not be stranded.
+    # A broker upgraded with messages waiting in Q.retry (per-message TTL): they must not be stranded,
+    # although Q.retry is no longer declared: its own arguments bring them back.
     with connect(rabbit_url) as conn:
+        retry_queue(ROUTER_INBOUND)(conn.default_channel).declare()
         declare(conn)
     Publisher(rabbit_url).publish(inbound_envelope(23), exchange=PLUMBING, routing_key=ROUTER_INBOUND.retry,
                                   headers={ATTEMPTS_HEADER: 1}, expiration=0.5)
