@@ -19,6 +19,7 @@ from services.gateway.bootstrap import start_pollers
 from services.notifier import bootstrap as notifier
 from services.notifier.senders import Registry
 from services.router import bootstrap as router
+from services.router.kpi_store import backfill_first_responses
 from services.router.operations import run_relay
 from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher, connect
@@ -111,8 +112,11 @@ def start(settings: Settings, config: Config, *, host: str = "127.0.0.1", port: 
     threads = [start_thread(lambda w=w: w.run(stop), w.name) for w in workers]
     threads.append(start_thread(lambda: intake.forwarder.run(stop), "spool-forwarder"))
     threads.append(start_thread(lambda: run_relay(sessions, publisher, utc_now, stop), "router-relay"))
+    # First responses kept before their business time was (migration 0012): filled in beside the work.
+    threads.append(start_thread(lambda: backfill_first_responses(sessions, config.business_calendar),
+                                "router-kpi-backfill"))
     threads.extend(start_pollers(settings, config, intake, stop, clock=utc_now))
-    ticker = notifier.build_ticker(notifier_deps)
+    ticker = notifier.build_ticker(notifier_deps, publisher=publisher)
     threads.append(start_thread(lambda: ticker.run(stop), "notifier-ticker"))
     server = HttpServer(app, host, port if port is not None else (settings.port or 8080)).start()
     return Embedded(server=server, workers=workers, threads=threads, senders=senders, stop=stop)

@@ -401,6 +401,40 @@ class ConversationCalledBackSchema(_Strict):
         return ConversationCalledBack(**d)
 
 
+# --- SurveyResult v1: the notifier tells the router what became of a survey (for the KPIs) --------
+
+
+@dataclass(frozen=True)
+class SurveyResult:
+    """A survey's state as the notifier holds it, sent when it is sent and again when it is
+    answered. The whole state each time, so the router's record (conversation_surveys) is an
+    idempotent upsert whatever the order and however often it arrives. `feedback.` and not
+    `survey.`: survey.# is the notifier's own queue."""
+
+    TYPE: ClassVar[str] = "feedback.survey_result"
+    VERSION: ClassVar[int] = 1
+
+    conversation_id: str
+    opening: int
+    kind: str  # csat | nps
+    sent_at: datetime
+    score: int | None = None
+    answered_at: datetime | None = None
+
+
+class SurveyResultSchema(_Strict):
+    conversation_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
+    opening = fields.Integer(required=True, validate=validate.Range(min=1))
+    kind = fields.String(required=True, validate=validate.OneOf(("csat", "nps")))
+    sent_at = AwareDateTime(required=True)
+    score = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(0, 10))
+    answered_at = AwareDateTime(load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> SurveyResult:
+        return SurveyResult(**d)
+
+
 # --- SurveyAnswer v1: a customer's rating (or comment) for a survey, from whatever channel --------
 
 
@@ -556,6 +590,7 @@ PAYLOAD_SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (SurveyOptOut.TYPE, SurveyOptOut.VERSION): SurveyOptOutSchema,
     (ConversationAssigned.TYPE, ConversationAssigned.VERSION): ConversationAssignedSchema,
     (ConversationCalledBack.TYPE, ConversationCalledBack.VERSION): ConversationCalledBackSchema,
+    (SurveyResult.TYPE, SurveyResult.VERSION): SurveyResultSchema,
 }
 
 

@@ -32,7 +32,7 @@ def main() -> None:
         return build_worker(settings.broker_url, deps(settings, config, engine), publisher)
 
     def background(settings, config, engine, publisher, stop):
-        ticker = build_ticker(deps(settings, config, engine))
+        ticker = build_ticker(deps(settings, config, engine), publisher=publisher)
         return [start_thread(lambda: ticker.run(stop), "notifier-ticker")]
 
     run_consumer_service("notifier", 8082, worker, background=background, consumers=CONSUMERS)

@@ -15,7 +15,7 @@ from services.notifier.ack import compose_ack
 from services.notifier.handlers import MAX_SEND_ATTEMPTS, NotifierDeps, handle_event
 from services.notifier.senders import Registry, Sender
 from services.notifier.senders.sandbox import SandboxSender
-from services.notifier.survey_flow import send_due_surveys
+from services.notifier.survey_flow import report_surveys, send_due_surveys
 from services.notifier.ticker import Job, Ticker
 from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher
@@ -80,7 +80,7 @@ def build_survey_links(settings: Settings, *, embedded: bool) -> SurveyLinks | N
     return SurveyLinks(secret, settings.public_base_url) if secret else None
 
 
-def build_ticker(deps: NotifierDeps, *, interval: float = 5.0) -> Ticker:
+def build_ticker(deps: NotifierDeps, *, interval: float = 5.0, publisher: Publisher | None = None) -> Ticker:
     """Time-driven work, each job `f(now) -> int` with its state in the database (see ticker.py).
     Register new jobs here: promise checks, notices waiting for a shift, surveys after their delay."""
     jobs: dict[str, Job] = {}
@@ -88,6 +88,8 @@ def build_ticker(deps: NotifierDeps, *, interval: float = 5.0) -> Ticker:
     # Promise checks before notice delivery: a warning made in this tick goes out in this tick.
     jobs["promises"] = partial(promises.check_promises, deps=deps)
     jobs["agent_notices"] = partial(promises.deliver_notices, deps=deps)
+    if publisher is not None:  # the router's KPIs learn of surveys sent and answered from the bus
+        jobs["survey_results"] = partial(report_surveys, deps=deps, publisher=publisher)
     return Ticker(jobs, deps.clock, interval=interval)
 
 

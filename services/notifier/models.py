@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime
@@ -67,7 +67,9 @@ class Survey(Base):
     __table_args__ = (UniqueConstraint("conversation_id", "opening", name="uq_survey_conversation_opening"),
                       UniqueConstraint("token", name="uq_surveys_token"),
                       Index("ix_surveys_status_due", "status", "due_at"),
-                      Index("ix_surveys_recipient", "channel", "address", "sent_at"))
+                      Index("ix_surveys_recipient", "channel", "address", "sent_at"),
+                      Index("ix_surveys_to_report", "id", postgresql_where=text("to_report"),
+                            sqlite_where=text("to_report")))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     conversation_id: Mapped[str] = mapped_column(String(36))
@@ -91,6 +93,8 @@ class Survey(Base):
     comment_source: Mapped[str | None] = mapped_column(String(300))  # "<channel>:<provider id>" of the comment
     # WhatsApp's 24-hour window counts from it: free-form survey inside, an approved template after.
     last_customer_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Sent or answered since the router was last told (survey.result, published by the ticker).
+    to_report: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class SurveyOptOut(Base):

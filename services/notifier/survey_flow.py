@@ -37,7 +37,8 @@ from services.notifier.surveys import (
     whatsapp_survey_options,
 )
 from services.notifier.texts import render_survey_question, render_survey_thanks
-from shared.contracts import ConversationResolved, Envelope, SurveyAnswer
+from shared.bus.publisher import BusUnavailable, Publisher
+from shared.contracts import ConversationResolved, Envelope, SurveyAnswer, SurveyResult, derive_id
 from shared.contracts import SurveyOptOut as OptOutEvent
 from shared.db import transaction
 
@@ -158,7 +159,7 @@ def _settle(survey_id: int, outbox_id: int, deps: NotifierDeps) -> int:
         if survey is None or row is None or survey.status != "sending":
             return 0
         if row.status == "sent":
-            survey.status, survey.sent_at = "sent", row.sent_at
+            survey.status, survey.sent_at, survey.to_report = "sent", row.sent_at, True
             return 1
         if row.status == "pending" and row.attempts >= MAX_ATTEMPTS:
             row.status = "dead"
@@ -185,6 +186,7 @@ def record_answer(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
                 log.info("survey %s: %s is outside the %s scale", survey.id, ans.score, survey.kind)
             else:
                 survey.score, survey.answered_at, survey.status = ans.score, ans.received_at, "answered"
+                survey.to_report = True
                 if ans.comment:
                     survey.comment = ans.comment
                     survey.comment_source = f"{ans.channel}:{ans.external_id}"[:300]
@@ -195,6 +197,33 @@ def record_answer(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     if thanks is not None:
         deliver(thanks, deps)
     return []
+
+
+def report_surveys(now: datetime, deps: NotifierDeps, publisher: Publisher, *, batch: int = 500) -> int:
+    """Tell the router what became of the surveys sent or answered since the last tick (its KPIs
+    count them: services meet only on the bus). At least once: the mark is cleared only after the
+    broker confirmed, and only if the survey has not changed since it was read; the router's record
+    is an upsert, so a second copy changes nothing."""
+    with deps.sessions() as s:
+        rows = list(s.scalars(select(Survey).where(Survey.to_report).order_by(Survey.id).limit(batch)))
+    told = 0
+    for survey in rows:
+        if survey.sent_at is None:  # answered implies sent; a row without a send time has nothing to say
+            continue
+        result = SurveyResult(conversation_id=survey.conversation_id, opening=survey.opening, kind=survey.kind,
+                              sent_at=survey.sent_at, score=survey.score, answered_at=survey.answered_at)
+        envelope = Envelope.wrap(result, message_id=derive_id("survey-result", str(survey.id), survey.status),
+                                 correlation_id=derive_id("survey", str(survey.id)), occurred_at=now)
+        try:
+            publisher.publish(envelope)
+        except BusUnavailable as exc:
+            log.warning("survey results not reported yet: %s", exc)
+            break
+        with transaction(deps.sessions) as s:
+            s.execute(update(Survey).where(Survey.id == survey.id, Survey.status == survey.status)
+                      .values(to_report=False))
+        told += 1
+    return told
 
 
 def _thanks(s: Session, survey: Survey, envelope: Envelope, now: datetime, deps: NotifierDeps) -> int | None:

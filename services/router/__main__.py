@@ -7,6 +7,7 @@ Port 8081 serves the health checks, the agent API (/api/v1/), the inbox (/inbox/
 import threading
 
 from services.router.bootstrap import build_api, build_deps, build_pages, build_worker
+from services.router.kpi_store import backfill_first_responses
 from services.router.operations import run_relay
 from shared.db import session_factory
 from shared.runtime import start_thread, utc_now
@@ -18,6 +19,10 @@ def main() -> None:
 
     def worker(settings, config, engine, publisher):
         built["deps"] = build_deps(config, session_factory(engine))
+        # First responses stored before their business time was kept (migration 0012): filled in
+        # batches beside the work, so a large history does not hold up the start.
+        start_thread(lambda: backfill_first_responses(session_factory(engine), config.business_calendar),
+                     "router-kpi-backfill")
         return build_worker(settings.broker_url, built["deps"], publisher)
 
     def blueprints(settings, config, engine, publisher):

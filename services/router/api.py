@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.router import kpi_store, macros
+from services.router import kpi_store, listing, macros
 from services.router import operations as ops
 from services.router.assignment import AVAILABILITY_STATUS
 from services.router.kpi_store import led_teams
@@ -77,6 +77,8 @@ class ConversationQuery(_Strict):
     category = fields.String(validate=validate.Length(min=1, max=32))
     promise_due_before = AwareDateTime()
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    cursor = fields.String(validate=validate.Length(min=1, max=200),
+                           metadata={"description": "next_cursor of the previous page"})
 
 
 class MacroVariables(_Strict):
@@ -164,7 +166,9 @@ class ConversationSummary(Schema):
 
 
 class ConversationList(Schema):
-    conversations = fields.List(fields.Nested(ConversationSummary))
+    conversations = fields.List(fields.Nested(ConversationSummary),
+                                metadata={"description": "newest activity first"})
+    next_cursor = fields.String(allow_none=True, metadata={"description": "the next page's cursor; null on the last"})
 
 
 class HistoryMessage(Schema):
@@ -388,16 +392,17 @@ def build_api(deps: ApiDeps) -> Blueprint:
            response=ConversationList, query=ConversationQuery)
     def list_conversations():
         q = _load(ConversationQuery(), request.args.to_dict())
-        stmt = select(Conversation).where(visible_to(g.agent, config))
-        for key in ("status", "channel", "category"):
-            if key in q:
-                stmt = stmt.where(getattr(Conversation, key) == q[key])
+        where = [getattr(Conversation, key) == q[key] for key in ("channel", "category") if key in q]
         if "promise_due_before" in q:
-            stmt = stmt.where(Conversation.promise_due < q["promise_due_before"])
-        stmt = stmt.order_by(Conversation.promise_due, Conversation.id).limit(q["limit"])
-        with deps.sessions() as s:
-            rows = list(s.scalars(stmt))
-        return jsonify(ConversationList().dump({"conversations": rows}))
+            where.append(Conversation.promise_due < q["promise_due_before"])
+        try:
+            with deps.sessions() as s:
+                rows, next_cursor = listing.page(s, g.agent, config, where=where, limit=q["limit"],
+                                                 cursor=q.get("cursor"),
+                                                 statuses=[q["status"]] if "status" in q else listing.STATUSES)
+        except listing.BadCursor as exc:
+            raise ApiError(422, "invalid", str(exc), details={"cursor": [str(exc)]}) from exc
+        return jsonify(ConversationList().dump({"conversations": rows, "next_cursor": next_cursor}))
 
     @route("/conversations/<conversation_id>", "GET", "A conversation with the customer's whole history",
            response=ConversationDetail)
@@ -430,6 +435,7 @@ def build_api(deps: ApiDeps) -> Blueprint:
                 raise ApiError(404, "not_found", f"no call-back task {callback_id}")
             _conversation(s, task.conversation_id, lock=True)  # 403 unless the agent's or their team's
             envelope = ops.complete_callback(s, task, agent_id=g.agent.id, at=deps.clock(),
+                                             calendar=config.business_calendar,
                                              correlation_id=_correlation_id())
             body = CallbackResult().dump({"callback": task})
         _publish([envelope.message_id] if envelope else [])
@@ -447,6 +453,7 @@ def build_api(deps: ApiDeps) -> Blueprint:
             text = req["text"] if "text" in req else _render_macro(s, conv, req["macro"], req["variables"])
             try:
                 envelope = ops.reply(s, conv, reply_id=reply_id, agent_id=g.agent.id, text=text, at=now,
+                                     calendar=config.business_calendar,
                                      correlation_id=correlation,
                                      details={"macro": req["macro"]} if "macro" in req else {})
             except ops.Unanswerable as exc:
@@ -509,7 +516,7 @@ def build_api(deps: ApiDeps) -> Blueprint:
                 conv = _conversation(s, conversation_id, lock=True)
                 if conv.status == "open":
                     raise ApiError(409, "conflict", "the conversation is already open")
-                conv.status, conv.resolved_at = "open", None
+                kpi_store.record_reopening(conv)
                 s.flush()  # the one-open-conversation index speaks here
                 summary = _summary(conv)
         except IntegrityError as exc:

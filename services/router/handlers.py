@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.router import trust
 from services.router.assignment import Decision, choose_owner, with_availability
+from services.router.kpi_store import record_reopening, record_survey_result
 from services.router.models import (
     AgentAvailability,
     Assignment,
@@ -46,6 +47,7 @@ from shared.contracts import (
     Envelope,
     InboundMessage,
     Redirected,
+    SurveyResult,
     decode,
     derive_id,
     encode,
@@ -79,6 +81,10 @@ class RouterDeps:
 
 
 def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
+    if isinstance(envelope.payload, SurveyResult):  # the notifier's word on a survey, for the KPIs
+        with transaction(deps.sessions) as s:
+            record_survey_result(s, envelope.payload)
+        return []
     msg: InboundMessage = envelope.payload
     if msg.channel == "phone" and msg.meta.get("call") in CALL_NOTICES:
         return _call_notice(envelope, msg, deps)
@@ -270,7 +276,8 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         reply_to, pending = _reply_address(s, msg, customer.id)
         if reopen:
             conv = last
-            conv.status, conv.opening, conv.resolved_at = "open", conv.opening + 1, None
+            record_reopening(conv)
+            conv.opening += 1
             conv.channel, conv.reply_to, conv.language = msg.channel, reply_to, language
             conv.reply_from = _reply_from(msg)
             conv.category, conv.category_reason = category, _reason(result)

@@ -30,7 +30,7 @@ from flask import Blueprint, Response, abort, g, redirect, render_template, requ
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from services.router import kpi_store, macros
+from services.router import kpi_store, listing, macros
 from services.router import operations as ops
 from services.router.api import ApiDeps, led_teams, may_see, visible_to
 from services.router.models import AgentPassword, CallbackTask, Conversation, Customer, InboxSession, Message
@@ -235,22 +235,36 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
         status = request.args.get("status", "open")
         if status not in ("open", "resolved"):
             status = "open"
-        stmt = (select(Conversation, Customer.name).join(Customer, Customer.id == Conversation.customer_id)
-                .where(visible_to(g.agent, config), Conversation.status == status))
-        stmt = stmt.order_by(Conversation.promise_due if status == "open" else Conversation.resolved_at.desc(),
-                             Conversation.id).limit(200)
-        now = deps.clock()
+        next_cursor = None
         with deps.sessions() as s:
-            rows = [{"conv": c, "customer_name": name, "waiting": c.first_response_at is None,
+            if status == "open":
+                # Open work is bounded by the agents' capacity, not by history: the (owner|team,
+                # status) prefix of the list indexes finds it; sorted by the promise, as agents work.
+                convs = list(s.scalars(select(Conversation).where(visible_to(g.agent, config),
+                                                                  Conversation.status == status)
+                                       .order_by(Conversation.promise_due, Conversation.id).limit(200)))
+            else:
+                # The resolved history grows for ever: newest activity first, a page at a time
+                # (services/router/listing.py: keyset, one index scan per branch).
+                try:
+                    convs, next_cursor = listing.page(s, g.agent, config, statuses=["resolved"], limit=50,
+                                                      cursor=request.args.get("cursor") or None)
+                except listing.BadCursor:
+                    convs, next_cursor = listing.page(s, g.agent, config, statuses=["resolved"], limit=50)
+            names = dict(s.execute(select(Customer.id, Customer.name)
+                                   .where(Customer.id.in_({c.customer_id for c in convs}))).all())
+            now = deps.clock()
+            rows = [{"conv": c, "customer_name": names.get(c.customer_id), "waiting": c.first_response_at is None,
                      "countdown": countdown(c.promise_due, now), "overdue": c.promise_due < now}
-                    for c, name in s.execute(stmt)]
+                    for c in convs]
             # Calls to return stand out in the list: a missed call waits on the agent, not the customer.
             to_call = {task.conversation_id for task in ops.open_callbacks(
                 s, CallbackTask.conversation_id.in_([r["conv"].id for r in rows]))}
             for row in rows:
                 row["call_back"] = row["conv"].id in to_call
                 s.expunge(row["conv"])
-        return render_template("inbox/list.html", page=_page(), rows=rows, status=status, tz=tz, now=now)
+        return render_template("inbox/list.html", page=_page(), rows=rows, status=status, tz=tz, now=now,
+                               next_cursor=next_cursor)
 
     # --- one conversation ----------------------------------------------------------------------
 
@@ -321,6 +335,7 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
             conv = _load(s, conversation_id, lock=True)
             try:
                 envelope = ops.reply(s, conv, reply_id=reply_id, agent_id=g.agent.id, text=text, at=now,
+                                     calendar=config.business_calendar,
                                      correlation_id=new_id(), details={"macro": macro_id[:64]} if macro_id else {})
             except ops.Unanswerable as exc:
                 return _page_error(409, str(exc).capitalize() + ".")
@@ -335,7 +350,8 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
             task = s.get(CallbackTask, task_id, with_for_update=True)
             if task is None or task.conversation_id != conversation_id:
                 abort(404)
-            envelope = ops.complete_callback(s, task, agent_id=g.agent.id, at=deps.clock(), correlation_id=new_id())
+            envelope = ops.complete_callback(s, task, agent_id=g.agent.id, at=deps.clock(),
+                                             calendar=config.business_calendar, correlation_id=new_id())
         _publish([envelope.message_id] if envelope else [])
         return _back(conversation_id, "called")
 

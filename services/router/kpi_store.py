@@ -1,21 +1,32 @@
-"""The KPI report's edge: who may see what, the period, and the queries that feed services/router/kpis.py.
+"""The KPI report's edge: who may see what, the period, the figures a conversation keeps as they
+happen, and the aggregate queries that feed services/router/kpis.py.
 
-Used by the API (GET /api/v1/kpis), the dashboard page and `switchboard report`.
+Used by the API (GET /api/v1/kpis), the dashboard page and `switchboard report`. A report never
+loads a period's conversations: the database counts, sums and takes percentiles over columns each
+conversation keeps up to date (its first response in business time, computed once when it happens;
+its resolution time), and returns a few grouped rows — by local day, by channel/category/language/
+owner, by hour of the week — whatever the period's size. The surveys are the router's own record
+(conversation_surveys), kept from the notifier's survey.result events.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import MetaData, Table, func, inspect, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Date, Integer, and_, case, cast, extract, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.router import kpis
-from services.router.models import Conversation, Message
+from services.router.models import Conversation, ConversationSurvey, Message
+from shared.calendar import Calendar
 from shared.config import Agent, Config
+from shared.contracts import SurveyResult
+from shared.db import UTCDateTime, transaction
 
 
 class ScopeError(Exception):
@@ -98,58 +109,256 @@ def _conversation_filter(stmt, scope: Scope):
     return stmt
 
 
-def _surveys(s: Session, start: datetime, end: datetime, ids: set[str]) -> list[kpis.SurveyRow] | None:
-    """Survey rows from the notifier's `surveys` table when it exists (migration 0006), else None.
+# --- a conversation's own figures, kept when they happen ------------------------------------------
 
-    The table is reflected rather than imported: its columns are read by name, so the report works
-    whether or not the survey feature is installed. It needs kind, a score column (score or answer)
-    and a sent time (sent_at or created_at); the conversation id narrows it to the scope.
-    """
-    bind = s.get_bind()
-    if not inspect(bind).has_table("surveys"):
-        return None
-    # A fresh MetaData: reflection never touches the models' own.
-    table = Table("surveys", MetaData(), autoload_with=bind)
-    cols = table.c
-    score = cols.get("score") if "score" in cols else cols.get("answer")
-    sent = cols.get("sent_at") if "sent_at" in cols else cols.get("created_at")
-    if "kind" not in cols or score is None or sent is None:
-        return None
-    stmt = select(cols.kind, score, cols.conversation_id if "conversation_id" in cols else cols.kind) \
-        .where(sent >= start, sent < end)
-    rows = []
-    for kind, value, conv in s.execute(stmt):
-        if "conversation_id" in cols and conv not in ids:
-            continue
-        rows.append(kpis.SurveyRow(kind=str(kind), score=int(value) if value is not None else None))
-    return rows
+
+def record_first_response(conv: Conversation, at: datetime, calendar: Calendar) -> None:
+    """The first human response (a reply, a call back): its time and, once, its business time."""
+    if conv.first_response_at is None:
+        conv.first_response_at = at
+        conv.first_response_business_s = calendar.business_time_between(conv.opened_at, at).total_seconds()
+
+
+def record_resolution(conv: Conversation, at: datetime) -> None:
+    conv.status, conv.resolved_at = "resolved", at
+    conv.resolution_s = (at - conv.opened_at).total_seconds()
+
+
+def record_reopening(conv: Conversation) -> None:
+    conv.status, conv.resolved_at, conv.resolution_s = "open", None, None
+
+
+def backfill_first_responses(sessions: sessionmaker[Session], calendar: Calendar, *, batch: int = 1000) -> int:
+    """Business times of first responses stored before they were kept (migration 0012 cannot
+    compute them: the calendar is in the config). Batches in id order, each its own transaction, so
+    memory stays flat and a restart picks up where it stopped. Returns how many rows it filled."""
+    done = 0
+    after = ""
+    while True:
+        with transaction(sessions) as s:
+            rows = s.execute(select(Conversation.id, Conversation.opened_at, Conversation.first_response_at)
+                             .where(Conversation.first_response_at.is_not(None),
+                                    Conversation.first_response_business_s.is_(None), Conversation.id > after)
+                             .order_by(Conversation.id).limit(batch)).all()
+            for cid, opened, first in rows:
+                s.execute(update(Conversation).where(Conversation.id == cid).values(
+                    first_response_business_s=calendar.business_time_between(opened, first).total_seconds()))
+        if not rows:
+            return done
+        done += len(rows)
+        after = rows[-1][0]
+
+
+def record_survey_result(s: Session, result: SurveyResult) -> None:
+    """The notifier's word on a survey, as an upsert: sent once, answered once, in any order."""
+    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(ConversationSurvey).values(
+        conversation_id=result.conversation_id, opening=result.opening, kind=result.kind,
+        sent_at=result.sent_at, score=result.score, answered_at=result.answered_at)
+    table = ConversationSurvey.__table__.c
+    s.execute(stmt.on_conflict_do_update(
+        index_elements=[table.conversation_id, table.opening],
+        set_={"sent_at": func.coalesce(table.sent_at, stmt.excluded.sent_at),
+              "score": func.coalesce(table.score, stmt.excluded.score),
+              "answered_at": func.coalesce(table.answered_at, stmt.excluded.answered_at)}))
+
+
+# --- the period's figures, added up by the database -------------------------------------------------
+
+
+def outcome_case(now: datetime):
+    """kpis.promise_outcome as a SQL expression over the stored times (no business-time arithmetic:
+    a promise's due time is stored). It depends on `now` (a promise past due unanswered is breached)
+    and on the current promise of a reopened conversation, so it is evaluated, not stored."""
+    at = literal(now, UTCDateTime())
+    c = Conversation
+    return case(
+        (func.coalesce(c.reply_to, "") == "", "closed"),
+        (c.first_response_at.is_not(None), case((c.first_response_at <= c.promise_due, "kept"), else_="breached")),
+        (and_(c.resolved_at.is_not(None), c.resolved_at <= at),
+         case((c.promise_due < c.resolved_at, "breached"), else_="closed")),
+        (c.promise_due < at, "breached"),
+        else_="pending")
+
+
+def offset_segments(tz: ZoneInfo, lo: datetime, hi: datetime) -> list[tuple[datetime | None, int]]:
+    """The zone's UTC offset over [lo, hi] as (until, seconds) pieces, the last with until None.
+    A zone changes its offset a few times a year: walking the hours finds each change, a binary
+    search pins it to the second."""
+    def offset(at: datetime) -> int:
+        delta = at.astimezone(tz).utcoffset()
+        return int(delta.total_seconds()) if delta is not None else 0
+
+    pieces: list[tuple[datetime | None, int]] = []
+    at, current = lo, offset(lo)
+    step = timedelta(hours=1)
+    while at < hi:
+        nxt = min(at + step, hi)
+        if offset(nxt) != current:
+            a, b = at, nxt  # offset(a) == current != offset(b)
+            while b - a > timedelta(seconds=1):
+                mid = a + (b - a) / 2
+                a, b = (mid, b) if offset(mid) == current else (a, mid)
+            pieces.append((b, current))
+            current = offset(b)
+        at = nxt
+    pieces.append((None, current))
+    return pieces
+
+
+class LocalTime:
+    """Local day, weekday (0 = Monday) and hour of a stored UTC time, in the business's zone, in
+    SQL. PostgreSQL knows the zones (AT TIME ZONE); SQLite does not, so there the UTC time is
+    shifted by the zone's offset piece by piece (offset_segments: exact, DST included)."""
+
+    def __init__(self, dialect: str, tz: ZoneInfo, lo: datetime, hi: datetime):
+        self.pg = dialect == "postgresql"
+        self.tz, self.lo, self.hi = tz, lo, hi
+
+    def _local(self, col):
+        if self.pg:
+            return func.timezone(self.tz.key, col)
+        pieces = offset_segments(self.tz, self.lo, self.hi)
+        shifted = [func.datetime(col, f"{seconds:+d} seconds") for _, seconds in pieces]
+        if len(pieces) == 1:
+            return shifted[0]
+        return case(*[(col < literal(until, UTCDateTime()), expr)
+                      for (until, _), expr in zip(pieces[:-1], shifted[:-1], strict=True)], else_=shifted[-1])
+
+    def day(self, col):
+        return cast(self._local(col), Date) if self.pg else func.date(self._local(col))
+
+    def weekday(self, col):
+        if self.pg:
+            return cast(extract("isodow", self._local(col)), Integer) - 1
+        return (cast(func.strftime("%w", self._local(col)), Integer) + 6) % 7
+
+    def hour(self, col):
+        if self.pg:
+            return cast(extract("hour", self._local(col)), Integer)
+        return cast(func.strftime("%H", self._local(col)), Integer)
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _percentiles(s: Session, column, where) -> kpis.Durations:
+    """Median (the mean of the middle two for an even count) and p90 by nearest rank, as
+    kpis.median and kpis.nearest_rank define them. PostgreSQL: percentile_cont(0.5) and
+    percentile_disc(0.9) (the first value whose rank reaches 90 %: nearest rank). SQLite has
+    neither: the count, then the one or two values at that rank (ORDER BY … LIMIT/OFFSET) — the
+    database sorts, Python holds at most two values."""
+    if s.get_bind().dialect.name == "postgresql":
+        n, med, p90 = s.execute(select(func.count(column), func.percentile_cont(0.5).within_group(column),
+                                       func.percentile_disc(0.9).within_group(column)).where(*where)).one()
+        return kpis.Durations(n or 0, med, p90)
+    n = s.scalar(select(func.count(column)).where(*where)) or 0
+    if not n:
+        return kpis.Durations(0, None, None)
+
+    def at_rank(offset: int, count: int) -> list[float]:
+        return list(s.scalars(select(column).where(*where, column.is_not(None)).order_by(column)
+                              .limit(count).offset(offset)))
+
+    mid = n // 2
+    med = at_rank(mid, 1)[0] if n % 2 else sum(at_rank(mid - 1, 2)) / 2
+    p90 = at_rank(max(1, math.ceil(90 / 100 * n)) - 1, 1)[0]
+    return kpis.Durations(n, med, p90)
+
+
+def aggregates(s: Session, scope: Scope, start: datetime, end: datetime, now: datetime, calendar: Calendar,
+               shifts: dict[str, Calendar]) -> kpis.Aggregates:
+    """The period's kpis.Aggregates, every sum, count and percentile done by the database: a few
+    grouped rows come back whatever the period's size (no conversation or message is loaded)."""
+    c = Conversation
+    tz = ZoneInfo(calendar.timezone)
+    local = LocalTime(s.get_bind().dialect.name, tz, start, end)
+    in_period = [c.opened_at >= start, c.opened_at < end]
+    if scope.team is not None:
+        in_period.append(c.team_id == scope.team)
+    if scope.agent is not None:
+        in_period.append(c.owner_id == scope.agent)
+
+    outcome = outcome_case(now)
+    day = local.day(c.opened_at)
+    days = {}
+    reopened = 0
+    for d, n, kept, breached, closed, pending, again in s.execute(
+            select(day, func.count(), func.sum(case((outcome == "kept", 1), else_=0)),
+                   func.sum(case((outcome == "breached", 1), else_=0)),
+                   func.sum(case((outcome == "closed", 1), else_=0)),
+                   func.sum(case((outcome == "pending", 1), else_=0)),
+                   func.sum(case((c.opening > 1, 1), else_=0)))
+            .where(*in_period).group_by(day)):
+        days[_as_date(d)] = kpis.DayCounts(n, kept or 0, breached or 0, closed or 0, pending or 0)
+        reopened += again or 0
+
+    volume: Counter = Counter()
+    owned: Counter = Counter()
+    for channel, category, language, owner, n in s.execute(
+            select(c.channel, c.category, c.language, c.owner_id, func.count())
+            .where(*in_period).group_by(c.channel, c.category, c.language, c.owner_id)):
+        volume[(channel, category, language)] += n
+        if owner:
+            owned[owner] += n
+
+    cs = ConversationSurvey
+    in_scope = select(c.id).where(*in_period)
+    sent, answered, csat_n, csat_good, nps_n, promoters, detractors = s.execute(
+        select(func.count(), func.count(cs.score),
+               func.sum(case((and_(cs.kind == "csat", cs.score.is_not(None)), 1), else_=0)),
+               func.sum(case((and_(cs.kind == "csat", cs.score >= 4), 1), else_=0)),
+               func.sum(case((and_(cs.kind == "nps", cs.score.is_not(None)), 1), else_=0)),
+               func.sum(case((and_(cs.kind == "nps", cs.score >= 9), 1), else_=0)),
+               func.sum(case((and_(cs.kind == "nps", cs.score <= 6), 1), else_=0)))
+        .where(cs.sent_at >= start, cs.sent_at < end, cs.conversation_id.in_(in_scope))).one()
+    surveys = kpis.SurveyCounts(sent or 0, answered or 0, csat_n or 0, csat_good or 0, nps_n or 0,
+                                promoters or 0, detractors or 0)
+
+    m = Message
+    arrived = [m.direction == "in", m.received_at >= start, m.received_at < end]
+    scoped = scope.team is not None or scope.agent is not None
+
+    def arrivals(*columns):
+        stmt = select(*columns).select_from(m)
+        if scoped:
+            stmt = stmt.join(c, c.id == m.conversation_id)
+            stmt = _conversation_filter(stmt, scope)
+        return stmt.where(*arrived)
+
+    heat = [[0] * 24 for _ in kpis.WEEKDAYS]
+    weekday, hour = local.weekday(m.received_at), local.hour(m.received_at)
+    for wd, h, n in s.execute(arrivals(weekday, hour, func.count()).group_by(weekday, hour)):
+        heat[int(wd)][int(h)] += n
+    # Messages inside the staffed stretches (a few hundred a year, computed from the shifts here),
+    # counted by ranges on the received_at index; the rest arrived when nobody was on shift.
+    spans = kpis.staffed_spans(shifts, start, end)
+    staffed = 0
+    for i in range(0, len(spans), 200):
+        chunk = spans[i:i + 200]
+        staffed += s.scalar(arrivals(func.count()).where(
+            or_(*[and_(m.received_at >= b, m.received_at < e) for b, e in chunk]))) or 0
+    unstaffed = sum(map(sum, heat)) - staffed
+
+    first = _percentiles(s, c.first_response_business_s, in_period)
+    resolution = _percentiles(s, c.resolution_s, in_period)
+    return kpis.Aggregates(volume=volume, owned=owned, days=days, reopened=reopened, first_response=first,
+                           resolution=resolution, surveys=surveys, heat=heat, unstaffed=unstaffed)
 
 
 def report(s: Session, config: Config, scope: Scope, start: datetime, end: datetime, now: datetime) -> dict:
-    """Read the period's rows for the scope and compute the figures."""
-    stmt = _conversation_filter(select(Conversation).where(Conversation.opened_at >= start,
-                                                           Conversation.opened_at < end), scope)
-    rows = [kpis.ConversationRow(id=c.id, channel=c.channel, category=c.category, language=c.language,
-                                 team_id=c.team_id, owner_id=c.owner_id, opening=c.opening or 1,
-                                 opened_at=c.opened_at, promise_due=c.promise_due,
-                                 first_response_at=c.first_response_at, resolved_at=c.resolved_at,
-                                 answerable=bool(c.reply_to))
-            for c in s.scalars(stmt)]
-    arrivals_stmt = _conversation_filter(
-        select(Message.received_at).join(Conversation, Message.conversation_id == Conversation.id)
-        .where(Message.direction == "in", Message.received_at >= start, Message.received_at < end), scope)
-    arrivals = list(s.scalars(arrivals_stmt))
+    """The period's figures for the scope, added up by the database (bounded memory, any period)."""
     agents = [a for a in config.agents.values()
               if (scope.agent is None or a.id == scope.agent) and (scope.team is None or a.team == scope.team)]
+    shifts = {a.id: a.shift for a in agents if a.status == "active"}
+    agg = aggregates(s, scope, start, end, now, config.business_calendar, shifts)
     open_now = dict(s.execute(select(Conversation.owner_id, func.count())
                               .where(Conversation.status == "open", Conversation.owner_id.is_not(None))
                               .group_by(Conversation.owner_id)).all())
     loads = [kpis.AgentLoad(a.id, a.name, a.capacity, open_now.get(a.id, 0)) for a in agents]
-    owned = Counter(r.owner_id for r in rows if r.owner_id)
-    result = kpis.compute(rows, arrivals, _surveys(s, start, end, {r.id for r in rows}), start=start, end=end,
-                          now=now, calendar=config.business_calendar,
-                          shifts={a.id: a.shift for a in agents if a.status == "active"}, loads=loads,
-                          owned_in_period=owned)
+    result = kpis.assemble(agg, start=start, end=end, calendar=config.business_calendar, shifts=shifts,
+                           loads=loads)
     result["scope"] = {"team": scope.team, "agent": scope.agent}
     return result
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -88,24 +88,40 @@ def _pct(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 1) if whole else None
 
 
-def _durations(values: list[float]) -> dict:
-    return {"count": len(values), "median_s": median(values), "p90_s": nearest_rank(values, 90)}
+@dataclass(frozen=True)
+class SurveyCounts:
+    """What the survey figures are made of: counts, whether added up here or by the database."""
+
+    sent: int
+    answered: int
+    csat_answers: int
+    csat_good: int  # 4 or 5
+    nps_answers: int
+    promoters: int  # 9 or 10
+    detractors: int  # 0 to 6
 
 
-def survey_figures(surveys: Iterable[SurveyRow] | None) -> dict:
-    rows = list(surveys) if surveys is not None else None
-    if not rows:
-        return {"csat_pct": None, "nps": None, "response_rate_pct": None, "sent": 0, "answered": 0,
-                "available": rows is not None}
+def survey_counts(rows: Iterable[SurveyRow]) -> SurveyCounts:
+    rows = list(rows)
     answered = [r for r in rows if r.score is not None]
-    csat = [r.score for r in answered if r.kind == "csat"]
-    nps = [r.score for r in answered if r.kind == "nps"]
-    promoters, detractors = sum(1 for s in nps if s >= 9), sum(1 for s in nps if s <= 6)
+    csat = [r.score for r in answered if r.kind == "csat" and r.score is not None]
+    nps = [r.score for r in answered if r.kind == "nps" and r.score is not None]
+    return SurveyCounts(sent=len(rows), answered=len(answered), csat_answers=len(csat),
+                        csat_good=sum(1 for x in csat if x >= 4), nps_answers=len(nps),
+                        promoters=sum(1 for x in nps if x >= 9), detractors=sum(1 for x in nps if x <= 6))
+
+
+def survey_figures(surveys: Iterable[SurveyRow] | SurveyCounts | None) -> dict:
+    counts = surveys if isinstance(surveys, SurveyCounts) or surveys is None else survey_counts(surveys)
+    if counts is None or not counts.sent:
+        return {"csat_pct": None, "nps": None, "response_rate_pct": None, "sent": 0, "answered": 0,
+                "available": counts is not None}
     return {
-        "csat_pct": _pct(sum(1 for s in csat if s >= 4), len(csat)),
-        "nps": round(100 * (promoters - detractors) / len(nps), 1) if nps else None,
-        "response_rate_pct": _pct(len(answered), len(rows)),
-        "sent": len(rows), "answered": len(answered), "available": True,
+        "csat_pct": _pct(counts.csat_good, counts.csat_answers),
+        "nps": round(100 * (counts.promoters - counts.detractors) / counts.nps_answers, 1)
+        if counts.nps_answers else None,
+        "response_rate_pct": _pct(counts.answered, counts.sent),
+        "sent": counts.sent, "answered": counts.answered, "available": True,
     }
 
 
@@ -113,18 +129,44 @@ def staffing(shifts: Mapping[str, Calendar], start: datetime, end: datetime, tz:
     """Average agents on shift per (weekday, hour) of the business's week over [start, end).
 
     Each hour of the period is sampled at its middle, so a shift from 09:00 counts from the 09 slot.
+    Each shift's open stretches are walked once beside the hours (a year is 8,784 hours: asking
+    every shift about every hour took a third of a second).
     """
+    first = start.astimezone(tz).replace(minute=0, second=0, microsecond=0)
+    hours: list[datetime] = []
+    hour = first
+    while hour < end:
+        hours.append(hour + timedelta(minutes=30))
+        hour += timedelta(hours=1)
     totals = [[0] * 24 for _ in WEEKDAYS]
     seen = [[0] * 24 for _ in WEEKDAYS]
-    hour = start.astimezone(tz).replace(minute=0, second=0, microsecond=0)
-    while hour < end:
-        mid = hour + timedelta(minutes=30)
+    slots = []
+    for mid in hours:
         local = mid.astimezone(tz)
-        day, h = local.weekday(), local.hour
-        seen[day][h] += 1
-        totals[day][h] += sum(1 for shift in shifts.values() if shift.is_open(mid))
-        hour += timedelta(hours=1)
+        slots.append((local.weekday(), local.hour))
+        seen[local.weekday()][local.hour] += 1
+    if hours:
+        for shift in shifts.values():
+            spans = iter(shift.open_intervals(hours[0], hours[-1] + timedelta(microseconds=1)))
+            span = next(spans, None)
+            for mid, (day, h) in zip(hours, slots, strict=True):
+                while span is not None and span[1] <= mid:
+                    span = next(spans, None)
+                if span is not None and span[0] <= mid:
+                    totals[day][h] += 1
     return [[round(totals[d][h] / seen[d][h], 2) if seen[d][h] else 0.0 for h in range(24)] for d in range(7)]
+
+
+def staffed_spans(shifts: Mapping[str, Calendar], start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """When at least one of the shifts is open within [start, end): merged, in order."""
+    spans = sorted(span for shift in shifts.values() for span in shift.open_intervals(start, end))
+    merged: list[tuple[datetime, datetime]] = []
+    for begin, stop in spans:
+        if merged and begin <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((begin, stop))
+    return merged
 
 
 def promise_outcome(c: ConversationRow, now: datetime) -> str:
@@ -143,58 +185,126 @@ def promise_outcome(c: ConversationRow, now: datetime) -> str:
     return "closed" if c.resolved_at is not None and c.resolved_at <= now else "pending"
 
 
-def compute(conversations: Iterable[ConversationRow], arrivals: Iterable[datetime],
-            surveys: Iterable[SurveyRow] | None, *, start: datetime, end: datetime, now: datetime,
-            calendar: Calendar, shifts: Mapping[str, Calendar], loads: Iterable[AgentLoad],
-            owned_in_period: Mapping[str, int] | None = None) -> dict:
-    """The period's figures, as one JSON-ready dict (datetimes as ISO strings)."""
+@dataclass(frozen=True)
+class Durations:
+    count: int
+    median_s: float | None
+    p90_s: float | None
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Durations:
+        return cls(len(values), median(values), nearest_rank(values, 90))
+
+
+@dataclass(frozen=True)
+class DayCounts:
+    conversations: int = 0
+    kept: int = 0
+    breached: int = 0
+    closed: int = 0
+    pending: int = 0
+
+
+@dataclass(frozen=True)
+class Aggregates:
+    """A period's figures before they are dressed for the reader: what `compute` adds up from rows
+    here, and services/router/kpi_store.py has the database add up (the two must agree)."""
+
+    volume: Mapping[tuple[str, str, str], int]  # (channel, category, language) → conversations
+    owned: Mapping[str, int]  # owner → conversations of the period
+    days: Mapping[date, DayCounts]  # the local day of opening → counts and promise outcomes
+    reopened: int
+    first_response: Durations
+    resolution: Durations
+    surveys: SurveyCounts | None
+    heat: Sequence[Sequence[int]]  # customer messages per (weekday, hour), local time
+    unstaffed: int  # customer messages when nobody in the scope was on shift
+
+
+def aggregate(conversations: Iterable[ConversationRow], arrivals: Iterable[datetime],
+              surveys: Iterable[SurveyRow] | None, *, start: datetime, end: datetime, now: datetime,
+              calendar: Calendar, shifts: Mapping[str, Calendar]) -> Aggregates:
+    """The definitions, in Python, one row at a time."""
     convs = [c for c in conversations if start <= c.opened_at < end]
     tz = ZoneInfo(calendar.timezone)
     first = [calendar.business_time_between(c.opened_at, c.first_response_at).total_seconds()
              for c in convs if c.first_response_at is not None]
-    outcomes = Counter(promise_outcome(c, now) for c in convs)
-    kept, breached = outcomes["kept"], outcomes["breached"]
     resolution = [(c.resolved_at - c.opened_at).total_seconds() for c in convs if c.resolved_at is not None]
-
     heat = [[0] * 24 for _ in WEEKDAYS]
     unstaffed = 0
-    total_arrivals = 0
     for at in arrivals:
         if not start <= at < end:
             continue
-        total_arrivals += 1
         local = at.astimezone(tz)
         heat[local.weekday()][local.hour] += 1
         if not any(shift.is_open(at) for shift in shifts.values()):
             unstaffed += 1
-
     days: dict[date, Counter] = {}
     for c in convs:
         day = days.setdefault(c.opened_at.astimezone(tz).date(), Counter())
         day["conversations"] += 1
         day[promise_outcome(c, now)] += 1
-    owned = owned_in_period if owned_in_period is not None else Counter(c.owner_id for c in convs if c.owner_id)
+    return Aggregates(
+        volume=Counter((c.channel, c.category, c.language) for c in convs),
+        owned=Counter(c.owner_id for c in convs if c.owner_id),
+        days={d: DayCounts(n["conversations"], n["kept"], n["breached"], n["closed"], n["pending"])
+              for d, n in days.items()},
+        reopened=sum(1 for c in convs if c.opening > 1),
+        first_response=Durations.of(first), resolution=Durations.of(resolution),
+        surveys=survey_counts(surveys) if surveys is not None else None,
+        heat=heat, unstaffed=unstaffed)
+
+
+def compute(conversations: Iterable[ConversationRow], arrivals: Iterable[datetime],
+            surveys: Iterable[SurveyRow] | None, *, start: datetime, end: datetime, now: datetime,
+            calendar: Calendar, shifts: Mapping[str, Calendar], loads: Iterable[AgentLoad],
+            owned_in_period: Mapping[str, int] | None = None) -> dict:
+    """The period's figures, as one JSON-ready dict (datetimes as ISO strings)."""
+    agg = aggregate(conversations, arrivals, surveys, start=start, end=end, now=now, calendar=calendar,
+                    shifts=shifts)
+    if owned_in_period is not None:
+        agg = replace(agg, owned=owned_in_period)
+    return assemble(agg, start=start, end=end, calendar=calendar, shifts=shifts, loads=loads)
+
+
+def _volume(volume: Mapping[tuple[str, str, str], int], index: int) -> dict[str, int]:
+    out: Counter = Counter()
+    for key, n in volume.items():
+        if n:
+            out[key[index]] += n
+    return dict(sorted(out.items()))
+
+
+def assemble(agg: Aggregates, *, start: datetime, end: datetime, calendar: Calendar,
+             shifts: Mapping[str, Calendar], loads: Iterable[AgentLoad]) -> dict:
+    """The figures as the API, the dashboard and the report show them."""
+    tz = ZoneInfo(calendar.timezone)
+    total = sum(d.conversations for d in agg.days.values())
+    kept = sum(d.kept for d in agg.days.values())
+    breached = sum(d.breached for d in agg.days.values())
+    heat = [list(row) for row in agg.heat]
     return {
         "period": {"from": start.isoformat(), "to": end.isoformat(), "timezone": calendar.timezone},
-        "conversations": len(convs),
-        "volume": {
-            "by_channel": dict(sorted(Counter(c.channel for c in convs).items())),
-            "by_category": dict(sorted(Counter(c.category for c in convs).items())),
-            "by_language": dict(sorted(Counter(c.language for c in convs).items())),
-        },
-        "first_response": {**_durations(first), "unanswered": len(convs) - len(first), "business_time": True},
-        "promises": {"kept": kept, "breached": breached, "closed": outcomes["closed"],
-                     "pending": outcomes["pending"], "kept_pct": _pct(kept, kept + breached)},
-        "resolution": {**_durations(resolution), "unresolved": len(convs) - len(resolution)},
-        "reopen_rate_pct": _pct(sum(1 for c in convs if c.opening > 1), len(convs)),
-        "surveys": survey_figures(surveys),
-        "arrivals": {"total": total_arrivals, "when_nobody_on_shift": unstaffed,
+        "conversations": total,
+        "volume": {"by_channel": _volume(agg.volume, 0), "by_category": _volume(agg.volume, 1),
+                   "by_language": _volume(agg.volume, 2)},
+        "first_response": {"count": agg.first_response.count, "median_s": agg.first_response.median_s,
+                           "p90_s": agg.first_response.p90_s, "unanswered": total - agg.first_response.count,
+                           "business_time": True},
+        "promises": {"kept": kept, "breached": breached,
+                     "closed": sum(d.closed for d in agg.days.values()),
+                     "pending": sum(d.pending for d in agg.days.values()), "kept_pct": _pct(kept, kept + breached)},
+        "resolution": {"count": agg.resolution.count, "median_s": agg.resolution.median_s,
+                       "p90_s": agg.resolution.p90_s, "unresolved": total - agg.resolution.count},
+        "reopen_rate_pct": _pct(agg.reopened, total),
+        "surveys": survey_figures(agg.surveys),
+        "arrivals": {"total": sum(map(sum, heat)), "when_nobody_on_shift": agg.unstaffed,
                      "by_hour_of_week": {WEEKDAYS[d]: heat[d] for d in range(7)},
                      "staffed_by_hour_of_week": {WEEKDAYS[d]: row
                                                  for d, row in enumerate(staffing(shifts, start, end, tz))}},
-        "trend": [{"date": d.isoformat(), "conversations": n["conversations"], "kept": n["kept"],
-                   "breached": n["breached"]} for d, n in sorted(days.items())],
+        "trend": [{"date": d.isoformat(), "conversations": n.conversations, "kept": n.kept,
+                   "breached": n.breached} for d, n in sorted(agg.days.items()) if n.conversations],
         "load": [{"agent_id": a.agent_id, "name": a.name, "open_now": a.open_now, "capacity": a.capacity,
-                  "utilisation_pct": _pct(a.open_now, a.capacity), "owned_in_period": owned.get(a.agent_id, 0)}
+                  "utilisation_pct": _pct(a.open_now, a.capacity), "owned_in_period": agg.owned.get(a.agent_id, 0)}
                  for a in loads],
     }

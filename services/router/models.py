@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime
@@ -44,7 +44,12 @@ class Conversation(Base):
     __table_args__ = (
         Index("uq_one_open_conversation", "customer_id", unique=True,
               postgresql_where=text("status = 'open'"), sqlite_where=text("status = 'open'")),
-        Index("ix_conversations_owner_status", "owner_id", "status"),
+        # Lists: one ordered index scan per branch of "mine or my teams'" (services/router/listing.py).
+        Index("ix_conversations_owner_status_activity", "owner_id", "status", "last_message_at", "id"),
+        Index("ix_conversations_team_status_activity", "team_id", "status", "last_message_at", "id"),
+        # KPIs: a team's or an agent's conversations opened in a period (services/router/kpi_store.py).
+        Index("ix_conversations_team_opened", "team_id", "opened_at"),
+        Index("ix_conversations_owner_opened", "owner_id", "opened_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -71,6 +76,11 @@ class Conversation(Base):
     # A Reply-To that is none of the customer's addresses: answers go to reply_to until an agent
     # confirms this one.
     reply_to_pending: Mapped[str | None] = mapped_column(String(320))
+    # The conversation's own figures, kept when they happen so that a report only adds them up:
+    # business seconds from opening to the first human response (the business calendar, computed
+    # once, at that response) and wall-clock seconds from opening to resolution (None while open).
+    first_response_business_s: Mapped[float | None] = mapped_column(Float)
+    resolution_s: Mapped[float | None] = mapped_column(Float)
 
 
 class Message(Base):
@@ -141,6 +151,20 @@ class PhoneCall(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     end_status: Mapped[str | None] = mapped_column(String(16))  # Twilio's CallStatus: completed, busy...
+
+
+class ConversationSurvey(Base):
+    """The router's own record of a conversation's survey (one per opening), kept from the
+    notifier's survey.result events: what the KPI report counts (sent in the period, the score)."""
+
+    __tablename__ = "conversation_surveys"
+
+    conversation_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    opening: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # csat | nps
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    score: Mapped[int | None] = mapped_column(Integer)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class RouterOutbox(Base):

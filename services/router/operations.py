@@ -27,6 +27,7 @@ from services.router.assignment import (
     hand_over,
     with_availability,
 )
+from services.router.kpi_store import record_first_response, record_resolution
 from services.router.models import (
     AgentAvailability,
     AgentToken,
@@ -38,6 +39,7 @@ from services.router.models import (
     RouterOutbox,
 )
 from shared.bus.publisher import BusUnavailable, Publisher
+from shared.calendar import Calendar
 from shared.config import Agent, Config
 from shared.contracts import (
     ConversationAssigned,
@@ -209,7 +211,7 @@ class Unanswerable(Exception):
 
 
 def reply(s: Session, conv: Conversation, *, reply_id: str, agent_id: str, text: str, at: datetime,
-          correlation_id: str, details: dict | None = None) -> Envelope:
+          correlation_id: str, calendar: Calendar, details: dict | None = None) -> Envelope:
     """Store the agent's reply and its event (to leave on the customer's channel); the first one is
     the conversation's first human response. Refused when there is nowhere to send it: queued, it
     would only fail in the notifier, and the agent would believe the customer had an answer."""
@@ -219,8 +221,7 @@ def reply(s: Session, conv: Conversation, *, reply_id: str, agent_id: str, text:
     s.add(Message(id=reply_id, conversation_id=conv.id, direction="out", channel=conv.channel,
                   external_id=f"reply:{reply_id}", sender_kind="agent", sender_value=agent_id,
                   text=text, received_at=at, correlation_id=correlation_id, details=details or {}))
-    if conv.first_response_at is None:
-        conv.first_response_at = at
+    record_first_response(conv, at, calendar)
     event = ConversationReply(reply_id=reply_id, conversation_id=conv.id, channel=conv.channel,
                               reply_to=conv.reply_to, reply_from=conv.reply_from, text=text,
                               agent_id=agent_id, language=conv.language,
@@ -233,7 +234,7 @@ def reply(s: Session, conv: Conversation, *, reply_id: str, agent_id: str, text:
 
 def resolve(s: Session, config: Config, conv: Conversation, *, at: datetime, correlation_id: str) -> Envelope:
     """Resolve an open conversation (the caller checked it is open); the owner takes queued work."""
-    conv.status, conv.resolved_at = "resolved", at
+    record_resolution(conv, at)
     event = ConversationResolved(conversation_id=conv.id, customer_id=conv.customer_id, channel=conv.channel,
                                  reply_to=conv.reply_to, language=conv.language, owner_id=conv.owner_id,
                                  resolved_at=at, human_replied=human_replied(s, conv.id),
@@ -261,7 +262,7 @@ def open_callbacks(s: Session, where: ColumnElement[bool]) -> list[CallbackTask]
 
 
 def complete_callback(s: Session, task: CallbackTask, *, agent_id: str, at: datetime,
-                      correlation_id: str) -> Envelope | None:
+                      correlation_id: str, calendar: Calendar) -> Envelope | None:
     """An agent returned the call: the task is done, and the conversation has had its first human
     response (a call is one), so the promise is kept — the notifier hears it as
     conversation.called_back. None when it was already done (a second click changes nothing)."""
@@ -269,8 +270,7 @@ def complete_callback(s: Session, task: CallbackTask, *, agent_id: str, at: date
         return None
     task.done_at, task.done_by = at, agent_id
     conv = s.get_one(Conversation, task.conversation_id)
-    if conv.first_response_at is None:
-        conv.first_response_at = at
+    record_first_response(conv, at, calendar)
     event = ConversationCalledBack(conversation_id=conv.id, agent_id=agent_id, phone=task.phone, called_at=at)
     envelope = Envelope.wrap(event, message_id=new_id(), correlation_id=correlation_id, occurred_at=at)
     store_event(s, envelope, conv.id, at)

@@ -7,6 +7,7 @@
                                       └──────────────────▶ notifier.events (quorum) ──▶ notifier
     gateway ──"delivery.status"──▶ [switchboard] ── delivery.# ──▶ notifier.events
     gateway, router ──"survey.answer", "survey.opt_out"──▶ [switchboard] ── survey.# ──▶ notifier.events
+    notifier ──"feedback.survey_result"──▶ [switchboard] ── feedback.# ──▶ router.inbound (the KPIs' surveys)
 
     [switchboard.direct] (direct), routing key = queue name, carries the plumbing of each queue Q:
 
@@ -100,7 +101,7 @@ class QueueSpec:
         return f"{self.name}.dlq"
 
 
-ROUTER_INBOUND = QueueSpec("router.inbound", ("inbound.#",))
+ROUTER_INBOUND = QueueSpec("router.inbound", ("inbound.#", "feedback.#"))
 NOTIFIER_EVENTS = QueueSpec("notifier.events", ("conversation.#", "delivery.#", "survey.#"))
 
 QUEUES: dict[str, QueueSpec] = {q.name: q for q in (ROUTER_INBOUND, NOTIFIER_EVENTS)}

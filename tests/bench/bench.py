@@ -7,7 +7,9 @@
    (Telegram, Twilio SMS, Messenger);
 3. webhook → acknowledgement latency (p50/p95/p99) at a fixed offered rate;
 4. memory (RSS) of each service at start, after warm-up and after a soak;
-5. the router's cost per message with 1 k and with 1 M stored conversations (tests/bench/growth.py).
+5. the router's cost per message with 1 k and with 1 M stored conversations (tests/bench/growth.py);
+6. the leads' figures at 1 M conversations (tests/bench/kpi_bench.py): GET /api/v1/kpis and
+   /dashboard/ over 7, 90 and 365 days, the first conversation page, the router's RSS around them.
 
     python -m tests.bench.bench                    # 1-minute soak
     python -m tests.bench.bench --soak-minutes 10  # the long soak
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import pika
 
-from tests.bench import growth
+from tests.bench import growth, kpi_bench
 from tests.bench.stack import Msg, Poster, Stack, machine, percentile, run_stream
 from tests.support.wait import until
 
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-rate", type=float, default=50)
     parser.add_argument("--conversations", type=int, default=1_000_000, help="the large database for the router")
     parser.add_argument("--skip-growth", action="store_true")
+    parser.add_argument("--skip-kpis", action="store_true", help="skip the leads' figures at 1 M conversations")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
 
@@ -176,12 +179,21 @@ def main(argv: list[str] | None = None) -> int:
             result["router_growth_error"] = f"{type(exc).__name__}: {exc}"
             print(f"router growth failed: {result['router_growth_error']}", flush=True)
 
+    result["kpi_ms_by_period_days"] = None
+    result["router_rss_mib_after_kpis"] = None
+    if not args.skip_kpis:
+        try:
+            result.update(kpi_bench.measure(conversations=args.conversations))
+        except Exception as exc:  # noqa: BLE001 - keep the other figures; say what is missing
+            result["kpi_bench_error"] = f"{type(exc).__name__}: {exc}"
+            print(f"kpi bench failed: {result['kpi_bench_error']}", flush=True)
+
     result["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print_summary(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"\nwritten {args.out}")
-    return 1 if "router_growth_error" in result else 0
+    return 1 if "router_growth_error" in result or "kpi_bench_error" in result else 0
 
 
 def print_summary(r: dict) -> None:
@@ -199,6 +211,15 @@ def print_summary(r: dict) -> None:
          None if r["router_cost_ratio_1m_vs_1k"] is None else r["router_cost_ratio_1m_vs_1k"] <= 1.5),
         (f"RSS growth, {r['soak']['minutes']} min soak", f"{r['soak_rss_growth_pct']} %", "flat", None),
     ]
+    for days, k in (r.get("kpi_ms_by_period_days") or {}).items():
+        worst = max(k["kpis_p95_ms"], k["dashboard_p95_ms"])
+        targets.append((f"KPIs over {days} days", f"API p95 {k['kpis_p95_ms']} ms  dashboard p95 "
+                        f"{k['dashboard_p95_ms']} ms", "p95 ≤ 1 s", worst <= 1000))
+    if r.get("kpi_ms_by_period_days"):
+        targets.append(("first conversation page", f"p95 {r['conversations_first_page_p95_ms']} ms", "≤ 200 ms",
+                        r["conversations_first_page_p95_ms"] <= 200))
+        targets.append(("router RSS after a year's KPIs", f"{r['router_rss_mib_before_kpis']} → "
+                        f"{r['router_rss_mib_after_kpis']} MiB", "≤ 1.2 ×", r["router_rss_ratio_after_kpis"] <= 1.2))
     print(f"\n{'figure':<28}{'measured':<56}{'target':<14}")
     for name, value, target, ok in targets:
         mark = "" if ok is None else ("  ok" if ok else "  MISSED")

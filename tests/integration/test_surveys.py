@@ -420,3 +420,52 @@ def test_a_voicemail_that_says_stop_is_a_message_for_the_owner_not_an_opt_out(co
     [opened] = handle_inbound(Envelope.wrap(voicemail, message_id="m-vm", correlation_id="c", occurred_at=RESOLVED),
                               rdeps)
     assert opened.type == "conversation.opened" and opened.payload.channel == "phone"
+
+
+def test_the_router_learns_each_survey_sent_and_answered_from_the_bus_once(config, sessions, senders, rabbit_url):
+    """The KPIs' surveys: the notifier's ticker tells the router (survey.result on the bus), the
+    router keeps its own record; nothing reads the other service's table."""
+    from kombu import Connection
+
+    from services.notifier.survey_flow import report_surveys
+    from shared.bus.publisher import Publisher, connect
+    from shared.bus.topology import ROUTER_INBOUND, declare, work_queue
+    from shared.contracts import decode
+
+    with connect(rabbit_url) as conn:
+        declare(conn)
+    publisher = Publisher(rabbit_url)
+    router = RouterDeps(config=config, sessions=sessions, classify=lambda *a: None, detect_language=lambda *a: "en")
+
+    def deliver_to_router() -> int:
+        n = 0
+        with Connection(rabbit_url) as conn, conn.SimpleQueue(work_queue(ROUTER_INBOUND, rabbit=True),
+                                                               no_ack=False) as q:
+            while True:
+                try:
+                    m = q.get(timeout=0.5)
+                except Exception:  # noqa: BLE001 - Empty
+                    return n
+                assert handle_inbound(decode(m.payload), router) == []
+                m.ack()
+                n += 1
+
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED + HOUR))
+    handle_event(resolved(), deps)
+    assert report_surveys(RESOLVED, deps, publisher) == 0  # scheduled: nothing to tell yet
+    send_due_surveys(RESOLVED + HOUR, deps)
+    assert report_surveys(RESOLVED + HOUR, deps, publisher) == 1
+    assert report_surveys(RESOLVED + HOUR, deps, publisher) == 0  # told once
+    assert deliver_to_router() == 1
+    with sessions() as s:
+        [row] = s.scalars(select(router_models.ConversationSurvey)).all()
+        assert (row.conversation_id, row.kind, row.sent_at, row.score) == ("conv-1", "csat", RESOLVED + HOUR, None)
+
+    [survey] = surveys(sessions)
+    handle_event(answer(survey.token, 4), deps)
+    assert report_surveys(RESOLVED + 2 * HOUR, deps, publisher) == 1
+    assert deliver_to_router() == 1
+    with sessions() as s:
+        [row] = s.scalars(select(router_models.ConversationSurvey)).all()
+        assert (row.score, row.answered_at) == (4, RESOLVED + 2 * HOUR)
+    publisher.close()
