@@ -16,7 +16,7 @@ from flask import Blueprint, Flask
 from sqlalchemy import Engine
 
 from shared.bus.consumer import Worker
-from shared.bus.publisher import Publisher, connect
+from shared.bus.publisher import Publisher, connect, ensure_connected
 from shared.config import Config
 from shared.db import make_engine, migrate, ping, session_factory
 from shared.log import setup_logging
@@ -36,7 +36,7 @@ BuildBackground = Callable[[Settings, Config, Engine, Publisher, threading.Event
 def broker_check(url: str) -> Callable[[], None]:
     def check() -> None:
         with connect(url) as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+            ensure_connected(conn, timeout=2)
 
     return check
 

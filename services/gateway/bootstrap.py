@@ -140,14 +140,14 @@ def build_imap_poller(settings: Settings, config: Config, intake: Intake, *,
 
 def declare_topology(url: str) -> None:
     with connect(url) as conn:
-        conn.ensure_connection(max_retries=3)
+        conn.ensure_connection(max_retries=max(3, len(conn.alt)))
         declare(conn)
 
 
 def build(settings: Settings, config: Config, *, clock: Callable[[], datetime], embedded: bool = False,
           extra_checks: dict[str, Callable[[], None]] | None = None, spool_name: str = "gateway.sqlite",
           extra_blueprints: list[Blueprint] | None = None) -> tuple[Flask, Intake]:
-    publisher = Publisher(settings.broker_url)
+    publisher = Publisher(settings.broker_url, declare_topology=True)
     spool = Spool(Path(settings.spool_dir) / spool_name)
     intake = Intake(publisher, spool)
     deps = GatewayDeps(

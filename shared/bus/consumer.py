@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from kombu import Connection
 
-from shared.bus.publisher import BusUnavailable, Publisher, connect
+from shared.bus.publisher import BusUnavailable, Publisher, connect, ensure_connected
 from shared.bus.topology import (
     PLUMBING,
     QueueSpec,
@@ -92,7 +92,8 @@ class Worker:
         while not stop.is_set():
             try:
                 with connect(self.url, heartbeat=30) as conn:
-                    conn.ensure_connection(max_retries=1)
+                    ensure_connected(conn)
+                    # On whichever node answered: after a failover the topology is (re)declared there.
                     declare(conn)
                     # Connected: the next failure starts the backoff afresh instead of waiting the
                     # ceiling after every later hiccup of a long-running process.

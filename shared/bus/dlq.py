@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.bus.consumer import ATTEMPTS_HEADER, ERROR_HEADER
-from shared.bus.publisher import Publisher, connect
+from shared.bus.publisher import Publisher, connect, ensure_connected
 from shared.bus.topology import PLUMBING, QUEUES, QueueSpec, declare
 
 REPLAYED_HEADER = "x-switchboard-replayed"
@@ -92,7 +92,7 @@ def _dead_letter(spec: QueueSpec, raw: Any) -> DeadLetter:
 def _taken(url: str, spec: QueueSpec, limit: int) -> Iterator[tuple[Any, list[tuple[int, DeadLetter]]]]:
     """Every message of spec's DLQ (up to `limit`), unacked; closing the channel returns the rest."""
     with connect(url, confirm=False) as conn:
-        conn.ensure_connection(max_retries=1)
+        ensure_connected(conn)
         declare(conn)  # a fresh vhost has no DLQ yet: then it is simply empty
         channel = conn.channel()
         try:

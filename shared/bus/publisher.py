@@ -4,6 +4,12 @@
 queue), and raises `BusUnavailable` otherwise; callers decide what to do (the gateway spools).
 Connections are per thread because a kombu connection is not thread-safe and the web server
 answers webhooks on several threads.
+
+A cluster: `BROKER_URL` may name several nodes, kombu's failover form
+`amqp://u:p@node1//;amqp://u:p@node2//;amqp://u:p@node3//`. Every (re)connection tries them in
+turn (`ensure_connected`), so a client whose node died or paused carries on with a surviving one;
+a publish cut off with its connection was not confirmed, so it is retried on a fresh connection
+or the caller spools it. A message published twice is harmless: every consumer dedupes on its id.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 from amqp.exceptions import RecoverableConnectionError
 from kombu import Connection, Exchange
 
-from shared.bus.topology import EVENTS
+from shared.bus.topology import EVENTS, declare
 from shared.contracts import Envelope, encode
 
 log = logging.getLogger(__name__)
@@ -33,17 +39,34 @@ def connect(url: str, *, confirm: bool = True, heartbeat: int = 0) -> Connection
     return Connection(url, transport_options=options, connect_timeout=5, heartbeat=heartbeat)
 
 
+def ensure_connected(conn: Connection, *, timeout: float | None = None) -> None:
+    """Connect to the first node of the URL that answers: each node of a failover URL once, in
+    order, without sleeping between them (kombu sleeps only after a whole round failed); a single
+    node gets one retry, as before."""
+    conn.ensure_connection(max_retries=max(1, len(conn.alt) - 1), timeout=timeout)
+
+
 class Publisher:
-    def __init__(self, url: str, *, confirm_timeout: float = 10.0):
+    def __init__(self, url: str, *, confirm_timeout: float = 10.0, declare_topology: bool = False):
         self.url = url
         self.confirm_timeout = confirm_timeout
+        # The gateway's publisher declares the topology on every new connection: after a failover,
+        # or against a broker that lost its definitions, its first publish must not go to an
+        # exchange that is not there (the consumers declare theirs when they reconnect).
+        self.declare_topology = declare_topology
         self._local = threading.local()
 
     def _producer(self):
         producer = getattr(self._local, "producer", None)
         if producer is None:
             conn = connect(self.url)
-            conn.ensure_connection(max_retries=1)
+            ensure_connected(conn)
+            if self.declare_topology:
+                try:
+                    declare(conn)
+                except Exception:
+                    conn.release()
+                    raise
             producer = conn.Producer()
             self._local.conn, self._local.producer = conn, producer
         return producer
