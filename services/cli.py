@@ -5,7 +5,8 @@
     switchboard config check [PATH]      validate the config (exit 2 with key paths on errors)
     switchboard classify FILE            categorise JSON Lines
     switchboard hours [--at] [--team]    open now? next opening?
-    switchboard agents token AGENT_ID    a new agent API token (printed once, stored hashed)
+    switchboard agents token AGENT_ID    a new agent API token (printed once, stored hashed; --days N: expiry)
+    switchboard agents revoke AGENT_ID   the agent's token stops working (no new one)
     switchboard dlq list|replay          dead letters in RabbitMQ: see them, replay them once fixed
     switchboard agents password AGENT_ID set an agent's inbox password
     switchboard report [--from --to --team --agent --format table|csv|json]   KPIs
@@ -140,6 +141,8 @@ def cmd_hours(args: argparse.Namespace) -> int:
 
 
 def cmd_agents_token(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from services.router.operations import issue_token
     from shared.db import make_engine, migrate, session_factory, transaction
     from shared.runtime import utc_now
@@ -148,15 +151,40 @@ def cmd_agents_token(args: argparse.Namespace) -> int:
     if args.agent_id not in config.agents:
         print(f"switchboard: unknown agent {args.agent_id!r} (known: {', '.join(config.agents)})", file=sys.stderr)
         return 2
+    days = args.days if args.days is not None else settings.agent_token_days
+    if days is not None and days < 1:
+        print("switchboard: --days must be at least 1", file=sys.stderr)
+        return 2
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
         with transaction(session_factory(engine)) as s:
-            token = issue_token(s, args.agent_id, utc_now())
+            token = issue_token(s, args.agent_id, utc_now(), valid_for=timedelta(days=days) if days else None)
     finally:
         engine.dispose()
-    # Shown once: only its hash is stored. Earlier tokens of this agent no longer work.
+    # Shown once: only its hash is stored. Earlier tokens of this agent no longer work, nor do the
+    # inbox sessions opened with them.
     print(token)
+    if days:
+        print(f"(expires in {days} days)", file=sys.stderr)
+    return 0
+
+
+def cmd_agents_revoke(args: argparse.Namespace) -> int:
+    from services.router.operations import revoke_tokens
+    from shared.db import make_engine, migrate, session_factory, transaction
+    from shared.runtime import utc_now
+
+    settings, config = _settings_and_config(args.config)
+    # An agent already removed from the config may still hold a token: revoke by id whatever the config says.
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        with transaction(session_factory(engine)) as s:
+            count = revoke_tokens(s, args.agent_id, utc_now())
+    finally:
+        engine.dispose()
+    print(f"revoked {count} token(s) of {args.agent_id} and ended the inbox sessions opened with them")
     return 0
 
 
@@ -314,8 +342,14 @@ def parser() -> argparse.ArgumentParser:
     agents_sub = agents.add_subparsers(dest="agents_command", required=True)
     token = agents_sub.add_parser("token", help="print a new API token for an agent (earlier ones stop working)")
     token.add_argument("agent_id")
+    token.add_argument("--days", type=int, default=None,
+                       help="the token expires after this many days (default: AGENT_TOKEN_DAYS, else never)")
     token.add_argument("--config", default=None)
     token.set_defaults(func=cmd_agents_token)
+    revoke = agents_sub.add_parser("revoke", help="the agent's API token stops working, no new one is issued")
+    revoke.add_argument("agent_id")
+    revoke.add_argument("--config", default=None)
+    revoke.set_defaults(func=cmd_agents_revoke)
     password = agents_sub.add_parser("password", help="set an agent's inbox password (asked, or the first line of stdin)")
     password.add_argument("agent_id")
     password.add_argument("--config", default=None)

@@ -29,7 +29,7 @@ from shared.db import make_engine, migrate, ping, session_factory
 from shared.errors import ConfigError
 from shared.runtime import start_thread, utc_now
 from shared.settings import Settings
-from shared.web import HttpServer
+from shared.web import HttpServer, server_options
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ def start(settings: Settings, config: Config, *, host: str = "127.0.0.1", port: 
     app, intake = build_gateway(settings, config, clock=utc_now, embedded=True,
                                 extra_checks={"database": lambda: ping(engine)},
                                 extra_blueprints=[router.build_api(config, sessions, publisher, router_deps),
-                                                  *router.build_pages(config, sessions, publisher)])
+                                                  *router.build_pages(config, sessions, publisher,
+                                                                     secure_cookies=settings.secure_cookies)])
     threads = [start_thread(lambda w=w: w.run(stop), w.name) for w in workers]
     threads.append(start_thread(lambda: intake.forwarder.run(stop), "spool-forwarder"))
     threads.append(start_thread(lambda: run_relay(sessions, publisher, utc_now, stop), "router-relay"))
@@ -118,5 +119,6 @@ def start(settings: Settings, config: Config, *, host: str = "127.0.0.1", port: 
     threads.extend(start_pollers(settings, config, intake, stop, clock=utc_now))
     ticker = notifier.build_ticker(notifier_deps, publisher=publisher)
     threads.append(start_thread(lambda: ticker.run(stop), "notifier-ticker"))
-    server = HttpServer(app, host, port if port is not None else (settings.port or 8080)).start()
+    server = HttpServer(app, host, port if port is not None else (settings.port or 8080),
+                        **server_options(settings)).start()
     return Embedded(server=server, workers=workers, threads=threads, senders=senders, stop=stop)

@@ -22,7 +22,7 @@ from shared.db import make_engine, migrate, ping, session_factory
 from shared.log import setup_logging
 from shared.runtime import install_signal_handlers, load_or_exit, start_thread
 from shared.settings import Settings
-from shared.web import HttpServer, health_blueprint, install_json_errors
+from shared.web import HttpServer, health_blueprint, install_json_errors, server_options
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,17 @@ def consumer_count(default: int) -> int:
     return max(1, int(os.environ.get("SWITCHBOARD_CONSUMERS") or default))
 
 
+def service_app(name: str, settings: Settings, checks: dict[str, Callable[[], None]]) -> Flask:
+    """The Flask app of a consumer service: JSON errors, health endpoints, the body limit."""
+    app = Flask(f"switchboard.{name}")
+    # The agent API's and the inbox's bodies are small; nothing may make us hold more than this
+    # (waitress refuses a larger Content-Length before reading it, see shared/web.py).
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    install_json_errors(app)
+    app.register_blueprint(health_blueprint(checks, broker_url=settings.broker_url))
+    return app
+
+
 def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker,
                          blueprints: BuildBlueprints | None = None,
                          background: BuildBackground | None = None, *, consumers: int = 1) -> None:
@@ -64,15 +75,11 @@ def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker
     publisher = Publisher(settings.broker_url)
     worker = build_worker(settings, config, engine, publisher)
 
-    app = Flask(f"switchboard.{name}")
-    install_json_errors(app)
-    app.register_blueprint(health_blueprint({"broker": broker_check(settings.broker_url),
-                                             "database": lambda: ping(engine)},
-                                            broker_url=settings.broker_url))
+    app = service_app(name, settings, {"broker": broker_check(settings.broker_url), "database": lambda: ping(engine)})
     for blueprint in blueprints(settings, config, engine, publisher) if blueprints else []:
         app.register_blueprint(blueprint)
     port = int(os.environ.get(f"{name.upper()}_PORT") or default_port)
-    server = HttpServer(app, "0.0.0.0", port).start()
+    server = HttpServer(app, "0.0.0.0", port, **server_options(settings)).start()
     log.info("%s health endpoints on :%d", name, server.port)
 
     threads = [start_thread(lambda: worker.run(stop), f"{name}-worker-{i}") for i in range(consumers)]

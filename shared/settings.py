@@ -62,6 +62,12 @@ class Settings:
     imap_allow_insecure: bool = False  # IMAP_SECURITY=none sends the password in clear: only when this says so
     telegram_polling: bool = False  # long polling instead of the webhook, for local use
     survey_secret: str | None = None  # signs e-mail survey links (shared/survey_links.py)
+    # The reverse proxy in front of our HTTP servers, whose X-Forwarded-For/-Proto we believe
+    # (waitress's trusted_proxy: an address, or "*" for whatever connects); None: nobody's.
+    trusted_proxy: str | None = None
+    trusted_proxy_count: int = 1  # proxies in the chain, counted from ours, whose X-Forwarded-* we believe
+    secure_cookies: bool = False  # the inbox's cookies carry Secure whatever the request's scheme
+    agent_token_days: int | None = None  # `switchboard agents token` tokens expire after this many days
 
     @property
     def telegram_bot_id(self) -> str:
@@ -115,6 +121,10 @@ class SettingsSchema(Schema):
     IMAP_POLL_SECONDS = fields.Float(load_default=30.0, validate=validate.Range(min=0.1))
     IMAP_ALLOW_INSECURE = fields.Boolean(load_default=False)
     TELEGRAM_POLLING = fields.Boolean(load_default=False)
+    TRUSTED_PROXY = _opt_str()
+    TRUSTED_PROXY_COUNT = fields.Integer(load_default=1, validate=validate.Range(1, 10))
+    SECURE_COOKIES = fields.Boolean(load_default=False)
+    AGENT_TOKEN_DAYS = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 3650))
     SURVEY_SECRET = _opt_str(validate=validate.Length(min=16, error="must be at least 16 characters"))
 
     @validates_schema
@@ -163,6 +173,10 @@ class SettingsSchema(Schema):
             imap_allow_insecure=d["IMAP_ALLOW_INSECURE"],
             telegram_polling=d["TELEGRAM_POLLING"],
             survey_secret=d["SURVEY_SECRET"],
+            trusted_proxy=d["TRUSTED_PROXY"],
+            trusted_proxy_count=d["TRUSTED_PROXY_COUNT"],
+            secure_cookies=d["SECURE_COOKIES"],
+            agent_token_days=d["AGENT_TOKEN_DAYS"],
         )
 
 

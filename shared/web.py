@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 3 * 1024 * 1024  # SWITCHBOARD_MAX_BODY_BYTES's default
 
 
 def error(status: int, code: str, message: str, **extra: object):
@@ -64,14 +71,35 @@ def health_blueprint(checks: dict[str, Callable[[], None]], *, broker_url: str |
     return bp
 
 
-class HttpServer:
-    """A waitress server in a thread that can be stopped (SIGTERM, tests)."""
+def server_options(settings: Settings) -> dict[str, Any]:
+    """HttpServer's options from the settings: the trusted proxy and the body limit."""
+    return {"trusted_proxy": settings.trusted_proxy, "trusted_proxy_count": settings.trusted_proxy_count,
+            "max_body_bytes": settings.max_body_bytes}
 
-    def __init__(self, app: Flask, host: str, port: int, threads: int = 8):
+
+class HttpServer:
+    """A waitress server in a thread that can be stopped (SIGTERM, tests).
+
+    `max_body_bytes`: waitress answers 413 from the Content-Length (or as soon as a chunked body
+    passes it) before reading the body, so a 100 MB upload costs us its headers, not 100 MB; the
+    apps' own limit (MAX_CONTENT_LENGTH) is a second wall. `trusted_proxy`: the reverse proxy whose
+    X-Forwarded-For and X-Forwarded-Proto waitress believes (the client's address for the login
+    throttle, https for Secure cookies); from anybody else those headers are dropped.
+    """
+
+    def __init__(self, app: Flask, host: str, port: int, threads: int = 8, *, trusted_proxy: str | None = None,
+                 trusted_proxy_count: int = 1, max_body_bytes: int | None = DEFAULT_MAX_BODY):
         from waitress.server import create_server
 
+        proxy: dict[str, Any] = {}
+        if trusted_proxy:
+            proxy = {"trusted_proxy": trusted_proxy, "trusted_proxy_count": trusted_proxy_count,
+                     "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"}}
+        # waitress refuses a Content-Length >= its limit: one more byte lets exactly max_body_bytes in.
+        limit = (max_body_bytes or DEFAULT_MAX_BODY) + 1
         self.server = create_server(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True,
-                                    ident="switchboard")
+                                    ident="switchboard", max_request_body_size=limit, **proxy)
+        self.server.channel_class = _JsonErrorChannel
         self.port = int(self.server.effective_port)  # waitress gives a string for 0.0.0.0
         self._thread: threading.Thread | None = None
 
@@ -111,3 +139,29 @@ class HttpServer:
                     or getattr(channel, "total_outbufs_len", 0):
                 return True
         return False
+
+
+def _json_error_task():
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    class JsonErrorTask(ErrorTask):
+        """waitress's own refusals (413 before the body is read, 400 for a broken request) as our JSON
+        errors instead of its plain text."""
+
+        def execute(self) -> None:
+            e = self.request.error
+            body = json.dumps({"error": e.reason.lower().replace(" ", "_"), "message": e.body}).encode()
+            self.status = f"{e.code} {e.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonErrorChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    return JsonErrorChannel
+
+
+_JsonErrorChannel = _json_error_task()

@@ -9,7 +9,7 @@ import threading
 from services.gateway.bootstrap import build, declare_topology, start_pollers
 from shared.log import setup_logging
 from shared.runtime import install_signal_handlers, load_or_exit, start_thread, utc_now
-from shared.web import HttpServer
+from shared.web import HttpServer, server_options
 
 log = logging.getLogger("services.gateway")
 
@@ -26,7 +26,8 @@ def main() -> None:
     app, intake = build(settings, config, clock=utc_now)
     forwarder = start_thread(lambda: intake.forwarder.run(stop), "spool-forwarder")
     pollers = start_pollers(settings, config, intake, stop, clock=utc_now)
-    server = HttpServer(app, "0.0.0.0", int(os.environ.get("GATEWAY_PORT") or settings.port or 8080)).start()
+    server = HttpServer(app, "0.0.0.0", int(os.environ.get("GATEWAY_PORT") or settings.port or 8080),
+                        **server_options(settings)).start()
     log.info("gateway listening on :%d", server.port)
     stop.wait()
     server.stop()  # no new webhooks; the ones in flight are answered

@@ -30,7 +30,8 @@ def main() -> None:
         # Agent API events whose publish failed are re-published from here; the daemon thread ends
         # with the process.
         start_thread(lambda: run_relay(sessions, publisher, utc_now, threading.Event()), "router-relay")
-        return [build_api(config, sessions, publisher, built.get("deps")), *build_pages(config, sessions, publisher)]
+        return [build_api(config, sessions, publisher, built.get("deps")), *build_pages(config, sessions, publisher,
+                                                                                    secure_cookies=settings.secure_cookies)]
 
     # 4 consumers: a message is mostly database round trips; more than that only queue on 2 cores.
     run_consumer_service("router", 8081, worker, blueprints, consumers=4)

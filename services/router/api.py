@@ -55,6 +55,7 @@ class ApiDeps:
     publisher: Publisher
     clock: Callable[[], datetime]
     learn: Learn | None = None
+    secure_cookies: bool = False  # SECURE_COOKIES: the inbox's cookies are Secure even when the request looks http
 
 
 class ApiError(Exception):
@@ -360,7 +361,7 @@ def build_api(deps: ApiDeps) -> Blueprint:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthenticated", "an Authorization: Bearer <token> header is required")
         with deps.sessions() as s:
-            agent_id = ops.authenticate(s, token.strip())
+            agent_id = ops.authenticate(s, token.strip(), deps.clock())
         agent = config.agents.get(agent_id) if agent_id else None
         if agent is None:
             raise ApiError(401, "unauthenticated", "unknown or revoked token")

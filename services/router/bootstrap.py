@@ -55,11 +55,12 @@ def build_api(config: Config, sessions: sessionmaker[Session], publisher: Publis
 
 
 def build_pages(config: Config, sessions: sessionmaker[Session], publisher: Publisher,
-                clock: Callable[[], datetime] = utc_now) -> list[Blueprint]:
+                clock: Callable[[], datetime] = utc_now, *, secure_cookies: bool = False) -> list[Blueprint]:
     """The agents' inbox (/inbox/) and the dashboard (/dashboard/), served next to the agent API."""
     from services.router import api, inbox
 
-    return inbox.build_inbox(api.ApiDeps(config=config, sessions=sessions, publisher=publisher, clock=clock))
+    return inbox.build_inbox(api.ApiDeps(config=config, sessions=sessions, publisher=publisher, clock=clock,
+                                         secure_cookies=secure_cookies))
 
 
 def build_worker(broker_url: str, deps: RouterDeps, publisher: Publisher, *, prefetch: int = 16) -> Worker:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,17 +27,34 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.router import kpi_store, listing, macros
+from services.router import login_throttle as throttle
 from services.router import operations as ops
 from services.router.api import ApiDeps, led_teams, may_see, visible_to
-from services.router.models import AgentPassword, CallbackTask, Conversation, Customer, InboxSession, Message
+from services.router.models import (
+    AgentPassword,
+    AgentToken,
+    CallbackTask,
+    Conversation,
+    Customer,
+    InboxSession,
+    LoginKnownAddress,
+    LoginThrottle,
+    Message,
+)
 from shared.config import Agent
 from shared.contracts import new_id
 from shared.db import transaction
+from shared.web import error as web_error
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "sb_inbox"
 LOGIN_CSRF_COOKIE = "sb_login_csrf"
@@ -48,24 +66,36 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 # --- passwords -----------------------------------------------------------------------------------
 
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# argon2id with argon2-cffi's defaults (RFC 9106's second recommended option: t=3, m=64 MiB, p=4);
+# when the library raises them, check_needs_rehash says so and the next login stores a new hash.
+_HASHER = PasswordHasher()
 
 
 def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
-    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
+    return _HASHER.hash(password)
 
 
-def check_password(password: str, stored: str) -> bool:
+@dataclass(frozen=True)
+class PasswordCheck:
+    ok: bool
+    rehash: bool = False  # right, but stored with old parameters: store hash_password(password) now
+
+
+def check_password(password: str, stored: str) -> PasswordCheck:
+    if stored.startswith("scrypt$"):
+        # Hashes from before argon2id: scrypt N=2^14, below today's advice. Checked, then upgraded.
+        try:
+            _, n, r, p, salt, digest = stored.split("$")
+            got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=32, n=int(n), r=int(r),
+                                 p=int(p), maxmem=256 * 1024 * 1024)
+        except ValueError:
+            return PasswordCheck(False)
+        return PasswordCheck(True, rehash=True) if hmac.compare_digest(got.hex(), digest) else PasswordCheck(False)
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=32, n=int(n), r=int(r), p=int(p))
-    except ValueError:
-        return False
-    return hmac.compare_digest(got.hex(), digest)
+        _HASHER.verify(stored, password)
+    except (VerificationError, InvalidHashError):  # VerifyMismatchError is a VerificationError
+        return PasswordCheck(False)
+    return PasswordCheck(True, rehash=_HASHER.check_needs_rehash(stored))
 
 
 def set_password(s: Session, agent_id: str, password: str, at: datetime) -> None:
@@ -78,6 +108,15 @@ def set_password(s: Session, agent_id: str, password: str, at: datetime) -> None
         row.password_hash, row.set_at = hash_password(password), at
     # A new password ends every open browser session of the agent.
     s.execute(delete(InboxSession).where(InboxSession.agent_id == agent_id))
+
+
+def _address_key(address: str) -> str:
+    return f"address:{address}"
+
+
+def _keys(address: str, agent_id: str | None) -> list[str]:
+    """The failed-login counters a try counts on: its address's, and the named agent's."""
+    return [_address_key(address), *([f"agent:{agent_id}"] if agent_id else [])]
 
 
 # --- formatting helpers for the templates ----------------------------------------------------------
@@ -187,36 +226,139 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
             if not cookie_token or not hmac.compare_digest(cookie_token.encode(), form_token.encode()):
                 return render_template("inbox/error.html", page=None, status=403,
                                        message="The login form has expired. Reload it and try again."), 403
-            agent_id = _login(request.form.get("agent_id", "").strip(), request.form.get("password", ""),
-                              request.form.get("token", "").strip())
-            if agent_id is not None:
+            agent_id = request.form.get("agent_id", "").strip()[:64]
+            password, token = request.form.get("password", ""), request.form.get("token", "").strip()
+            # Behind a proxy this is the client only when TRUSTED_PROXY names the proxy (shared/web.py).
+            address = (request.remote_addr or "unknown")[:64]
+            # A token names no agent: only the address's counter applies to it (see login_throttle).
+            named = agent_id if not token and agent_id in config.agents else None
+            now = deps.clock()
+            wait = _throttle_wait(address, named, now)
+            if wait > timedelta(0):
+                log.warning("inbox login refused: too many failures", extra={
+                    "agent_id": named, "client": address, "retry_after": throttle.seconds(wait)})
+                return _too_many(wait)
+            found = _login(named, password, token, now)
+            if found is not None:
+                signed_in, token_row = found
                 cookie = secrets.token_urlsafe(32)
-                now = deps.clock()
+                expires = now + SESSION_TTL
+                if token_row is not None and token_row.expires_at is not None:
+                    expires = min(expires, token_row.expires_at)  # a session outlives no token
                 with transaction(deps.sessions) as s:
                     s.execute(delete(InboxSession).where(InboxSession.expires_at <= now))
-                    s.add(InboxSession(id_hash=_digest(cookie), agent_id=agent_id, csrf_token=secrets.token_hex(32),
-                                       created_at=now, expires_at=now + SESSION_TTL))
+                    s.add(InboxSession(id_hash=_digest(cookie), agent_id=signed_in, csrf_token=secrets.token_hex(32),
+                                       created_at=now, expires_at=expires,
+                                       token_id=token_row.id if token_row is not None else None))
+                    _remember_address(s, signed_in, address, now)
                 resp = redirect(_safe_next(request.form.get("next")))
-                resp.set_cookie(SESSION_COOKIE, cookie, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
-                                samesite="Lax", secure=request.is_secure, path="/")
+                resp.set_cookie(SESSION_COOKIE, cookie, max_age=max(1, int((expires - now).total_seconds())),
+                                httponly=True, samesite="Lax", secure=_secure(), path="/")
                 resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/inbox/login")
                 return resp
+            failures = _count_failure(address, named, now)
+            log.warning("inbox login failed", extra={"agent_id": named or ("(token)" if token else agent_id[:64]),
+                                                     "client": address, "failures": failures})
             error, status = "Unknown agent, wrong password or unknown token.", 401
+        return _login_page(error, status)
+
+    def _login_page(error: str | None, status: int, headers: dict[str, str] | None = None) -> Response:
         token = secrets.token_hex(32)
         resp = Response(render_template("inbox/login.html", page=None, csrf=token, error=error,
-                                        next=_safe_next(request.values.get("next"))), status)
-        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure,
+                                        next=_safe_next(request.values.get("next"))), status, headers=headers)
+        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", secure=_secure(),
                         path="/inbox/login")
         return resp
 
-    def _login(agent_id: str, password: str, token: str) -> str | None:
+    def _secure() -> bool:
+        # request.is_secure is https when the client reached us so, or a trusted proxy said so
+        # (X-Forwarded-Proto through waitress's trusted_proxy); SECURE_COOKIES=1 forces it.
+        return request.is_secure or deps.secure_cookies
+
+    def _too_many(wait: timedelta):
+        retry = throttle.seconds(wait)
+        message = f"Too many failed logins. Try again in {retry} seconds."
+        headers = {"Retry-After": str(retry)}
+        accept = request.accept_mimetypes
+        if accept["text/html"] > accept["application/json"]:  # a browser's login form
+            return _login_page(message, 429, headers)
+        body, status = web_error(429, "too_many_attempts", message, retry_after=retry)
+        return body, status, headers
+
+    def _throttle_wait(address: str, agent_id: str | None, now: datetime) -> timedelta:
         with deps.sessions() as s:
-            if token:
-                return ops.authenticate(s, token) if len(token) <= 200 else None
-            if not agent_id or not password or agent_id not in config.agents or len(password) > 1000:
+            records = {row.key: throttle.Record(row.failures, row.last_failure_at) for row in s.scalars(
+                select(LoginThrottle).where(LoginThrottle.key.in_(_keys(address, agent_id))))}
+            known = agent_id is not None and s.scalar(select(LoginKnownAddress.last_login_at).where(
+                LoginKnownAddress.agent_id == agent_id, LoginKnownAddress.address == address,
+                LoginKnownAddress.last_login_at > now - throttle.KNOWN_ADDRESS_FOR)) is not None
+        return throttle.login_wait(address=records.get(_address_key(address)),
+                                   agent=records.get(f"agent:{agent_id}") if agent_id else None,
+                                   known_address=known, now=now)
+
+    def _count_failure(address: str, agent_id: str | None, now: datetime) -> int:
+        """Counts a checked, failed login on its counters; the address's count after it."""
+        counted = 0
+        for key in _keys(address, agent_id):
+            policy = throttle.AGENT if key.startswith("agent:") else throttle.ADDRESS
+            for attempt in range(2):  # two replicas may create the same row at once: the loser updates
+                try:
+                    with transaction(deps.sessions) as s:
+                        s.execute(delete(LoginThrottle).where(
+                            LoginThrottle.last_failure_at < now - throttle.ADDRESS.forget_after))
+                        row = s.scalar(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update())
+                        before = throttle.Record(row.failures, row.last_failure_at) if row is not None else None
+                        after = throttle.after_failure(before, policy, now)
+                        if row is None:
+                            s.add(LoginThrottle(key=key, failures=after.failures, last_failure_at=now))
+                        else:
+                            row.failures, row.last_failure_at = after.failures, now
+                    break
+                except IntegrityError:
+                    if attempt:
+                        raise
+            if key == _address_key(address):
+                counted = after.failures
+        return counted
+
+    def _remember_address(s: Session, agent_id: str, address: str, now: datetime) -> None:
+        s.execute(delete(LoginKnownAddress).where(LoginKnownAddress.agent_id == agent_id,
+                                                  LoginKnownAddress.last_login_at <= now - throttle.KNOWN_ADDRESS_FOR))
+        row = s.get(LoginKnownAddress, (agent_id, address))
+        if row is None:
+            s.add(LoginKnownAddress(agent_id=agent_id, address=address, last_login_at=now))
+        else:
+            row.last_login_at = now
+
+    def _login(agent_id: str | None, password: str, token: str,
+               now: datetime) -> tuple[str, AgentToken | None] | None:
+        """(agent id, the token row or None for a password) when the credentials are right."""
+        if token:
+            if len(token) > 200:
                 return None
-            row = s.get(AgentPassword, agent_id)
-        return agent_id if row is not None and check_password(password, row.password_hash) else None
+            with deps.sessions() as s:
+                row = ops.authenticate_token(s, token, now)
+                if row is not None:
+                    s.expunge(row)
+            return (row.agent_id, row) if row is not None and row.agent_id in config.agents else None
+        if not agent_id or not password or len(password) > 1000:
+            return None
+        with deps.sessions() as s:
+            stored = s.get(AgentPassword, agent_id)
+            stored_hash = stored.password_hash if stored is not None else None
+        if stored_hash is None:
+            return None
+        checked = check_password(password, stored_hash)
+        if not checked.ok:
+            return None
+        if checked.rehash:
+            # Stored with old parameters (scrypt N=2^14, or argon2 below the library's defaults).
+            with transaction(deps.sessions) as s:
+                row = s.get(AgentPassword, agent_id)
+                if row is not None and row.password_hash == stored_hash:
+                    row.password_hash = hash_password(password)
+            log.info("inbox password of %s upgraded to current hash parameters", agent_id)
+        return agent_id, None
 
     @inbox.post("/logout")
     @login_required

@@ -188,6 +188,7 @@ class AgentToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # None: until revoked or replaced
 
 
 class AgentAvailability(Base):
@@ -236,3 +237,26 @@ class InboxSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The API token the session was opened with (None: a password): a new or revoked token ends it.
+    token_id: Mapped[int | None] = mapped_column(Integer, index=True)
+
+
+class LoginThrottle(Base):
+    """Recent failed inbox logins per key ("address:<ip>" or "agent:<id>"), for
+    services/router/login_throttle.py; in the database so every router replica counts the same."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class LoginKnownAddress(Base):
+    """An address an agent logged in from: the agent's own failed-login counter does not hold it back."""
+
+    __tablename__ = "login_known_addresses"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_login_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.router.assignment import (
@@ -35,6 +35,7 @@ from services.router.models import (
     CallbackTask,
     Conversation,
     Customer,
+    InboxSession,
     Message,
     RouterOutbox,
 )
@@ -64,23 +65,42 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_token(s: Session, agent_id: str, now: datetime) -> str:
-    """A new bearer token for the agent; earlier ones stop working (a lost token is replaced)."""
-    s.execute(update(AgentToken).where(AgentToken.agent_id == agent_id, AgentToken.revoked_at.is_(None))
-              .values(revoked_at=now))
+def issue_token(s: Session, agent_id: str, now: datetime, *, valid_for: timedelta | None = None) -> str:
+    """A new bearer token for the agent; earlier ones stop working (a lost token is replaced), and so
+    do the inbox sessions opened with them. `valid_for`: the token expires after it (None: never)."""
+    revoke_tokens(s, agent_id, now)
     token = "sb_" + secrets.token_urlsafe(32)
-    s.add(AgentToken(agent_id=agent_id, token_hash=token_hash(token), created_at=now))
+    s.add(AgentToken(agent_id=agent_id, token_hash=token_hash(token), created_at=now,
+                     expires_at=now + valid_for if valid_for else None))
     return token
 
 
-def authenticate(s: Session, token: str) -> str | None:
-    """The agent id behind a bearer token, or None."""
+def revoke_tokens(s: Session, agent_id: str, now: datetime) -> int:
+    """Every live token of the agent stops working, with the inbox sessions opened with it; returns
+    how many tokens were live. Sessions opened with a password stay (a new password ends those)."""
+    ids = list(s.scalars(select(AgentToken.id).where(AgentToken.agent_id == agent_id, AgentToken.revoked_at.is_(None))))
+    if ids:
+        s.execute(update(AgentToken).where(AgentToken.id.in_(ids)).values(revoked_at=now))
+        s.execute(delete(InboxSession).where(InboxSession.token_id.in_(ids)))
+    return len(ids)
+
+
+def authenticate_token(s: Session, token: str, now: datetime) -> AgentToken | None:
+    """The live token row behind a bearer token (not revoked, not expired), or None."""
     digest = token_hash(token)
     row = s.scalar(select(AgentToken).where(AgentToken.token_hash == digest, AgentToken.revoked_at.is_(None)))
     # The lookup is by hash of a 256-bit secret; the constant-time compare guards the last step anyway.
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
-    return row.agent_id
+    if row.expires_at is not None and row.expires_at <= now:
+        return None
+    return row
+
+
+def authenticate(s: Session, token: str, now: datetime) -> str | None:
+    """The agent id behind a live bearer token, or None."""
+    row = authenticate_token(s, token, now)
+    return row.agent_id if row else None
 
 
 # --- the roster as it is now -------------------------------------------------------------------
