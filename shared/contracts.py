@@ -25,7 +25,9 @@ CHANNELS = ("email", "sms", "phone", "telegram", "messenger", "instagram", "what
 #: A call from a withheld number: its identity is the call itself (value: the CallSid), so each
 #: such call is a customer of its own; its reply_to is empty, as nothing can reach the caller.
 WITHHELD_CALL = "call_sid"
-IDENTITY_KINDS = ("email", "phone", "telegram", "psid", "igsid", "wa_id", WITHHELD_CALL)
+#: "wa_user": WhatsApp's business-scoped user id (BSUID, "US.1349…"), for a customer who hides
+#: their number behind a username; answered through it.
+IDENTITY_KINDS = ("email", "phone", "telegram", "psid", "igsid", "wa_id", "wa_user", WITHHELD_CALL)
 
 
 def derive_id(*parts: str) -> str:

@@ -39,6 +39,7 @@ from services.router.models import (
     PhoneCall,
     RouterOutbox,
 )
+from services.router.revisions import apply_revision, revision_of
 from services.router.survey_replies import survey_reply
 from shared.config import Config
 from shared.contracts import (
@@ -88,6 +89,12 @@ def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
     msg: InboundMessage = envelope.payload
     if msg.channel == "phone" and msg.meta.get("call") in CALL_NOTICES:
         return _call_notice(envelope, msg, deps)
+    revision = revision_of(msg)
+    if revision is not None:
+        # An edit or deletion of a stored message: applied to it, nothing opened, nothing sent.
+        with transaction(deps.sessions) as s:
+            apply_revision(s, msg, revision)
+        return []
     if deps.config.channel_mode(msg.channel) == "redirect" and not msg.automatic:
         return [_redirect(envelope, msg, deps)]
     with transaction(deps.sessions) as s:

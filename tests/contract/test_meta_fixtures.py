@@ -72,6 +72,14 @@ def whatsapp(wamid: str, wa_id: str, name: str, when: datetime, text: str = "", 
                           meta={**kw.pop("meta", {}), **WA_NUMBER}, **kw)
 
 
+def _pywa(wamid: str, timestamp: int, text: str, *, meta: dict, attachments: tuple = ()) -> InboundMessage:
+    """A message of pywa's test data: its customer writing to its business number."""
+    return InboundMessage(channel="whatsapp", external_id=wamid, sender=Identity("wa_id", "972987654321"),
+                          reply_to="972987654321", sender_name="Test Name", received_at=NOW,
+                          sent_at=datetime.fromtimestamp(timestamp, UTC), text=text, attachments=attachments,
+                          meta={**meta, "phone_number_id": "1122334455667", "display_phone_number": "972123456789"})
+
+
 IG_MID = "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQxNDAwMTIzNDU2Nzg5OjM0MDI4MjM2Njg0MTcxMDMwMTI0NDI3NjAxNzQ1MjE5NjA4MzQ1Njc4OTAxMjM0"
 OUR_WAMID = "wamid.HBgLMzcwNjEyMzQ1NjcVAgARGBI5QUJDREVGMDEyMzQ1Njc4OQA="
 
@@ -160,7 +168,7 @@ EXPECTED: dict[str, tuple[list[InboundMessage], list[DeliveryStatus]]] = {
         meta={"voice": True})], []),
     "whatsapp/location": ([whatsapp(
         "wamid.HBgMMzU5ODg4MTIzNDU2FQIAEhgUM0E3Nzc4ODg5OTkwMDBBQUFCQkIA", "359888123456", "Ivan Petrov",
-        at(16, 45, 0),
+        at(16, 45, 0), "📍 Econt office Sofia Center, bul. Vitosha 15, Sofia",
         attachments=(Attachment(content_type="location", url="geo:42.6977,23.3219", name="Econt office Sofia Center"),))],
         []),
     # A survey button: its id in meta["quick_reply"], the message it answers in meta["reply_to_mid"].
@@ -170,7 +178,55 @@ EXPECTED: dict[str, tuple[list[InboundMessage], list[DeliveryStatus]]] = {
     # The customer did write, in a form the API cannot show: a human should still see it.
     "whatsapp/unsupported_message": ([whatsapp(
         "wamid.HBgLMzcwNjEyMzQ1NjcVAgASGBQzQ0NDMTExMjIyMzMzNDQ0NTU1NjY2AA==", "37061234567", "Rūta Petrauskienė",
-        at(16, 46, 0), meta={"unsupported": "unsupported"})], []),
+        at(16, 46, 0), "⚠️ Message type is currently not supported.", meta={"unsupported": "unsupported"})], []),
+    # pywa's (MIT) and Meta's documented payloads, see tests/fixtures/whatsapp/SOURCES.md. Their
+    # customer, 972987654321, is no number libphonenumber knows: a wa_id all the same, no phone link.
+    "whatsapp/pywa_order": ([_pywa(
+        "wamid.xyzxyz", 1697044668, "🛒 3 × HAMBURGER (30 ILS)\n🛒 2 × FRENCH_FRIES (35 ILS)\n🛒 2 × SODA (10 ILS)",
+        meta={"order": {"catalog_id": "354160437058781", "items": [
+            {"product_retailer_id": "HAMBURGER", "quantity": 3, "item_price": 30, "currency": "ILS"},
+            {"product_retailer_id": "FRENCH_FRIES", "quantity": 2, "item_price": 35, "currency": "ILS"},
+            {"product_retailer_id": "SODA", "quantity": 2, "item_price": 10, "currency": "ILS"}]}})], []),
+    # A WhatsApp Flow's answers: the form's fields as lines; our flow token only in meta.
+    "whatsapp/pywa_flow_reply": ([_pywa(
+        "wamid.wegrchytvwcggt==", 1702502473,
+        "📝 comment_text: Comment Text\ndelivery_rating: 4\npurchase_rating: 2\nrecommend_radio: 0\ncs_rating: 0",
+        meta={"flow": {"name": "flow", "token": "AQAAAAACS5FpgQ_cAAAAAD0QI3s.", "response": {
+            "comment_text": "Comment Text", "delivery_rating": "4", "purchase_rating": "2", "recommend_radio": "0",
+            "cs_rating": "0"}}, "reply_to_mid": "wamid.gvwegfretge=="})], []),
+    "whatsapp/pywa_contacts": ([_pywa(
+        "wamid.xyzxyz", 1697044621,
+        "👤 Chandler Bing, +1 555-555-5555\n👤 Monica, +1 666-666-6666\n👤 Rachel Green, +1 777-777-7777",
+        attachments=tuple(Attachment(content_type="contacts", name=n) for n in ("Chandler Bing", "Monica", "Rachel Green")),
+        meta={})], []),
+    "whatsapp/pywa_chosen_location": ([_pywa(
+        "wamid.xyzxyz", 1697044557, "📍 Facebook HQ, 1 Hacker Way, Menlo Park, CA 94025",
+        attachments=(Attachment(content_type="location", url="geo:37.4611978,-122.2164385", name="Facebook HQ"),),
+        meta={})], []),
+    # An edit and a deletion are revisions of the stored message (the router applies them), not
+    # new customer messages: meta["revision"] names the original.
+    "whatsapp/pywa_edit_text": ([_pywa("wamid.yyyyyy", 1697044968, "Text was edited",
+                                       meta={"revision": {"kind": "edit", "of": "wamid.zzzzzz"}})], []),
+    "whatsapp/revoke": ([_pywa("wamid.wwwwww", 1697045100, "",
+                               meta={"revision": {"kind": "revoke", "of": "wamid.zzzzzz"}})], []),
+    # Meta's documentation sample with its placeholders left in: no customer is made of "<…>".
+    "whatsapp/pywa_revoke_placeholder": ([], []),
+    # A customer who hides their number behind a username: known by the business-scoped user id,
+    # answered through it; the username is shown, never used as an identity (it can change).
+    "whatsapp/username_user_without_phone": ([InboundMessage(
+        channel="whatsapp", external_id="wamid.HBgLMzcwNjEyMzQ1NjcVAgASGBRVU0VSTkFNRU9OTFkwMDAwMDEA",
+        sender=Identity("wa_user", "US.13491208655302741918"), reply_to="US.13491208655302741918",
+        sender_name="Jane", received_at=NOW, sent_at=datetime.fromtimestamp(1795538000, UTC),
+        text="Hi! Do you ship to Lithuania?",
+        meta={"phone_number_id": "1122334455667", "display_phone_number": "972123456789", "username": "@jane.doe"})],
+        []),
+    # Messenger: the customer corrected a sent message (Meta's message_edits example).
+    "messenger/message_edit": ([messenger(
+        "m_Aq3xV0bQ9rk2mP7s1YtW8uZ4cN6dE2fG5hJ8kL1nO3pR6sT9vX2yB5eH8jM1qS4uW7zC0fI3lP6:edit:1", "7712345678901234",
+        datetime.fromtimestamp(1795539000, UTC),
+        "Hallo, mein Paket ist seit einer Woche unterwegs. Bestellung 48214 – wo ist es?",
+        meta={"revision": {"kind": "edit",
+                           "of": "m_Aq3xV0bQ9rk2mP7s1YtW8uZ4cN6dE2fG5hJ8kL1nO3pR6sT9vX2yB5eH8jM1qS4uW7zC0fI3lP6"}})], []),
     "whatsapp/reaction": ([], []),
     "whatsapp/template_status_update": ([], []),
     "whatsapp/statuses_delivered": ([], [
@@ -184,6 +240,7 @@ EXPECTED: dict[str, tuple[list[InboundMessage], list[DeliveryStatus]]] = {
 
 #: Signed but unexpected: answered 200 and parked with a warning that names the problem.
 PARKED = {
+    "whatsapp/pywa_revoke_placeholder": "placeholder or invalid sender",
     "messenger/message_without_sender": "without mid or sender.id",
     "messenger/unknown_object_user": "unknown object 'user'",
 }

@@ -214,6 +214,14 @@ def test_whatsapp_text_reaches_the_phone_numbers_messages_endpoint(wa, graph) ->
     assert result == SendResult(provider_message_id="wamid.FAKE1")
 
 
+def test_whatsapp_answers_a_username_customer_by_their_business_scoped_user_id(wa, graph) -> None:
+    # No phone number is known for a customer who hides it behind a username: only the BSUID.
+    wa.send("US.13491208655302741918", "Yes, we ship to Lithuania.")
+    [sent] = graph.sends
+    assert sent.body["recipient"] == "US.13491208655302741918" and "to" not in sent.body
+    assert sent.recipient == "US.13491208655302741918"
+
+
 def test_whatsapp_answers_from_the_number_the_customer_wrote_to(wa, graph) -> None:
     wa.send(WA_ID, "hello", options={"phone_number_id": "109999999999999"})
     assert graph.sends[0].target == "109999999999999"

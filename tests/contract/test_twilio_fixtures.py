@@ -83,6 +83,12 @@ EXPECTED_SMS: dict[str, InboundMessage] = {
         text="Здравствуйте! Хочу вернуть куртку, размер не подошёл. Как оформить возврат?",
         meta={"to": BIZ, "account_sid": AC, "num_segments": 2},
     ),
+    # Only SmsSid names the message (the legacy webhook, some Twilio-compatible gateways): accepted.
+    "sms_legacy_sms_sid_only": InboundMessage(
+        channel="sms", external_id="SM7d9f1b3c5e7a8f0d2b4c6e8a0f2b4d68", sender=Identity("phone", "+48601234567"),
+        reply_to="+48601234567", received_at=NOW, language_hint="pl", text="Halo?",
+        meta={"to": BIZ, "account_sid": AC, "num_segments": 1},
+    ),
     "sms_emoji": InboundMessage(
         channel="sms", external_id="SM2e4a6c8d0f2b3a5e7c9d1f3b5a7c9e13", sender=Identity("phone", "+380501234567"),
         reply_to="+380501234567", received_at=NOW, language_hint="uk",
@@ -141,7 +147,7 @@ EXPECTED_STATUS: dict[str, DeliveryStatus] = {
 }
 
 MALFORMED = {
-    "malformed_missing_message_sid": "MessageSid is missing",
+    "malformed_no_message_sid": "MessageSid is missing",
     "malformed_missing_from": "From is missing",
     "malformed_num_media_not_a_number": "NumMedia is not a number",
     "malformed_status_missing_message_status": "MessageStatus is missing",
@@ -182,7 +188,7 @@ def test_malformed_fixture_passes_the_signature_then_names_the_problem(name: str
 
 
 def test_every_fixture_is_used() -> None:
-    on_disk = {p.stem for p in FIXTURES.glob("*")}
+    on_disk = {p.stem for p in FIXTURES.glob("*.txt")}  # SOURCES.md is the manifest, not a fixture
     assert on_disk == set(EXPECTED_SMS) | set(EXPECTED_STATUS) | set(MALFORMED)
 
 

@@ -30,7 +30,9 @@ class GraphSend:
 
     @property
     def recipient(self) -> str | None:
-        return self.body.get("to") or (self.body.get("recipient") or {}).get("id")
+        recipient = self.body.get("recipient")
+        # Messenger: {"recipient": {"id": PSID}}; WhatsApp: "to" (a wa_id) or "recipient" (a BSUID).
+        return self.body.get("to") or (recipient.get("id") if isinstance(recipient, dict) else recipient)
 
 
 @dataclass
@@ -85,7 +87,8 @@ class FakeGraphApi(FakeServer):
                 if target == "me":
                     return self._reply(200, {"recipient_id": body["recipient"]["id"], "message_id": f"m_fake{n}"})
                 return self._reply(200, {"messaging_product": "whatsapp",
-                                         "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+                                         "contacts": [{"input": body.get("to") or body.get("recipient"),
+                                                       "wa_id": body.get("to") or body.get("recipient")}],
                                          "messages": [{"id": f"wamid.FAKE{n}"}]})
 
             def _reply(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
@@ -156,7 +159,7 @@ def _check_messenger(body: dict[str, Any]) -> str | None:
 def _check_whatsapp(body: dict[str, Any]) -> str | None:
     if body.get("messaging_product") != "whatsapp":
         return "param messaging_product is required"
-    if not body.get("to"):
+    if not body.get("to") and not isinstance(body.get("recipient"), str):
         return "param to is required"
     kind = body.get("type", "text")
     if kind not in ("text", "template", "interactive", "image", "document", "audio", "video", "location"):

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,7 +52,7 @@ _WHATSAPP_OBJECT = "whatsapp_business_account"
 _IRRELEVANT_MESSAGING = frozenset({
     "delivery", "read", "reaction", "referral", "optin", "account_linking",
     "pass_thread_control", "take_thread_control", "request_thread_control", "app_roles",
-    "policy_enforcement", "message_edit", "game_play", "checkout_update", "payment",
+    "policy_enforcement", "game_play", "checkout_update", "payment",
     "messaging_feedback", "response_feedback",
 })
 
@@ -62,6 +63,10 @@ _WHATSAPP_MEDIA_TYPES = ("image", "document", "audio", "voice", "video", "sticke
 # Ids longer than the InboundMessage contract allows could never be published: park them instead.
 _MAX_ID = 255
 _MAX_SENDER_ID = 320
+#: A wa_id: the phone number's digits (WhatsApp sends no "+"; tolerated). Linear: no nesting.
+_WA_ID = re.compile(r"\+?[0-9]{6,15}")
+#: A business-scoped user id: ISO country code, ".", optionally "ENT.", up to 128 alphanumerics.
+_BSUID = re.compile(r"[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}")
 
 
 # --- the adapter ------------------------------------------------------------------------------
@@ -208,6 +213,10 @@ def _messaging_entry(entry: dict, channel: str, kind: str, received_at: datetime
             msg = _messaging_postback(item, channel, kind, received_at, events)
             if msg is not None:
                 events.messages.append(msg)
+        elif "message_edit" in item:
+            msg = _messaging_edit(item, channel, kind, received_at, events)
+            if msg is not None:
+                events.messages.append(msg)
         elif "delivery" in item or "read" in item:
             events.statuses.extend(_messaging_statuses(item, channel))
         elif not any(key in _IRRELEVANT_MESSAGING for key in item):
@@ -248,6 +257,23 @@ def _messaging_message(item: dict, channel: str, kind: str, received_at: datetim
         meta["unsupported"] = True  # Instagram: the customer sent something the API cannot show
     return _from_customer(item, channel, kind, sender_id, mid, text, meta, received_at,
                           attachments=tuple(_messaging_attachments(message.get("attachments"))))
+
+
+def _messaging_edit(item: dict, channel: str, kind: str, received_at: datetime,
+                    events: MetaEvents) -> InboundMessage | None:
+    """The customer edited a message they sent: a revision of the stored one (the router applies
+    it; no new conversation, no acknowledgement). Each edit is its own event: mid + num_edit."""
+    edit = item["message_edit"]
+    sender_id = _id(_get(item, "sender", "id"))
+    mid = _get(edit, "mid")
+    number = _number(_get(edit, "num_edit"))
+    if not _str_id(mid, _MAX_ID - 16) or sender_id is None or len(sender_id) > _MAX_SENDER_ID:
+        events.park(f"{channel} message_edit without mid or sender.id", item)
+        return None
+    text = _get(edit, "text")
+    return _from_customer(item, channel, kind, sender_id, f"{mid}:edit:{number if number is not None else 0}",
+                          text if isinstance(text, str) else "", {"revision": {"kind": "edit", "of": mid}},
+                          received_at)
 
 
 def _from_customer(item: dict, channel: str, kind: str, sender_id: str, external_id: str, text: str,
@@ -373,13 +399,39 @@ def _whatsapp_message(message: Any, phone_number_id: str | None, display: Any, n
         return None
     wamid = message.get("id")
     wa_id = _id(message.get("from"))
+    user_id = _id(message.get("from_user_id"))
     mtype = message.get("type")
-    if not _str_id(wamid, _MAX_ID) or wa_id is None or len(wa_id) > _MAX_SENDER_ID or not isinstance(mtype, str):
+    if not _str_id(wamid, _MAX_ID) or (wa_id is None and user_id is None) or not isinstance(mtype, str):
         events.park("whatsapp message without id, from or type", message)
         return None
     if mtype in _WHATSAPP_IGNORED_TYPES:
         return None
-    text, attachments, meta = _whatsapp_content(message, mtype)
+    # Who wrote: a wa_id (the phone number's digits) when WhatsApp shares it, else the
+    # business-scoped user id (BSUID) of a customer who hides their number behind a username.
+    # Anything else — a documentation placeholder ("<WHATSAPP_USER_PHONE_NUMBER>"), junk — is
+    # refused: it would become a customer nobody can answer.
+    wa_id = wa_id if wa_id is not None and _WA_ID.fullmatch(wa_id) else None
+    user_id = user_id if user_id is not None and _BSUID.fullmatch(user_id) else None
+    if wa_id is None and user_id is None:
+        events.park("whatsapp message from a placeholder or invalid sender", message)
+        return None
+    if mtype in ("edit", "revoke"):
+        # The customer changed or deleted a message they sent: a revision the router applies to
+        # the stored message — not a new customer message, so it opens nothing and gets no reply.
+        body = _dict(message.get(mtype))
+        original = body.get("original_message_id")
+        if not _str_id(original, _MAX_ID):
+            events.park(f"whatsapp {mtype} without original_message_id", message)
+            return None
+        inner = _dict(body.get("message"))
+        inner_type = inner.get("type")
+        if mtype == "edit" and isinstance(inner_type, str):
+            text, attachments, meta = _whatsapp_content(inner, inner_type)
+        else:
+            text, attachments, meta = "", [], {}
+        meta["revision"] = {"kind": mtype, "of": original}
+    else:
+        text, attachments, meta = _whatsapp_content(message, mtype)
     if phone_number_id:
         meta["phone_number_id"] = phone_number_id  # the number the customer wrote to: answer from it
     if isinstance(display, str):
@@ -387,24 +439,36 @@ def _whatsapp_message(message: Any, phone_number_id: str | None, display: Any, n
     context_id = _get(message, "context", "id")
     if isinstance(context_id, str):
         meta["reply_to_mid"] = context_id  # the customer answered one of our messages (a survey)
-    phone = whatsapp_phone(wa_id)
+    phone = whatsapp_phone(wa_id) if wa_id else None
+    # A wa_id is the customer's phone number, verified by WhatsApp: the same person as SMS/calls;
+    # a BSUID given with it is WhatsApp's own link between the two, so both name one customer.
+    linked = [Identity("phone", phone)] if phone else []
+    if wa_id and user_id:
+        linked.append(Identity("wa_user", user_id))
+    sender = Identity("wa_id", wa_id) if wa_id else Identity("wa_user", user_id)
+    username = names.get(f"username:{user_id}") if user_id else None
+    if username:
+        meta["username"] = username  # shown to agents; not an identity: users change it
     return InboundMessage(
         channel="whatsapp",
         external_id=wamid,
-        sender=Identity("wa_id", wa_id),
-        sender_name=names.get(wa_id),
-        reply_to=wa_id,
+        sender=sender,
+        sender_name=names.get(sender.value) or username,
+        reply_to=sender.value,
         received_at=received_at,  # arrival: when the gateway accepted it (promises start here)
         sent_at=_from_seconds(message.get("timestamp")),  # WhatsApp's time, for display and ordering
         text=text,
         attachments=tuple(attachments),
-        # A wa_id is the customer's phone number, verified by WhatsApp: the same person as SMS/calls.
-        linked_identities=(Identity("phone", phone),) if phone else (),
+        linked_identities=tuple(linked),
         meta=meta,
     )
 
 
 def _whatsapp_content(message: dict, mtype: str) -> tuple[str, list[Attachment], dict[str, Any]]:
+    """A message's text as an agent reads it, its attachments and structured extras. What has no
+    text of its own (a location, a contact card, an order, a flow's answers) reads as short text
+    built from its own data and symbols, not words of one language (they would sway language
+    detection), with the data in meta."""
     body = _dict(message.get(mtype))
     meta: dict[str, Any] = {}
     if mtype == "text":
@@ -417,9 +481,11 @@ def _whatsapp_content(message: dict, mtype: str) -> tuple[str, list[Attachment],
             meta["voice"] = True
         return _str(body.get("caption")), [Attachment(content_type=content_type, name=name)], meta
     if mtype == "location":
-        place = body.get("name") or body.get("address")
+        place = _str(body.get("name")) or _str(body.get("address"))
         url = _geo(body.get("latitude"), body.get("longitude"))
-        return "", [Attachment(content_type="location", url=url, name=place if isinstance(place, str) else None)], meta
+        words = ", ".join(p for p in (_str(body.get("name")), _str(body.get("address"))) if p)
+        text = f"📍 {words}" if words else (f"📍 {url.removeprefix('geo:').replace(',', ', ')}" if url else "📍")
+        return text, [Attachment(content_type="location", url=url, name=place or None)], meta
     if mtype == "interactive":
         # Reply buttons and list rows we sent: the id is our payload, the title what the customer saw.
         for reply_kind in ("button_reply", "list_reply"):
@@ -428,17 +494,76 @@ def _whatsapp_content(message: dict, mtype: str) -> tuple[str, list[Attachment],
                 if isinstance(reply.get("id"), str):
                     meta["quick_reply"] = reply["id"]
                 return _str(reply.get("title")), [], meta
+        flow = body.get("nfm_reply")
+        if isinstance(flow, dict):
+            return _flow_reply(flow, meta), [], meta
+        meta["interactive"] = _str(body.get("type"))[:64] or None
+        return "⚠️", [], meta  # an interactive reply of a kind this code does not know: a human looks
     if mtype == "button":
         # A quick-reply button of a template message.
         if isinstance(body.get("payload"), str):
             meta["quick_reply"] = body["payload"]
         return _str(body.get("text")), [], meta
     if mtype == "contacts":
-        return "", [Attachment(content_type="contacts", name=_str(_get(c, "name", "formatted_name")) or None)
-                    for c in _list(message.get("contacts")) if isinstance(c, dict)], meta
-    # "unsupported"/"unknown" or a type newer than this code: the customer did write; let a human see it.
+        cards = [c for c in _list(message.get("contacts")) if isinstance(c, dict)]
+        lines = []
+        for card in cards:
+            who = _str(_get(card, "name", "formatted_name"))
+            phones = [_str(p.get("phone")) for p in _list(card.get("phones")) if isinstance(p, dict) and _str(p.get("phone"))]
+            lines.append("👤 " + ", ".join(x for x in (who, *phones) if x))
+        return "\n".join(lines), [Attachment(content_type="contacts", name=_str(_get(c, "name", "formatted_name")) or None)
+                                  for c in cards], meta
+    if mtype == "order":
+        return _order(body, meta), [], meta
+    # "unsupported"/"unknown" or a type newer than this code: the customer did write; let a human
+    # see it, with WhatsApp's own explanation when it gives one.
     meta["unsupported"] = mtype[:64]
-    return "", [], meta
+    errors = message.get("errors")
+    first = _dict(errors[0]) if isinstance(errors, list) and errors else {}
+    why = _str(_get(first, "error_data", "details")) or _str(first.get("title"))
+    return f"⚠️ {why[:200]}" if why else "⚠️", [], meta
+
+
+def _order(order: dict, meta: dict[str, Any]) -> str:
+    """A catalogue order: one line per product (quantity × retailer id, price), then the note."""
+    items = []
+    for item in _list(order.get("product_items"))[:100]:
+        if not isinstance(item, dict):
+            continue
+        sku = _str(item.get("product_retailer_id"))[:100]
+        quantity = _number(item.get("quantity"))
+        price = item.get("item_price")
+        price = price if isinstance(price, int | float) and not isinstance(price, bool) else None
+        currency = _str(item.get("currency"))[:8]
+        items.append({"product_retailer_id": sku, "quantity": quantity, "item_price": price, "currency": currency})
+    meta["order"] = {"catalog_id": _id(order.get("catalog_id")), "items": items}
+    lines = []
+    for i in items:
+        quantity = i["quantity"] if i["quantity"] is not None else "?"
+        price = " ".join(str(x) for x in (i["item_price"], i["currency"]) if x not in (None, ""))
+        lines.append(f"🛒 {quantity} × {i['product_retailer_id']}" + (f" ({price})" if price else ""))
+    note = _str(order.get("text")).strip()
+    return "\n".join(lines + ([note] if note else []))
+
+
+def _flow_reply(flow: dict, meta: dict[str, Any]) -> str:
+    """A WhatsApp Flow's answers (nfm_reply): the form's fields as "name: value" lines. The flow
+    token is ours (it says which flow was sent), not the customer's words: kept in meta only."""
+    raw = flow.get("response_json")
+    try:
+        answers = json.loads(raw) if isinstance(raw, str) and len(raw) <= 100_000 else None
+    except (json.JSONDecodeError, RecursionError):
+        answers = None
+    meta["flow"] = {"name": _str(flow.get("name"))[:64] or None}
+    if not isinstance(answers, dict):
+        return _str(flow.get("body"))
+    token = answers.pop("flow_token", None)
+    if isinstance(token, str):
+        meta["flow"]["token"] = token[:200]
+    meta["flow"]["response"] = answers
+    lines = [f"{str(k)[:64]}: {v if isinstance(v, str | int | float) else json.dumps(v, ensure_ascii=False)[:200]}"
+             for k, v in list(answers.items())[:50]]
+    return "📝 " + "\n".join(lines) if lines else _str(flow.get("body"))
 
 
 def _whatsapp_status(status: Any, events: MetaEvents) -> DeliveryStatus | None:
@@ -463,12 +588,17 @@ def _whatsapp_status(status: Any, events: MetaEvents) -> DeliveryStatus | None:
 
 
 def _contact_names(contacts: Any) -> dict[str, str]:
+    """Profile names by wa_id and by BSUID (user_id); usernames under "username:<BSUID>"."""
     names: dict[str, str] = {}
     for contact in _list(contacts):
-        wa_id = _id(_get(contact, "wa_id"))
         name = _get(contact, "profile", "name")
-        if wa_id and isinstance(name, str) and name.strip():
-            names[wa_id] = name.strip()
+        username = _get(contact, "profile", "username")
+        for key in (_id(_get(contact, "wa_id")), _id(_get(contact, "user_id"))):
+            if key and isinstance(name, str) and name.strip():
+                names[key] = name.strip()
+        user_id = _id(_get(contact, "user_id"))
+        if user_id and isinstance(username, str) and username.strip():
+            names[f"username:{user_id}"] = username.strip()[:64]
     return names
 
 

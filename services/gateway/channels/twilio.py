@@ -139,9 +139,11 @@ class TwilioSmsAdapter:
 
 def parse_sms(form: Mapping[str, list[str]], *, received_at: datetime, default_region: str = "PL") -> InboundMessage:
     """A Twilio inbound-message form (name → values) → the normalised message."""
-    sid = _one(form, "MessageSid")
+    # MessageSid is the current name; SmsMessageSid and SmsSid carry the same SID and are all an
+    # older webhook (and some Twilio-compatible gateways) send.
+    sid = _one(form, "MessageSid") or _one(form, "SmsMessageSid") or _one(form, "SmsSid")
     if not sid:
-        raise Malformed("MessageSid is missing")
+        raise Malformed("MessageSid is missing (nor SmsMessageSid nor SmsSid)")
     if not _SID.match(sid):
         raise Malformed("MessageSid is not a Twilio message SID")
     raw_from = _one(form, "From")
@@ -282,7 +284,7 @@ class TwilioStatusAdapter:
 
 
 def parse_status_form(form: Mapping[str, list[str]], *, received_at: datetime) -> DeliveryStatus:
-    sid = _one(form, "MessageSid")
+    sid = _one(form, "MessageSid") or _one(form, "SmsSid")  # SmsSid: the legacy name of the same SID
     if not sid:
         raise Malformed("MessageSid is missing")
     if not _SID.match(sid):

@@ -106,7 +106,10 @@ def messenger_payload(address: str, text: str, options: Mapping[str, Any]) -> di
 
 def whatsapp_payload(address: str, text: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The Cloud API body: a template, interactive buttons or a list, or plain text."""
-    head: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": address}
+    # A customer who hides their number behind a username is known only by their business-scoped
+    # user id ("US.1349…"): Cloud API takes it as "recipient" where a phone number goes in "to".
+    who = {"recipient": address} if "." in address else {"to": address}
+    head: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", **who}
     template = options.get("template")
     if template:
         return {**head, "type": "template", "template": _template(template)}
