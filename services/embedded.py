@@ -29,7 +29,7 @@ from shared.db import make_engine, migrate, ping, session_factory
 from shared.errors import ConfigError
 from shared.runtime import start_thread, utc_now
 from shared.settings import Settings
-from shared.web import HttpServer, server_options
+from shared.web import HttpServer, server_options, start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class Embedded:
     threads: list[threading.Thread]
     senders: Registry
     stop: threading.Event
+    metrics_server: HttpServer | None = None
 
     @property
     def port(self) -> int:
@@ -54,6 +55,8 @@ class Embedded:
         for t in self.threads:
             t.join(timeout=10)
         self.server.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop(grace=1)
         self.senders.close()
 
 
@@ -121,4 +124,5 @@ def start(settings: Settings, config: Config, *, host: str = "127.0.0.1", port: 
     threads.append(start_thread(lambda: ticker.run(stop), "notifier-ticker"))
     server = HttpServer(app, host, port if port is not None else (settings.port or 8080),
                         **server_options(settings)).start()
-    return Embedded(server=server, workers=workers, threads=threads, senders=senders, stop=stop)
+    return Embedded(server=server, workers=workers, threads=threads, senders=senders, stop=stop,
+                    metrics_server=start_metrics_server(settings, host))

@@ -7,15 +7,17 @@ gateway received the webhook (the router's events carry the inbound message's ti
     webhook ──published──▶ bus ──routed──▶ router ──sent──▶ provider API
 
 Counters and histograms live in the process-wide default registry (one process per service).
-The queue depth is not a counter we keep but a reading of the broker, taken on each scrape
-(passive queue declarations), so it is right whichever replica is scraped.
+The queue depth is not a counter we keep but a reading of the broker, taken on scrape (passive
+queue declarations on one kept connection), so it is right whichever replica is scraped.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -96,39 +98,67 @@ class QueueDepthCollector(Collector):
     A passive declare asks the broker about a queue without creating or changing it. When the
     broker does not answer, `switchboard_broker_up` is 0 and the depths are absent (not zero: an
     unknown depth must not look like an empty queue on a dashboard).
+
+    One broker connection serves every scrape (a new AMQP connection per scrape costs the broker a
+    handshake and a connection churn anybody who can reach /metrics could drive); it is opened on
+    the first scrape, and again only after it failed. Scrapes in parallel take turns on it.
     """
 
     def __init__(self, broker_url: str, queues: Iterable[str], timeout: float = 2.0):
         self.broker_url = broker_url
         self.queues = list(queues)
         self.timeout = timeout
+        self._conn: Any = None
+        self._channel: Any = None
+        self._lock = threading.Lock()
 
-    def collect(self) -> Iterator[Metric]:
+    def _read(self) -> dict[str, tuple[int, int]] | None:
+        """{queue: (messages, consumers)}, or None when the broker did not answer."""
         from shared.bus.publisher import connect
 
+        try:
+            if self._conn is None:
+                self._conn = connect(self.broker_url, confirm=False)
+                self._conn.ensure_connection(max_retries=1, timeout=self.timeout)
+                self._channel = self._conn.channel()
+            found: dict[str, tuple[int, int]] = {}
+            for queue in self.queues:
+                try:
+                    _, messages, attached = self._channel.queue_declare(queue=queue, passive=True)
+                except Exception as exc:  # noqa: BLE001 - a queue not declared yet has no depth to show
+                    if not self._conn.connected:
+                        raise
+                    log.debug("queue %s not readable: %s", queue, exc)
+                    # AMQP closes the channel on NOT_FOUND: take a fresh one for the next queue.
+                    self._channel = self._conn.channel()
+                    continue
+                found[queue] = (messages, attached)
+            return found
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the broker does not
+            log.warning("queue depth unavailable: %s", exc)
+            self.close()
+            return None
+
+    def close(self) -> None:
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception:  # noqa: BLE001 - it is broken already
+                pass
+
+    def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("switchboard_broker_up", "1 when the broker answered this scrape's queue reads.")
         depth = GaugeMetricFamily("switchboard_queue_depth", "Messages ready in the queue, read from the broker.",
                                   labels=["queue"])
         consumers = GaugeMetricFamily("switchboard_queue_consumers", "Consumers attached to the queue.",
                                       labels=["queue"])
-        try:
-            with connect(self.broker_url, confirm=False) as conn:
-                conn.ensure_connection(max_retries=1, timeout=self.timeout)
-                channel = conn.default_channel
-                for queue in self.queues:
-                    try:
-                        _, messages, attached = channel.queue_declare(queue=queue, passive=True)
-                    except Exception as exc:  # noqa: BLE001 - a queue not declared yet has no depth to show
-                        log.debug("queue %s not readable: %s", queue, exc)
-                        # AMQP closes the channel on NOT_FOUND: take a fresh one for the next queue.
-                        channel = conn.channel()
-                        continue
-                    depth.add_metric([queue], messages)
-                    consumers.add_metric([queue], attached)
-            up.add_metric([], 1)
-        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the broker does not
-            log.warning("queue depth unavailable: %s", exc)
-            up.add_metric([], 0)
+        with self._lock:  # one connection, one scrape at a time on it
+            found = self._read()
+        up.add_metric([], 0 if found is None else 1)
+        for queue, (messages, attached) in (found or {}).items():
+            depth.add_metric([queue], messages)
+            consumers.add_metric([queue], attached)
         yield up
         yield depth
         yield consumers
@@ -140,11 +170,28 @@ def all_queue_names() -> list[str]:
     return [name for spec in QUEUES.values() for name in (spec.name, *spec.retry_tiers, spec.dlq)]
 
 
+class Scrape:
+    """What /metrics answers: the process's metrics plus, given a broker, the queue depths (one
+    collector, so one broker connection, for the life of the process's endpoint)."""
+
+    def __init__(self, broker_url: str | None = None):
+        self.queue_depths = QueueDepthCollector(broker_url, all_queue_names()) if broker_url else None
+        self._registry = CollectorRegistry(auto_describe=False)
+        if self.queue_depths is not None:
+            self._registry.register(self.queue_depths)
+
+    def render(self) -> tuple[bytes, str]:
+        body = generate_latest(REGISTRY)
+        if self.queue_depths is not None:
+            body += generate_latest(self._registry)
+        return body, CONTENT_TYPE_LATEST
+
+
 def render(broker_url: str | None = None) -> tuple[bytes, str]:
-    """The /metrics body and content type: the process's metrics plus, given a broker, queue depths."""
-    body = generate_latest(REGISTRY)
-    if broker_url:
-        scrape = CollectorRegistry(auto_describe=False)
-        scrape.register(QueueDepthCollector(broker_url, all_queue_names()))
-        body += generate_latest(scrape)
-    return body, CONTENT_TYPE_LATEST
+    """One scrape with a collector of its own: for a one-off reading (a CLI, a test), never per request."""
+    scrape = Scrape(broker_url)
+    try:
+        return scrape.render()
+    finally:
+        if scrape.queue_depths is not None:
+            scrape.queue_depths.close()

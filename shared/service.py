@@ -22,7 +22,7 @@ from shared.db import make_engine, migrate, ping, session_factory
 from shared.log import setup_logging
 from shared.runtime import install_signal_handlers, load_or_exit, start_thread
 from shared.settings import Settings
-from shared.web import HttpServer, health_blueprint, install_json_errors, server_options
+from shared.web import HttpServer, health_blueprint, install_json_errors, server_options, start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def service_app(name: str, settings: Settings, checks: dict[str, Callable[[], No
     # (waitress refuses a larger Content-Length before reading it, see shared/web.py).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     install_json_errors(app)
-    app.register_blueprint(health_blueprint(checks, broker_url=settings.broker_url))
+    app.register_blueprint(health_blueprint(checks, broker_url=settings.broker_url,
+                                            metrics=settings.metrics_port is None))
     return app
 
 
@@ -81,6 +82,7 @@ def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker
     port = int(os.environ.get(f"{name.upper()}_PORT") or default_port)
     server = HttpServer(app, "0.0.0.0", port, **server_options(settings)).start()
     log.info("%s health endpoints on :%d", name, server.port)
+    metrics_server = start_metrics_server(settings)
 
     threads = [start_thread(lambda: worker.run(stop), f"{name}-worker-{i}") for i in range(consumers)]
     threads += background(settings, config, engine, publisher, stop) if background else []
@@ -88,6 +90,8 @@ def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker
     for thread in threads:
         thread.join(timeout=30)
     server.stop()
+    if metrics_server is not None:
+        metrics_server.stop(grace=1)
     publisher.close()
     engine.dispose()
     log.info("%s stopped", name)

@@ -67,6 +67,7 @@ class Settings:
     trusted_proxy: str | None = None
     trusted_proxy_count: int = 1  # proxies in the chain, counted from ours, whose X-Forwarded-* we believe
     secure_cookies: bool = False  # the inbox's cookies carry Secure whatever the request's scheme
+    metrics_port: int | None = None  # /metrics on a port of its own (and not on the service's)
     agent_token_days: int | None = None  # `switchboard agents token` tokens expire after this many days
 
     @property
@@ -124,6 +125,7 @@ class SettingsSchema(Schema):
     TRUSTED_PROXY = _opt_str()
     TRUSTED_PROXY_COUNT = fields.Integer(load_default=1, validate=validate.Range(1, 10))
     SECURE_COOKIES = fields.Boolean(load_default=False)
+    METRICS_PORT = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(0, 65535))
     AGENT_TOKEN_DAYS = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 3650))
     SURVEY_SECRET = _opt_str(validate=validate.Length(min=16, error="must be at least 16 characters"))
 
@@ -176,6 +178,7 @@ class SettingsSchema(Schema):
             trusted_proxy=d["TRUSTED_PROXY"],
             trusted_proxy_count=d["TRUSTED_PROXY_COUNT"],
             secure_cookies=d["SECURE_COOKIES"],
+            metrics_port=d["METRICS_PORT"],
             agent_token_days=d["AGENT_TOKEN_DAYS"],
         )
 

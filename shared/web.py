@@ -39,17 +39,14 @@ def install_json_errors(app: Flask) -> None:
         return error(500, "internal_error", "an internal error occurred; it has been logged")
 
 
-def health_blueprint(checks: dict[str, Callable[[], None]], *, broker_url: str | None = None) -> Blueprint:
+def health_blueprint(checks: dict[str, Callable[[], None]], *, broker_url: str | None = None,
+                     metrics: bool = True) -> Blueprint:
     """/healthz: the process answers. /readyz: every dependency answers (broker, database...).
-    /metrics: Prometheus text (shared/metrics.py), with the broker's queue depths given its URL."""
+    /metrics: Prometheus text (shared/metrics.py), with the broker's queue depths given its URL;
+    `metrics=False` when METRICS_PORT serves it apart (metrics_blueprint)."""
     bp = Blueprint("health", __name__)
-
-    @bp.get("/metrics")
-    def metrics():
-        from shared.metrics import render
-
-        body, content_type = render(broker_url)
-        return Response(body, 200, content_type=content_type)
+    if metrics:
+        bp.register_blueprint(metrics_blueprint(broker_url))
 
     @bp.get("/healthz")
     def healthz():
@@ -75,6 +72,34 @@ def server_options(settings: Settings) -> dict[str, Any]:
     """HttpServer's options from the settings: the trusted proxy and the body limit."""
     return {"trusted_proxy": settings.trusted_proxy, "trusted_proxy_count": settings.trusted_proxy_count,
             "max_body_bytes": settings.max_body_bytes}
+
+
+def metrics_blueprint(broker_url: str | None = None) -> Blueprint:
+    """GET /metrics; one Scrape (so one broker connection) for the life of the blueprint."""
+    from shared.metrics import Scrape
+
+    bp = Blueprint("metrics", __name__)
+    scrape = Scrape(broker_url)
+
+    @bp.get("/metrics")
+    def metrics():
+        body, content_type = scrape.render()
+        return Response(body, 200, content_type=content_type)
+
+    return bp
+
+
+def start_metrics_server(settings: Settings, host: str = "0.0.0.0") -> HttpServer | None:
+    """With METRICS_PORT set, /metrics alone on that port (for the scraper's network only); the
+    service's main port then serves no /metrics."""
+    if settings.metrics_port is None:
+        return None
+    app = Flask("switchboard.metrics")
+    install_json_errors(app)
+    app.register_blueprint(metrics_blueprint(settings.broker_url))
+    server = HttpServer(app, host, settings.metrics_port, threads=2, max_body_bytes=1024).start()
+    log.info("metrics on :%d", server.port)
+    return server
 
 
 class HttpServer:

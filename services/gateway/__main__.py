@@ -9,7 +9,7 @@ import threading
 from services.gateway.bootstrap import build, declare_topology, start_pollers
 from shared.log import setup_logging
 from shared.runtime import install_signal_handlers, load_or_exit, start_thread, utc_now
-from shared.web import HttpServer, server_options
+from shared.web import HttpServer, server_options, start_metrics_server
 
 log = logging.getLogger("services.gateway")
 
@@ -29,8 +29,11 @@ def main() -> None:
     server = HttpServer(app, "0.0.0.0", int(os.environ.get("GATEWAY_PORT") or settings.port or 8080),
                         **server_options(settings)).start()
     log.info("gateway listening on :%d", server.port)
+    metrics_server = start_metrics_server(settings)
     stop.wait()
     server.stop()  # no new webhooks; the ones in flight are answered
+    if metrics_server is not None:
+        metrics_server.stop(grace=1)
     intake.forwarder.wake.set()
     forwarder.join(timeout=10)
     for poller in pollers:

@@ -158,7 +158,8 @@ def build(settings: Settings, config: Config, *, clock: Callable[[], datetime], 
     # Extra blueprints: the embedded mode serves the router's agent API from this same app.
     surveys = survey_blueprint(secret=survey_secret(settings, embedded=embedded), intake=intake, config=config,
                                clock=clock)
-    app = create_app(deps, [health_blueprint(checks, broker_url=settings.broker_url), surveys,
+    app = create_app(deps, [health_blueprint(checks, broker_url=settings.broker_url,
+                                                   metrics=settings.metrics_port is None), surveys,
                             *(extra_blueprints or [])])
     return app, intake
 

@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,8 +23,11 @@ from services.router import bootstrap as router
 from shared.bus.publisher import Publisher, connect
 from shared.bus.topology import EVENTS, declare
 from shared.db import make_engine, migrate, session_factory
+from shared.metrics import QueueDepthCollector
+from shared.service import service_app
 from shared.settings import load_settings
-from shared.web import health_blueprint
+from shared.web import health_blueprint, start_metrics_server
+from tests.support.tcpproxy import TcpProxy
 from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
@@ -175,3 +179,48 @@ def test_metrics_answer_while_the_broker_is_unreachable(example_config, tmp_path
     assert value(samples, "switchboard_broker_up") == 0
     # An unknown depth is absent, not a reassuring zero.
     assert not any(name == "switchboard_queue_depth" for name, _ in samples)
+
+
+def _through(proxy: TcpProxy, url: str) -> str:
+    return url.replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
+
+
+def test_scrapes_share_one_broker_connection(rabbit_url) -> None:
+    with connect(rabbit_url) as conn:
+        declare(conn)
+    proxy = TcpProxy("127.0.0.1", 5672)
+    try:
+        app = Flask("consumer")
+        app.register_blueprint(health_blueprint({}, broker_url=_through(proxy, rabbit_url)))
+        client = app.test_client()
+        for _ in range(5):
+            assert value(scrape(client), "switchboard_broker_up") == 1
+        assert proxy.accepted == 1  # today's main: one AMQP connection per scrape
+
+        # Every scrape reads the broker afresh on the one connection; a broken one is replaced.
+        depths = QueueDepthCollector(_through(proxy, rabbit_url), ["router.inbound"])
+        Publisher(rabbit_url).publish_raw({"not": "an envelope"}, exchange=EVENTS, routing_key="inbound.message",
+                                          message_id="depth-1")
+        readings = [{m.name: m.samples for m in depths.collect()} for _ in range(3)]
+        assert all(r["switchboard_queue_depth"][0].value == 1 for r in readings) and proxy.accepted == 2
+        proxy.cut()
+        assert next(iter(depths.collect())).samples[0].value == 0  # broker_up
+        proxy.restore()
+        assert next(iter(depths.collect())).samples[0].value == 1 and proxy.accepted == 3
+        depths.close()
+    finally:
+        proxy.close()
+
+
+def test_metrics_on_their_own_port_and_not_on_the_services(rabbit_url) -> None:
+    settings = load_settings({"BROKER_URL": rabbit_url, "METRICS_PORT": "0"})
+    server = start_metrics_server(settings, "127.0.0.1")
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10)
+        assert answer.status_code == 200 and "switchboard_broker_up 1.0" in answer.text
+        assert "switchboard_messages_in_total" in answer.text
+    finally:
+        server.stop(grace=1)
+    service = service_app("router", settings, {}).test_client()
+    assert service.get("/metrics").status_code == 404 and service.get("/healthz").status_code == 200
+    assert load_settings({}).metrics_port is None  # unset: /metrics stays on each service's port

@@ -16,6 +16,7 @@ class TcpProxy:
         self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         self.enabled = True
+        self.accepted = 0  # connections relayed so far
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -39,6 +40,7 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._conns += [client, upstream]
+                self.accepted += 1
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
