@@ -121,6 +121,11 @@ class TransferRequest(_Strict):
             raise ValidationError("give exactly one of agent_id and team_id", "_schema")
 
 
+class ConfirmReplyToRequest(_Strict):
+    address = fields.String(required=True, validate=validate.Length(min=3, max=320),
+                            metadata={"description": "the waiting Reply-To, as the agent saw it"})
+
+
 class MergeRequest(_Strict):
     from_ = fields.String(required=True, data_key="from", validate=validate.Length(min=1, max=36))
     into = fields.String(required=True, validate=validate.Length(min=1, max=36))
@@ -164,6 +169,12 @@ class ConversationSummary(Schema):
     first_response_at = fields.DateTime(allow_none=True)
     resolved_at = fields.DateTime(allow_none=True)
     last_message_at = fields.DateTime()
+    reply_to = fields.String(metadata={"description": "where answers go (e-mail: the From, or a confirmed Reply-To)"})
+    reply_to_pending = fields.String(allow_none=True, metadata={
+        "description": "a Reply-To the customer gave that is none of their addresses: answers do not go there "
+                       "until an agent confirms it (POST …/reply-to/confirm)"})
+    unverified_sender = fields.Boolean(metadata={
+        "description": "e-mail our mail server did not authenticate (Authentication-Results) opened or joined it"})
 
 
 class ConversationList(Schema):
@@ -186,9 +197,26 @@ class HistoryMessage(Schema):
     received_at = fields.DateTime()
     attachments = fields.Method("_attachments", metadata={
         "description": "files as metadata: content_type, url, name, size (a voicemail's recording is one)"})
+    sender_verified = fields.Method("_sender_verified", metadata={
+        "description": "e-mail: whether our mail server authenticated the From (null for other channels, "
+                       "whose providers authenticate every sender)"})
+    quoted_reference = fields.Method("_quoted_reference", metadata={
+        "description": "a reference (or the thread of a conversation) this message quoted that is not its "
+                       "sender's: it was not joined"})
+    reply_to = fields.Method("_reply_to", metadata={"description": "e-mail: a Reply-To other than the From"})
 
     def _attachments(self, message: Any) -> list[dict]:
         return list((getattr(message, "details", None) or {}).get("attachments") or [])
+
+    def _sender_verified(self, message: Any) -> bool | None:
+        value = (getattr(message, "details", None) or {}).get("sender_verified")
+        return value if isinstance(value, bool) else None
+
+    def _quoted_reference(self, message: Any) -> str | None:
+        return (getattr(message, "details", None) or {}).get("quoted_reference")
+
+    def _reply_to(self, message: Any) -> str | None:
+        return (getattr(message, "details", None) or {}).get("reply_to")
 
 
 class CallbackSchema(Schema):
@@ -522,6 +550,20 @@ def build_api(deps: ApiDeps) -> Blueprint:
                 summary = _summary(conv)
         except IntegrityError as exc:
             raise ApiError(409, "conflict", "the customer has another open conversation; it continues there") from exc
+        return jsonify(TransferResult().dump({"conversation": summary}))
+
+    @route("/conversations/<conversation_id>/reply-to/confirm", "POST",
+           "Confirm the waiting Reply-To: answers go there from now on", response=TransferResult,
+           body=ConfirmReplyToRequest, errors=((409, "that address is not the Reply-To waiting"),))
+    def confirm_reply_to(conversation_id: str):
+        req = _body(ConfirmReplyToRequest())
+        with transaction(deps.sessions) as s:
+            conv = _conversation(s, conversation_id, lock=True)
+            try:
+                ops.confirm_reply_to(s, conv, address=req["address"], agent_id=g.agent.id, at=deps.clock())
+            except ops.NothingToConfirm as exc:
+                raise ApiError(409, "conflict", str(exc)) from exc
+            summary = _summary(conv)
         return jsonify(TransferResult().dump({"conversation": summary}))
 
     @route("/conversations/<conversation_id>/transfer", "POST", "Transfer to an agent or a team queue",

@@ -484,6 +484,18 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
         _publish([envelope.message_id])
         return _back(conversation_id, "sent")
 
+    @inbox.post("/c/<conversation_id>/reply-to/confirm")
+    @login_required
+    def confirm_reply_to(conversation_id: str):
+        address = request.form.get("address", "")[:320]
+        with transaction(deps.sessions) as s:
+            conv = _load(s, conversation_id, lock=True)
+            try:
+                ops.confirm_reply_to(s, conv, address=address, agent_id=g.agent.id, at=deps.clock())
+            except ops.NothingToConfirm as exc:
+                return _page_error(409, str(exc).capitalize() + ".")
+        return _back(conversation_id, "reply_to_confirmed")
+
     @inbox.post("/c/<conversation_id>/callbacks/<int:task_id>/done")
     @login_required
     def callback_done(conversation_id: str, task_id: int):

@@ -297,6 +297,26 @@ def complete_callback(s: Session, task: CallbackTask, *, agent_id: str, at: date
     return envelope
 
 
+class NothingToConfirm(Exception):
+    """The Reply-To the agent confirmed is not (or no longer) the one waiting."""
+
+
+def confirm_reply_to(s: Session, conv: Conversation, *, address: str, agent_id: str, at: datetime) -> None:
+    """An agent saw the Reply-To waiting on this conversation and confirms it: answers go there from
+    now on. The address the agent saw is named, so a different one that arrived meanwhile is not
+    confirmed by a click meant for another. Kept in the history as the agent's note."""
+    address = address.strip().lower()
+    if not conv.reply_to_pending or conv.reply_to_pending != address:
+        raise NothingToConfirm(f"{address} is not the Reply-To waiting for confirmation"
+                               + (f" ({conv.reply_to_pending} is)" if conv.reply_to_pending else ""))
+    previous, conv.reply_to, conv.reply_to_pending = conv.reply_to, address, None
+    note_id = new_id()
+    s.add(Message(id=note_id, conversation_id=conv.id, direction="note", channel=conv.channel,
+                  external_id=f"reply-to:{note_id}", sender_kind="agent", sender_value=agent_id,
+                  text=f"Reply-To {address} confirmed: answers go there instead of {previous}.",
+                  received_at=at, correlation_id=note_id, details={"reply_to_confirmed": address}))
+
+
 def transfer(s: Session, config: Config, conv: Conversation, *, by: str, agent_id: str | None,
              team_id: str | None, note: str, at: datetime) -> None:
     """Give an open conversation to an agent or a team's queue (the caller checked both exist)."""

@@ -543,7 +543,7 @@ def test_the_openapi_document_lists_every_path_and_method(env) -> None:
             path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
             served |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(p, m) for p, ops_ in doc["paths"].items() for m in ops_}
-    assert served == documented and len(served) == 13  # with GET /macros, GET /kpis and the call-backs
+    assert served == documented and len(served) == 14  # with GET /macros, GET /kpis, the call-backs, reply-to/confirm
     reply = doc["paths"]["/api/v1/conversations/{conversation_id}/reply"]["post"]
     assert "requestBody" in reply and {"201", "401", "403", "404", "422"} <= set(reply["responses"])
     assert "ReplyRequest" in doc["components"]["schemas"]
