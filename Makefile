@@ -65,6 +65,11 @@ bench: $(STAMP) ## figures in services mode: throughput vs the RabbitMQ ceiling,
 chaos: $(STAMP) ## fault suite: kill -9, broker/database outages, provider 500/429 under a message stream → var/chaos/latest.json
 	$(BIN)/python -m tests.bench.chaos
 
+.PHONY: audit
+audit: $(STAMP) ## pip-audit of deploy/requirements.lock against PyPI's advisories; fails when any package could not be audited
+	@$(BIN)/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r $${AUDIT_LOCK:-deploy/requirements.lock} \
+	  || { echo "make audit: FAILED: a known vulnerability, or packages that could not be audited (pip-audit reads https://pypi.org/pypi/<name>/<version>/json; a mirror without it audits nothing)" >&2; exit 1; }
+
 .PHONY: lint
 lint: $(STAMP) ## ruff on everything, mypy on shared/
 	$(BIN)/ruff check shared services tests
