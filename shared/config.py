@@ -24,7 +24,8 @@ DEFAULT_CATEGORIES = ("product", "delivery", "returns", "payment", "technical", 
 CHANNEL_MODES = ("active", "redirect", "off")
 SUPPORTED_LANGUAGES = ("en", "ru", "bg", "pl", "lt", "uk", "de")
 
-_DURATION = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
+# Each unit takes the spaces after it, so no two optional space runs meet (that would be quadratic).
+_DURATION = re.compile(r"^\s*(?:(\d+)\s*d\s*)?(?:(\d+)\s*h\s*)?(?:(\d+)\s*m\s*)?(?:(\d+)\s*s\s*)?$")
 
 
 class Duration(fields.Field):

@@ -19,8 +19,10 @@ from shared.redact import SecretsFilter
 
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 
-_EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
-_PHONE = re.compile(r"(?<![\w/])(\+?\d[\d \-().]{6,}\d)(?![\w/])")
+# Bounded runs (a local part is at most 64 characters, a domain 253, a written phone number about 30):
+# with an unbounded run every start inside a long run of such characters would rescan it (quadratic).
+_EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{0,63}@([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63})\b")
+_PHONE = re.compile(r"(?<![\w/])(\+?\d[\d \-().]{6,30}\d)(?![\w/])")
 
 
 def mask(text: str) -> str:

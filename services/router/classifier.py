@@ -23,8 +23,7 @@ parcels, cards or products (prize spam, sales pitches, charity requests, shop lo
 The labelled sets tests/data/classify/eval.jsonl and holdout.jsonl measure it; neither is
 training data.
 
-Email bodies are cleaned first with :func:`strip_quotes_and_signature`, which the email adapter
-can reuse: quoted replies, forwarded headers and signatures talk about *our* previous message
+Email bodies are cleaned first with :func:`shared.text.strip_quotes_and_signature`, the gateway's too: quoted replies, forwarded headers and signatures talk about *our* previous message
 and would otherwise decide the category.
 """
 
@@ -41,6 +40,8 @@ from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 from typing import Any
+
+from shared.text import clean_subject, is_reply_subject, strip_quotes_and_signature
 
 DEFAULT_CATEGORIES: tuple[str, ...] = ("product", "delivery", "returns", "payment", "technical", "other")
 FALLBACK = "other"
@@ -84,113 +85,6 @@ class Example:
     category: str
     subject: str | None = None
     language: str | None = None
-
-
-# --------------------------------------------------------------------------------------------
-# Email clean-up
-
-
-_QUOTE_ATTRIBUTION = re.compile(
-    r"(wrote|schrieb|schreef|a écrit|escribió|scrisse|napisał\(a\)|napisał|napisała|napisali|rašė|"
-    r"пишет|писал|писала|написал\(а\)|написал|написала|написа|написав|написала|пише|писав)\s*:\s*$",
-    re.IGNORECASE,
-)
-_ATTRIBUTION_START = re.compile(r"^\s*(on|am|w dniu|dnia|le|el|il|op)\b", re.IGNORECASE)
-# Russian/Ukrainian webmail writes "12.05.2025, 09:14, "Shop" <support@x>:" without a verb.
-_ADDRESS_ATTRIBUTION = re.compile(r"<[^<>\s]+@[^<>\s]+>\s*:\s*$")
-_SEPARATOR = re.compile(
-    r"^\s*(-{2,}|_{2,}|={2,})?\s*(original message|forwarded message|ursprüngliche nachricht|"
-    r"weitergeleitete nachricht|исходное сообщение|пересланное сообщение|оригинальное сообщение|"
-    r"oryginalna wiadomość|wiadomość oryginalna|przekazana wiadomość|originalus laiškas|"
-    r"persiųstas laiškas|оригінальне повідомлення|пересланий лист|оригинално съобщение|"
-    r"препратено съобщение)\s*(-{2,}|_{2,}|={2,})?\s*$",
-    re.IGNORECASE,
-)
-_RULE = re.compile(r"^\s*(_{8,}|-{8,}|={8,})\s*$")
-_HEADER_FROM = re.compile(r"^\s*\*?(from|von|от|від|od|nuo|de|van|da)\s*:\*?\s*\S", re.IGNORECASE)
-_HEADER_NEXT = re.compile(
-    r"^\s*\*?(sent|date|to|subject|gesendet|datum|an|betreff|отправлено|дата|кому|тема|wysłano|data|"
-    r"do|temat|išsiųsta|data|kam|tema|надіслано|дата|кому|тема|изпратено|до|относно)\s*:",
-    re.IGNORECASE,
-)
-_SIGNATURE_DASHES = re.compile(r"^\s*(--|—|–|-- )\s*$")
-_MOBILE_FOOTER = re.compile(
-    r"^\s*(sent from|sent with|get outlook|von meinem|von unterwegs|gesendet von|gesendet mit|отправлено с|отправлено из|"
-    r"отправлено через|wysłane z|wysłano z|wysłane przy|išsiųsta iš|siųsta iš|надіслано з|"
-    r"надіслано від|изпратено от|изпратено с)\b.{0,60}$",
-    re.IGNORECASE,
-)
-# "Sent from my Samsung" is a footer; "Sent from your warehouse on Monday..." is not.
-_FOOTER_DEVICE = re.compile(
-    r"iphone|ipad|android|samsung|galaxy|huawei|xiaomi|pixel|mobile|phone|outlook|gmail|mail|yahoo|proton|"
-    r"handy|unterwegs|smartphone|telefon|мобильн|мобільн|мобилен|телефон|почт|пошт|poczt|pašt|aplikac|"
-    r"приложени|застосун",
-    re.IGNORECASE,
-)
-_SIGN_OFF = re.compile(
-    r"^\s*(best regards|kind regards|warm regards|regards|best wishes|best|cheers|many thanks|thanks|"
-    r"thank you|thx|br|с уважением|с наилучшими пожеланиями|всего доброго|заранее спасибо|спасибо|"
-    r"pozdrawiam( serdecznie)?|z poważaniem|z wyrazami szacunku|serdecznie pozdrawiam|dziękuję|dzięki|"
-    r"mit freundlichen grüßen|mit freundlichen grüssen|freundliche grüße|viele grüße|liebe grüße|"
-    r"beste grüße|schöne grüße|lg|vg|mfg|danke|vielen dank|pagarbiai|su pagarba|ačiū|dėkoju|linkėjimai|"
-    r"з повагою|дякую|щиро дякую|з найкращими побажаннями|поздрави|с уважение|благодаря|с поздрав|"
-    r"хубав ден)\s*[,.!]*\s*$",
-    re.IGNORECASE,
-)
-
-
-def strip_quotes_and_signature(text: str) -> str:
-    """The customer's own new words of an email: no quoted thread, forwarded headers or signature.
-
-    Cuts at the first reply attribution ("On ... wrote:", "... пишет:", "... napisał(a):",
-    "Am ... schrieb", "... rašė:", "... написа:"/"написав:", webmail's "date, <addr>:"), at
-    "-----Original Message-----"-style separators and Outlook "From:/Sent:" header blocks; drops
-    "> " lines; cuts at a "-- " signature delimiter, a mobile footer ("Sent from my iPhone") or a
-    sign-off line ("Kind regards,", "С уважением,", "Pozdrawiam", "Mit freundlichen Grüßen").
-    When that would leave nothing (a bare forward), the quoted text is returned without markers.
-    """
-    if not text:
-        return ""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    kept: list[str] = []
-    for i, line in enumerate(lines):
-        if _is_thread_start(lines, i):
-            break
-        if _SIGNATURE_DASHES.match(line) or (_MOBILE_FOOTER.match(line) and _FOOTER_DEVICE.search(line)):
-            break
-        if _SIGN_OFF.match(line) and _letters("\n".join(kept)) >= 12:
-            break
-        if line.lstrip().startswith(">"):
-            continue
-        kept.append(line)
-    last = kept[-1].rstrip() if kept else ""
-    if last and _ATTRIBUTION_START.match(last) and len(last) < 200 and not last.endswith((".", "?", "!")):
-        # Gmail wraps a long attribution: "On Mon, ... Support <" / "support@x> wrote:".
-        kept.pop()
-    result = "\n".join(kept).strip()
-    if _letters(result) >= 2:
-        return result
-    headers = (_SEPARATOR, _RULE, _HEADER_NEXT, _HEADER_FROM)
-    unquoted = "\n".join(re.sub(r"^\s*(>\s?)+", "", ln) for ln in lines if not any(h.match(ln) for h in headers))
-    return unquoted.strip()
-
-
-def _is_thread_start(lines: list[str], i: int) -> bool:
-    line = lines[i]
-    stripped = line.strip()
-    if not stripped:
-        return False
-    if _SEPARATOR.match(line) or _RULE.match(line):
-        return True
-    if len(stripped) < 300 and (_QUOTE_ATTRIBUTION.search(stripped) or _ADDRESS_ATTRIBUTION.search(stripped)):
-        return True
-    if _HEADER_FROM.match(line):
-        return any(_HEADER_NEXT.match(nxt) for nxt in lines[i + 1:i + 5])
-    return False
-
-
-def _letters(text: str) -> int:
-    return sum(ch.isalpha() for ch in text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -676,15 +570,8 @@ def _example_tokens(text: str, subject: str | None) -> list[str]:
     body = strip_quotes_and_signature(text or "")[:MAX_CHARS]
     toks = tokenize(body)
     if subject:
-        toks = tokenize(_clean_subject(subject)) + toks
+        toks = tokenize(clean_subject(subject)) + toks
     return toks
-
-
-_SUBJECT_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|odp|ats|отв|пересл|vs|tr)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
-
-
-def _clean_subject(subject: str) -> str:
-    return _SUBJECT_PREFIX.sub("", subject)
 
 
 def _coerce_example(item: Example | Mapping[str, Any] | Sequence[Any]) -> Example:
@@ -803,10 +690,10 @@ class Classifier:
         stripped = body != (text or "").strip()
         body = body[:MAX_CHARS]
         body_tokens = tokenize(body)
-        subject_tokens = tokenize(_clean_subject(subject)) if subject else []
+        subject_tokens = tokenize(clean_subject(subject)) if subject else []
         # A reply's subject is usually ours ("Re: Your refund"): it describes the old thread,
         # not what the customer is asking now, so it only counts a little.
-        is_reply = bool(subject and _SUBJECT_PREFIX.match(subject))
+        is_reply = is_reply_subject(subject)
         subject_factor = 0.3 if is_reply else 1.0
 
         lex: dict[str, float] = dict.fromkeys(self.categories, 0.0)

@@ -26,7 +26,7 @@ from functools import lru_cache
 
 from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
 
-from services.router.classifier import strip_quotes_and_signature
+from shared.text import strip_quotes_and_signature
 
 CYRILLIC = ("ru", "uk", "bg")
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from services.gateway.channels.email import parse_mime
+from services.gateway.channels import Malformed
+from services.gateway.channels.email import MAX_MIME_DEPTH, MAX_TEXT_CHARS, parse_mime
 from tests.fuzz.settings import fuzz
 from tests.fuzz.support import NOW, assert_publishable, parsed_or_malformed
 
@@ -85,3 +86,49 @@ def test_a_real_message_mutated_is_parsed_or_malformed(path: Path, data) -> None
         else:
             del raw[at:]
     check(bytes(raw))
+
+
+# --- nesting and size (issue 13: 3,000 nested parts answered 500) ------------------------------------
+
+containers = st.sampled_from(["multipart/mixed", "multipart/alternative", "multipart/related", "message/rfc822",
+                              "multipart/report"])
+hostile_units = st.sampled_from(["Where is my parcel? ", " ", "\t", "-", "_", ">", "> ", "Thanks,\n", "=", "\r\n",
+                                 "On Mon wrote:\n", "--b0\r\n", "\xa0", "й"])
+
+
+@st.composite
+def nested_mail(draw) -> tuple[bytes, int]:
+    """A mail of `depth` containers one inside the other, each with an optional sibling part, and a
+    leaf text of up to 150 k characters made of one hostile unit; returns (bytes, depth)."""
+    depth = draw(st.one_of(st.integers(0, 12), st.integers(90, 110), st.sampled_from([500, 3_000])))
+    kinds = [draw(containers) for _ in range(min(depth, 20))]
+    size = draw(st.one_of(st.integers(0, 200), st.integers(50_000, 150_000)))
+    unit = draw(hostile_units)
+    leaf_text = (unit * (size // len(unit) + 1))[:size]
+    head = [b"From: Ann <ann@example.com>\r\nSubject: nested\r\nMIME-Version: 1.0\r\n"]
+    tail: list[bytes] = []
+    for level in range(depth):
+        kind = kinds[level % len(kinds)]
+        if kind == "message/rfc822":
+            head.append(b"Content-Type: message/rfc822\r\n\r\nFrom: b@example.com\r\n")
+        else:
+            head.append(f'Content-Type: {kind}; boundary="b{level}"\r\n\r\n--b{level}\r\n'.encode())
+            sibling = b"--b%d\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n" % level if draw(st.booleans()) else b""
+            tail.append(b"\r\n" + sibling + b"--b%d--\r\n" % level)
+    head.append(b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + leaf_text.encode())
+    return b"".join(head) + b"".join(reversed(tail)), depth
+
+
+@fuzz(40)
+@given(nested_mail())
+def test_nested_and_large_mime_is_parsed_or_refused_by_name(mail: tuple[bytes, int]) -> None:
+    raw, depth = mail
+    try:
+        msg = parse_mime(raw, received_at=NOW, our_domains=OURS)
+    except Malformed as exc:
+        # Only too deep a structure is a reason to refuse this mail, and the refusal says so.
+        assert depth > MAX_MIME_DEPTH - 1 and "nested too deeply" in str(exc), (depth, exc)
+        return
+    assert depth <= MAX_MIME_DEPTH
+    assert_publishable([msg])
+    assert len(msg.meta["full_text"]) <= MAX_TEXT_CHARS

@@ -234,3 +234,21 @@ def test_wrong_password_fails_loudly(server, account, tmp_path) -> None:
                         accept=Intake(), our_domains=OURS, clock=lambda: NOW, ssl=False, allow_insecure=True)
     with pytest.raises(MailboxLoginError):
         poller.poll_once()
+
+
+def test_mail_nested_too_deeply_is_quarantined_with_the_reason(server, account, tmp_path, caplog) -> None:
+    # Issue 13: 3,000 nested parts exhausted the parser's stack; now a named refusal, not a crash.
+    from tests.contract.test_email_mime_depth import nested
+
+    server.append(account[0], nested(3_000))
+    server.append(account[0], fixture("plain_question_en"))
+    intake = Intake()
+    poller = make_poller(server, account, tmp_path, intake)
+
+    with caplog.at_level("WARNING", logger="services.gateway.imap_poller"):
+        assert poller.poll_once() == 1
+    assert intake.accepted == [expected("plain_question_en")]
+    assert server.messages(account[0], "Quarantine") == [nested(3_000)]
+    assert [r.getMessage() for r in caplog.records if "quarantined" in r.getMessage()] == [
+        f"IMAP {poller.key} UID 1 cannot be parsed (the MIME structure is nested too deeply (over 100 levels)):"
+        " quarantined"]

@@ -27,7 +27,8 @@ import hmac
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
+from email import policy
+from email.feedparser import BytesFeedParser
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import collapse_rfc2231_value, getaddresses, parseaddr
@@ -37,6 +38,7 @@ from typing import Any
 from services.gateway.channels import Malformed, RawRequest, Unauthenticated, loops
 from services.gateway.channels.mail_auth import verdict_for
 from shared.contracts import Attachment, Identity, InboundMessage
+from shared.text import strip_quotes_and_signature
 
 SECRET_HEADER = "X-Switchboard-Relay-Secret"
 
@@ -56,8 +58,15 @@ MAX_THREAD_REFS = 100
 #: Addresses kept in meta["to"]: enough to see which of our mailboxes was written to.
 MAX_RECIPIENTS = 100
 
+#: Parts inside parts: a forward of a forward of a reply is a handful of levels, and no mail client
+#: shows hundreds. Deeper mail is refused (400 at the relay, quarantine over IMAP) rather than walked
+#: by code that recurses once per level.
+MAX_MIME_DEPTH = 100
+
 _MAX_ADDRESS = 320  # the contract's limit for an identity (RFC 5321: 64 + 1 + 255)
 _MAX_EXTERNAL_ID = 255
+_MAX_MAILBOX_HEADER = 2_000  # a From/Reply-To with one mailbox: address (320) and a long display name
+_MAX_ADDRESS_LIST_HEADER = 20_000  # To: room for MAX_RECIPIENTS addresses with names
 
 
 # --- the relay webhook ----------------------------------------------------------------------------
@@ -96,7 +105,7 @@ def parse_mime(raw: bytes, *, received_at: datetime, our_domains: Iterable[str],
     mail_auth; `authserv_ids` names them): the router trusts a From, and a Reply-To, only by it."""
     if not raw or not raw.strip():
         raise Malformed("the message is empty")
-    msg = message_from_bytes(raw, policy=policy.default)
+    msg = _parse_bounded(raw)
     if not list(msg.raw_items()):
         raise Malformed("not a MIME message: no header fields")
     hint = _charset_hint(msg)
@@ -150,6 +159,47 @@ def parse_mime(raw: bytes, *, received_at: datetime, our_domains: Iterable[str],
         thread_refs=thread_refs(msg),
         meta=meta,
     )
+
+
+_TOO_DEEP = f"the MIME structure is nested too deeply (over {MAX_MIME_DEPTH} levels)"
+_FEED_CHUNK = 8192
+
+
+def _parse_bounded(raw: bytes) -> Message:
+    """policy.default's parse, refused as soon as the parts nest deeper than MAX_MIME_DEPTH.
+
+    The stdlib parser recurses once per level and matches every line against every open boundary:
+    3,000 levels cost seconds and then exhausted the stack (a 500). Fed in chunks, its stack of open
+    parts is looked at as it grows; the RecursionError guard and the walk afterwards hold even if
+    that private attribute goes away.
+    """
+    parser = BytesFeedParser(policy=policy.default)
+    try:
+        for start in range(0, len(raw), _FEED_CHUNK):
+            parser.feed(raw[start:start + _FEED_CHUNK])
+            if len(getattr(parser, "_msgstack", ())) > MAX_MIME_DEPTH:
+                raise Malformed(_TOO_DEEP)
+        msg = parser.close()
+    except RecursionError:
+        raise Malformed(_TOO_DEEP) from None
+    if _mime_depth(msg) > MAX_MIME_DEPTH:
+        raise Malformed(_TOO_DEEP)
+    return msg
+
+
+def _mime_depth(msg: Message) -> int:
+    """How deeply parts nest (1 for a single-part mail), without recursion."""
+    deepest = 0
+    stack = [(msg, 1)]
+    while stack:
+        part, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_MIME_DEPTH:
+            break
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list):
+            stack.extend((sub, depth + 1) for sub in payload if isinstance(sub, Message))
+    return deepest
 
 
 def _no_nul(text: str | None) -> str | None:
@@ -214,20 +264,29 @@ def _header_text(msg: Message, name: str, hint: str) -> str | None:
 
 def _first_address(msg: Message, name: str, hint: str) -> tuple[str | None, str | None]:
     """(lower-cased address, display name) of the first mailbox in an address header."""
-    try:
-        header = msg.get(name)
-        addresses = list(getattr(header, "addresses", ()) or ())
-    except Exception:  # noqa: BLE001 - fall back to the lenient parser below
-        addresses = []
+    raw = _raw_header(msg, name, hint)
+    addresses: list[Any] = []
+    # policy.default's address parser is quadratic in the header's length (20 k characters took
+    # seconds): a header longer than one mailbox can be goes to the bounded fallback only.
+    if raw is not None and len(raw) <= _MAX_MAILBOX_HEADER:
+        try:
+            header = msg.get(name)
+            addresses = list(getattr(header, "addresses", ()) or ())
+        except Exception:  # noqa: BLE001 - fall back to the lenient parser below
+            addresses = []
     for address in addresses:
         addr = _fix_8bit(address.addr_spec or "", hint).strip().lower()
         if _plausible_address(addr):
             name_text = _fix_8bit(address.display_name or "", hint)
             return addr, " ".join(name_text.split()) or None
     # policy.default gives up on some real-world shapes; parseaddr is more forgiving.
-    raw = _raw_header(msg, name, hint)
     if raw is not None:
-        display, addr = parseaddr(raw)
+        try:
+            # One mailbox is never longer than this; the stdlib's address parser recurses on ":"
+            # (group syntax), so a long hostile header would exhaust the stack.
+            display, addr = parseaddr(raw[:_MAX_MAILBOX_HEADER])
+        except RecursionError:
+            return None, None
         addr = addr.strip().lower()
         if _plausible_address(addr):
             return addr, " ".join(_decode_words(display).split()) or None
@@ -245,7 +304,11 @@ def _addresses(msg: Message, name: str, hint: str) -> list[str]:
     if raw is None:
         return []
     found: dict[str, None] = {}  # ordered and deduplicated in linear time, whatever a header holds
-    for _, addr in getaddresses([raw]):
+    try:
+        pairs = getaddresses([raw[:_MAX_ADDRESS_LIST_HEADER]])
+    except RecursionError:  # group syntax nested by a hostile header: the stdlib parser recurses
+        return []
+    for _, addr in pairs:
         addr = addr.strip().lower()
         if _plausible_address(addr):
             found[addr] = None
@@ -590,171 +653,7 @@ def html_to_text(html: str) -> str:
     return parser.text()
 
 
-# --- quoted replies and signatures ------------------------------------------------------------------
-
-_QUOTED = re.compile(r"^\s*>")
-
-#: "<someone> wrote:" in the languages we serve (and a few neighbours), at the end of the line.
-_ATTRIBUTION = re.compile(
-    r"(?:\bwrote|\bwrites|пишет|пише|написал\(а\)|написала|написал|написав\(ла\)|написав|написа"
-    r"|napisał\(a\)|napisała|napisał|rašė|parašė|schrieb\b.*|skrev|a écrit|escribió|ha scritto)\s*:\s*$",
-    re.IGNORECASE,
-)
-#: How a wrapped attribution begins (Gmail breaks long ones before the address): only then may two or
-#: three lines be read as one, so that a sentence above an attribution is never taken for part of it.
-_ATTRIBUTION_START = re.compile(r"^\s*(?:On|Am|W dniu|Le|El|Il|\d|\w{2,4}\.?,\s*\d)", re.IGNORECASE)
-
-_ORIGINAL_MESSAGE = re.compile(
-    r"^\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Исходное сообщение|Оригинальное сообщение"
-    r"|Оригінальне повідомлення|Вихідне повідомлення|Оригинално съобщение|Wiadomość oryginalna"
-    r"|Oryginalna wiadomość|Originalus laiškas|Pradinis laiškas|Originali žinutė)\s*-{2,}\s*$",
-    re.IGNORECASE,
-)
-_HEADER_FROM = re.compile(r"^\s*\*?(?:From|От|Від|Od|Von|Nuo|De|Van|Från)\s*:\*?\s*\S", re.IGNORECASE)
-_HEADER_SENT = re.compile(
-    r"^\s*\*?(?:Sent|Date|Отправлено|Дата|Надіслано|Изпратено|Wysłano|Data|Gesendet|Datum|Išsiųsta"
-    r"|Enviado|Envoyé|Skickat)\s*:", re.IGNORECASE,
-)
-_SEPARATOR = re.compile(r"^\s*[-_=*]{3,}\s*$")
-
-#: Footers mail apps add; only the app names, so "Sent from Berlin on 2 March" stays the customer's.
-_MOBILE_FOOTER = re.compile(
-    r"^\s*(?:Sent from (?:my |Mail for |Outlook|Yahoo Mail|Gmail|Samsung|iPhone|iPad|Android|AOL)"
-    r"|Get Outlook for|Отправлено (?:с|из) (?:моего |мобильной |iPhone|iPad|Android|Почты|Mail)"
-    r"|Надіслано з (?:мого |iPhone|iPad|Android)|Wysłane z (?:mojego |iPhone|iPad|Androida?|aplikacji)"
-    r"|Von meinem .+ gesendet|Gesendet von (?:meinem |iPhone|iPad|Android|Outlook)"
-    r"|(?:Iš)?siųsta iš|Изпратено от (?:моя |iPhone|iPad|Android))", re.IGNORECASE,
-)
-_SIGN_OFF = re.compile(
-    r"^\s*(?:best regards|kind regards|warm regards|regards|best wishes|best|cheers|thanks|thank you"
-    r"|many thanks|thanks in advance|sincerely|yours sincerely|yours truly"
-    r"|с уважением|с наилучшими пожеланиями|всего доброго|спасибо|заранее спасибо"
-    r"|з повагою|щиро|дякую|заздалегідь дякую"
-    r"|поздрави|с уважение|благодаря|хубав ден"
-    r"|pozdrawiam|pozdrawiam serdecznie|serdecznie pozdrawiam|z poważaniem|pozdrowienia|dziękuję|dzięki"
-    r"|z góry dziękuję"
-    r"|pagarbiai|su pagarba|linkėjimai|geros dienos|ačiū|dėkoju|iš anksto dėkoju"
-    r"|mit freundlichen grüßen|freundliche grüße|viele grüße|beste grüße|liebe grüße|herzliche grüße"
-    r"|grüße|gruß|mfg|lg|vg|danke|vielen dank)\s*[,.!]?\s*$",
-    re.IGNORECASE,
-)
-_SIGNATURE_MAX_LINES = 6  # a sign-off counts only when followed by at most this many short lines
-_SIGNATURE_MAX_WIDTH = 60
-
-
-def strip_quotes_and_signature(text: str) -> str:
-    """The sender's new words: quoted earlier mail and the signature removed.
-
-    Quoting is recognised by its markers, not guessed: ">" lines; an attribution line ("On … wrote:",
-    "… пишет:", "W dniu … napisał(a):", "… rašė:", "Am … schrieb …:", "… написав:", "… написа:", or any
-    line ending in ":" that is followed by ">" lines) that carries a date or an address; Outlook's
-    "-----Original Message-----" and its From:/Sent: header block. An attribution followed by ">" lines
-    is removed with them and reading goes on (the sender may answer below or between the quotes);
-    anything else ends the new text. The signature goes after "-- ", a mobile footer ("Sent from my
-    iPhone") or a sign-off ("Pozdrawiam,") followed only by a few short lines. When nothing is left —
-    a bare forward — the whole text is returned: something to categorise beats nothing.
-    """
-    lines = [line.rstrip() for line in _normalise_newlines(text).split("\n")]
-    kept: list[str] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if _QUOTED.match(line):
-            i += 1
-            continue
-        span = _attribution_span(lines, i)
-        if span:
-            after = _next_nonblank(lines, i + span)
-            if after is not None and _QUOTED.match(lines[after]):
-                i += span
-                continue
-            if _ATTRIBUTION.search(" ".join(lines[i:i + span])):
-                break  # top-posted reply with an unquoted old thread below
-        if _ORIGINAL_MESSAGE.match(line) or _header_block(lines, i):
-            break
-        kept.append(line)
-        i += 1
-    kept = _strip_signature(kept)
-    while kept and (not kept[-1].strip() or _SEPARATOR.match(kept[-1])):
-        kept.pop()
-    result = _squeeze_blank_lines(kept).strip()
-    return result if result else _normalise_newlines(text).strip()
-
-
-def _attribution_span(lines: list[str], i: int) -> int:
-    """How many lines (1-3) starting at i form an attribution line; 0 if none does."""
-    first = lines[i].strip()
-    if not first:
-        return 0
-    for span in (1, 2, 3):
-        if i + span > len(lines):
-            break
-        if span > 1:
-            if not _ATTRIBUTION_START.match(first) or not lines[i + span - 1].strip():
-                break
-        joined = " ".join(part.strip() for part in lines[i:i + span])
-        if len(joined) > 300:
-            break
-        if not re.search(r"[\d@]", joined):
-            continue
-        if _ATTRIBUTION.search(joined):
-            return span
-        if joined.endswith(":"):
-            # Any language: "пн, 5 янв. 2026 г. в 10:00, Иван <ivan@x.ru>:" — counts only if quotes follow.
-            after = _next_nonblank(lines, i + span)
-            if after is not None and _QUOTED.match(lines[after]):
-                return span
-    return 0
-
-
-def _next_nonblank(lines: list[str], start: int) -> int | None:
-    for j in range(start, len(lines)):
-        if lines[j].strip():
-            return j
-    return None
-
-
-def _header_block(lines: list[str], i: int) -> bool:
-    """Outlook's unquoted reply header: "From: …" with a "Sent:"/"Date:" line within the next four."""
-    if not _HEADER_FROM.match(lines[i]):
-        return False
-    return any(_HEADER_SENT.match(line) for line in lines[i + 1:i + 5])
-
-
-def _strip_signature(lines: list[str]) -> list[str]:
-    nonblank = [j for j, line in enumerate(lines) if line.strip()]
-    if len(nonblank) < 2:
-        return lines  # a one-line message is all content, whatever it looks like
-    first = nonblank[0]
-    # "-- ": the signature delimiter (trailing space often lost); only near the end, as a delimiter
-    # with pages below it is a separator inside the message.
-    for n, j in enumerate(nonblank):
-        if j > first and lines[j].strip() == "--" and len(nonblank) - n - 1 <= 15:
-            return lines[:j]
-    for j in nonblank[-3:]:
-        if j > first and _MOBILE_FOOTER.match(lines[j]) and len(lines[j].strip()) <= 80:
-            lines = lines[:j]
-            nonblank = [k for k in nonblank if k < j]
-            break
-    # A sign-off counts only when nothing but a few short lines (name, phone, company) follows it:
-    # walk up from the end while the lines are short; the highest sign-off found starts the signature.
-    cut = None
-    for n in range(len(nonblank) - 1, max(-1, len(nonblank) - 2 - _SIGNATURE_MAX_LINES), -1):
-        j = nonblank[n]
-        if j > first and _SIGN_OFF.match(lines[j]):
-            cut = j
-        if len(lines[j].strip()) > _SIGNATURE_MAX_WIDTH:
-            break
-    return lines[:cut] if cut is not None else lines
-
-
-def _squeeze_blank_lines(lines: list[str]) -> str:
-    out: list[str] = []
-    for line in lines:
-        if not line.strip() and out and not out[-1].strip():
-            continue
-        out.append(line)
-    return "\n".join(out)
+# --- quoted replies and signatures: shared.text (one stripper for the gateway and the router) ----
 
 
 # --- loop safety (RFC 3834): services.gateway.channels.loops ----------------------------------------

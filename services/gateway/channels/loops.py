@@ -389,7 +389,9 @@ _BOUNCE_BODY = re.compile(
     r"|this is a permanent error|message could not be delivered|undeliverable message",
     re.IGNORECASE,
 )
-_SUBJECT_PREFIX = re.compile(r"^(?:\s*(?:\[[^\]\n]{0,40}\]|\*{3,}[^*\n]{0,20}\*{3,}|(?:fw|fwd|re|aw|wg)\s?:))*\s*",
+# The star runs are possessive and need a word between them, so a run of stars is read one way only
+# (tests/unit/test_regex_safety.py refuses two runs over the same characters that may meet).
+_SUBJECT_PREFIX = re.compile(r"^(?:\s*(?:\[[^\]\n]{0,40}\]|\*{3,}+[^*\n]{1,20}\*{3,}+|(?:fw|fwd|re|aw|wg)\s?:))*\s*",
                              re.IGNORECASE)
 
 #: Auto-reply subjects in the business's languages, anchored at the subject's start and followed by
