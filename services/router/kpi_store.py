@@ -17,8 +17,24 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, Integer, and_, case, cast, extract, func, literal, or_, select, update
+from sqlalchemy import (
+    Date,
+    DateTime,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    cast,
+    extract,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.router import kpis
@@ -267,12 +283,26 @@ def _percentiles(s: Session, column, where) -> kpis.Durations:
     return kpis.Durations(n, med, p90)
 
 
+def _day_counts(outcome):
+    return (func.count(), func.sum(case((outcome == "kept", 1), else_=0)),
+            func.sum(case((outcome == "breached", 1), else_=0)), func.sum(case((outcome == "closed", 1), else_=0)),
+            func.sum(case((outcome == "pending", 1), else_=0)),
+            func.sum(case((Conversation.opening > 1, 1), else_=0)))
+
+
 def aggregates(s: Session, scope: Scope, start: datetime, end: datetime, now: datetime, calendar: Calendar,
                shifts: dict[str, Calendar]) -> kpis.Aggregates:
     """The period's kpis.Aggregates, every sum, count and percentile done by the database: a few
-    grouped rows come back whatever the period's size (no conversation or message is loaded)."""
+    grouped rows come back whatever the period's size (no conversation or message is loaded).
+
+    On PostgreSQL each table is read once per figure family: one GROUPING SETS pass over the
+    period's conversations (by local day; by channel/category/language/owner), one for the
+    percentiles, one over the customer messages (by hour of the week and staffed or not, the
+    latter a binary search of the staffed stretches with width_bucket). SQLite, the embedded
+    mode's small database, asks the same with plainer SQL, a few more queries."""
     c = Conversation
     tz = ZoneInfo(calendar.timezone)
+    pg = s.get_bind().dialect.name == "postgresql"
     local = LocalTime(s.get_bind().dialect.name, tz, start, end)
     in_period = [c.opened_at >= start, c.opened_at < end]
     if scope.team is not None:
@@ -282,26 +312,37 @@ def aggregates(s: Session, scope: Scope, start: datetime, end: datetime, now: da
 
     outcome = outcome_case(now)
     day = local.day(c.opened_at)
-    days = {}
+    days: dict[date, kpis.DayCounts] = {}
     reopened = 0
-    for d, n, kept, breached, closed, pending, again in s.execute(
-            select(day, func.count(), func.sum(case((outcome == "kept", 1), else_=0)),
-                   func.sum(case((outcome == "breached", 1), else_=0)),
-                   func.sum(case((outcome == "closed", 1), else_=0)),
-                   func.sum(case((outcome == "pending", 1), else_=0)),
-                   func.sum(case((c.opening > 1, 1), else_=0)))
-            .where(*in_period).group_by(day)):
+    volume: Counter = Counter()
+    owned: Counter = Counter()
+
+    def add_day(d, n, kept, breached, closed, pending, again) -> None:
+        nonlocal reopened
         days[_as_date(d)] = kpis.DayCounts(n, kept or 0, breached or 0, closed or 0, pending or 0)
         reopened += again or 0
 
-    volume: Counter = Counter()
-    owned: Counter = Counter()
-    for channel, category, language, owner, n in s.execute(
-            select(c.channel, c.category, c.language, c.owner_id, func.count())
-            .where(*in_period).group_by(c.channel, c.category, c.language, c.owner_id)):
+    def add_volume(channel, category, language, owner, n) -> None:
         volume[(channel, category, language)] += n
         if owner:
             owned[owner] += n
+
+    if pg:
+        by_day = func.grouping(day)  # 0 on the rows of the (day) set, 1 on the others
+        for row in s.execute(select(by_day, day, c.channel, c.category, c.language, c.owner_id, *_day_counts(outcome))
+                             .where(*in_period)
+                             .group_by(func.grouping_sets(tuple_(day), tuple_(c.channel, c.category, c.language,
+                                                                               c.owner_id)))):
+            if row[0] == 0:
+                add_day(row[1], *row[6:])
+            else:
+                add_volume(*row[2:7])
+    else:
+        for row in s.execute(select(day, *_day_counts(outcome)).where(*in_period).group_by(day)):
+            add_day(*row)
+        for row in s.execute(select(c.channel, c.category, c.language, c.owner_id, func.count())
+                             .where(*in_period).group_by(c.channel, c.category, c.language, c.owner_id)):
+            add_volume(*row)
 
     cs = ConversationSurvey
     in_scope = select(c.id).where(*in_period)
@@ -316,35 +357,52 @@ def aggregates(s: Session, scope: Scope, start: datetime, end: datetime, now: da
     surveys = kpis.SurveyCounts(sent or 0, answered or 0, csat_n or 0, csat_good or 0, nps_n or 0,
                                 promoters or 0, detractors or 0)
 
-    m = Message
-    arrived = [m.direction == "in", m.received_at >= start, m.received_at < end]
-    scoped = scope.team is not None or scope.agent is not None
-
-    def arrivals(*columns):
-        stmt = select(*columns).select_from(m)
-        if scoped:
-            stmt = stmt.join(c, c.id == m.conversation_id)
-            stmt = _conversation_filter(stmt, scope)
-        return stmt.where(*arrived)
-
-    heat = [[0] * 24 for _ in kpis.WEEKDAYS]
-    weekday, hour = local.weekday(m.received_at), local.hour(m.received_at)
-    for wd, h, n in s.execute(arrivals(weekday, hour, func.count()).group_by(weekday, hour)):
-        heat[int(wd)][int(h)] += n
-    # Messages inside the staffed stretches (a few hundred a year, computed from the shifts here),
-    # counted by ranges on the received_at index; the rest arrived when nobody was on shift.
-    spans = kpis.staffed_spans(shifts, start, end)
-    staffed = 0
-    for i in range(0, len(spans), 200):
-        chunk = spans[i:i + 200]
-        staffed += s.scalar(arrivals(func.count()).where(
-            or_(*[and_(m.received_at >= b, m.received_at < e) for b, e in chunk]))) or 0
-    unstaffed = sum(map(sum, heat)) - staffed
-
-    first = _percentiles(s, c.first_response_business_s, in_period)
-    resolution = _percentiles(s, c.resolution_s, in_period)
+    heat, unstaffed = _arrivals(s, scope, start, end, local, kpis.staffed_spans(shifts, start, end), pg)
+    if pg:
+        fr, rs = c.first_response_business_s, c.resolution_s
+        n1, med1, p1, n2, med2, p2 = s.execute(select(
+            func.count(fr), func.percentile_cont(0.5).within_group(fr), func.percentile_disc(0.9).within_group(fr),
+            func.count(rs), func.percentile_cont(0.5).within_group(rs), func.percentile_disc(0.9).within_group(rs))
+            .where(*in_period)).one()
+        first, resolution = kpis.Durations(n1 or 0, med1, p1), kpis.Durations(n2 or 0, med2, p2)
+    else:
+        first = _percentiles(s, c.first_response_business_s, in_period)
+        resolution = _percentiles(s, c.resolution_s, in_period)
     return kpis.Aggregates(volume=volume, owned=owned, days=days, reopened=reopened, first_response=first,
                            resolution=resolution, surveys=surveys, heat=heat, unstaffed=unstaffed)
+
+
+def _arrivals(s: Session, scope: Scope, start: datetime, end: datetime, local: LocalTime,
+              spans: list[tuple[datetime, datetime]], pg: bool) -> tuple[list[list[int]], int]:
+    """Customer messages of the scope's conversations per (weekday, hour), and how many arrived
+    outside every staffed stretch (`spans`, computed from the shifts: a few hundred a year)."""
+    c, m = Conversation, Message
+    stmt = select().select_from(m)
+    if scope.team is not None or scope.agent is not None:
+        stmt = _conversation_filter(stmt.join(c, c.id == m.conversation_id), scope)
+    stmt = stmt.where(m.direction == "in", m.received_at >= start, m.received_at < end)
+    weekday, hour = local.weekday(m.received_at), local.hour(m.received_at)
+    heat = [[0] * 24 for _ in kpis.WEEKDAYS]
+    if pg:
+        # width_bucket: how many of the sorted bounds (start, end, start, end, …) are at or before
+        # the time — odd inside a staffed stretch, even outside. One pass, a binary search a row.
+        bounds = [t for span in spans for t in span]
+        staffed = (func.width_bucket(m.received_at, bindparam("bounds", bounds, type_=ARRAY(DateTime(timezone=True))))
+                   % 2) if bounds else literal(0)
+        unstaffed = 0
+        for wd, h, inside, n in s.execute(stmt.add_columns(weekday, hour, staffed, func.count())
+                                          .group_by(weekday, hour, staffed)):
+            heat[int(wd)][int(h)] += n
+            unstaffed += 0 if inside else n
+        return heat, unstaffed
+    for wd, h, n in s.execute(stmt.add_columns(weekday, hour, func.count()).group_by(weekday, hour)):
+        heat[int(wd)][int(h)] += n
+    # SQLite: the messages inside the staffed stretches, counted by ranges on the received_at index.
+    inside = 0
+    for i in range(0, len(spans), 200):
+        inside += s.scalar(stmt.add_columns(func.count()).where(
+            or_(*[and_(m.received_at >= b, m.received_at < e) for b, e in spans[i:i + 200]]))) or 0
+    return heat, sum(map(sum, heat)) - inside
 
 
 def report(s: Session, config: Config, scope: Scope, start: datetime, end: datetime, now: datetime) -> dict:

@@ -6,13 +6,16 @@ The history is loaded inside PostgreSQL, set-based (tests/bench/growth.py's gene
 inserts, then one UPDATE giving most conversations a first response, a resolution time and some a
 reopening, and one INSERT of survey results), so a million conversations load in minutes.
 
-    python -m tests.bench.kpi_bench [--conversations 1000000] [--repeat 5]
+    python -m tests.bench.kpi_bench [--conversations 1000000] [--repeat 5] [--database-url URL]
+
+Run alone, it merges its keys into var/bench/latest.json; `make bench` runs it after the others.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -31,6 +34,8 @@ from tests.support import infra
 from tests.support.procs import Services, services_env
 
 ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "var" / "bench" / "latest.json"
+LOADAVG_AT_START = [round(x, 2) for x in os.getloadavg()]
 PERIODS = (7, 90, 365)
 
 KPI_SQL = [
@@ -101,15 +106,17 @@ def login(client: httpx.Client, token: str) -> None:
     assert r.status_code == 302, r.text[:300]
 
 
-def measure(*, conversations: int = 1_000_000, repeat: int = 5, verbose: bool = True) -> dict:
+def measure(*, conversations: int = 1_000_000, repeat: int = 5, verbose: bool = True,
+            database_url: str | None = None) -> dict:
+    """`database_url`: a database this module loaded before (its `load`), measured again as it is."""
     config = load_config(ROOT / "deploy" / "switchboard.yaml")
     lead = next(t.lead for t in config.teams.values())
-    db_name, db_url = infra.new_database()
+    db_name, db_url = (None, database_url) if database_url else infra.new_database()
     vhost, broker_url = infra.new_vhost()
     services = None
     try:
-        load_s = load(db_url, conversations, config)
-        if verbose:
+        load_s = load(db_url, conversations, config) if db_name else 0.0
+        if verbose and db_name:
             print(f"kpi bench: loaded {conversations} conversations in {load_s:.0f}s", flush=True)
         token = token_for(db_url, lead)
         workdir = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
@@ -143,7 +150,8 @@ def measure(*, conversations: int = 1_000_000, repeat: int = 5, verbose: bool = 
             rss_after = rss_mib(pid)
         result = {
             "kpi_conversations": conversations,
-            "kpi_load_seconds": round(load_s, 1),
+            "kpi_load_seconds": round(load_s, 1) if db_name else None,
+            "kpi_loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
             "kpi_ms_by_period_days": by_period,
             "conversations_first_page_p95_ms": round(percentile(first_page, 95), 1),
             "router_rss_mib_before_kpis": rss_before,
@@ -158,15 +166,26 @@ def measure(*, conversations: int = 1_000_000, repeat: int = 5, verbose: bool = 
         if services is not None:
             services.stop_all()
         infra.drop_vhost(vhost)
-        infra.drop_database(db_name)
+        if db_name:
+            infra.drop_database(db_name)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--database-url", help="measure a database loaded earlier by this module instead")
+    parser.add_argument("--out", type=Path, default=OUT, help="these keys are merged into it")
     args = parser.parse_args(argv)
-    print(json.dumps(measure(conversations=args.conversations, repeat=args.repeat), indent=2))
+    result = measure(conversations=args.conversations, repeat=args.repeat, database_url=args.database_url)
+    result["kpi_machine"] = {"cpus": os.cpu_count(), "loadavg_at_start": LOADAVG_AT_START,
+                             "note": "shared with other engineers' test runs at the time"}
+    print(json.dumps(result, indent=2))
+    merged = json.loads(args.out.read_text()) if args.out.exists() else {}
+    merged.update(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(merged, indent=2))
+    print(f"merged into {args.out}")
     return 0
 
 
