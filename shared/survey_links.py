@@ -1,12 +1,12 @@
-"""How a survey answer finds its way back: button data and signed one-click e-mail links.
+"""How a survey answer finds its way back: button data and signed e-mail links.
 
 Shared by the notifier (which puts them in the survey) and the gateway (which reads them back).
 - Chat buttons and quick replies carry "sv:<token>:<score>" (Telegram allows 1-64 bytes of
   callback_data); the token is the survey's own random handle, so the data needs no signature:
   guessing a token is as hard as guessing a password.
 - E-mail links carry a token signed with SURVEY_SECRET (itsdangerous URLSafeTimedSerializer), so
-  a click needs no login, and a tampered or expired link records nothing.
-- A link without a score but with the survey's kind opens a page of one such link per score: the
+  its page needs no login, and a tampered or expired link records nothing.
+- A link without a score but with the survey's kind opens the page of its scale: the
   way back from a WhatsApp NPS template, whose one URL button cannot carry eleven answers.
 """
 
@@ -71,11 +71,12 @@ class SurveyLinks:
     """What the notifier needs to put links in an e-mail survey."""
 
     secret: str
-    base_url: str  # PUBLIC_BASE_URL: the gateway serves GET /survey/<signed>
+    base_url: str  # PUBLIC_BASE_URL: the gateway serves /survey/<signed>
 
     def url(self, token: str, language: str, *, score: int | None = None, unsubscribe: bool = False,
-            now: datetime | None = None) -> str:
-        signed = sign_link(self.secret, token=token, language=language, score=score, unsubscribe=unsubscribe, now=now)
+            kind: str | None = None, now: datetime | None = None) -> str:
+        signed = sign_link(self.secret, token=token, language=language, score=score, unsubscribe=unsubscribe,
+                           kind=kind, now=now)
         return f"{self.base_url.rstrip('/')}/survey/{signed}"
 
 

@@ -1,15 +1,20 @@
-"""One-click survey links: `GET /survey/<signed>` records a rating or an opt-out, no login.
+"""Survey links: `GET /survey/<signed>` shows a page, `POST /survey/<signed>` records the answer.
+
+E-mail security scanners and link previews open every link in a mail, so opening one must answer
+nothing: a GET shows the question with the link's score preselected (one tap on "Send" answers),
+the scale for a link without a score (a WhatsApp NPS template's URL button: a template cannot hold
+eleven quick replies), or a "no more surveys" button for the unsubscribe link. The POST from that
+page publishes `survey.answer` (or `survey.opt_out`) like any webhook — with confirms, or into the
+spool — and the notifier records an answer once, so a second tap adds nothing.
+
+The unsubscribe link is also the survey mail's `List-Unsubscribe` with `List-Unsubscribe-Post:
+List-Unsubscribe=One-Click` (RFC 8058): a mail client's one-click unsubscribe POSTs
+`List-Unsubscribe=One-Click` to it, with no cookie and no page, and that opts out.
 
 The link is checked first (shared/survey_links.py): a tampered one → 400, an expired one → 410,
-each a friendly page in the survey's language, and nothing is published. A valid click publishes
-`survey.answer` (or `survey.opt_out`) like any webhook — with confirms, or into the spool — and the
-notifier records it once, so a second click, or a mail scanner that opened the link first, adds
-nothing. The thank-you page offers an optional comment (`POST /survey/<signed>`).
-
-A link with the survey's kind but no score (a WhatsApp NPS template's URL button: a template cannot
-hold eleven quick replies) shows the kind's scale as a page of such one-click links, one per score,
-each signed with the original link's time so the page does not extend its life. Showing the page
-publishes nothing: a link preview or a mail scanner opening it answers nothing.
+each a friendly page in the survey's language, and nothing is published. The signed link is the
+credential and the only thing a POST needs (no session, so no CSRF token: a forged POST would
+need the link itself); the page's CSP allows forms to post to this origin only.
 """
 
 from __future__ import annotations
@@ -119,7 +124,7 @@ def survey_blueprint(*, secret: str | None, intake: Intake, config: Config,
         # The link is the credential: keep it out of caches and of other sites' Referer headers.
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"
-        # No scripts, no third-party anything: the page is text, its own style, links and one form.
+        # No scripts, no third-party anything: the page is text, its own style, links and forms.
         response.headers["Content-Security-Policy"] = CSP
         return response
 
@@ -138,43 +143,54 @@ def survey_blueprint(*, secret: str | None, intake: Intake, config: Config,
                                  correlation_id=str(uuid.uuid4()), occurred_at=payload.received_at)
         intake.accept(envelope)
 
+    def scale(action: LinkAction) -> list[int]:
+        """The scores this link may answer with: its kind's scale; a link signed before links
+        carried their kind, only its own score."""
+        if action.kind is not None:
+            return list(SCALES[action.kind])
+        return [action.score] if action.score is not None else []
+
     @bp.get("/survey/<signed>")
-    def click(signed: str):
+    def show(signed: str):
+        """Only a page: scanners and previews open links, and opening answers nothing."""
+        action = read(signed)
+        if isinstance(action, Response):
+            return action
+        if action.unsubscribe:
+            return page("confirm_unsubscribe", action.language, 200, form_action=f"/survey/{signed}")
+        choices = scale(action)
+        if not choices:  # a link without a score or a kind answers nothing
+            return page("invalid", action.language, 400)
+        # The way out too, signed with the original link's time so the page does not extend its life.
+        unsubscribe = "/survey/" + sign_link(secret or "", token=action.token, language=action.language,
+                                             unsubscribe=True, now=action.signed_at)
+        return page("pick", action.language, 200, form_action=f"/survey/{signed}", kind=action.kind or
+                    ("nps" if max(choices) > 5 else "csat"), choices=choices, preselected=action.score,
+                    unsubscribe=unsubscribe)
+
+    @bp.post("/survey/<signed>")
+    def answer(signed: str):
         action = read(signed)
         if isinstance(action, Response):
             return action
         now = clock()
         if action.unsubscribe:
+            # The page's button, or RFC 8058's one-click POST (body "List-Unsubscribe=One-Click").
             publish(SurveyOptOut(channel="email", external_id=f"link:{action.token}:unsubscribe", address=None,
                                  received_at=now, token=action.token))
             return page("unsubscribed", action.language, 200)
-        if action.score is None:
-            if action.kind is None or not secret:  # an e-mail link always has a score: nothing to answer here
+        if "score" in request.form:
+            raw = request.form.get("score", "")
+            score = int(raw) if raw.isdigit() and len(raw) <= 2 else None
+            if score is None or score not in scale(action):
                 return page("invalid", action.language, 400)
-            return score_page(action, secret, action.kind)
-        publish(SurveyAnswer(channel="email", external_id=f"link:{action.token}:{action.score}", token=action.token,
-                             score=action.score, received_at=now))
-        return page("thanks", action.language, 200, form_action=f"/survey/{signed}")
-
-    def score_page(action: LinkAction, secret: str, kind: str) -> Response:
-        def href(score: int | None = None, unsubscribe: bool = False) -> str:
-            # The original link's time: a score link expires when the link it came from does.
-            return "/survey/" + sign_link(secret, token=action.token, language=action.language, kind=kind,
-                                          score=score, unsubscribe=unsubscribe, now=action.signed_at)
-
-        choices = [(score, href(score=score)) for score in SCALES[kind]]
-        return page("pick", action.language, 200, kind=kind, choices=choices,
-                    unsubscribe=href(unsubscribe=True))
-
-    @bp.post("/survey/<signed>")
-    def comment(signed: str):
-        action = read(signed)
-        if isinstance(action, Response):
-            return action
+            publish(SurveyAnswer(channel="email", external_id=f"link:{action.token}:{score}", token=action.token,
+                                 score=score, received_at=now))
+            return page("thanks", action.language, 200, form_action=f"/survey/{signed}")
         text = (request.form.get("comment") or "").strip()[:MAX_COMMENT]
-        if text and not action.unsubscribe:
+        if text:
             publish(SurveyAnswer(channel="email", external_id=f"link:{action.token}:comment", token=action.token,
-                                 received_at=clock(), comment=text))
+                                 received_at=now, comment=text))
         return page("comment_thanks", action.language, 200)
 
     return bp

@@ -94,10 +94,14 @@ def compose(*, kind: str, channel: str, token: str, language: str, question: str
     if channel == "email":
         if links is None:
             raise ValueError("e-mail surveys need SURVEY_SECRET to sign their links")
+        # Each link opens the gateway's page with that score preselected; the page's POST answers
+        # (mail scanners open every link). The kind lets the page offer the whole scale.
+        unsubscribe = links.url(token, lang, unsubscribe=True, now=now)
         lines = [question.rstrip(), ""]
-        lines += [f"  {i}  {links.url(token, lang, score=i, now=now)}" for i in scale]
-        lines += ["", f"{_UNSUBSCRIBE[lang]}: {links.url(token, lang, unsubscribe=True, now=now)}"]
-        return "\n".join(lines) + "\n", {"subject": f"{EMAIL_SUBJECTS[lang]} — {business_name}", "automatic": True}
+        lines += [f"  {i}  {links.url(token, lang, score=i, kind=kind, now=now)}" for i in scale]
+        lines += ["", f"{_UNSUBSCRIBE[lang]}: {unsubscribe}"]
+        return "\n".join(lines) + "\n", {"subject": f"{EMAIL_SUBJECTS[lang]} — {business_name}", "automatic": True,
+                                          "list_unsubscribe": unsubscribe}
     return question, {}  # SMS (and a phone caller, answered by SMS): "reply with a number"
 
 

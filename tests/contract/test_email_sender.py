@@ -66,6 +66,18 @@ def test_automatic_mail_carries_the_rfc3834_headers() -> None:
     assert human["Auto-Submitted"] is None and human["X-Auto-Response-Suppress"] is None
 
 
+def test_a_survey_mail_offers_one_click_unsubscribe_rfc_8058() -> None:
+    url = "https://support.example/survey/eyJ0IjoiUW0zeFQ5YVowYlljOGRXZSIsImwiOiJwbCIsInUiOjF9.Z0abcd.sig"
+    survey = build_message(FROM, "a@example.com", "x", domain=DOMAIN,
+                           options={"automatic": True, "list_unsubscribe": url})
+    assert survey["List-Unsubscribe"] == f"<{url}>"
+    assert survey["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert build_message(FROM, "a@example.com", "x", domain=DOMAIN)["List-Unsubscribe"] is None
+    for bad in ("mailto:x@example.com", "https://x.example/a>\r\nBcc: y@example.com"):
+        with pytest.raises(ValueError, match="List-Unsubscribe"):
+            build_message(FROM, "a@example.com", "x", domain=DOMAIN, options={"list_unsubscribe": bad})
+
+
 @pytest.mark.parametrize(("subject", "reference", "expected"), [
     ("We have received your message", "SB-ABCDEFGHJK", "We have received your message [SB-ABCDEFGHJK]"),
     ("We have received your message", "[sb-abcdefghjk]", "We have received your message [SB-ABCDEFGHJK]"),

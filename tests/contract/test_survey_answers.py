@@ -156,9 +156,15 @@ def client(example_config, intake):
 
 
 def link(*, score: int | None = 4, unsubscribe: bool = False, language: str = "pl", signed_at: datetime = NOW,
-         secret: str = LINK_SECRET, kind: str | None = None) -> str:
+         secret: str = LINK_SECRET, kind: str | None = "csat") -> str:
     return "/survey/" + sign_link(secret, token="Qm3xT9aZ0bYc8dWe", language=language, score=score,
                                   unsubscribe=unsubscribe, kind=kind, now=signed_at)
+
+
+def radios(page: str) -> list[tuple[str, bool]]:
+    """The scores offered on a page, each with whether it is preselected."""
+    return [(value, bool(checked)) for value, checked in
+            re.findall(r'<input type="radio" name="score" value="(\d+)" required( checked)?>', page)]
 
 
 def test_a_pressed_telegram_button_is_published_and_answered_in_the_response(client, intake) -> None:
@@ -170,18 +176,51 @@ def test_a_pressed_telegram_button_is_published_and_answered_in_the_response(cli
     assert envelope.type == "survey.answer" and envelope.payload.score == 5
 
 
-def test_one_click_records_the_rating_and_thanks_in_the_surveys_language(client, intake) -> None:
+def test_opening_a_rating_link_shows_the_score_preselected_and_records_nothing(client, intake) -> None:
+    # E-mail security scanners open every link of a mail: a GET must answer nothing.
     r = client.get(link())
     assert r.status_code == 200 and r.content_type.startswith("text/html")
     page = r.get_data(as_text=True)
+    assert 'lang="pl"' in page and "Prosimy o ocenę naszej pomocy." in page
+    assert radios(page) == [("1", False), ("2", False), ("3", False), ("4", True), ("5", False)]
+    assert f'<form method="post" action="{link()}">' in page
+    assert r.headers["Cache-Control"] == "no-store" and r.headers["Referrer-Policy"] == "no-referrer"
+    assert "form-action 'self'" in r.headers["Content-Security-Policy"]
+    assert intake.accepted == []
+
+
+def test_one_tap_on_the_page_records_the_rating_and_thanks_in_the_surveys_language(client, intake) -> None:
+    r = client.post(link(), data={"score": "4"})
+    assert r.status_code == 200 and r.content_type.startswith("text/html")
+    page = r.get_data(as_text=True)
     assert "Dziękujemy za ocenę!" in page and 'lang="pl"' in page and "<form" in page
-    assert r.headers["Cache-Control"] == "no-store"
     [envelope] = intake.accepted
     assert envelope.payload == SurveyAnswer(channel="email", external_id="link:Qm3xT9aZ0bYc8dWe:4",
                                             token="Qm3xT9aZ0bYc8dWe", score=4, received_at=NOW)
-    # A second click is the same event (same message id): the notifier records it once.
-    client.get(link())
+    # A second tap is the same event (same message id): the notifier records it once.
+    client.post(link(), data={"score": "4"})
     assert intake.accepted[1].message_id == envelope.message_id
+
+
+def test_another_score_of_the_scale_may_be_chosen_on_the_page(client, intake) -> None:
+    assert client.post(link(score=4), data={"score": "2"}).status_code == 200
+    [envelope] = intake.accepted
+    assert envelope.payload.score == 2 and envelope.payload.external_id == "link:Qm3xT9aZ0bYc8dWe:2"
+
+
+@pytest.mark.parametrize("posted", ["0", "6", "11", "-1", "4.5", "four", "", "1" * 40])
+def test_a_score_outside_the_links_scale_records_nothing(client, intake, posted) -> None:
+    r = client.post(link(), data={"score": posted})
+    assert r.status_code == 400 and "nieprawidłowy" in r.get_data(as_text=True)
+    assert intake.accepted == []
+
+
+def test_a_link_signed_before_links_carried_their_kind_answers_only_its_own_score(client, intake) -> None:
+    old = link(score=4, kind=None)
+    assert radios(client.get(old).get_data(as_text=True)) == [("4", True)]
+    assert client.post(old, data={"score": "2"}).status_code == 400
+    assert client.post(old, data={"score": "4"}).status_code == 200
+    assert [e.payload.score for e in intake.accepted] == [4]
 
 
 def test_the_comment_form_publishes_the_comment(client, intake) -> None:
@@ -191,11 +230,24 @@ def test_the_comment_form_publishes_the_comment(client, intake) -> None:
     assert envelope.payload.comment == "<b>Fast</b> and kind" and envelope.payload.score is None
 
 
-def test_the_unsubscribe_link_opts_out(client, intake) -> None:
+def test_the_unsubscribe_link_asks_and_its_post_opts_out(client, intake) -> None:
     r = client.get(link(unsubscribe=True, language="de"))
+    assert r.status_code == 200 and "Keine Umfragen mehr" in r.get_data(as_text=True)
+    assert '<form method="post"' in r.get_data(as_text=True) and intake.accepted == []
+    r = client.post(link(unsubscribe=True, language="de"), data={"unsubscribe": "1"})
     assert r.status_code == 200 and "keine Umfragen mehr" in r.get_data(as_text=True)
     [envelope] = intake.accepted
     assert isinstance(envelope.payload, SurveyOptOut) and envelope.payload.token == "Qm3xT9aZ0bYc8dWe"
+
+
+def test_a_mail_clients_one_click_unsubscribe_opts_out(client, intake) -> None:
+    # RFC 8058 §3.2: the client POSTs this body to the List-Unsubscribe URL, with no cookies.
+    r = client.post(link(unsubscribe=True), data="List-Unsubscribe=One-Click",
+                    content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 200
+    [envelope] = intake.accepted
+    assert isinstance(envelope.payload, SurveyOptOut)
+    assert envelope.payload.external_id == "link:Qm3xT9aZ0bYc8dWe:unsubscribe"
 
 
 @pytest.mark.parametrize("path,status,words", [
@@ -209,6 +261,7 @@ def test_a_bad_link_gets_a_friendly_page_and_records_nothing(client, intake, pat
     assert r.status_code == status and r.content_type.startswith("text/html")
     assert words in r.get_data(as_text=True)
     assert client.post(path, data={"comment": "hello"}).status_code == status
+    assert client.post(path, data={"score": "4"}).status_code == status
     assert intake.accepted == []
 
 
@@ -227,53 +280,54 @@ def hrefs(page: str) -> list[str]:
     return re.findall(r'<a href="(/survey/[^"]+)"', page)
 
 
-def test_a_link_without_a_score_shows_the_eleven_scores_as_links_and_records_nothing(client, intake) -> None:
+def test_a_link_without_a_score_shows_the_eleven_scores_and_records_nothing(client, intake) -> None:
     r = client.get(link(score=None, kind="nps", language="pl"))
     assert r.status_code == 200 and r.content_type.startswith("text/html")
     page = r.get_data(as_text=True)
     assert 'lang="pl"' in page and "Na ile prawdopodobne jest polecenie nas" in page
-    assert "0 — na pewno nie" in page and "10 — na pewno tak" in page
-    *scores, unsubscribe = hrefs(page)
-    assert len(scores) == 11
-    assert re.findall(r'rel="nofollow">(\d+)</a>', page) == [str(i) for i in range(11)]
+    assert "na pewno nie … na pewno tak" in page
+    assert radios(page) == [(str(i), False) for i in range(11)]  # nothing preselected: the customer picks
+    [unsubscribe] = hrefs(page)
     assert "Nie chcę więcej ankiet" in page
     # Opening the page (a customer looking, or WhatsApp's link preview) answers nothing.
     assert intake.accepted == []
     assert r.headers["Cache-Control"] == "no-store" and r.headers["Referrer-Policy"] == "no-referrer"
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
 
-    # Each score is a one-click link like an e-mail's: 7 is the eighth.
-    thanks = client.get(scores[7])
+    thanks = client.post(link(score=None, kind="nps", language="pl"), data={"score": "7"})
     assert thanks.status_code == 200 and "Dziękujemy za ocenę!" in thanks.get_data(as_text=True)
     [envelope] = intake.accepted
     assert envelope.payload == SurveyAnswer(channel="email", external_id="link:Qm3xT9aZ0bYc8dWe:7",
                                             token="Qm3xT9aZ0bYc8dWe", score=7, received_at=NOW)
-    client.get(scores[7])  # a second click is the same event: recorded once by the notifier
-    assert intake.accepted[1].message_id == envelope.message_id
-    assert "nie będziesz już otrzymywać" in client.get(unsubscribe).get_data(as_text=True)
-    assert isinstance(intake.accepted[2].payload, SurveyOptOut)
+    assert "Nie chcę więcej ankiet" in client.get(unsubscribe).get_data(as_text=True)
+    assert len(intake.accepted) == 1  # the opt-out page only asks
+    assert "nie będziesz już otrzymywać" in client.post(unsubscribe).get_data(as_text=True)
+    assert isinstance(intake.accepted[1].payload, SurveyOptOut)
 
 
 @pytest.mark.parametrize("language", sorted(TEXTS))
 def test_the_score_page_speaks_every_language_the_pages_do(client, intake, language) -> None:
     page = client.get(link(score=None, kind="csat", language=language)).get_data(as_text=True)
     assert f'lang="{language}"' in page and TEXTS[language]["question_csat"] in page
-    assert len(hrefs(page)) == 5 + 1  # CSAT 1-5 and the opt-out
+    assert len(radios(page)) == 5 and len(hrefs(page)) == 1  # CSAT 1-5 and the opt-out
     assert intake.accepted == []
 
 
-def test_a_score_link_from_the_page_expires_with_the_link_it_came_from(example_config, intake) -> None:
+def test_the_page_answers_only_while_the_link_it_came_from_is_valid(example_config, intake) -> None:
     clock = {"now": NOW}
     deps = GatewayDeps(config=example_config, intake=intake, adapters={}, public_base_url="https://support.example",
                        max_body_bytes=1024, clock=lambda: clock["now"])
     pages = survey_blueprint(secret=LINK_SECRET, intake=intake, config=example_config, clock=lambda: clock["now"])
     client = create_app(deps, [pages]).test_client()
-    page = client.get(link(score=None, kind="nps", signed_at=NOW - timedelta(days=29))).get_data(as_text=True)
+    sent = link(score=None, kind="nps", signed_at=NOW - timedelta(days=29))
+    unsubscribe = hrefs(client.get(sent).get_data(as_text=True))[0]
     clock["now"] = NOW + timedelta(days=2)  # 31 days after the template was sent
-    assert client.get(hrefs(page)[9]).status_code == 410 and intake.accepted == []
+    assert client.post(sent, data={"score": "9"}).status_code == 410
+    assert client.post(unsubscribe).status_code == 410 and intake.accepted == []
 
 
 def test_an_old_link_without_score_or_kind_is_still_refused(client, intake) -> None:
-    r = client.get(link(score=None))
+    r = client.get(link(score=None, kind=None))
     assert r.status_code == 400 and "nieprawidłowy" in r.get_data(as_text=True)
+    assert client.post(link(score=None, kind=None), data={"score": "3"}).status_code == 400
     assert intake.accepted == []

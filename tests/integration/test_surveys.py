@@ -184,6 +184,8 @@ def test_an_email_unsubscribe_link_finds_the_customer_by_the_survey(config, sess
     [survey] = surveys(sessions)
     [mail] = senders["email"].sent
     assert mail.options["automatic"] is True and "https://support.example/survey/" in mail.text
+    assert mail.options["list_unsubscribe"].startswith("https://support.example/survey/")
+    assert mail.options["list_unsubscribe"] in mail.text
     link = SurveyOptOutSchema().load({"channel": "email", "external_id": f"link:{survey.token}:unsubscribe",
                                       "address": None, "received_at": RESOLVED.isoformat(), "token": survey.token})
     handle_event(Envelope.wrap(link, message_id="o2", correlation_id="c", occurred_at=RESOLVED), deps)
@@ -335,10 +337,10 @@ def test_a_whatsapp_nps_survey_after_the_window_goes_as_the_template_and_its_pag
     client = create_app(gateway, [pages]).test_client()
     page = client.get(f"/survey/{signed}")
     assert page.status_code == 200 and surveys(sessions)[0].status == "sent"
-    scores = re.findall(r'<a href="(/survey/[^"]+)" rel="nofollow">\d+</a>', page.get_data(as_text=True))
-    assert len(scores) == 11
+    scores = re.findall(r'<input type="radio" name="score" value="(\d+)"', page.get_data(as_text=True))
+    assert scores == [str(i) for i in range(11)]
     for tapped in (9, 9, 2):  # twice the same, then a change of mind: the first answer stays
-        assert client.get(scores[tapped]).status_code == 200
+        assert client.post(f"/survey/{signed}", data={"score": str(tapped)}).status_code == 200
     [after] = surveys(sessions)
     assert (after.status, after.score) == ("answered", 9)
     assert senders["whatsapp"].sent == [sent]  # the page said thank you; no chat message on top

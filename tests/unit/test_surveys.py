@@ -80,11 +80,13 @@ def test_messenger_quick_replies_whatsapp_list_sms_and_email() -> None:
     assert message("nps", "whatsapp")[1] == {}  # eleven do not fit a list: answered by a number
     assert message("csat", "sms") == ("Q?", {})
     body, options = message("csat", "email")
-    assert options == {"subject": "Jak nam poszło? — Northwind", "automatic": True}
     urls = [word for word in body.split() if word.startswith("https://")]
     assert len(urls) == 6  # five ratings and the unsubscribe link
+    # The unsubscribe link is also the mail's one-click List-Unsubscribe (RFC 8058).
+    assert options == {"subject": "Jak nam poszło? — Northwind", "automatic": True, "list_unsubscribe": urls[5]}
     actions = [read_link(SECRET, urlparse(u).path.removeprefix("/survey/"), now=NOW) for u in urls]
     assert [a.score for a in actions[:5]] == [1, 2, 3, 4, 5] and actions[5].unsubscribe
+    assert {a.kind for a in actions[:5]} == {"csat"}  # the page offers the whole scale, this score preselected
     assert {a.token for a in actions} == {"Tok3nTok3nTok3nX"} and {a.language for a in actions} == {"pl"}
 
 

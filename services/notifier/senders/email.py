@@ -61,6 +61,15 @@ def build_message(from_address: str, to: str, text: str, *, domain: str,
     if opts.get("automatic"):
         msg["Auto-Submitted"] = "auto-replied"
         msg["X-Auto-Response-Suppress"] = "All"
+    unsubscribe = opts.get("list_unsubscribe")
+    if unsubscribe:
+        # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" to the HTTPS URL
+        # (the gateway's signed unsubscribe link). RFC 2369 wants the URL in angle brackets.
+        url = str(unsubscribe)
+        if not url.startswith(("https://", "http://")) or any(c in url for c in "<> \t\r\n"):
+            raise ValueError(f"not a List-Unsubscribe URL: {url!r}")
+        msg["List-Unsubscribe"] = f"<{url}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
     return msg
 
