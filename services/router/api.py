@@ -194,7 +194,15 @@ class HistoryMessage(Schema):
     sender_value = fields.String(allow_none=True)
     subject = fields.String(allow_none=True)
     text = fields.String()
-    received_at = fields.DateTime()
+    received_at = fields.DateTime(metadata={"description": "arrival: when the gateway accepted it (promises start here)"})
+    sent_at = fields.Method("_sent_at", metadata={
+        "description": "the provider's own time for it (Telegram's date, WhatsApp's timestamp, a mail's Date), "
+                       "if it gave one: a device's clock, for display"})
+    edited_at = fields.Method("_edited_at", metadata={
+        "description": "when the customer last edited it (text is the edited one; revisions keeps the earlier)"})
+    revoked_at = fields.Method("_revoked_at", metadata={"description": "when the customer deleted it"})
+    revisions = fields.Method("_revisions", metadata={
+        "description": "the customer's edits and deletion: id, kind (edit|revoke), at, previous_text"})
     attachments = fields.Method("_attachments", metadata={
         "description": "files as metadata: content_type, url, name, size (a voicemail's recording is one)"})
     sender_verified = fields.Method("_sender_verified", metadata={
@@ -217,6 +225,18 @@ class HistoryMessage(Schema):
 
     def _reply_to(self, message: Any) -> str | None:
         return (getattr(message, "details", None) or {}).get("reply_to")
+
+    def _sent_at(self, message: Any) -> str | None:
+        return (getattr(message, "details", None) or {}).get("sent_at")
+
+    def _edited_at(self, message: Any) -> str | None:
+        return (getattr(message, "details", None) or {}).get("edited_at")
+
+    def _revoked_at(self, message: Any) -> str | None:
+        return (getattr(message, "details", None) or {}).get("revoked_at")
+
+    def _revisions(self, message: Any) -> list[dict]:
+        return list((getattr(message, "details", None) or {}).get("revisions") or [])
 
 
 class CallbackSchema(Schema):

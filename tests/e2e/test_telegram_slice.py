@@ -144,3 +144,22 @@ def test_an_update_dated_two_days_ago_gets_a_promise_in_the_future_and_the_true_
     else:
         reopens = format_when(calendar.next_opening(now), now, "en", mode="at")
         assert f"We are closed at the moment and will be back {reopens}." in ack.text
+
+
+def test_a_business_chat_is_answered_through_its_connection_and_a_bots_message_publishes_nothing(
+        services, fake_bot_api, pg_url) -> None:
+    bot = update(900030, 87654321, "Hi, world!", "OtherBot", "en")
+    bot["message"]["from"]["is_bot"] = True
+    answered = post(services, bot)
+    assert answered.status_code == 200 and answered.json()["accepted"] == []  # not a 400 any more
+
+    business = {"update_id": 900031, "business_message": {
+        "business_connection_id": "AbCdEfGh123456-business", "message_id": 771, "date": int(time.time()),
+        "from": {"id": 5012345001, "is_bot": False, "first_name": "Olena", "language_code": "uk"},
+        "chat": {"id": 5012345001, "type": "private", "first_name": "Olena"},
+        "text": "Добрий день! Чи є ця куртка в розмірі M?"}}
+    assert post(services, business).status_code == 200
+    until(lambda: fake_bot_api.sent_to(5012345001), timeout=30, message="the business chat's acknowledgement")
+    [ack] = fake_bot_api.sent_to(5012345001)
+    assert ack.business_connection_id == "AbCdEfGh123456-business"  # the customer sees the business account
+    assert db_count(pg_url, "SELECT count(*) FROM messages") == 1  # the bot's message was never stored

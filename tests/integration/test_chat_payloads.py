@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.gateway.channels.meta import parse_payload
+from services.router.api import HistoryMessage
 from services.router.handlers import RouterDeps, handle_inbound
 from services.router.models import Conversation, Message
 from services.router.revisions import OriginalNotStoredYet
@@ -75,6 +76,11 @@ def test_an_edit_changes_the_stored_text_and_opens_nothing(deps) -> None:
     assert counts(deps) == (1, 1)
     assert handle_inbound(revision("pywa_edit_text"), deps) == []  # WhatsApp redelivers it: nothing more
     assert len(stored(deps).details["revisions"]) == 1
+    # What the agent API shows of it: the edited text, when, and the text before.
+    shown = HistoryMessage().dump(stored(deps))
+    assert shown["text"] == "Text was edited" and shown["edited_at"] == AT.isoformat()
+    assert [r["previous_text"] for r in shown["revisions"]] == ["Where is my parcel? Order 4821"]
+    assert shown["revoked_at"] is None
 
 
 def test_a_deletion_marks_the_message_and_keeps_it_for_the_agents(deps) -> None:
@@ -83,6 +89,7 @@ def test_a_deletion_marks_the_message_and_keeps_it_for_the_agents(deps) -> None:
     msg = stored(deps)
     assert msg.details["revoked_at"] == AT.isoformat() and msg.text == "Where is my parcel? Order 4821"
     assert counts(deps) == (1, 1)
+    assert HistoryMessage().dump(msg)["revoked_at"] == AT.isoformat()
 
 
 def test_a_revision_before_its_original_is_retried_not_lost_or_made_a_message(deps) -> None:
@@ -110,3 +117,8 @@ def test_a_username_customer_without_a_phone_number_gets_a_conversation_and_an_a
     assert opened.type == "conversation.opened" and ev.acknowledge is True
     assert ev.channel == "whatsapp" and ev.reply_to == "US.13491208655302741918" and ev.customer_name == "Jane"
     assert ev.reply_from == "1122334455667"  # answered from the number written to
+    with deps.sessions() as s:
+        msg = s.scalar(select(Message))
+        # Arrival is the gateway's; WhatsApp's own timestamp is kept for display.
+        assert msg.received_at == AT
+        assert HistoryMessage().dump(msg)["sent_at"] == datetime.fromtimestamp(1795538000, UTC).isoformat()
