@@ -75,3 +75,33 @@ def test_spool_survives_a_restart_of_the_gateway(proxied, rabbit_url, tmp_path) 
     assert second.spool.pending == 1
     assert second.forwarder.drain_once() == 1
     assert queued_texts(rabbit_url) == ["message 5"]
+
+
+def test_a_spooled_message_keeps_the_arrival_the_gateway_stamped(proxied, rabbit_url, tmp_path) -> None:
+    """Arrival is stamped once, when the gateway accepted the webhook: a message that waited in the
+    spool through a broker outage reaches the router with that time, and Telegram's own date
+    beside it — the promise is counted from when the customer reached us."""
+    import json
+
+    from services.gateway.channels import RawRequest
+    from services.gateway.channels.telegram import TelegramAdapter
+
+    proxy, url = proxied
+    update = {"update_id": 804299001, "message": {
+        "message_id": 5, "date": 1795020900, "text": "Where is my parcel?",  # two days before AT
+        "from": {"id": 42, "is_bot": False, "first_name": "Olena"}, "chat": {"id": 42, "type": "private"}}}
+    request = RawRequest(url="https://support.example/webhooks/telegram", headers={}, form={},
+                         body=json.dumps(update).encode(), received_at=AT)
+    [msg] = TelegramAdapter(secret="s", bot_id="1").parse(request)
+    envelope = Envelope.wrap(msg, message_id=derive_id("telegram", msg.external_id), correlation_id="c", occurred_at=AT)
+    intake = Intake(Publisher(url, confirm_timeout=2), Spool(tmp_path / "spool.sqlite"))
+    proxy.cut()
+    assert intake.accept(envelope) == "spooled"
+    proxy.restore()
+    assert intake.forwarder.drain_once() == 1  # minutes or hours later: the time travels in the message
+    with Connection(rabbit_url) as conn, conn.SimpleQueue(work_queue(ROUTER_INBOUND, rabbit=True), no_ack=False) as q:
+        m = q.get(timeout=5)
+        payload = m.payload["payload"]
+        m.ack()
+    assert datetime.fromisoformat(payload["received_at"]) == AT
+    assert datetime.fromisoformat(payload["sent_at"]) == datetime.fromtimestamp(1795020900, UTC)
