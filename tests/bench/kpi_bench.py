@@ -27,7 +27,7 @@ import httpx
 from sqlalchemy import text
 
 from shared.config import load_config
-from shared.db import make_engine, session_factory, transaction
+from shared.db import make_engine, migrate, session_factory, transaction
 from tests.bench import growth
 from tests.bench.stack import percentile
 from tests.support import infra
@@ -79,6 +79,7 @@ def token_for(url: str, agent_id: str) -> str:
 
     engine = make_engine(url, pool_size=1)
     try:
+        migrate(engine)  # a database loaded earlier may predate the newest migrations
         with transaction(session_factory(engine)) as s:
             return issue_token(s, agent_id, datetime.now(UTC))
     finally:
