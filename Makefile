@@ -61,6 +61,11 @@ test-deploy: $(STAMP) ## deployment tier: images built with buildah and started;
 bench: $(STAMP) ## figures in services mode: throughput vs the RabbitMQ ceiling, p99, router growth, memory (SOAK_MINUTES=10 for the long soak) → var/bench/latest.json
 	$(BIN)/python -m tests.bench.bench --soak-minutes $${SOAK_MINUTES:-1}
 
+.PHONY: classifier-model
+classifier-model: $(STAMP) ## refit the categoriser on classifier_data/train (settings by cross-validation) → classifier_data/model.json.gz
+	$(BIN)/pip install --quiet -e '.[train]'
+	$(BIN)/python -m services.router.classifier_train --cv --write
+
 .PHONY: chaos
 chaos: $(STAMP) ## fault suite: kill -9, broker/database outages, provider 500/429 under a message stream → var/chaos/latest.json
 	$(BIN)/python -m tests.bench.chaos

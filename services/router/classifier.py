@@ -1,29 +1,31 @@
 """Categorises incoming customer messages (product, delivery, returns, payment, technical, other).
 
-The decision is a hybrid of two parts, because neither alone survives real traffic:
+Two parts, because neither alone survives real traffic:
 
 * a hand-built multilingual lexicon (``classifier_data/lexicon/<lang>.ini``) of weighted stems and
   phrases per category, matched by word prefix so inflected forms (посылку, przesyłki, siuntinio)
   hit the same entry; Cyrillic entries are also matched in a phonetic Latin "skeleton" so that
   Russian, Ukrainian or Bulgarian written in Latin letters ("gde moya posylka") is understood;
-* a small multinomial naive Bayes model over word prefixes and character n-grams, trained at load
-  time on ``classifier_data/train/<lang>.yaml`` plus any operator corrections.
+* a multinomial logistic regression (:mod:`services.router.category_model`) over word skeletons,
+  prefixes, prefix bigrams and character 4-grams, with the lexicon's per-category scores as
+  features among the others (evidence it weighs, not a rule). It is fitted at build time on
+  ``classifier_data/train/*.yaml`` (``make classifier-model``) and ships as weights; its
+  probabilities are temperature-scaled on cross-validated predictions, so below the threshold
+  (a calibrated probability) the message goes to the fallback category (``other``, i.e. triage).
 
-Both give per-category scores that are added and turned into probabilities; below the threshold
-the message goes to the fallback category (``other``, i.e. triage). The reason returned with each
-decision names the matched lexicon terms and the model's probabilities and is JSON-serialisable.
+The reason returned with each decision names the matched lexicon terms and the probabilities and
+is JSON-serialisable. Operators' corrections count at once: a near-identical message follows the
+correction, and a few gradient steps on the corrected example move similar messages too.
 
 Two topics in one message are settled by where the customer puts the weight: words after a
 contrast ("but", "still", "only", "the main thing", Russian/Bulgarian "а", Lithuanian "o") count
-more, so "I paid, but the order is STILL not shipped" is delivery and "delivery can wait, THE MAIN
-THING: is the coat lined?" is product. A question whose words point to one category only leans
-to it ("Is the 3-in-1 jacket detachable?" is product, not triage). The lexicon names the things
-an outdoor/clothing shop sells only as weak evidence, and cues that are "other" despite naming
-parcels, cards or products (prize spam, sales pitches, charity requests, shop locations) as strong.
-The labelled sets tests/data/classify/eval.jsonl and holdout.jsonl measure it; neither is
-training data.
+more, in the lexicon and in the n-grams, so "I paid, but the order is STILL not shipped" is
+delivery and "delivery can wait, THE MAIN THING: is the coat lined?" is product. The labelled sets
+tests/data/classify/eval.jsonl and holdout.jsonl are regression sets (the lexicon was tuned on
+them); neither is training data.
 
-Email bodies are cleaned first with :func:`shared.text.strip_quotes_and_signature`, the gateway's too: quoted replies, forwarded headers and signatures talk about *our* previous message
+Email bodies are cleaned first with :func:`shared.text.strip_quotes_and_signature`, the gateway's
+too: quoted replies, forwarded headers and signatures talk about *our* previous message
 and would otherwise decide the category.
 """
 
@@ -37,10 +39,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from services.router.category_model import MODEL_FILE, LinearModel, load_model, softmax
 from shared.text import clean_subject, is_reply_subject, strip_quotes_and_signature
 
 DEFAULT_CATEGORIES: tuple[str, ...] = ("product", "delivery", "returns", "payment", "technical", "other")
@@ -55,17 +57,12 @@ CYRILLIC_LANGUAGES = ("ru", "uk", "bg")
 # "склад" a warehouse) no longer decides.
 FOREIGN_TERM_FACTOR = 0.5
 
-# Tuned by cross-validation on the shipped training set only (never on the evaluation set).
-LEXICON_SCALE = 1.0
-NB_SCALE = 1.5
-NB_ALPHA = 0.3
-NB_SHRINK = 5.0
+# A correction lifts a near-identical message's category by this much (logit) times the similarity.
 CORRECTION_BOOST = 8.0
-# Without a single topical term the model alone decides; a short greeting or thank-you then
-# drifts to whatever its few words resemble. Leaning to the fallback there is the safer bet.
-NO_EVIDENCE_FALLBACK_BONUS = 1.0
-# A question whose words point to a single category ("Is the jacket lined?") leans to it.
-QUESTION_BONUS = 1.0
+# The online update on a correction: gradient steps until the corrected text itself is this sure.
+CORRECTION_STEPS = 20
+CORRECTION_TARGET_PROBABILITY = 0.9
+CORRECTION_LEARNING_RATE = 1.0
 CORRECTION_MIN_SIMILARITY = 0.5
 MAX_CHARS = 3000
 
@@ -295,7 +292,11 @@ class _TermIndex:
         matched_at: set[int] = set()
         for i, tok in enumerate(tokens):
             for t in self.by_key.get(tok[:3], ()):
-                end = _match(tokens, i, t, 0)
+                # The first word checked here, without a call: most candidates fail on it.
+                first = t.parts[0]
+                if tok != first and (t.exact[0] or not tok.startswith(first)):
+                    continue
+                end = _match(tokens, i + 1, t, 1)
                 if end >= 0:
                     matched_at.add(i)
                     key = (t.category, t.parts)
@@ -427,10 +428,10 @@ def _focus_start(tokens: Sequence[str], language: str | None = None) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Naive Bayes
+# Features for the linear model
 
 
-def nb_features(tokens: Sequence[str]) -> set[str]:
+def ngram_features(tokens: Sequence[str]) -> set[str]:
     """Word skeletons, 5-letter prefixes, prefix bigrams and character 4-grams.
 
     Skeletons make Cyrillic training text useful for transliterated messages and let the
@@ -460,66 +461,6 @@ def nb_features(tokens: Sequence[str]) -> set[str]:
     return feats
 
 
-class _NaiveBayes:
-    """Multinomial naive Bayes over binary features, with per-example weights."""
-
-    def __init__(self, classes: Sequence[str], alpha: float = NB_ALPHA):
-        self.classes = tuple(classes)
-        self.alpha = alpha
-        self.loglik: dict[str, tuple[float, ...]] = {}
-        self.prior: tuple[float, ...] = tuple(0.0 for _ in self.classes)
-
-    def fit(self, docs: Iterable[tuple[set[str], str, float]]) -> _NaiveBayes:
-        counts: dict[str, list[float]] = {}
-        totals = [0.0] * len(self.classes)
-        doc_totals = [0.0] * len(self.classes)
-        index = {c: k for k, c in enumerate(self.classes)}
-        for feats, label, weight in docs:
-            k = index.get(label)
-            if k is None:
-                continue
-            doc_totals[k] += weight
-            for f in feats:
-                row = counts.get(f)
-                if row is None:
-                    row = counts[f] = [0.0] * len(self.classes)
-                row[k] += weight
-                totals[k] += weight
-        vocab = len(counts) or 1
-        denom = [math.log(totals[k] + self.alpha * vocab) for k in range(len(self.classes))]
-        self.loglik = {
-            f: tuple(math.log(row[k] + self.alpha) - denom[k] for k in range(len(self.classes)))
-            for f, row in counts.items()
-        }
-        # A flat prior: the training set's class balance says nothing about real traffic. A class
-        # without any example gets no model score at all (the lexicon alone decides it).
-        self.prior = tuple(0.0 if doc_totals[k] else -1e9 for k in range(len(self.classes)))
-        return self
-
-    def scores(self, feats: Iterable[str], focus: Iterable[str] = ()) -> tuple[list[float], int]:
-        """Per-class log-likelihood relative to the class average, scaled by 1/sqrt(features used).
-
-        ``focus`` features (from after a "but") count twice, like the lexicon's focus weight.
-        """
-        acc = list(self.prior)
-        used = 0
-        for f in chain(feats, focus):
-            row = self.loglik.get(f)
-            if row is None:
-                continue
-            used += 1
-            for k, v in enumerate(row):
-                acc[k] += v
-        if used == 0:
-            return [0.0] * len(self.classes), 0
-        live = [a for a in acc if a > -1e8]
-        mean = sum(live) / len(live)
-        # Dividing by sqrt(n) keeps long emails from producing absurdly confident scores; the
-        # shrink factor keeps two-word messages ("Any update?") from doing the same.
-        scale = 1.0 / math.sqrt(used) * used / (used + NB_SHRINK)
-        return [(a - mean) * scale if a > -1e8 else -1e9 for a in acc], used
-
-
 # --------------------------------------------------------------------------------------------
 # Shipped data
 
@@ -527,7 +468,7 @@ class _NaiveBayes:
 def _load_yaml(text: str) -> Any:
     import yaml
 
-    # libyaml's loader when the wheel has it: the training files are read at every start.
+    # libyaml's loader when the wheel has it.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return yaml.load(text, Loader=loader)
 
@@ -555,23 +496,16 @@ def shipped_lexicon(data_dir: Path = DATA_DIR) -> tuple[Term, ...]:
 
 @lru_cache(maxsize=4)
 def shipped_examples(data_dir: Path = DATA_DIR) -> tuple[Example, ...]:
+    """The training set: train/<lang>.yaml and train/<lang>.<part>.yaml (en.chat.yaml is English)."""
     examples: list[Example] = []
     for path in sorted((data_dir / "train").glob("*.yaml")):
-        examples.extend(parse_examples(path.read_text(encoding="utf-8"), path.stem))
+        examples.extend(parse_examples(path.read_text(encoding="utf-8"), path.stem.split(".")[0]))
     return tuple(examples)
 
 
 @lru_cache(maxsize=4)
-def _shipped_features(data_dir: Path = DATA_DIR) -> tuple[tuple[set[str], str], ...]:
-    return tuple((nb_features(_example_tokens(e.text, e.subject)), e.category) for e in shipped_examples(data_dir))
-
-
-def _example_tokens(text: str, subject: str | None) -> list[str]:
-    body = strip_quotes_and_signature(text or "")[:MAX_CHARS]
-    toks = tokenize(body)
-    if subject:
-        toks = tokenize(clean_subject(subject)) + toks
-    return toks
+def shipped_model(data_dir: Path = DATA_DIR) -> LinearModel | None:
+    return load_model(data_dir)
 
 
 def _coerce_example(item: Example | Mapping[str, Any] | Sequence[Any]) -> Example:
@@ -588,23 +522,61 @@ def _coerce_example(item: Example | Mapping[str, Any] | Sequence[Any]) -> Exampl
 # The classifier
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What one message offers the model: its features and the lexicon's view, for the reason.
+
+    The n-grams are kept as sets with one shared value (``norm``) rather than a dict per message:
+    scoring sums their weight rows first and scales once, which keeps a message's cost at that of
+    the naive Bayes model this replaced.
+    """
+
+    grams: frozenset[str] | set[str]
+    focus_grams: frozenset[str] | set[str]
+    dense: dict[str, float]  # lexicon features
+    norm: float
+    focus_extra: float
+    lexicon: dict[str, float]
+    hits: list[dict[str, Any]]
+    leaning: str | None
+    stripped: bool
+    translit: bool
+
+    @property
+    def features(self) -> dict[str, float]:
+        out = dict.fromkeys(self.grams, self.norm)
+        extra = self.focus_extra * self.norm
+        for f in self.focus_grams:
+            out[f] = out.get(f, 0.0) + extra
+        out.update(self.dense)
+        return out
+
+    @property
+    def words(self) -> frozenset[str]:
+        return frozenset(f for f in self.grams if f.startswith("w:"))
+
+
 @dataclass
-class _Model:
-    nb: _NaiveBayes
-    corrections: list[tuple[set[str], str, str]] = field(default_factory=list)  # (word features, category, text)
-    correction_index: dict[str, list[int]] = field(default_factory=dict)
+class _Corrections:
+    """Operators' corrections: a nearest-correction override and an online update of the weights."""
+
+    items: list[tuple[frozenset[str], str, str]] = field(default_factory=list)  # (words, category, text)
+    index: dict[str, list[int]] = field(default_factory=dict)
+    overlay: dict[str, list[float]] = field(default_factory=dict)  # feature -> added weight per class
 
 
 class Classifier:
-    """Lexicon + naive Bayes categoriser for a configurable set of categories.
+    """Lexicon features + a linear model, for a configurable set of categories.
 
     categories: the configured ids; must contain the fallback ("other").
     keywords: extra lexicon terms from the config, ``{category: {language: [term, ...]}}``; a term
       is a word prefix ("refund" also hits "refunded"), "word$" for the whole word only, and
-      "a * b" allows up to three words in between. New categories can be defined this way alone.
-    extra_examples: labelled messages (operators' corrections) added to the shipped training
-      set with a higher weight; a near-identical message then follows the correction.
-    threshold: below this probability the message goes to the fallback category.
+      "a * b" allows up to three words in between. New categories can be defined this way alone:
+      the model scores them through their lexicon feature.
+    extra_examples: labelled messages (operators' corrections); each counts at once, both as a
+      nearest-correction override for near-identical messages and as an online update of the
+      model's weights for the features it contains.
+    threshold: below this (calibrated) probability the message goes to the fallback category.
     """
 
     def __init__(
@@ -615,6 +587,7 @@ class Classifier:
         threshold: float = DEFAULT_THRESHOLD,
         fallback: str = FALLBACK,
         data_dir: Path = DATA_DIR,
+        model: LinearModel | None = None,
     ):
         self.categories = tuple(dict.fromkeys(categories))
         if fallback not in self.categories:
@@ -624,9 +597,10 @@ class Classifier:
         self.fallback = fallback
         self.threshold = threshold
         self.data_dir = data_dir
-        if not shipped_lexicon(data_dir) or not shipped_examples(data_dir):
+        self.model = model or shipped_model(data_dir)
+        if not shipped_lexicon(data_dir) or self.model is None:
             # A build that dropped the data files would otherwise categorise everything as "other".
-            raise RuntimeError(f"classifier data missing: no lexicon/*.ini or train/*.yaml under {data_dir}")
+            raise RuntimeError(f"classifier data missing: no lexicon/*.ini or {MODEL_FILE} under {data_dir}")
         terms = [t for t in shipped_lexicon(data_dir) if t.category in self.categories]
         for category, per_language in (keywords or {}).items():
             if category not in self.categories:
@@ -639,43 +613,58 @@ class Classifier:
                                           f"config:{term.source}"))
         self._index = _TermIndex(terms)
         self._translit_index = _TermIndex(t for t in (_translit_term(x) for x in terms) if t)
+        self._unmodelled = [c for c in self.categories if c not in self.model.classes]
         self._extra: list[Example] = []
         self._lock = threading.Lock()
-        self._model = self._fit([_coerce_example(e) for e in extra_examples])
+        self._corrections = self._learn(_Corrections(), [_coerce_example(e) for e in extra_examples])
 
-    # -- training -------------------------------------------------------------------------------
+    # -- corrections ----------------------------------------------------------------------------
 
     def retrain(self, extra_examples: Iterable[Example | Mapping[str, Any] | Sequence[Any]]) -> None:
-        """Add labelled examples (e.g. operators' corrections) and refit; later calls see them.
+        """Add labelled examples (e.g. operators' corrections); the next classify() sees them.
 
-        The new model is built aside and swapped in one assignment, so concurrent classify()
-        calls see either the old or the new model, never a half-built one.
+        The new state is built aside and swapped in one assignment, so concurrent classify()
+        calls see either the old or the new corrections, never half of them.
         """
         new = [_coerce_example(e) for e in extra_examples]
         with self._lock:
-            self._model = self._fit(new)
+            self._corrections = self._learn(self._corrections, new)
 
-    def _fit(self, new: list[Example]) -> _Model:
+    def _learn(self, old: _Corrections, new: list[Example]) -> _Corrections:
         unknown = sorted({e.category for e in new} - set(self.categories))
         if unknown:
             raise ValueError(f"examples with unknown categories: {', '.join(unknown)}")
+        if not new:
+            return old
+        state = _Corrections(list(old.items), {w: list(ks) for w, ks in old.index.items()},
+                             {f: list(w) for f, w in old.overlay.items()})
+        for e in new:
+            ev = self.evidence(e.text, e.subject, e.language)
+            if ev.words:
+                k = len(state.items)
+                state.items.append((ev.words, e.category, e.text[:200]))
+                for w in ev.words:
+                    state.index.setdefault(w, []).append(k)
+            if e.category in self.model.classes:
+                self._online_update(state.overlay, ev.features, self.model.classes.index(e.category))
         self._extra = self._extra + new
-        docs: list[tuple[set[str], str, float]] = []
-        for feats, cat in _shipped_features(self.data_dir):
-            # A category dropped from the config is, for this business, "not one of ours": triage.
-            docs.append((feats, cat if cat in self.categories else self.fallback, 1.0))
-        model = _Model(nb=_NaiveBayes([c for c in self.categories]))
-        for e in self._extra:
-            feats = nb_features(_example_tokens(e.text, e.subject))
-            docs.append((feats, e.category, CORRECTION_WEIGHT))
-            words = {f for f in feats if f.startswith("w:")}
-            if words:
-                k = len(model.corrections)
-                model.corrections.append((words, e.category, e.text[:200]))
-                for w in words:
-                    model.correction_index.setdefault(w, []).append(k)
-        model.nb.fit(docs)
-        return model
+        return state
+
+    def _online_update(self, overlay: dict[str, list[float]], feats: Mapping[str, float], target: int) -> None:
+        """A few logistic-loss gradient steps on one corrected example, in an overlay of the weights.
+
+        Similar messages (sharing many n-grams) move towards the corrected category; the shipped
+        weights stay untouched, so a restart with the stored corrections gives the same state.
+        """
+        n = len(self.model.classes)
+        for _ in range(CORRECTION_STEPS):
+            probs = softmax(self.model.logits(feats, overlay), self.model.temperature)
+            if probs[target] >= CORRECTION_TARGET_PROBABILITY:
+                return
+            for f, v in feats.items():
+                row = overlay.setdefault(f, [0.0] * n)
+                for k in range(n):
+                    row[k] += CORRECTION_LEARNING_RATE * v * ((1.0 if k == target else 0.0) - probs[k])
 
     @property
     def extra_examples(self) -> tuple[Example, ...]:
@@ -683,9 +672,9 @@ class Classifier:
 
     # -- classification -------------------------------------------------------------------------
 
-    def classify(self, text: str, subject: str | None = None, language: str | None = None,
-                 channel: str | None = None) -> Classification:
-        model = self._model
+    def evidence(self, text: str, subject: str | None = None, language: str | None = None) -> Evidence:
+        """The model's features for a message (also used to fit the model, so both see the same)."""
+        options = self.model.options
         body = strip_quotes_and_signature(text or "")
         stripped = body != (text or "").strip()
         body = body[:MAX_CHARS]
@@ -718,44 +707,60 @@ class Classifier:
                     hit["near"] = segment[start]
                 hits.append(hit)
 
-        feats = nb_features(body_tokens if is_reply else subject_tokens + body_tokens)
+        grams = ngram_features(body_tokens if is_reply else subject_tokens + body_tokens)
         focus = _focus_start(body_tokens, language)
-        focus_feats = nb_features(body_tokens[focus:]) if focus else set()
-        nb_raw, used = model.nb.scores(feats, focus_feats)
-        nb = dict(zip(model.nb.classes, nb_raw, strict=True))
-        trained = [c for c in self.categories if nb.get(c, -1e9) > -1e8]
-        neutral = sorted(nb[c] for c in trained)[len(trained) // 2] if trained else 0.0
-
-        z: dict[str, float] = {}
-        for c in self.categories:
-            nb_c = nb[c] if c in trained else neutral
-            z[c] = LEXICON_SCALE * lex[c] + nb_c / NB_SCALE
-        if max((v for c, v in lex.items() if c != self.fallback), default=0.0) < 0.5:
-            z[self.fallback] += NO_EVIDENCE_FALLBACK_BONUS
+        focus_grams = ngram_features(body_tokens[focus:]) if focus and options.focus_extra else set()
+        # Unit length: a long email is no more certain than an SMS for having more n-grams.
+        norm = 1.0 / math.sqrt(len(grams) + options.focus_extra ** 2 * len(focus_grams)) if grams else 0.0
+        dense: dict[str, float] = {}
         leaning = _question_leaning(body, subject, lex, self.fallback)
-        if leaning:
-            z[leaning] += QUESTION_BONUS
-        correction = self._correction(model, feats)
+        if options.lexicon:
+            for c, v in lex.items():
+                if v:
+                    dense["lex:" + c] = options.lexicon_scale * math.log1p(v)
+            if leaning:
+                dense["ask:" + leaning] = 1.0
+            if max((v for c, v in lex.items() if c != self.fallback), default=0.0) < 0.5:
+                dense["lex:none"] = 1.0
+        return Evidence(grams, focus_grams, dense, norm, options.focus_extra, lex, hits, leaning, stripped,
+                        use_translit)
+
+    def classify(self, text: str, subject: str | None = None, language: str | None = None,
+                 channel: str | None = None) -> Classification:
+        corrections = self._corrections
+        model = self.model
+        ev = self.evidence(text, subject, language)
+        raw = model.score(ev.grams, ev.focus_grams, ev.dense, ev.norm, ev.focus_extra, corrections.overlay)
+        logits = dict(zip(model.classes, raw, strict=True))
+        for c in self._unmodelled:
+            logits[c] = model.mean_intercept + model.own_lexicon_weight * math.log1p(ev.lexicon.get(c, 0.0)) * \
+                model.options.lexicon_scale
+        correction = self._correction(corrections, ev.words) if corrections.items else None
         if correction:
-            z[correction[1]] += CORRECTION_BOOST * correction[0]
-        probs = _softmax(z)
+            target = correction[1] if correction[1] in logits else self.fallback
+            logits[target] += CORRECTION_BOOST * correction[0]
+        # A category this business dropped gives its probability to the fallback.
+        model_probs = _softmax({c: v / model.temperature for c, v in logits.items()})
+        probs: dict[str, float] = dict.fromkeys(self.categories, 0.0)
+        for c, p in model_probs.items():
+            probs[c if c in self.categories else self.fallback] += p
         best = max(probs, key=lambda c: probs[c])
         confidence = probs[best]
         category = best if confidence >= self.threshold else self.fallback
         reason: dict[str, Any] = {
-            "method": "lexicon+naive_bayes",
+            "method": "lexicon+linear_model",
             "decision": "best" if category == best else f"below threshold {self.threshold}: {best} → {category}",
             "best": best,
-            "terms": sorted(hits, key=lambda h: -h["weight"])[:10],
-            "lexicon": {c: round(v, 2) for c, v in lex.items() if v},
-            "model": {c: round(v, 3) for c, v in _softmax({c: nb[c] / NB_SCALE for c in trained}).items()} if used else {},
+            "terms": sorted(ev.hits, key=lambda h: -h["weight"])[:10],
+            "lexicon": {c: round(v, 2) for c, v in ev.lexicon.items() if v},
+            "model": {c: round(p, 3) for c, p in probs.items()},
             "probabilities": {c: round(p, 3) for c, p in sorted(probs.items(), key=lambda kv: -kv[1])[:3]},
         }
-        if leaning:
-            reason["question_about"] = leaning
-        if stripped:
+        if ev.leaning:
+            reason["question_about"] = ev.leaning
+        if ev.stripped:
             reason["quoted_text_removed"] = True
-        if use_translit:
+        if ev.translit:
             reason["translit"] = True
         if correction:
             reason["similar_correction"] = {"category": correction[1], "similarity": round(correction[0], 2),
@@ -777,19 +782,16 @@ class Classifier:
         return False
 
     @staticmethod
-    def _correction(model: _Model, feats: set[str]) -> tuple[float, str, str] | None:
-        if not model.corrections:
-            return None
-        words = {f for f in feats if f.startswith("w:")}
-        if not words:
+    def _correction(state: _Corrections, words: frozenset[str]) -> tuple[float, str, str] | None:
+        if not state.items or not words:
             return None
         overlap: Counter[int] = Counter()
         for w in words:
-            for k in model.correction_index.get(w, ()):
+            for k in state.index.get(w, ()):
                 overlap[k] += 1
         best: tuple[float, str, str] | None = None
         for k, n in overlap.items():
-            cwords, cat, text = model.corrections[k]
+            cwords, cat, text = state.items[k]
             sim = n / math.sqrt(len(cwords) * len(words))
             if sim >= CORRECTION_MIN_SIMILARITY and (best is None or sim > best[0]):
                 best = (sim, cat, text)

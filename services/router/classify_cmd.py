@@ -10,7 +10,8 @@ Blank lines are skipped. For every input line one JSON line goes to stdout, in i
 
 Whenever lines carry a "category" label they are scored and a table goes to **stderr** (stdout
 stays valid JSON Lines, unchanged): macro-F1, accuracy and count per language and overall, then
-per-category precision/recall/F1 and the first misclassified lines. So
+per-category precision/recall/F1, the confusion matrix (true category × predicted) and the first
+misclassified lines. So
 ``switchboard classify tests/data/classify/holdout.jsonl`` is also the evaluation. --eval asks
 for the table explicitly and complains (on stderr, exit 0) when no line is labelled.
 Without --config the default categories and all supported languages (default "en") are used;
@@ -164,6 +165,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines.append(f"{'category':<12}{'support':>8}{'precision':>11}{'recall':>8}{'F1':>8}")
     for cat, row in report["categories"].items():
         lines.append(f"{cat:<12}{row['support']:>8}{row['precision']:>11.3f}{row['recall']:>8.3f}{row['f1']:>8.3f}")
+    lines.append("")
+    lines.extend(format_confusion(report["confusion"]))
     if report["errors"]:
         lines.append("")
         lines.append(f"{len(report['errors'])} misclassified:")
@@ -171,6 +174,18 @@ def format_report(report: Mapping[str, Any]) -> str:
             lines.append(f"  line {e['line']} [{e['lang']}] {e['expected']} -> {e['predicted']} "
                          f"({e['confidence']:.2f}): {e['text']}")
     return "\n".join(lines)
+
+
+def format_confusion(confusion: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """Rows are the true category, columns the predicted one: where each category's messages went."""
+    labels = sorted(set(confusion) | {p for row in confusion.values() for p in row})
+    width = max([9, *(len(c) + 2 for c in labels)])
+    lines = ["confusion (rows: true category, columns: predicted)",
+             f"{'':<12}" + "".join(f"{c:>{width}}" for c in labels)]
+    for truth in labels:
+        row = confusion.get(truth, {})
+        lines.append(f"{truth:<12}" + "".join(f"{row.get(p, 0):>{width}}" for p in labels))
+    return lines
 
 
 class _ArgParseExit(Exception):

@@ -9,7 +9,9 @@
 4. memory (RSS) of each service at start, after warm-up and after a soak;
 5. the router's cost per message with 1 k and with 1 M stored conversations (tests/bench/growth.py);
 6. the leads' figures at 1 M conversations (tests/bench/kpi_bench.py): GET /api/v1/kpis and
-   /dashboard/ over 7, 90 and 365 days, the first conversation page, the router's RSS around them.
+   /dashboard/ over 7, 90 and 365 days, the first conversation page, the router's RSS around them;
+7. the categoriser: router start-up (classifier built, language models loaded) and classification
+   time per message (tests/bench/classify_cost.py).
 
     python -m tests.bench.bench                    # 1-minute soak
     python -m tests.bench.bench --soak-minutes 10  # the long soak
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import pika
 
-from tests.bench import growth, kpi_bench
+from tests.bench import classify_cost, growth, kpi_bench
 from tests.bench.stack import Msg, Poster, Stack, machine, percentile, run_stream
 from tests.support.wait import until
 
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     def batch(n: int, channels: tuple[str, ...] = ("telegram",)) -> list[Msg]:
         return [Msg(channels[i % len(channels)], next(numbers)) for i in range(n)]
 
+    # Before the stack starts, so the services' own load does not blur the categoriser's figures.
+    result["classifier"] = classify_cost.measure()
+    print(classify_cost.describe(result["classifier"]), flush=True)
+
     workdir = Path(tempfile.mkdtemp(prefix="sbbench-"))
     stack = Stack(workdir=workdir, proxied=False, log_level="WARNING")
     print(f"bench: services mode, logs in {workdir}", flush=True)
@@ -209,6 +215,10 @@ def print_summary(r: dict) -> None:
          f"p99 {r['latency_low_rate']['p99_ms']} ms", "", None),
         ("router cost 1M / 1k", f"{r['router_cost_ratio_1m_vs_1k']}", "≤ 1.5",
          None if r["router_cost_ratio_1m_vs_1k"] is None else r["router_cost_ratio_1m_vs_1k"] <= 1.5),
+        ("router start-up: classifier", f"{r['classifier']['classifier_startup_s'] * 1000:.0f} ms (language models "
+         f"{r['classifier']['language_models_startup_s'] * 1000:.0f} ms)", "≤ 300 ms", r["classifier"]["classifier_startup_s"] <= 0.30),
+        ("classification per message", f"{r['classifier']['classify_ms_per_message']:.3f} ms", "≤ 0.24 ms",
+         r["classifier"]["classify_ms_per_message"] <= 0.24),
         (f"RSS growth, {r['soak']['minutes']} min soak", f"{r['soak_rss_growth_pct']} %", "flat", None),
     ]
     for days, k in (r.get("kpi_ms_by_period_days") or {}).items():

@@ -9,8 +9,12 @@ from pathlib import Path
 HOLDOUT = Path(__file__).parents[1] / "data" / "classify" / "holdout.jsonl"
 
 
-def test_a_closed_pipe_ends_classify_quietly():
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "classify", str(HOLDOUT)],
+def test_a_closed_pipe_ends_classify_quietly(tmp_path: Path):
+    # Three copies of the holdout set: far more output than a pipe buffers (64 KiB), so the writer
+    # is still writing when the reader leaves, however short each line is.
+    src = tmp_path / "big.jsonl"
+    src.write_text(HOLDOUT.read_text(encoding="utf-8") * 3, encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "classify", str(src)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()

@@ -1,0 +1,201 @@
+"""Fits the categoriser's linear model at build time, and chooses its settings by cross-validation.
+
+    python -m services.router.classifier_train --cv      # choose C and feature options, report CV scores
+    python -m services.router.classifier_train --write   # fit on all training data → classifier_data/model.json.gz
+
+(`make classifier-model` runs both.) Only the training set under classifier_data/train is used:
+tests/data/classify/*.jsonl are regression sets the lexicon was tuned on, and the blind
+evaluation sets are never read here. Folds are stratified by language and category together, so
+every fold holds every language's every category.
+
+Needs the "train" extra (scikit-learn); the router itself only reads the written weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from services.router.category_model import MODEL_FILE, FeatureOptions, LinearModel, data_digest
+from services.router.classifier import DATA_DIR, DEFAULT_CATEGORIES, Classifier, Example, shipped_examples
+
+FOLDS = 5
+SEED = 17
+C_GRID = (10.0, 30.0, 100.0)
+OPTION_GRID = {"focus_extra": (0.5,), "lexicon_scale": (0.5, 1.0)}
+TEMPERATURES = tuple(round(0.3 + 0.05 * k, 2) for k in range(75))
+MIN_DOCS = 2  # an n-gram seen in one training message only is noise, and bloats the model
+PRUNE_BELOW = 0.002
+
+
+def featurise(examples: Sequence[Example], options: FeatureOptions) -> list[dict[str, float]]:
+    scaffold = LinearModel(DEFAULT_CATEGORIES, [0.0] * len(DEFAULT_CATEGORIES), {}, 1.0, options)
+    clf = Classifier(model=scaffold)
+    return [clf.evidence(e.text, e.subject, e.language).features for e in examples]
+
+
+def _matrix(feats: list[dict[str, float]]) -> tuple[Any, list[str]]:
+    from sklearn.feature_extraction import DictVectorizer
+
+    df: dict[str, int] = {}
+    for f in feats:
+        for k in f:
+            df[k] = df.get(k, 0) + 1
+    keep = [{k: v for k, v in f.items() if df[k] >= MIN_DOCS or k.startswith(("lex:", "ask:"))} for f in feats]
+    vec = DictVectorizer()
+    return vec.fit_transform(keep), list(vec.get_feature_names_out())
+
+
+_MATRICES: dict[FeatureOptions, Any] = {}
+
+
+def _cached_matrix(examples: Sequence[Example], options: FeatureOptions) -> Any:
+    # The features do not depend on C: one featurisation per feature option serves every C.
+    if options not in _MATRICES:
+        _MATRICES[options] = _matrix(featurise(examples, options))[0]
+    return _MATRICES[options]
+
+
+def _fit(X: Any, y: Sequence[str], C: float) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=3000).fit(X, y)
+
+
+def _softmax_rows(z: Any, t: float) -> Any:
+    import numpy as np
+
+    z = z / t
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def cross_validate(examples: Sequence[Example], C: float, options: FeatureOptions) -> dict[str, Any]:
+    """Out-of-fold decision values for every training example."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+
+    X = _cached_matrix(examples, options)
+    y = np.array([e.category for e in examples])
+    strata = [f"{e.language}/{e.category}" for e in examples]
+    classes = sorted(set(y))
+    z = np.zeros((len(examples), len(classes)))
+    for train, test in StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(X, strata):
+        model = _fit(X[train], y[train], C)
+        assert list(model.classes_) == classes
+        z[test] = model.decision_function(X[test])
+    return {"z": z, "classes": classes, "y": y}
+
+
+def _scores(cv: dict[str, Any], examples: Sequence[Example], temperature: float, threshold: float) -> dict[str, Any]:
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    probs = _softmax_rows(cv["z"], temperature)
+    best = probs.argmax(axis=1)
+    pred = np.array([cv["classes"][k] if probs[i, k] >= threshold else "other" for i, k in enumerate(best)])
+    y = cv["y"]
+    langs = np.array([e.language for e in examples])
+    per_lang = {lang: f1_score(y[langs == lang], pred[langs == lang], average="macro")
+                for lang in sorted(set(langs))}
+    return {"macro_f1": f1_score(y, pred, average="macro"), "accuracy": float((y == pred).mean()),
+            "languages": per_lang}
+
+
+def _nll(cv: dict[str, Any], t: float) -> float:
+    import numpy as np
+
+    probs = _softmax_rows(cv["z"], t)
+    idx = np.array([cv["classes"].index(c) for c in cv["y"]])
+    return float(-np.log(np.clip(probs[np.arange(len(idx)), idx], 1e-12, 1)).mean())
+
+
+def _ece(cv: dict[str, Any], t: float, bins: int = 10) -> float:
+    """Expected calibration error of the top probability: |confidence − accuracy| averaged over bins."""
+    import numpy as np
+
+    probs = _softmax_rows(cv["z"], t)
+    conf = probs.max(axis=1)
+    right = np.array([cv["classes"][k] for k in probs.argmax(axis=1)]) == cv["y"]
+    total = 0.0
+    for b in range(bins):
+        mask = (conf > b / bins) & (conf <= (b + 1) / bins)
+        if mask.any():
+            total += mask.sum() / len(conf) * abs(conf[mask].mean() - right[mask].mean())
+    return float(total)
+
+
+def choose(examples: Sequence[Example], out: Any = sys.stdout) -> tuple[float, FeatureOptions, float]:
+    """Grid search on cross-validated macro-F1; then the temperature that minimises the CV log loss."""
+    base = FeatureOptions()
+    results: list[tuple[float, float, FeatureOptions, dict[str, Any]]] = []
+    for C, focus, scale in itertools.product(C_GRID, OPTION_GRID["focus_extra"], OPTION_GRID["lexicon_scale"]):
+        options = replace(base, focus_extra=focus, lexicon_scale=scale)
+        cv = cross_validate(examples, C, options)
+        t = min(TEMPERATURES, key=lambda t: _nll(cv, t))
+        s = _scores(cv, examples, t, 0.0)
+        print(f"C={C:<5} focus_extra={focus:<4} lexicon_scale={scale:<4} CV macro-F1 {s['macro_f1']:.3f} "
+              f"(weakest {min(s['languages'].values()):.3f}) T={t}", file=out, flush=True)
+        results.append((s["macro_f1"], C, options, cv))
+    f1, C, options, cv = max(results, key=lambda r: r[0])
+    t = min(TEMPERATURES, key=lambda t: _nll(cv, t))
+    plain = _scores(cross_validate(examples, C, replace(options, lexicon=False)), examples, t, 0.0)
+    print(f"the same without the lexicon features: CV macro-F1 {plain['macro_f1']:.3f}", file=out)
+    print(f"\nchosen: C={C}, {options}, temperature {t}", file=out)
+    print(f"calibration (ECE of the top probability): {_ece(cv, 1.0):.3f} raw, {_ece(cv, t):.3f} scaled", file=out)
+    for threshold in (0.0, 0.4):
+        s = _scores(cv, examples, t, threshold)
+        langs = " ".join(f"{lang} {v:.3f}" for lang, v in s["languages"].items())
+        print(f"CV ({FOLDS} folds, threshold {threshold}): macro-F1 {s['macro_f1']:.3f}, accuracy {s['accuracy']:.3f};"
+              f" {langs}", file=out)
+    return C, options, t
+
+
+def fit_all(examples: Sequence[Example], C: float, options: FeatureOptions, temperature: float,
+            data_dir: Path = DATA_DIR) -> LinearModel:
+    X, names = _matrix(featurise(examples, options))
+    model = _fit(X, [e.category for e in examples], C)
+    coef = model.coef_
+    weights: dict[str, list[float]] = {}
+    for j, name in enumerate(names):
+        col = [float(coef[k, j]) for k in range(coef.shape[0])]
+        if max(abs(x) for x in col) >= PRUNE_BELOW:
+            weights[name] = col
+    return LinearModel(list(model.classes_), [float(x) for x in model.intercept_], weights, temperature, options,
+                       data_digest(data_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m services.router.classifier_train", description=__doc__)
+    p.add_argument("--cv", action="store_true", help="choose settings by cross-validation and report the scores")
+    p.add_argument("--write", action="store_true", help=f"fit on all training data and write {MODEL_FILE}")
+    p.add_argument("--C", type=float, default=10.0)
+    p.add_argument("--focus-extra", type=float, default=FeatureOptions.focus_extra)
+    p.add_argument("--lexicon-scale", type=float, default=FeatureOptions.lexicon_scale)
+    p.add_argument("--temperature", type=float, default=1.0)
+    args = p.parse_args(argv)
+    examples = shipped_examples(DATA_DIR)
+    counts: dict[str, int] = {}
+    for e in examples:
+        counts[e.language or "?"] = counts.get(e.language or "?", 0) + 1
+    print(f"training set: {len(examples)} messages; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    C, options, t = args.C, FeatureOptions(args.focus_extra, True, args.lexicon_scale), args.temperature
+    if args.cv:
+        C, options, t = choose(examples)
+    if args.write:
+        model = fit_all(examples, C, options, t)
+        model.save(DATA_DIR / MODEL_FILE)
+        size = (DATA_DIR / MODEL_FILE).stat().st_size
+        print(f"wrote {DATA_DIR / MODEL_FILE}: {len(model.weights)} features, {size // 1024} KiB, C={C}, "
+              f"temperature {t}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
