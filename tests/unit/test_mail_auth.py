@@ -93,12 +93,28 @@ def test_spf_alone_vouches_when_aligned() -> None:
     "mx.northwind.example; " + "dkim=pass header.d=x.example; " * 3_000,
     "mx.northwind.example; dkim=pass reason=\"" + "\\\\" * 50_000,
     "mx.northwind.example; " + "=" * 100_000,
+    # Just under the length cap, so that the parser itself reads them.
+    "mx.northwind.example; " + " " * 2_000 + "x",
+    "mx.northwind.example; dkim=pass (" + "(" * 950 + ")" * 950,
+    "mx.northwind.example; " + "dkim=fail header.d=x.example; " * 65,
+    "mx.northwind.example; dkim=pass reason=\"" + "\\\"" * 650,
+    "mx.northwind.example; spf=pass smtp.mailfrom=" + "a." * 1_000,
 ])
 def test_hostile_fields_are_ignored_quickly(field) -> None:
     started = time.perf_counter()
     got = sender_verdict([field] * 60, "x.example", ["mx.northwind.example"])
     assert not got.verified
     assert time.perf_counter() - started < 1.0  # generous: each is milliseconds
+
+
+def test_a_mail_stuffed_with_somebody_elses_fields_costs_nothing() -> None:
+    forged = "mx.evil.example; " + "dkim=pass header.d=victim.example; " * 55  # ~1.9 KB each: parseable
+    started = time.perf_counter()
+    got = sender_verdict([forged] * 50 + ["mx.northwind.example; dmarc=pass header.from=victim.example"],
+                         "victim.example", ["mx.northwind.example"])
+    assert time.perf_counter() - started < 0.5  # generous: none of the forged ones is parsed
+    # Only the first 50 fields are read: ours came too late (a mail like this is no customer's).
+    assert not got.verified
 
 
 def test_the_gateway_puts_the_verdict_on_the_message() -> None:
