@@ -179,6 +179,10 @@ class Survey:
 class Limits:
     ack_daily_cap: int
     reopen_window: timedelta
+    # Flood control (services/router/flood.py): messages in a row from one sender that each notify
+    # the owner, then one more per `notice_refill`.
+    notice_burst: int = 5
+    notice_refill: timedelta = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -369,6 +373,8 @@ class SurveySchema(_Strict):
 class LimitsSchema(_Strict):
     ack_daily_cap = fields.Integer(load_default=3, validate=validate.Range(min=1))
     reopen_window = Duration(load_default=timedelta(days=7))
+    notice_burst = fields.Integer(load_default=5, validate=validate.Range(min=1))
+    notice_refill = Duration(load_default=timedelta(minutes=2))
 
     @post_load
     def _make(self, d: dict, **_: Any) -> Limits:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Update, func, select, text, update
+from sqlalchemy import Connection, Update, and_, func, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -132,14 +132,16 @@ def acknowledge(envelope: Envelope, deps: NotifierDeps, *, notices: list[int] | 
             return []
 
         def build() -> Outbox:
-            return Outbox(idempotency_key=key, kind="ack", conversation_id=ev.conversation_id, channel=ev.channel,
+            return Outbox(idempotency_key=key, kind="ack", conversation_id=ev.conversation_id,
+                          customer_id=ev.customer_id, channel=ev.channel,
                           address=ev.reply_to, body=deps.compose_ack(ev, now), status="pending", attempts=0,
                           correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
                           created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at,
                                                                email=_ack_email_options(ev)))
 
         def over_cap() -> str | None:
-            if _acks_today(s, ev.channel, ev.reply_to, now) >= deps.config.limits.ack_daily_cap:
+            cap = deps.config.limits.ack_daily_cap
+            if _acks_today(s, ev.channel, ev.reply_to, now, customer_id=ev.customer_id) >= cap:
                 return "daily acknowledgement cap reached for this customer"
             return None
 
@@ -245,9 +247,12 @@ def _ack_email_options(ev: ConversationOpened) -> dict:
     return options
 
 
-def _acks_today(s: Session, channel: str, address: str, now: datetime) -> int:
+def _acks_today(s: Session, channel: str, address: str, now: datetime, *, customer_id: str | None = None) -> int:
+    """Acknowledgements in the last day to this address or, given the customer, to any of the
+    customer's addresses: a sender who writes from several addresses (or channels) is capped once."""
+    recipient = and_(Outbox.channel == channel, Outbox.address == address)
     return s.scalar(select(func.count()).select_from(Outbox).where(
-        Outbox.kind == "ack", Outbox.channel == channel, Outbox.address == address,
+        Outbox.kind == "ack", or_(recipient, Outbox.customer_id == customer_id) if customer_id else recipient,
         Outbox.created_at >= now - timedelta(days=1), Outbox.status.in_(("pending", "sent")),
     )) or 0
 

@@ -17,12 +17,15 @@ from shared.db import Base, UTCDateTime
 
 class Outbox(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_recipient", "channel", "address", "created_at"),)
+    __table_args__ = (Index("ix_outbox_recipient", "channel", "address", "created_at"),
+                      Index("ix_outbox_customer", "customer_id", "created_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(32))  # ack | redirect | ...
     conversation_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # The router's customer (acknowledgements): the daily cap counts a customer's every address.
+    customer_id: Mapped[str | None] = mapped_column(String(36))
     channel: Mapped[str] = mapped_column(String(16))
     address: Mapped[str] = mapped_column(String(320))
     body: Mapped[str] = mapped_column(Text)

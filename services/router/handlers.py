@@ -25,7 +25,7 @@ from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.router import trust
+from services.router import flood, trust
 from services.router.assignment import Decision, choose_owner, with_availability
 from services.router.kpi_store import record_reopening, record_survey_result
 from services.router.models import (
@@ -38,10 +38,11 @@ from services.router.models import (
     Message,
     PhoneCall,
     RouterOutbox,
+    SenderBucket,
 )
 from services.router.revisions import apply_revision, revision_of
 from services.router.survey_replies import survey_reply
-from shared.config import Config
+from shared.config import Config, Limits
 from shared.contracts import (
     ConversationMessage,
     ConversationOpened,
@@ -337,8 +338,9 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         )
         events.append(Envelope.wrap(event, message_id=derive_id("event", event.TYPE, envelope.message_id),
                                     correlation_id=envelope.correlation_id, occurred_at=at))
-    elif not msg.automatic:
-        # The owner hears of every new customer message (an auto-reply is not one worth a notice).
+    elif not msg.automatic and _earns_notice(s, customer.id, msg, deps.config.limits, at):
+        # The owner hears of a new customer message (an auto-reply is not one worth a notice; a
+        # burst from one sender is stored but tells the owner only at the flood control's pace).
         joined = ConversationMessage(
             conversation_id=conv.id, owner_id=conv.owner_id, channel=msg.channel,
             excerpt=(msg.text or msg.subject or "")[:280], received_at=at, inbound_message_id=envelope.message_id,
@@ -347,6 +349,28 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         events.append(Envelope.wrap(joined, message_id=derive_id("event", joined.TYPE, envelope.message_id),
                                     correlation_id=envelope.correlation_id, occurred_at=at))
     return events
+
+
+def _earns_notice(s: Session, customer_id: str, msg: InboundMessage, limits: Limits, at: datetime) -> bool:
+    """Takes a token from the customer's and the sender address's buckets (services/router/flood.py).
+    The rows are claimed with INSERT … ON CONFLICT, as `_claim_call` does, so two router replicas
+    with messages of one sender take turns instead of both reading a full bucket."""
+    policy = flood.Policy(burst=limits.notice_burst, refill=limits.notice_refill)
+    keys = [f"customer:{customer_id}", f"address:{msg.sender.kind}:{msg.sender.value}"[:400]]
+    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    rows = []
+    for key in keys:
+        stmt = insert(SenderBucket).values(key=key, tokens=float(policy.burst), at=at)
+        s.execute(stmt.on_conflict_do_update(index_elements=[SenderBucket.key], set_={"key": stmt.excluded.key}))
+        row = s.get(SenderBucket, key, populate_existing=True)
+        assert row is not None  # just written in this transaction
+        rows.append(row)
+    allowed, after = flood.take([flood.Bucket(r.tokens, r.at) for r in rows], policy, at)
+    for row, bucket in zip(rows, after, strict=True):
+        row.tokens, row.at = bucket.tokens, max(row.at, bucket.at)
+    if not allowed:
+        log.info("no notice for a %s message: its sender is over the flood control's pace", msg.channel)
+    return allowed
 
 
 def _redirect(envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> Envelope:

@@ -260,3 +260,14 @@ class LoginKnownAddress(Base):
     agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     address: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_login_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SenderBucket(Base):
+    """A sender's notice token bucket (services/router/flood.py), keyed "customer:<id>" or
+    "address:<kind>:<value>"; in the database so every router replica drains the same one."""
+
+    __tablename__ = "sender_buckets"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
