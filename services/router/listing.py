@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, literal, select, tuple_, union_all
 from sqlalchemy.orm import Session
@@ -37,11 +37,14 @@ def encode_cursor(conv: Conversation) -> str:
 
 
 def decode_cursor(text: str) -> tuple[datetime, str]:
+    if len(text) > 200:  # ours are under 100 characters; a long one is nobody's
+        raise BadCursor("the cursor is not one this list gave")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         at, cid = json.loads(raw)
         moment = datetime.fromisoformat(at)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        moment.astimezone(UTC)  # the database is given UTC: year 1 at +01:00 has none
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise BadCursor("the cursor is not one this list gave") from exc
     if moment.tzinfo is None or not isinstance(cid, str) or len(cid) > 36:
         raise BadCursor("the cursor is not one this list gave")

@@ -228,6 +228,20 @@ def test_an_agent_sees_their_own_a_lead_the_team_with_filters(env) -> None:
     due = env.conv(lt).promise_due  # returns: 8 business hours, delivery: 4
     assert ids("anna", "?promise_due_before=" + due.isoformat().replace("+", "%2B")) == {bg, pl}
 
+    # A page at a time, newest activity first: the cursor of one page gives the next, never a row twice.
+    seen, cursor = [], None
+    while True:
+        r = env.client.get("/api/v1/conversations?limit=2" + (f"&cursor={cursor}" if cursor else ""),
+                           headers=env.auth("anna"))
+        assert r.status_code == 200, r.json
+        seen += [c["id"] for c in r.json["conversations"]]
+        cursor = r.json["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted([bg, lt, pl]) and len(seen) == 3
+    r = env.client.get("/api/v1/conversations?cursor=not-ours", headers=env.auth("anna"))
+    assert r.status_code == 422 and "cursor" in r.json["details"]
+
 
 def test_a_conversation_comes_with_the_customers_whole_cross_channel_history(env) -> None:
     first = env.inbound("Where is my parcel?", lang="bg", user="500", linked=(Ident("phone", "+359888000111"),))

@@ -307,3 +307,14 @@ def test_cli_sets_a_password_and_reports_kpis_as_table_csv_and_json(env, pg_url,
     assert "promises_kept_pct" in table and "100.0" in table and "team support" in table
     assert cli.main(["report", "--team", "nope"]) == 2
     assert "unknown team" in capsys.readouterr().err
+
+
+def test_the_resolved_list_pages_by_cursor_and_shrugs_off_a_foreign_one(env) -> None:
+    conv = env.inbound("Where is my parcel?", lang="bg")  # maria's
+    assert env.client.post(f"/api/v1/conversations/{conv}/resolve", headers=env.auth("maria")).status_code == 200
+    login_with_token(env, "maria")
+    page = env.client.get("/inbox/?status=resolved")
+    assert page.status_code == 200 and env.conv(conv).reference in page.text
+    assert 'id="older"' not in page.text  # one page only
+    odd = env.client.get("/inbox/?status=resolved&cursor=" + "x" * 5000)
+    assert odd.status_code == 200 and env.conv(conv).reference in odd.text  # the first page again
