@@ -577,6 +577,70 @@ class ConversationAssignedSchema(_Strict):
         return ConversationAssigned(**d)
 
 
+# --- MailReport v1: a bounce or complaint about a mail we sent (router → notifier) ------------------
+
+
+@dataclass(frozen=True)
+class MailReport:
+    """The gateway recognised a bounce or a feedback-loop complaint quoting one of our Message-IDs;
+    the router stored it as automatic mail and tells the notifier, which owns the outbox: the
+    message is marked failed, and on a permanent failure or a complaint the address is suppressed.
+    Nothing in it is trusted beyond that: the notifier acts only on an outbox row with that id."""
+
+    TYPE: ClassVar[str] = "delivery.mail_report"
+    VERSION: ClassVar[int] = 1
+
+    original_message_id: str  # without angle brackets, as the outbox stores provider_message_id
+    kind: str  # bounce | complaint
+    permanent: bool
+    reason: str
+    occurred_at: datetime
+    recipient: str | None = None  # the address the report names (the outbox row's address is used)
+
+
+class MailReportSchema(_Strict):
+    original_message_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    kind = fields.String(required=True, validate=validate.OneOf(("bounce", "complaint")))
+    permanent = fields.Boolean(required=True)
+    reason = fields.String(required=True, validate=validate.Length(max=2000))
+    occurred_at = AwareDateTime(required=True)
+    recipient = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=320))
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> MailReport:
+        return MailReport(**d)
+
+
+# --- AddressSuppressed v1: the notifier stopped writing to an address (notifier → router) ----------
+
+
+@dataclass(frozen=True)
+class AddressSuppressed:
+    """Shown to agents: the router keeps it as a note in the conversation the failed message
+    belonged to, so whoever answers that customer sees why nothing reaches them any more."""
+
+    TYPE: ClassVar[str] = "suppression.address"  # suppression.#: the router's queue gets it
+    VERSION: ClassVar[int] = 1
+
+    channel: str
+    address: str
+    reason: str
+    suppressed_at: datetime
+    conversation_id: str | None = None
+
+
+class AddressSuppressedSchema(_Strict):
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    address = fields.String(required=True, validate=validate.Length(min=1, max=320))
+    reason = fields.String(required=True, validate=validate.Length(max=2000))
+    suppressed_at = AwareDateTime(required=True)
+    conversation_id = fields.String(load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> AddressSuppressed:
+        return AddressSuppressed(**d)
+
+
 # --- the envelope ---------------------------------------------------------------------------
 
 
@@ -593,6 +657,8 @@ PAYLOAD_SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (ConversationAssigned.TYPE, ConversationAssigned.VERSION): ConversationAssignedSchema,
     (ConversationCalledBack.TYPE, ConversationCalledBack.VERSION): ConversationCalledBackSchema,
     (SurveyResult.TYPE, SurveyResult.VERSION): SurveyResultSchema,
+    (MailReport.TYPE, MailReport.VERSION): MailReportSchema,
+    (AddressSuppressed.TYPE, AddressSuppressed.VERSION): AddressSuppressedSchema,
 }
 
 

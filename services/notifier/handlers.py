@@ -27,6 +27,7 @@ from services.notifier.senders import ChannelBusy, PermanentSendError, Registry,
 from services.notifier.texts import render_redirect
 from shared.config import Config, template_language
 from shared.contracts import (
+    AddressSuppressed,
     ConversationAssigned,
     ConversationCalledBack,
     ConversationMessage,
@@ -35,9 +36,11 @@ from shared.contracts import (
     ConversationResolved,
     DeliveryStatus,
     Envelope,
+    MailReport,
     Redirected,
     SurveyAnswer,
     SurveyOptOut,
+    derive_id,
 )
 from shared.db import transaction
 from shared.delivery import status_moves_forward
@@ -83,6 +86,8 @@ def _dispatch(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
         return acknowledge(envelope, deps)
     if envelope.type == DeliveryStatus.TYPE:
         return record_delivery(envelope, deps)
+    if envelope.type == MailReport.TYPE:
+        return record_mail_report(envelope, deps)
     if envelope.type in (ConversationMessage.TYPE, ConversationAssigned.TYPE, ConversationCalledBack.TYPE):
         return []  # promises and agents' notices only: promises.record did what there is to do
     if envelope.type == Redirected.TYPE:
@@ -117,6 +122,40 @@ def record_delivery(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
             if st.error_code or st.error_message:
                 row.delivery_error = f"{st.error_code or ''} {st.error_message or ''}".strip()
     return []
+
+
+def record_mail_report(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    """A bounce or complaint about a mail we sent, found by the Message-ID it quotes: the outbox row
+    is marked failed with the reason; a permanent failure or a complaint suppresses the address we
+    wrote to (as an SMS opt-out does), and the router is told so that agents see it.
+
+    The report is hostile input relayed: only a Message-ID of our own outbox counts, and the address
+    suppressed is the one that row was sent to, never the one the report names. Idempotent: a
+    redelivery finds the row failed and the suppression in place, and yields the same event id."""
+    ev: MailReport = envelope.payload
+    now = deps.clock()
+    with transaction(deps.sessions) as s:
+        row = s.scalar(select(Outbox).where(Outbox.channel == "email",
+                                            Outbox.provider_message_id == ev.original_message_id))
+        if row is None:
+            log.info("a %s about a message that is not ours (%s): nothing to mark", ev.kind, ev.original_message_id)
+            return []
+        if status_moves_forward(row.delivery_status, "failed"):
+            row.delivery_status = "failed"
+        row.delivery_error = ev.reason[:2000]
+        if not ev.permanent:
+            return []
+        reason = f"{'complained (spam report)' if ev.kind == 'complaint' else 'bounced'}: {ev.reason}"[:2000]
+        existing = s.scalar(select(Suppression).where(Suppression.channel == "email", Suppression.address == row.address))
+        if existing is None:
+            s.add(Suppression(channel="email", address=row.address, reason=reason, created_at=now, until=None))
+        else:
+            existing.reason, existing.until = reason, None
+        suppressed = AddressSuppressed(channel="email", address=row.address, reason=reason, suppressed_at=now,
+                                       conversation_id=row.conversation_id)
+    log.warning("e-mail address suppressed after a %s", ev.kind, extra={"outbox_id": row.id})
+    return [Envelope.wrap(suppressed, message_id=derive_id("event", suppressed.TYPE, envelope.message_id),
+                          correlation_id=envelope.correlation_id, occurred_at=now)]
 
 
 def acknowledge(envelope: Envelope, deps: NotifierDeps, *, notices: list[int] | None = None) -> list[Envelope]:

@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.router import kpi_store, listing, macros
+from services.router import automatic, kpi_store, listing, macros
 from services.router import operations as ops
 from services.router.assignment import AVAILABILITY_STATUS
 from services.router.kpi_store import led_teams
@@ -73,7 +73,7 @@ class _Strict(Schema):
 
 
 class ConversationQuery(_Strict):
-    status = fields.String(validate=validate.OneOf(("open", "resolved")))
+    status = fields.String(validate=validate.OneOf(("open", "resolved", "automatic")))
     channel = fields.String(validate=validate.OneOf(CHANNELS))
     category = fields.String(validate=validate.Length(min=1, max=32))
     promise_due_before = AwareDateTime()
@@ -296,6 +296,8 @@ class KpiResult(Schema):
     arrivals = fields.Dict()
     trend = fields.List(fields.Dict())
     load = fields.List(fields.Dict())
+    automatic_mail = fields.Dict(metadata={"description": "automatic mail received in the period, outside every "
+                                           "KPI: {total, by_kind: {bounce, complaint, vacation, spam, ...}}"})
 
 
 class ReplyResult(Schema):
@@ -343,13 +345,16 @@ def _correlation_id() -> str:
 
 
 def may_see(agent: Agent, conv: Conversation, config: Config) -> bool:
-    return conv.owner_id == agent.id or (conv.team_id is not None and conv.team_id in led_teams(agent, config))
+    # Automatic mail (bounces, auto-replies, spam) came to the shared mailbox and belongs to nobody:
+    # every agent may look at it (services.router.automatic).
+    return (conv.owner_id == agent.id or (conv.team_id is not None and conv.team_id in led_teams(agent, config))
+            or conv.status == automatic.STATUS)
 
 
 def visible_to(agent: Agent, config: Config) -> ColumnElement[bool]:
-    """`may_see` as a WHERE clause on Conversation: the agent's own, and their led teams'."""
+    """`may_see` as a WHERE clause on Conversation: the agent's own, their led teams', automatic mail."""
     teams = led_teams(agent, config)
-    mine = Conversation.owner_id == agent.id
+    mine = or_(Conversation.owner_id == agent.id, Conversation.status == automatic.STATUS)
     return or_(mine, Conversation.team_id.in_(teams)) if teams else mine
 
 
@@ -543,6 +548,8 @@ def build_api(deps: ApiDeps) -> Blueprint:
             raise ApiError(422, "invalid", str(exc)) from exc
         with deps.sessions() as s:
             result = kpi_store.report(s, config, scope, start, end, deps.clock())
+            # Outside every KPI, counted on its own: a lead sees bounce and spam volume.
+            result["automatic_mail"] = automatic.counts(s, start, end, scope.team if scope.agent is None else None)
         return jsonify(result)
 
     @route("/conversations/<conversation_id>/resolve", "POST", "Resolve", response=TransferResult)
@@ -565,6 +572,8 @@ def build_api(deps: ApiDeps) -> Blueprint:
                 conv = _conversation(s, conversation_id, lock=True)
                 if conv.status == "open":
                     raise ApiError(409, "conflict", "the conversation is already open")
+                if conv.status == automatic.STATUS:
+                    raise ApiError(409, "conflict", "automatic mail opens no conversation")
                 kpi_store.record_reopening(conv)
                 s.flush()  # the one-open-conversation index speaks here
                 summary = _summary(conv)

@@ -25,7 +25,7 @@ from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.router import flood, trust
+from services.router import automatic, flood, trust
 from services.router.assignment import Decision, choose_owner, with_availability
 from services.router.kpi_store import record_reopening, record_survey_result
 from services.router.models import (
@@ -44,6 +44,7 @@ from services.router.revisions import apply_revision, revision_of
 from services.router.survey_replies import survey_reply
 from shared.config import Config, Limits
 from shared.contracts import (
+    AddressSuppressed,
     ConversationMessage,
     ConversationOpened,
     Envelope,
@@ -83,6 +84,10 @@ class RouterDeps:
 
 
 def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
+    if envelope.type == AddressSuppressed.TYPE:
+        with transaction(deps.sessions) as s:
+            automatic.record_suppression(s, envelope)
+        return []
     if isinstance(envelope.payload, SurveyResult):  # the notifier's word on a survey, for the KPIs
         with transaction(deps.sessions) as s:
             record_survey_result(s, envelope.payload)
@@ -116,7 +121,8 @@ def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
         if not route:
             return [survey_event]  # a survey answer or STOP: no conversation, nothing stored
         # A survey comment is routed as well: it may be a new question too.
-        events = ([survey_event] if survey_event else []) + _route_new(s, envelope, msg, deps)
+        store = _store_automatic if msg.automatic else _route_new
+        events = ([survey_event] if survey_event else []) + store(s, envelope, msg, deps)
         _store_events(s, envelope, events)
     return events
 
@@ -260,6 +266,8 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
     if quoted:
         log.warning("a %s message quoted %s, which is not its sender's conversation: not joined", msg.channel, quoted)
     verified = trust.sender_verified(msg)
+    if threaded is not None and threaded.status == automatic.STATUS:
+        threaded = None  # a customer's answer never continues a stored bounce or auto-reply
     explicit_reopen = False
     if threaded is not None and threaded.status == "open":
         conv = threaded
@@ -371,6 +379,28 @@ def _earns_notice(s: Session, customer_id: str, msg: InboundMessage, limits: Lim
     if not allowed:
         log.info("no notice for a %s message: its sender is over the flood control's pace", msg.channel)
     return allowed
+
+
+def _store_automatic(s: Session, envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> list[Envelope]:
+    """Automatic mail (services.router.automatic): stored in a conversation of its own, visible
+    under the "automatic" filter; no owner, no promise, no acknowledgement, no notice. The only
+    event is a bounce's or complaint's report to the notifier about the message of ours it quotes."""
+    config = deps.config
+    customer, _ = _customer(s, msg, msg.received_at)
+    s.flush()  # the customer row first: nothing else orders these inserts (no ORM relationships)
+    conv = automatic.conversation(msg, envelope, customer, reference=trust.new_reference(),
+                                  language=config.business.default_language,
+                                  team_id=next(iter(config.teams), None), reply_from=_reply_from(msg))
+    s.add(conv)
+    s.add(Message(
+        id=envelope.message_id, conversation_id=conv.id, direction="in", channel=msg.channel,
+        external_id=msg.external_id, sender_kind=msg.sender.kind, sender_value=msg.sender.value, text=msg.text,
+        subject=msg.subject, received_at=msg.received_at, correlation_id=envelope.correlation_id,
+        details=_details(msg),
+    ))
+    log.info("automatic %s mail stored (%s): %s", msg.channel, automatic.kind_of(msg),
+             msg.meta.get("automatic_reason"))
+    return automatic.report_event(msg, envelope)
 
 
 def _redirect(envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> Envelope:

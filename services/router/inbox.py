@@ -34,7 +34,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.router import kpi_store, listing, macros
+from services.router import automatic, kpi_store, listing, macros
 from services.router import login_throttle as throttle
 from services.router import operations as ops
 from services.router.api import ApiDeps, led_teams, may_see, visible_to
@@ -375,7 +375,7 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
     @login_required
     def index():
         status = request.args.get("status", "open")
-        if status not in ("open", "resolved"):
+        if status not in ("open", "resolved", automatic.STATUS):
             status = "open"
         next_cursor = None
         with deps.sessions() as s:
@@ -386,13 +386,13 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
                                                                   Conversation.status == status)
                                        .order_by(Conversation.promise_due, Conversation.id).limit(200)))
             else:
-                # The resolved history grows for ever: newest activity first, a page at a time
-                # (services/router/listing.py: keyset, one index scan per branch).
+                # The resolved history (and automatic mail) grows for ever: newest activity first, a
+                # page at a time (services/router/listing.py: keyset, one index scan per branch).
                 try:
-                    convs, next_cursor = listing.page(s, g.agent, config, statuses=["resolved"], limit=50,
+                    convs, next_cursor = listing.page(s, g.agent, config, statuses=[status], limit=50,
                                                       cursor=request.args.get("cursor") or None)
                 except listing.BadCursor:
-                    convs, next_cursor = listing.page(s, g.agent, config, statuses=["resolved"], limit=50)
+                    convs, next_cursor = listing.page(s, g.agent, config, statuses=[status], limit=50)
             names = dict(s.execute(select(Customer.id, Customer.name)
                                    .where(Customer.id.in_({c.customer_id for c in convs}))).all())
             now = deps.clock()
@@ -404,9 +404,13 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
                 s, CallbackTask.conversation_id.in_([r["conv"].id for r in rows]))}
             for row in rows:
                 row["call_back"] = row["conv"].id in to_call
+                row["kind"] = (row["conv"].category_reason or {}).get("automatic")
                 s.expunge(row["conv"])
+            # The automatic filter's counter: the last 7 days by kind (bounces, spam, auto-replies...).
+            since = now - timedelta(days=7)
+            counter = automatic.counts(s, since, now + timedelta(seconds=1)) if status == automatic.STATUS else None
         return render_template("inbox/list.html", page=_page(), rows=rows, status=status, tz=tz, now=now,
-                               next_cursor=next_cursor)
+                               next_cursor=next_cursor, counter=counter)
 
     # --- one conversation ----------------------------------------------------------------------
 
@@ -563,6 +567,7 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
             return _page_error(422, str(exc))
         with deps.sessions() as s:
             result = kpi_store.report(s, config, scope, start, end, deps.clock())
+            result["automatic_mail"] = automatic.counts(s, start, end, scope.team if scope.agent is None else None)
         return render_template("inbox/dashboard.html", page=_page(), r=result, charts=_charts(result),
                                start=start.astimezone(tz), end=end.astimezone(tz), scope=scope,
                                teams=sorted(led_teams(g.agent, config)),

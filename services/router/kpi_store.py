@@ -118,6 +118,8 @@ def period(config: Config, now: datetime, start: str | None, end: str | None) ->
 
 
 def _conversation_filter(stmt, scope: Scope):
+    # Automatic mail (services.router.automatic) is counted on its own, never in a KPI.
+    stmt = stmt.where(Conversation.status != "automatic")
     if scope.team is not None:
         stmt = stmt.where(Conversation.team_id == scope.team)
     if scope.agent is not None:

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, literal, select, tuple_, union_all
+from sqlalchemy import ColumnElement, literal, select, true, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from services.router.kpi_store import led_teams
@@ -60,8 +60,10 @@ def page(s: Session, agent: Agent, config: Config, *, statuses: Sequence[str] = 
     after = decode_cursor(cursor) if cursor else None
     branches = [c.owner_id == agent.id] + [c.team_id == team for team in sorted(led_teams(agent, config))]
     parts = []
-    for branch in branches:
-        for status in statuses:
+    for status in statuses:
+        # Automatic mail belongs to nobody and every agent may see it (services.router.automatic):
+        # one branch, so a lead's team branch does not list it twice.
+        for branch in ([true()] if status == "automatic" else branches):
             stmt = select(c.id, c.last_message_at).where(branch, c.status == status, *where)
             if after is not None:
                 stmt = stmt.where(tuple_(c.last_message_at, c.id)

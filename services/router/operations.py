@@ -235,6 +235,9 @@ def reply(s: Session, conv: Conversation, *, reply_id: str, agent_id: str, text:
     """Store the agent's reply and its event (to leave on the customer's channel); the first one is
     the conversation's first human response. Refused when there is nowhere to send it: queued, it
     would only fail in the notifier, and the agent would believe the customer had an answer."""
+    if conv.status == "automatic":
+        raise Unanswerable("automatic mail (a bounce, an auto-reply, spam) is not answered: "
+                           "write to the customer in their own conversation")
     if not conv.reply_to:
         raise Unanswerable("this customer left no way to answer: the call came from a withheld number; "
                            "listen to the voicemail, then resolve the conversation")

@@ -8,6 +8,8 @@
     gateway ──"delivery.status"──▶ [switchboard] ── delivery.# ──▶ notifier.events
     gateway, router ──"survey.answer", "survey.opt_out"──▶ [switchboard] ── survey.# ──▶ notifier.events
     notifier ──"feedback.survey_result"──▶ [switchboard] ── feedback.# ──▶ router.inbound (the KPIs' surveys)
+    router ──"delivery.mail_report"──▶ [switchboard] ── delivery.# ──▶ notifier.events (a bounce of our mail)
+    notifier ──"suppression.address"──▶ [switchboard] ── suppression.# ──▶ router.inbound (shown to agents)
 
     [switchboard.direct] (direct), routing key = queue name, carries the plumbing of each queue Q:
 
@@ -101,7 +103,7 @@ class QueueSpec:
         return f"{self.name}.dlq"
 
 
-ROUTER_INBOUND = QueueSpec("router.inbound", ("inbound.#", "feedback.#"))
+ROUTER_INBOUND = QueueSpec("router.inbound", ("inbound.#", "feedback.#", "suppression.#"))
 NOTIFIER_EVENTS = QueueSpec("notifier.events", ("conversation.#", "delivery.#", "survey.#"))
 
 QUEUES: dict[str, QueueSpec] = {q.name: q for q in (ROUTER_INBOUND, NOTIFIER_EVENTS)}

@@ -56,6 +56,26 @@ def test_called_back_round_trip() -> None:
     assert body["type"] == "conversation.called_back" and decode(body) == env
 
 
+def test_mail_report_and_suppression_round_trip_and_route_to_their_queues() -> None:
+    from shared.bus.topology import NOTIFIER_EVENTS, ROUTER_INBOUND
+    from shared.contracts import AddressSuppressed, MailReport
+
+    report = MailReport(original_message_id="177313050.9.ack@support.northwind.example", kind="bounce", permanent=True,
+                        reason="bounce (permanent) 5.1.1 User unknown", occurred_at=AT, recipient="jan@exmaple.pl")
+    back = AddressSuppressed(channel="email", address="jan@exmaple.pl", reason="bounced: 5.1.1", suppressed_at=AT,
+                             conversation_id="c1")
+    for ev, queue in ((report, NOTIFIER_EVENTS), (back, ROUTER_INBOUND)):
+        env = Envelope.wrap(ev, message_id="e3", correlation_id="c-3", occurred_at=AT)
+        assert decode(encode(env)) == env
+        # The routing key is the type: the topic binding of the consuming service's queue takes it.
+        assert any(ev.TYPE.split(".")[0] == key.split(".")[0] for key in queue.bindings)
+    with pytest.raises(ContractError):
+        decode({**encode(Envelope.wrap(report, message_id="e4", correlation_id="c", occurred_at=AT)),
+                "payload": {**json.loads(json.dumps(encode(Envelope.wrap(report, message_id="e4", correlation_id="c",
+                                                                          occurred_at=AT))["payload"])),
+                            "kind": "read-receipt"}})
+
+
 def test_same_provider_id_same_message_id() -> None:
     assert derive_id("telegram", "1:2") == derive_id("telegram", "1:2") != derive_id("telegram", "1:3")
 
