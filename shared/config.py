@@ -99,6 +99,8 @@ class Agent:
     notify: AgentNotify | None
     phone: str | None
     shift: Calendar
+    #: The inbox shows this agent customers' numbers and addresses masked (a temp, a trainee).
+    mask_contacts: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,7 @@ class AgentSchema(_Strict):
     phone = fields.String(load_default=None, allow_none=True)
     timezone = fields.String(load_default=None, allow_none=True)
     hours = fields.Nested(WeeklyHoursSchema, required=True)
+    mask_contacts = fields.Boolean(load_default=False)
 
 
 class SelfHelpSchema(_Strict):
@@ -462,6 +465,7 @@ class ConfigSchema(_Strict):
                 id=a["id"], name=a["name"], team=a["team"], role=a["role"], languages=tuple(a["languages"]),
                 skills=tuple(a["skills"] if a["skills"] is not None else [c.id for c in categories]),
                 capacity=a["capacity"], status=a["status"], notify=a["notify"], phone=a["phone"], shift=shift,
+                mask_contacts=a["mask_contacts"],
             )
         return Config(
             business=business, calendars=calendars, teams=teams, agents=agents,

@@ -38,12 +38,14 @@ from services.router import automatic, kpi_store, listing, macros
 from services.router import login_throttle as throttle
 from services.router import operations as ops
 from services.router.api import ApiDeps, led_teams, may_see, visible_to
+from services.router.display import customer_label
 from services.router.models import (
     AgentPassword,
     AgentToken,
     CallbackTask,
     Conversation,
     Customer,
+    Identity,
     InboxSession,
     LoginKnownAddress,
     LoginThrottle,
@@ -395,6 +397,7 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
                     convs, next_cursor = listing.page(s, g.agent, config, statuses=[status], limit=50)
             names = dict(s.execute(select(Customer.id, Customer.name)
                                    .where(Customer.id.in_({c.customer_id for c in convs}))).all())
+            names = _labels(s, names, masked=g.agent.mask_contacts)
             now = deps.clock()
             rows = [{"conv": c, "customer_name": names.get(c.customer_id), "waiting": c.first_response_at is None,
                      "countdown": countdown(c.promise_due, now), "overdue": c.promise_due < now}
@@ -444,6 +447,7 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
                                      .where(Conversation.customer_id == customer.id)
                                      .order_by(Message.received_at, Message.id)))
             callbacks = ops.open_callbacks(s, CallbackTask.conversation_id == conv.id)
+            label = _labels(s, {customer.id: customer.name}, masked=g.agent.mask_contacts)[customer.id]
             s.expunge_all()
         available = macros.macros_for(conv.language, conv.category, config.macros)
         draft = ""
@@ -462,7 +466,7 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
                                history=history, macros=available, chosen=chosen, order_number=order_number,
                                draft=draft, macro_error=macro_error, tz=tz, now=now,
                                countdown=countdown(conv.promise_due, now), agents=team_agents,
-                               teams=list(config.teams.values()), notice=request.args.get("done"),
+                               teams=list(config.teams.values()), notice=request.args.get("done"), label=label,
                                callbacks=callbacks)
 
     def _back(conversation_id: str, done: str):
@@ -577,6 +581,18 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
     return [inbox, dashboard]
 
 
+def _labels(s: Session, names: dict[str, str | None], *, masked: bool) -> dict[str, str]:
+    """Customer id → what the agent sees: the name, else the identity (services/router/display.py).
+    One query, for the nameless ones only."""
+    nameless = [cid for cid, name in names.items() if not (name and name.strip())]
+    identities: dict[str, list[tuple[str, str]]] = {}
+    if nameless:
+        for cid, kind, value in s.execute(select(Identity.customer_id, Identity.kind, Identity.value)
+                                          .where(Identity.customer_id.in_(nameless)).order_by(Identity.id)):
+            identities.setdefault(cid, []).append((kind, value))
+    return {cid: customer_label(name, identities.get(cid, ()), masked=masked) for cid, name in names.items()}
+
+
 def _charts(result: dict) -> dict[str, Any]:
     """Numbers the SVG templates draw with: cell colours of the heatmap, bar heights of the trend."""
     heat = result["arrivals"]["by_hour_of_week"]
@@ -588,8 +604,23 @@ def _charts(result: dict) -> dict[str, Any]:
             cells.append({"day": day, "d": d, "h": h, "count": count, "staffed": staffed[day][h],
                           "opacity": round(0.08 + 0.92 * count / top, 2) if count else 0,
                           "alarm": count > 0 and staffed[day][h] == 0})
-    trend = result["trend"]
+    return {"cells": cells, "bars": trend_bars(result["trend"]),
+            "bar_width": max(4, min(40, 560 // max(1, len(result["trend"]))))}
+
+
+def trend_bars(trend: list[dict]) -> list[dict]:
+    """Stacked bars, bottom up: kept, breached, open. Open is what is neither kept nor breached (a
+    promise not yet due, or a conversation resolved without a reply): it has its own colour, so four
+    conversations due tomorrow are never drawn as breached."""
     peak = max((t["conversations"] for t in trend), default=0) or 1
-    bars = [{**t, "height": round(100 * t["conversations"] / peak, 1), "kept_h": round(100 * t["kept"] / peak, 1)}
-            for t in trend]
-    return {"cells": cells, "bars": bars, "bar_width": max(4, min(40, 560 // max(1, len(bars))))}
+    bars = []
+    for t in trend:
+        open_ = max(0, t["conversations"] - t["kept"] - t["breached"])
+        segments, top = [], 110.0
+        for kind, n in (("kept", t["kept"]), ("breached", t["breached"]), ("open", open_)):
+            h = round(100 * n / peak, 1)
+            if h:
+                top = round(top - h, 1)
+                segments.append({"kind": kind, "y": top, "h": h})
+        bars.append({**t, "open": open_, "segments": segments})
+    return bars

@@ -306,7 +306,8 @@ def aggregates(s: Session, scope: Scope, start: datetime, end: datetime, now: da
     tz = ZoneInfo(calendar.timezone)
     pg = s.get_bind().dialect.name == "postgresql"
     local = LocalTime(s.get_bind().dialect.name, tz, start, end)
-    in_period = [c.opened_at >= start, c.opened_at < end]
+    # Automatic mail (services.router.automatic) is counted on its own, never in a KPI.
+    in_period = [c.opened_at >= start, c.opened_at < end, c.status != "automatic"]
     if scope.team is not None:
         in_period.append(c.team_id == scope.team)
     if scope.agent is not None:
