@@ -76,6 +76,8 @@ EXPECTED: dict[str, Outcome | None] = {
     "vacation_mimecast_inbox_no_longer_in_use": Outcome("vacation"),
     # --- spam tagged by the receiving server (also list mail: the spam verdict is what matters) ---
     "spam_spamassassin_status_yes_vger": Outcome("spam"),
+    # A person's mail the receiving server (Gandi) tagged as spam: stored, never answered.
+    "spam_gandi_x_spam_flag_lkml": Outcome("spam"),
     # --- a person ---
     "person_plain_text_chatwoot": None,
 }
