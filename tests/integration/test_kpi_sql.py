@@ -249,3 +249,54 @@ def test_a_leads_list_pages_through_mine_and_my_teams_newest_first_with_a_cursor
         assert {c.owner_id for c in own} == {"jonas"}
         with pytest.raises(listing.BadCursor):
             listing.page(s, anna, example_config, cursor="not-a-cursor")
+
+
+# --- the upgrade ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_migration_0012_backfills_resolution_times_and_the_surveys_sent_before_it(dialect, request, tmp_path) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from sqlalchemy import text
+
+    from shared.db import _MIGRATIONS
+
+    url = request.getfixturevalue("pg_url") if dialect == "postgresql" else f"sqlite:///{tmp_path}/old.db"
+    engine = make_engine(url)
+
+    def upgrade(to: str) -> None:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, to)
+
+    opened = datetime(2026, 11, 23, 9, 0, 0, 250000, tzinfo=UTC)
+    resolved = opened + timedelta(hours=26, microseconds=500001)
+    upgrade("0011")
+    with engine.begin() as conn:  # as the router and the notifier stored them before 0012
+        conn.execute(text("INSERT INTO customers (id, name, created_at) VALUES ('k', NULL, :at)"), {"at": opened})
+        for cid, done in (("r", resolved), ("o", None)):
+            conn.execute(text(
+                "INSERT INTO conversations (id, reference, customer_id, status, opening, channel, reply_to, language,"
+                " category, category_reason, owner_id, team_id, assignment_reason, opened_at, promise_due,"
+                " resolved_at, last_message_at, unverified_sender) VALUES (:id, :ref, 'k', :status, 1, 'sms', '+48600',"
+                " 'en', 'other', '{}', 'anna', 'support', 'x', :opened, :opened, :done, :opened, false)"),
+                {"id": cid, "ref": f"SB-{cid}", "status": "resolved" if done else "open", "opened": opened,
+                 "done": done})
+        for i, (sent, score) in enumerate(((resolved, 5), (resolved, None), (None, None))):
+            conv = "r" if i == 0 else "o"
+            conn.execute(text(
+                "INSERT INTO surveys (conversation_id, opening, customer_id, channel, address, language, kind, token,"
+                " status, created_at, due_at, sent_at, score) VALUES (:c, :n, 'k', 'sms', '+48600', 'en', 'csat',"
+                " :token, 'sent', :at, :at, :sent, :score)"),
+                {"c": conv, "n": i + 1, "token": f"token-{i:04d}", "at": opened, "sent": sent, "score": score})
+    upgrade("head")
+    sessions = session_factory(engine)
+    with sessions() as s:
+        times = {c.id: c.resolution_s for c in s.query(Conversation)}
+        assert times == {"r": (resolved - opened).total_seconds(), "o": None}  # to the microsecond
+        kept = sorted((r.conversation_id, r.opening, r.score) for r in s.query(ConversationSurvey))
+        assert kept == [("o", 2, None), ("r", 1, 5)]  # the one never sent is no survey sent
+    engine.dispose()
