@@ -206,7 +206,7 @@ EXPECTED: dict[str, InboundMessage] = {
     # the failed recipient is named for the notifier to block.
     "bounce_delivery_status": InboundMessage(
         channel="email", external_id="20260310081503.0E2B1C0A1B@mx.northwind.example",
-        sender=Identity("email", "mailer-daemon@mx.northwind.example"), sender_name=None,
+        sender=Identity("email", "mailer-daemon@mx.northwind.example"), sender_name="Mail Delivery System",  # the comment form names the sender
         reply_to="mailer-daemon@mx.northwind.example", received_at=RECEIVED, sent_at=at(8, 15, 3),
         subject="Undelivered Mail Returned to Sender",
         text="This is the mail system at host mx.northwind.example.\n\n"

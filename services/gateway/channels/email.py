@@ -21,7 +21,6 @@ What the router gets:
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import hmac
 import re
@@ -29,14 +28,21 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.feedparser import BytesFeedParser
-from email.header import decode_header, make_header
 from email.message import Message
-from email.utils import collapse_rfc2231_value, getaddresses, parseaddr
+from email.utils import collapse_rfc2231_value, getaddresses
 from html.parser import HTMLParser
 from typing import Any
 
 from services.gateway.channels import Malformed, RawRequest, Unauthenticated, loops
 from services.gateway.channels.mail_auth import verdict_for
+from services.gateway.channels.mail_tolerance import (
+    codec,
+    decode_bytes,
+    decode_words,
+    lenient_mailbox,
+    mostly_utf8,
+    repair_headers,
+)
 from shared.contracts import Attachment, Identity, InboundMessage
 from shared.text import strip_quotes_and_signature
 
@@ -105,13 +111,16 @@ def parse_mime(raw: bytes, *, received_at: datetime, our_domains: Iterable[str],
     mail_auth; `authserv_ids` names them): the router trusts a From, and a Reply-To, only by it."""
     if not raw or not raw.strip():
         raise Malformed("the message is empty")
-    msg = _parse_bounded(raw)
+    msg = _parse_bounded(repair_headers(raw))
     if not list(msg.raw_items()):
         raise Malformed("not a MIME message: no header fields")
     hint = _charset_hint(msg)
     sender_addr, sender_name = _first_address(msg, "From", hint)
+    for fallback in ("Sender", "Reply-To"):  # a From a client could not read: who else wrote it
+        if not sender_addr:
+            sender_addr, sender_name = _first_address(msg, fallback, hint)
     if not sender_addr:
-        raise Malformed("no sender address in the From header")
+        raise Malformed("no sender address in the From, Sender or Reply-To header")
     reply_addr, _ = _first_address(msg, "Reply-To", hint)
     domains = frozenset(d.lower() for d in our_domains)
 
@@ -213,10 +222,10 @@ def _charset_hint(msg: Message) -> str:
     """The charset the sender's program used, to read raw 8-bit bytes in headers (old mailers send
     koi8-r or windows-1251 Subject lines unencoded). The first declared non-ASCII text charset."""
     for part in _leaves(msg):
-        charset = (part.get_content_charset() or "").lower()
-        if charset and charset not in ("us-ascii", "ascii") and _known_codec(charset):
+        charset = codec(part.get_content_charset())
+        if charset and charset not in ("us-ascii", "ascii"):
             return charset
-    return "windows-1252"
+    return "cp1252"
 
 
 def _fix_8bit(text: str, hint: str) -> str:
@@ -224,10 +233,8 @@ def _fix_8bit(text: str, hint: str) -> str:
     if not any("\udc80" <= ch <= "\udcff" for ch in text):
         return text
     data = text.encode("utf-8", "surrogateescape")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode(hint, errors="replace")
+    utf8 = mostly_utf8(data)  # UTF-8, also with a stray bad byte (a name cut mid-character)
+    return utf8 if utf8 is not None else data.decode(hint, errors="replace")
 
 
 def _raw_header(msg: Message, name: str, hint: str = "utf-8") -> str | None:
@@ -239,58 +246,68 @@ def _raw_header(msg: Message, name: str, hint: str = "utf-8") -> str | None:
 
 
 def _decode_words(text: str) -> str:
-    """RFC 2047 encoded words → text; undecodable words are kept as they are."""
-    try:
-        return str(make_header(decode_header(text)))
-    except Exception:  # noqa: BLE001 - an unknown charset in an encoded word: keep the raw word
-        return text
+    """RFC 2047 encoded words → text, each charset read as its superset; undecodable words kept."""
+    return decode_words(text)
 
 
 def _header_text(msg: Message, name: str, hint: str) -> str | None:
     raw = _raw_header(msg, name, hint)
     if raw is None:
         return None
-    value: str | None = None
-    if raw.isascii():
-        try:
-            value = str(msg.get(name))  # policy.default decodes encoded words by the RFC
-        except Exception:  # noqa: BLE001 - a header the parser rejects: decode it ourselves
-            value = None
-    if value is None or "\ufffd" in value:
-        value = _decode_words(raw)
-    value = " ".join(value.split())
+    # Encoded words decoded here rather than by policy.default, which reads each label literally:
+    # a GB2312 subject written by a GBK program, or Windows-1252 quotes labelled ISO-8859-1.
+    value = " ".join(_decode_words(raw).split())
     return value or None
 
 
 def _first_address(msg: Message, name: str, hint: str) -> tuple[str | None, str | None]:
-    """(lower-cased address, display name) of the first mailbox in an address header."""
-    raw = _raw_header(msg, name, hint)
-    addresses: list[Any] = []
-    # policy.default's address parser is quadratic in the header's length (20 k characters took
-    # seconds): a header longer than one mailbox can be goes to the bounded fallback only.
-    if raw is not None and len(raw) <= _MAX_MAILBOX_HEADER:
+    """(lower-cased address, display name) of the first mailbox in an address header.
+
+    Every header of that name is tried in turn (a junk From above the real one). The RFC reading
+    (policy.default) comes first; where it finds no address, or no name, or a name it could not
+    decode, the header is read as people write it: `addr (Name)`, `Name addr` without angle
+    brackets, encoded words in a mislabelled charset (services.gateway.channels.mail_tolerance)."""
+    raws = _raw_headers(msg, name, hint)
+    try:
+        # policy.default's address parser is quadratic in the header's length (20 k characters took
+        # seconds): a header longer than one mailbox can be goes to the bounded reading only.
+        structured = list(msg.get_all(name) or ()) if all(len(r) <= _MAX_MAILBOX_HEADER for r in raws) else []
+    except Exception:  # noqa: BLE001 - a header the RFC parser rejects: read it leniently below
+        structured = []
+    for index, raw in enumerate(raws):
+        addr = display = None
         try:
-            header = msg.get(name)
-            addresses = list(getattr(header, "addresses", ()) or ())
-        except Exception:  # noqa: BLE001 - fall back to the lenient parser below
+            addresses = list(getattr(structured[index], "addresses", ()) or ()) if index < len(structured) else []
+        except Exception:  # noqa: BLE001 - as above
             addresses = []
-    for address in addresses:
-        addr = _fix_8bit(address.addr_spec or "", hint).strip().lower()
-        if _plausible_address(addr):
-            name_text = _fix_8bit(address.display_name or "", hint)
-            return addr, " ".join(name_text.split()) or None
-    # policy.default gives up on some real-world shapes; parseaddr is more forgiving.
-    if raw is not None:
-        try:
-            # One mailbox is never longer than this; the stdlib's address parser recurses on ":"
-            # (group syntax), so a long hostile header would exhaust the stack.
-            display, addr = parseaddr(raw[:_MAX_MAILBOX_HEADER])
-        except RecursionError:
-            return None, None
-        addr = addr.strip().lower()
-        if _plausible_address(addr):
-            return addr, " ".join(_decode_words(display).split()) or None
+        for address in addresses:
+            candidate = _fix_8bit(address.addr_spec or "", hint).strip().lower()
+            if _plausible_address(candidate):
+                addr = candidate
+                display = " ".join(_fix_8bit(address.display_name or "", hint).split()) or None
+                break
+        # policy.default reads an encoded word's label literally (GB2312 for GBK text): decode such a
+        # name ourselves, and take the lenient reading where the RFC one found no address or name.
+        if addr is None or display is None or not _readable(display) or "=?" in raw:
+            lenient_addr, lenient_name = lenient_mailbox(raw)
+            if addr is None and lenient_addr is not None and _plausible_address(lenient_addr):
+                addr, display = lenient_addr, lenient_name
+            elif addr is not None and lenient_addr == addr and lenient_name and _readable(lenient_name):
+                display = lenient_name
+        if addr is not None:
+            return addr, display if display and _readable(display) else None
     return None, None
+
+
+def _readable(text: str) -> bool:
+    """No replacement character, C1 control or undecoded encoded word: what a person can read."""
+    return "\ufffd" not in text and "=?" not in text and not any("\x80" <= ch <= "\x9f" for ch in text)
+
+
+def _raw_headers(msg: Message, name: str, hint: str) -> list[str]:
+    """Every such header as sent (unfolded, 8-bit bytes decoded, encoded words left alone)."""
+    return [" ".join(_fix_8bit(str(value), hint).split()) for key, value in msg.raw_items()
+            if key.lower() == name.lower()]
 
 
 def _plausible_address(addr: str) -> bool:
@@ -372,11 +389,27 @@ def body_text(msg: Message) -> str:
     if part is None:
         return ""
     text = _decode(part)
+    if part.get_content_subtype() == "plain" and not text.strip():
+        # An empty text/plain beside a written HTML part (some web mailers): the client shows the HTML.
+        html = _html_alternative(msg)
+        if html is not None:
+            part, text = html, _decode(html)
     if part.get_content_subtype() == "html":
         text = html_to_text(text)
     elif _param(part, "format") == "flowed":
         text = _unflow(text, delsp=_param(part, "delsp") == "yes")
     return _normalise_newlines(text).strip()
+
+
+def _html_alternative(msg: Message) -> Message | None:
+    try:
+        part = msg.get_body(preferencelist=("html",))  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a broken MIME tree: look for an HTML leaf ourselves
+        part = None
+    if part is None:
+        part = next((leaf for leaf in _leaves(msg)
+                     if leaf.get_content_type() == "text/html" and not leaf.get_filename()), None)
+    return part
 
 
 def _param(part: Message, name: str) -> str:
@@ -402,30 +435,9 @@ def _decode(part: Message) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    declared = (part.get_content_charset() or "us-ascii").lower()
-    if declared.startswith("x-") and not _known_codec(declared):
-        declared = declared[2:]  # x-mac-cyrillic → mac-cyrillic
-    if declared in ("us-ascii", "ascii", "unknown-8bit") or not _known_codec(declared):
-        # 8-bit bytes labelled ASCII or with an unknown charset are nearly always UTF-8 today.
-        try:
-            return payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return payload.decode("utf-8" if not _known_codec(declared) else declared, errors="replace")
-    try:
-        return payload.decode(declared)
-    except UnicodeDecodeError:
-        try:
-            return payload.decode("utf-8")  # a client that labelled UTF-8 as its legacy charset
-        except UnicodeDecodeError:
-            return payload.decode(declared, errors="replace")
-
-
-def _known_codec(name: str) -> bool:
-    try:
-        codecs.lookup(name)
-    except (LookupError, ValueError):  # ValueError: a NUL in the charset name
-        return False
-    return True
+    # A label is read as its superset (GB2312 → GB18030, Shift_JIS → CP932, ISO-8859-1 → CP1252);
+    # 8-bit bytes labelled ASCII, unknown-8bit or an unknown charset are nearly always UTF-8 today.
+    return decode_bytes(payload, part.get_content_charset(), fallback="utf-8")
 
 
 def _normalise_newlines(text: str) -> str:
