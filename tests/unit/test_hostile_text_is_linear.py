@@ -70,6 +70,9 @@ def _mail(body: str, subject: str = "Order", name: str = "Ann") -> bytes:
 
 
 _CLASSIFIER = Classifier()
+# Models load and train on first use: that is start-up cost, not the cost of one hostile message.
+_CLASSIFIER.classify("Where is my parcel?", language="en")
+detect_language("Where is my parcel?", LANGUAGES, "en")
 _TELEGRAM = TelegramAdapter(secret="s", bot_id=123456)
 _META = MetaAdapter("app-secret", "verify-token")
 _SMS = TwilioSmsAdapter("token", default_region="PL")
