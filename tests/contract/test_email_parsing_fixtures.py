@@ -30,8 +30,16 @@ _SVN_BODY = (
     "separation. This pattern\nsplits the view (also\n\n</font>\n</pre>"
 )
 
+_UTF8_BODY = ((FIXTURES / "utf8_labelled_us_ascii.eml").read_bytes().split(b"charset=us-ascii\n\n")[1]
+              .split(b"\n--Enmime-Test-100--")[0].decode("utf-8").strip())  # the part as UTF-8, whole
+
 #: file → (sender address, sender name, subject, text, attachment names)
 EXPECTED = {
+    "from_two_mailboxes_without_comma": ("bob@extern", "Bob Dunite", "Test", "Simple text.", ["test.pdf", "test.txt"]),
+    "utf8_labelled_us_ascii": ("james@makita.skynet", "James Hillyerd", "plain text", _UTF8_BODY, []),
+    "encoded_word_name_with_colon": ("noreply@mail.restore.ru", "re:Store Apple Premium Reseller",
+                                     "iPhone 13 Pro. Новые камеры. Нереальные возможности.", "", []),
+    "bogus_charset_label": ("james@makita.skynet", "James Hillyerd", "MIME test 1", "Test of text section", []),
     "folded_header_without_whitespace": ("james@makita.skynet", "James Hillyerd", "Attachment", "A text section",
                                          ["7DDA4_foo_9E5D72.zip"]),
     "junk_before_headers": ("james@makita.skynet", "James Hillyerd", "plain text", "A text section", []),
