@@ -39,6 +39,11 @@ EXPECTED = {
     "utf8_labelled_us_ascii": ("james@makita.skynet", "James Hillyerd", "plain text", _UTF8_BODY, []),
     "encoded_word_name_with_colon": ("noreply@mail.restore.ru", "re:Store Apple Premium Reseller",
                                      "iPhone 13 Pro. Новые камеры. Нереальные возможности.", "", []),
+    "header_line_without_field_name": (
+        "xxx@xxx.xxx", "xxx xxx", "Stop adware/spyware once and for all.",
+        "You are infected with:\nAd Ware and Spy Ware\n\nGet your free scan and removal download now,\nbefore it gets "
+        "any worse.\n\nhttp://xxx.xxx.info?aid=3D13&?stat=3D4327kdzt\n\nno more? (you will still be infected)\n"
+        "http://xxx.xxx.info/discon/?xxx@xxx.com", []),
     "bogus_charset_label": ("james@makita.skynet", "James Hillyerd", "MIME test 1", "Test of text section", []),
     "folded_header_without_whitespace": ("james@makita.skynet", "James Hillyerd", "Attachment", "A text section",
                                          ["7DDA4_foo_9E5D72.zip"]),
@@ -60,10 +65,25 @@ def test_a_real_mail_is_stored_readable(name: str) -> None:
             [a.name for a in msg.attachments]) == EXPECTED[name]
 
 
+#: Mails no client could show a sender or a text for: refused, and the refusal names why.
+REFUSED = {
+    "refused_no_sender_anywhere": "no sender address in the From, Sender or Reply-To header",
+    "refused_not_a_mail": "not a MIME message: no header fields",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_real_mail_no_client_could_show_is_refused_by_name(name: str) -> None:
+    adapter = EmailRelayAdapter("relay-s3cret", ["northwind.example"])
+    with pytest.raises(Malformed) as refused:
+        adapter.parse(relay_request((FIXTURES / f"{name}.eml").read_bytes(), "relay-s3cret"))
+    assert str(refused.value) == REFUSED[name]
+
+
 def test_every_fixture_has_its_test() -> None:
-    assert sorted(p.stem for p in FIXTURES.glob("*.eml")) == sorted(EXPECTED)
+    assert sorted(p.stem for p in FIXTURES.glob("*.eml")) == sorted([*EXPECTED, *REFUSED])
     listed = (FIXTURES / "SOURCES.md").read_text()
-    assert all(f"`{name}.eml`" in listed for name in EXPECTED)
+    assert all(f"`{name}.eml`" in listed for name in [*EXPECTED, *REFUSED])
 
 
 # --- constructed: the classes the issue measured that no public fixture covered -----------------------

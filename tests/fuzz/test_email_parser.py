@@ -14,7 +14,7 @@ from services.gateway.channels.email import MAX_MIME_DEPTH, MAX_TEXT_CHARS, pars
 from tests.fuzz.settings import fuzz
 from tests.fuzz.support import NOW, assert_publishable, parsed_or_malformed
 
-FIXTURES = sorted((Path(__file__).resolve().parent.parent / "fixtures" / "email").glob("*.eml"))
+FIXTURES = sorted((Path(__file__).resolve().parent.parent / "fixtures" / "email").glob("**/*.eml"))
 OURS = ["northwind.example"]
 
 
