@@ -97,10 +97,9 @@ cluster-up: ## a 3-node RabbitMQ cluster on this machine (Debian's rabbitmq-serv
 cluster-down: ## stop the local cluster and remove var/cluster (the machine's broker on 5672 is never touched)
 	bash deploy/local-cluster.sh down
 
-COMPOSE ?= docker compose -f deploy/docker-compose.yml
 
 .PHONY: images
-images: ## build the gateway, router and notifier images with buildah (no Docker engine needed), tag dev
+images: ## build the gateway, router, notifier, RabbitMQ and PostgreSQL images with buildah (no Docker engine or registry needed), tag dev
 	bash deploy/images.sh
 
 .PHONY: lock
@@ -108,16 +107,16 @@ lock: $(STAMP) ## pin the production dependencies the images install (deploy/req
 	$(BIN)/python deploy/lock.py
 
 .PHONY: up
-up: ## docker compose: RabbitMQ (management :15672), PostgreSQL, the services (router, notifier x2), health-gated
-	$(COMPOSE) up --detach --build --wait
+up: ## docker compose (the plugin or docker-compose 1.29): images built here and loaded into the engine (dockerd started when none answers), RabbitMQ (management :15672), PostgreSQL, router x2, notifier x2, gateway :8080; waits until all are healthy
+	bash deploy/compose.sh up
 
 .PHONY: down
-down: ## stop the compose stack (SIGTERM, 30 s to finish work in hand); volumes are kept
-	$(COMPOSE) down
+down: ## stop the compose stack (SIGTERM, 30 s to finish work in hand); volumes are kept (DOWN_VOLUMES=1 drops them)
+	bash deploy/compose.sh down
 
 .PHONY: logs
 logs: ## follow the compose stack's JSON logs
-	$(COMPOSE) logs --follow --tail=100
+	bash deploy/compose.sh logs
 
 .PHONY: clean
 clean: ## remove the venv and local state (var/)

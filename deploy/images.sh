@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the three service images with buildah (no Docker engine needed): `make images`.
+# Builds the three service images (and RabbitMQ and PostgreSQL) with buildah (no Docker engine needed): `make images`.
 #
 # No registry is needed either: the Python base is made here from Debian's own packages
 # (debootstrap bookworm, minbase + python3 3.11) and passed to the Dockerfiles as BASE_IMAGE;
@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 TAG=${TAG:-dev}
 BASE=${BASE_IMAGE:-localhost/switchboard-python:3.11-bookworm}
 WORK=${IMAGES_WORKDIR:-var/images}
-SERVICES=(gateway router notifier)
+# The three services, and RabbitMQ and PostgreSQL from Debian's packages on the same base (for
+# `make up`, which has no registry to pull them from). IMAGES picks some.
+read -r -a SERVICES <<< "${IMAGES:-gateway router notifier rabbitmq postgres}"
 
 need() {
   local missing=()
@@ -60,4 +62,4 @@ build() {
 need
 make_base
 for svc in "${SERVICES[@]}"; do build "$svc"; done
-buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep -E 'switchboard-(gateway|router|notifier|python)' || true
+buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep -E 'switchboard-(gateway|router|notifier|rabbitmq|postgres|python)' || true

@@ -11,7 +11,7 @@
 #   deploy/local-cluster.sh start N | stop N | kill N | ctl N ARGS...   one node (the chaos suite)
 #   deploy/local-cluster.sh cut N | heal           partition node N from the other two (iptables)
 #
-# Why each node has its own loopback address (127.0.0.11-13, long node names): a partition needs
+# Why each node has its own loopback address (127.22.48.11-13 by default, long node names): a partition needs
 # to drop the distribution traffic between one node and the other two and nothing else. Each node
 # listens for and opens distribution connections from its own address, so one iptables rule per
 # pair of addresses cuts exactly the node-to-node links; clients on 127.0.0.1 are not affected
@@ -29,7 +29,9 @@ NODES=(1 2 3)
 SBIN=/usr/lib/rabbitmq/bin          # the real scripts: /usr/sbin's wrappers su to the rabbitmq user and its cookie
 CHAIN="SBCLUSTER${BASE}"
 
-ip_of()   { echo "127.0.0.$((10 + $1))"; }
+# 127.<base>.1N: each port base (each clone's cluster) has addresses of its own, so a partition
+# made in one never cuts another's nodes.
+ip_of()   { echo "127.$(( (BASE >> 8) & 255 )).$(( BASE & 255 )).$((10 + $1))"; }
 name_of() { echo "sb$1@$(ip_of "$1")"; }
 amqp_of() { echo $((BASE + $1)); }
 dist_of() { echo $((20000 + BASE + $1)); }
@@ -65,6 +67,14 @@ ctl() {  # ctl N rabbitmqctl-args...: a CLI call aimed at node N with the cluste
 running() { ctl "$1" -q status >/dev/null 2>&1; }
 
 pid_of() { cat "$DIR/node$1/beam.pid" 2>/dev/null || true; }
+
+need_iptables() {
+  # The partition (cut) needs iptables: a Debian package, installed when missing.
+  if ! command -v iptables >/dev/null; then
+    echo "local-cluster: installing iptables (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
+  fi
+}
 
 prepare() {
   mkdir -p "$DIR/home"
@@ -105,6 +115,11 @@ start_node() {
   local p
   p=$(pid_of "$n")
   if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then return 0; fi   # still booting
+  if ss -ltn | grep -qE "127.0.0.1:$(amqp_of "$n") |:$(dist_of "$n") "; then
+    echo "local-cluster: port $(amqp_of "$n") or $(dist_of "$n") is taken (another clone's cluster?):" \
+      "set CLUSTER_PORT_BASE" >&2
+    return 1
+  fi
   # setsid: the node outlives this script and is not in the caller's process group (make, pytest).
   eval "env $(env_of "$n") setsid $SBIN/rabbitmq-server > \"$DIR/node$n/log/stdout.log\" 2>&1 < /dev/null &"
   echo $! > "$DIR/node$n/beam.pid"
@@ -168,6 +183,7 @@ kill_node() {  # SIGKILL the node's Erlang VM, nothing else
 }
 
 cut() {
+  need_iptables
   local n=$1 ip other
   ip=$(ip_of "$n")
   iptables -N "$CHAIN" 2>/dev/null || true
@@ -180,6 +196,7 @@ cut() {
 }
 
 heal() {
+  command -v iptables >/dev/null || return 0
   if iptables -L "$CHAIN" >/dev/null 2>&1; then
     iptables -D OUTPUT -j "$CHAIN" 2>/dev/null || true
     iptables -F "$CHAIN"
@@ -189,9 +206,18 @@ heal() {
 
 down() {
   heal
+  local n p
   for n in "${NODES[@]}"; do kill_node "$n"; done
+  for n in "${NODES[@]}"; do  # epmd refuses to stop while a node is still registered
+    p=$(cat "$DIR/node$n/pid" 2>/dev/null || true)
+    for _ in $(seq 1 50); do [ -n "$p" ] && kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
   # Our epmd only (its own port); the machine's epmd on 4369 is left alone.
-  epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+  for _ in $(seq 1 20); do
+    epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+    ss -ltn | grep -q "127.0.0.1:$EPMD_PORT " || break
+    sleep 0.5
+  done
   rm -rf "$DIR"
 }
 

@@ -15,6 +15,7 @@ or the caller spools it. A message published twice is harmless: every consumer d
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from typing import Any
 
@@ -31,7 +32,18 @@ class BusUnavailable(Exception):
     """The broker did not confirm the publish (down, unreachable, or it refused the message)."""
 
 
+#: Where each connection starts in a failover list (tests pin it).
+_start = random.Random()
+
+
 def connect(url: str, *, confirm: bool = True, heartbeat: int = 0) -> Connection:
+    nodes = url.split(";")
+    if len(nodes) > 1:
+        # Each connection starts at a random node and then tries the others in order: clients
+        # spread over the cluster instead of all crowding the first node (and all failing over
+        # at once when it goes).
+        k = _start.randrange(len(nodes))
+        url = ";".join(nodes[k:] + nodes[:k])
     options: dict[str, Any] = {"confirm_publish": confirm} if url.startswith(("amqp", "pyamqp")) else {}
     if url.startswith("memory"):
         # The in-process transport polls; 1 s (kombu's default) would dominate embedded latency.

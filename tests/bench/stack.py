@@ -32,8 +32,9 @@ from tests.fakes.graph_api import FakeGraphApi
 from tests.fakes.telegram_api import FakeBotApi
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi
 from tests.support import infra
-from tests.support.procs import Services, services_env
-from tests.support.tcpproxy import TcpProxy
+from tests.support.cluster import NODES, LocalCluster
+from tests.support.procs import Services, free_port, services_env
+from tests.support.tcpproxy import TcpBalancer, TcpProxy
 
 BOT_TOKEN = "123456:BENCH-token"
 BOT_ID = "123456"
@@ -84,6 +85,12 @@ class Stack:
     proxied: bool = False
     log_level: str = "WARNING"
     consumers: int | None = None  # SWITCHBOARD_CONSUMERS of the router and the notifier; None: their defaults
+    #: The local 3-node cluster (make cluster-up) instead of the machine's broker: a vhost of its own
+    #: there, BROKER_URL the failover list of the three nodes.
+    cluster: LocalCluster | None = None
+    #: Processes per service; from 2, the gateways sit behind a loopback balancer (`front`).
+    replicas: int = 1
+    front: TcpBalancer | None = None
     bot: FakeBotApi = field(init=False)
     twilio: FakeTwilioApi = field(init=False)
     graph: FakeGraphApi = field(init=False)
@@ -93,15 +100,24 @@ class Stack:
 
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.vhost, self.rabbit_url = infra.new_vhost()
+        if self.cluster:
+            self.vhost = f"sbstack{os.getpid()}x{int(time.time())}"
+            self.cluster.ctl(1, "add_vhost", self.vhost)
+            self.cluster.ctl(1, "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+            self.rabbit_url = self.cluster.node_url(1).rstrip("/") + "/" + self.vhost
+            broker_url = ";".join(self.cluster.node_url(n).rstrip("/") + "/" + self.vhost for n in NODES)
+        else:
+            self.vhost, self.rabbit_url = infra.new_vhost()
+            broker_url = self.rabbit_url
         self.db, self.pg_url = infra.new_database()
         self.bot, self.twilio, self.graph = FakeBotApi().start(), FakeTwilioApi().start(), FakeGraphApi().start()
-        broker_url, database_url = self.rabbit_url, self.pg_url
+        database_url = self.pg_url
         if self.proxied:
-            self.broker_proxy = TcpProxy(infra.RABBIT_HOST, infra.RABBIT_PORT)
             self.pg_proxy = TcpProxy(infra.PG_HOST, infra.PG_PORT)
-            broker_url = _proxied(broker_url, self.broker_proxy.port)
             database_url = _proxied(database_url, self.pg_proxy.port)
+            if not self.cluster:  # the cluster's faults are made on its nodes, not by a proxy
+                self.broker_proxy = TcpProxy(infra.RABBIT_HOST, infra.RABBIT_PORT)
+                broker_url = _proxied(broker_url, self.broker_proxy.port)
         env, ports = services_env(broker_url=broker_url, database_url=database_url, workdir=self.workdir, extra={
             "TELEGRAM_BOT_TOKEN": BOT_TOKEN, "TELEGRAM_API_BASE": self.bot.base_url,
             "TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
@@ -109,20 +125,43 @@ class Stack:
             "META_APP_SECRET": META_SECRET, "META_PAGE_TOKEN": "bench-page-token", "META_VERIFY_TOKEN": "bench",
             "META_GRAPH_BASE": self.graph.base_url, "LOG_LEVEL": self.log_level,
         } | ({"SWITCHBOARD_CONSUMERS": str(self.consumers)} if self.consumers else {}))
+        overrides: dict[str, dict[str, str]] = {}
+        for i in range(2, self.replicas + 1):
+            for service, var in (("router", "ROUTER_PORT"), ("notifier", "NOTIFIER_PORT"), ("gateway", "GATEWAY_PORT")):
+                name = f"{service}{i}"
+                ports[name] = free_port()
+                overrides[name] = {var: str(ports[name]), "SWITCHBOARD_SPOOL_DIR": str(self.workdir / f"spool-{name}")}
+        if self.replicas > 1:
+            gateways = [ports["gateway"], *(ports[f"gateway{i}"] for i in range(2, self.replicas + 1))]
+            self.front = TcpBalancer([("127.0.0.1", port) for port in gateways])
+            # Twilio signs the URL it posts to: the balancer's, whichever gateway answers.
+            env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{self.front.port}"
         self.public = env["PUBLIC_BASE_URL"]
-        self.services = Services(env=env, workdir=self.workdir, ports=ports)
-        # Router first: it migrates the database the notifier shares.
-        for name in ("router", "notifier", "gateway"):
-            self.services.start(name)
+        self.services = Services(env=env, workdir=self.workdir, ports=ports, overrides=overrides,
+                                 front_port=self.front.port if self.front else None)
+        # Routers first: the first migrates the database the notifiers share.
+        for service in ("router", "notifier", "gateway"):
+            for name in self.replica_names(service):
+                self.services.start(name)
         self.engine = create_engine(self.pg_url, pool_size=2)
         return self
 
+    def replica_names(self, service: str) -> list[str]:
+        return [service] + [f"{service}{i}" for i in range(2, self.replicas + 1)]
+
     def close(self) -> None:
+        def drop_vhost() -> None:
+            if self.cluster:
+                self.cluster.ctl(1, "delete_vhost", self.vhost)
+            else:
+                infra.drop_vhost(self.vhost)
+
         for closer in (lambda: self.services.stop_all(), lambda: self.engine.dispose(),
                        lambda: self.broker_proxy and self.broker_proxy.close(),
                        lambda: self.pg_proxy and self.pg_proxy.close(),
+                       lambda: self.front and self.front.close(),
                        self.bot.stop, self.twilio.stop, self.graph.stop,
-                       lambda: infra.drop_vhost(self.vhost), lambda: infra.drop_database(self.db)):
+                       drop_vhost, lambda: infra.drop_database(self.db)):
             try:
                 closer()
             except Exception as exc:  # noqa: BLE001 - clean up everything we can, report the rest

@@ -23,6 +23,7 @@ DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
 COMPOSE = DEPLOY / "docker-compose.yml"
 DOCKERFILES = sorted((DEPLOY / "docker").glob("*.Dockerfile"))
+INFRA = ("postgres", "rabbitmq")  # built from Debian's packages for `make up`
 K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
 SERVICES = ("gateway", "router", "notifier")
 PORTS = {"gateway": 8080, "router": 8081, "notifier": 8082}
@@ -52,8 +53,10 @@ def test_compose_starts_in_health_gated_order_with_replicas_and_volumes() -> Non
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
     assert set(services) == {"rabbitmq", "postgres", *SERVICES}
-    assert "management" in services["rabbitmq"]["image"]
-    for infra in ("rabbitmq", "postgres"):
+    for infra in INFRA:
+        # Built here from Debian's packages (deploy/images.sh): `make up` pulls nothing.
+        assert services[infra]["image"] == f"switchboard-{infra}:${{TAG:-dev}}", infra
+        assert services[infra]["build"]["dockerfile"] == f"deploy/docker/{infra}.Dockerfile"
         assert services[infra]["healthcheck"]["test"], infra
         assert any(v.split(":")[0] in compose["volumes"] for v in services[infra]["volumes"]), infra
     for svc in SERVICES:
@@ -75,7 +78,7 @@ def test_compose_starts_in_health_gated_order_with_replicas_and_volumes() -> Non
 # -- Dockerfiles -------------------------------------------------------------------------------
 
 def test_dockerfiles_pass_hadolint(tmp_path) -> None:
-    assert [p.stem for p in DOCKERFILES] == sorted(SERVICES)
+    assert [p.stem for p in DOCKERFILES] == sorted(SERVICES + INFRA)
     ok = run(BIN / "hadolint", *DOCKERFILES)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     sloppy = tmp_path / "Dockerfile"
@@ -172,3 +175,20 @@ def test_workloads_have_probes_resources_secrets_and_run_as_non_root(service) ->
         # Each gateway replica keeps its own spool across restarts.
         assert workload["kind"] == "StatefulSet" and mounts["spool"] == "/var/lib/switchboard"
         assert workload["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "spool"
+
+
+def test_kubernetes_rabbitmq_is_the_cluster_chaos_proves() -> None:
+    """Node count, partition handling and client URLs as `make cluster-up` runs them and
+    `CLUSTER=1 make chaos` proves them (deploy/local-cluster.sh); the queue types are the code's."""
+    [cluster] = yaml.safe_load_all((DEPLOY / "k8s-rabbitmq" / "rabbitmq-cluster.yaml").read_text())
+    assert cluster["kind"] == "RabbitmqCluster" and cluster["spec"]["replicas"] == 3
+    config = dict(line.split(" = ") for line in cluster["spec"]["rabbitmq"]["additionalConfig"].splitlines() if line)
+    local = (DEPLOY / "local-cluster.sh").read_text()
+    assert local.count("\nNODES=(1 2 3)") == 1
+    for key in ("cluster_partition_handling", "net_ticktime"):
+        assert f"{key} = {config[key]}\n" in local, key
+    assert config["cluster_partition_handling"] == "pause_minority"
+    [secret] = yaml.safe_load_all((DEPLOY / "k8s" / "secret.example.yaml").read_text())
+    nodes = secret["stringData"]["BROKER_URL"].split(";")
+    assert len(nodes) == 3 and all(n.startswith("amqp://") and n.endswith("/switchboard") for n in nodes)
+    assert len({n.split("@")[1].split(".")[0] for n in nodes}) == 3  # three different pods

@@ -42,9 +42,11 @@ class FakeServer:
 
     server: ThreadingHTTPServer
     port: int
+    #: Where it listens; the compose test sets the Docker bridge's address, for containers to reach.
+    bind_host: str = "127.0.0.1"
 
     def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = ThreadingHTTPServer((self.bind_host, 0), handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         # A short poll interval: shutdown() waits up to one interval, and tests start and stop many.

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from shared.bus import publisher as publisher_module
 from shared.bus.consumer import Worker
 from shared.bus.publisher import BusUnavailable, Publisher
 from shared.bus.topology import QUEUES, ROUTER_INBOUND
@@ -48,7 +49,17 @@ def publish_until_confirmed(publisher: Publisher, envelope: Envelope, deadline: 
             time.sleep(0.2)
 
 
-def test_killing_the_clients_node_moves_them_to_a_survivor_and_loses_nothing(cluster: LocalCluster) -> None:
+class FirstNode:
+    """Pins where connections start in the failover list (a random node otherwise)."""
+
+    @staticmethod
+    def randrange(n: int) -> int:
+        return 0
+
+
+def test_killing_the_clients_node_moves_them_to_a_survivor_and_loses_nothing(cluster: LocalCluster,
+                                                                             monkeypatch) -> None:
+    monkeypatch.setattr(publisher_module, "_start", FirstNode())
     url = cluster.url()
     assert url.count(";") == 2  # one failover URL naming the three nodes
     seen: list[str] = []
@@ -69,7 +80,7 @@ def test_killing_the_clients_node_moves_them_to_a_survivor_and_loses_nothing(clu
         for n in range(1, 11):
             gateway.publish(inbound_envelope(n))
         until(lambda: len(seen) == 10, timeout=30, message="the first ten handled")
-        # Both clients took the first node of the URL; it leads router.inbound (declared there).
+        # Both clients took the first node (pinned); it leads router.inbound (declared there).
         assert set(cluster.connection_nodes(via=2)) == {cluster.node_name(1)}
         assert cluster.leader(ROUTER_INBOUND.name, via=2) == 1
 
@@ -94,3 +105,17 @@ def test_killing_the_clients_node_moves_them_to_a_survivor_and_loses_nothing(clu
     assert sorted(set(seen), key=lambda c: int(c.split("-")[1])) == [f"corr-{n}" for n in range(1, 41)]
     # At least once: a delivery in flight at the kill may come again; none is missing.
     assert len(seen) >= 40
+
+
+def test_connections_spread_over_the_nodes(cluster: LocalCluster) -> None:
+    from shared.bus.publisher import connect, ensure_connected
+
+    conns = [connect(cluster.url()) for _ in range(30)]
+    try:
+        for conn in conns:
+            ensure_connected(conn)
+        on = cluster.connection_nodes(via=1)
+    finally:
+        for conn in conns:
+            conn.release()
+    assert {cluster.node_name(n) for n in (1, 2, 3)} == set(on)  # 30 random starts: all three (p > 0.9999)

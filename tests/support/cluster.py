@@ -67,7 +67,7 @@ class LocalCluster:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port(n)}//"
 
     def node_name(self, n: int) -> str:
-        return f"sb{n}@127.0.0.{10 + n}"
+        return f"sb{n}@127.{(self.base >> 8) & 255}.{self.base & 255}.{10 + n}"  # as local-cluster.sh names it
 
     def kill(self, n: int) -> None:
         self.run("kill", str(n))

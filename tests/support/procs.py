@@ -32,14 +32,21 @@ class Services:
     workdir: Path
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    #: Settings of one replica over `env` ("router2": its own ROUTER_PORT, ...).
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: The port webhooks go to when it is not the gateway's own (a balancer in front of replicas).
+    front_port: int | None = None
 
     @property
     def gateway(self) -> str:
-        return f"http://127.0.0.1:{self.ports['gateway']}"
+        return f"http://127.0.0.1:{self.front_port or self.ports['gateway']}"
 
     def start(self, name: str, wait: bool = True) -> None:
+        """Start service `name`; a replica is named after its service with a number ("router2")."""
         log = open(self.workdir / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=self.env,
+        module = name.rstrip("0123456789")
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{module}"], cwd=ROOT,
+                                            env={**self.env, **self.overrides.get(name, {})},
                                             stdout=log, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready(name)

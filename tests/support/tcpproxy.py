@@ -30,9 +30,8 @@ class TcpProxy:
             if not self.enabled:
                 client.close()
                 continue
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
+            upstream = self._connect_upstream()
+            if upstream is None:
                 client.close()
                 continue
             # The timeout was for connecting only: left on, it would cut any connection idle for 5 s
@@ -43,6 +42,12 @@ class TcpProxy:
                 self.accepted += 1
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _connect_upstream(self) -> socket.socket | None:
+        try:
+            return socket.create_connection(self.upstream, timeout=5)
+        except OSError:
+            return None
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -76,3 +81,24 @@ class TcpProxy:
     def close(self) -> None:
         self.cut()
         self.listener.close()
+
+
+class TcpBalancer(TcpProxy):
+    """The loopback load balancer in front of several gateway replicas (a test harness, not a product
+    part): each new connection goes to the next upstream in turn, skipping one that refuses, as a
+    load balancer's health check would."""
+
+    def __init__(self, upstreams: list[tuple[str, int]]):
+        self.upstreams = list(upstreams)
+        self._next = 0
+        super().__init__(*self.upstreams[0])
+
+    def _connect_upstream(self) -> socket.socket | None:
+        for _ in range(len(self.upstreams)):
+            target = self.upstreams[self._next % len(self.upstreams)]
+            self._next += 1
+            try:
+                return socket.create_connection(target, timeout=5)
+            except OSError:
+                continue
+        return None
