@@ -59,6 +59,9 @@ EXPECTED: dict[str, Outcome | None] = {
     # Subject "E", no status code: the sentence "did not reach the following recipient(s)" and
     # "not recognized" make it a permanent bounce.
     "bounce_exchange55_did_not_reach": bounce("00000000000.ffffffffffff.ff@example.net", "kijitora@example.jp", None),
+    # A multipart/report whose boundary never appears (sendmail 8.8): read as the text it is.
+    "bounce_sendmail_report_without_parts": bounce("00000000000.000000@mx4.example.co.jp",
+                                                   "kijitora@neko.example.edu", "5.5.0"),
     "bounce_mailru_exim_ru": bounce("8F3CE2D8-D60E-48C3-B9AF-BED628EE2CA5@mail.example.ru", "kijitora@example.jp",
                                     "5.1.1"),
     # --- complaints (ARF, RFC 5965) ---
@@ -174,3 +177,16 @@ def test_adversarial_input_is_classified_well_under_a_second() -> None:
     started = time.perf_counter()
     classify_bytes(raw_mail, ())
     assert time.perf_counter() - started < 1.0
+
+
+def test_a_delay_notice_and_a_temporary_failure_are_soft() -> None:
+    # The Postfix DSN above as Postfix words its delay warning ("Action: delayed", a 4.x.x status)
+    # and its give-up after a temporary error ("Action: failed", 4.x.x): neither suppresses anyone.
+    raw = (FIXTURES / "bounce_postfix_dsn_dmarc.eml").read_bytes()
+    delayed = classify_bytes(raw.replace(b"Action: failed", b"Action: delayed").replace(b"5.7.26", b"4.4.7"), ())
+    assert (delayed.kind, delayed.failed, delayed.permanent, delayed.status) == ("bounce", False, False, "4.4.7")
+    gave_up = classify_bytes(raw.replace(b"5.7.26", b"4.2.2").replace(b"550", b"452"), ())
+    assert (gave_up.kind, gave_up.failed, gave_up.permanent, gave_up.status) == ("bounce", True, False, "4.2.2")
+    msg = parse_mime(raw.replace(b"Action: failed", b"Action: delayed").replace(b"5.7.26", b"4.4.7"),
+                     received_at=RECEIVED, our_domains=set())
+    assert msg.automatic and "bounced_recipient" not in msg.meta  # a delay names nobody to block

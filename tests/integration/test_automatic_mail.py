@@ -141,3 +141,19 @@ def test_a_customers_real_mail_after_their_vacation_reply_opens_a_normal_convers
     route_mail(env, "vacation_exchange_automatic_reply")
     conv = env.inbound("Where is my parcel?", lang="en", user="nekonyaan@example.org", channel="email", kind="email")
     assert env.conv(conv).status == "open" and env.conv(conv).owner_id is not None
+
+
+def test_a_temporary_failure_marks_the_message_failed_but_suppresses_nothing(env, example_config):
+    with transaction(env.sessions) as s:
+        s.add(Outbox(idempotency_key="ack:c9:1", kind="ack", conversation_id=None, channel="email", address=BOUNCED,
+                     body="Thank you", status="sent", attempts=1, provider_message_id=QUOTED_ID,
+                     correlation_id="c0", source_message_id="m0", created_at=WED, sent_at=WED))
+    report = MailReport(original_message_id=QUOTED_ID, kind="bounce", permanent=False,
+                        reason="bounce (temporary) 4.2.2 mailbox full", occurred_at=WED, recipient=BOUNCED)
+    notifier = NotifierDeps(config=example_config, sessions=env.sessions, senders=Registry({}),
+                            compose_ack=lambda ev: "", clock=env.clock)
+    assert handle_event(Envelope.wrap(report, message_id="r1", correlation_id="c", occurred_at=WED), notifier) == []
+    with env.sessions() as s:
+        row = s.scalar(select(Outbox).where(Outbox.provider_message_id == QUOTED_ID))
+        assert (row.delivery_status, row.delivery_error) == ("failed", "bounce (temporary) 4.2.2 mailbox full")
+        assert s.scalars(select(Suppression)).all() == []

@@ -173,6 +173,9 @@ def _body(msg: Message) -> str:
             size += len(chunk)
             if size >= MAX_SCAN:
                 break
+    if not out and msg.get_content_maintype() == "multipart" and isinstance(msg.get_payload(), str):
+        # A multipart whose boundary never appears (old sendmail reports): its text is all there is.
+        out.append(msg.get_payload()[:MAX_SCAN])
     return "\n".join(out)[:MAX_SCAN]
 
 
@@ -295,7 +298,8 @@ _FAILED_LIST = re.compile(
     r"|failed permanently:|delivery has failed to these recipients or (?:distribution )?(?:lists|groups):"
     r"|wasn't able to deliver your message to the following addresses\.|could not be delivered to[^\n]{0,60}"
     r"|not able to be delivered to[^\n]{0,60}|undeliverable to|did not reach the following recipient\(s\):"
-    r"|unable to deliver your message to the following address(?:es)?\.)",
+    r"|unable to deliver your message to the following address(?:es)?\."
+    r"|following addresses had permanent fatal errors)",
     re.IGNORECASE,
 )
 
