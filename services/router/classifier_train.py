@@ -131,11 +131,13 @@ def _ece(cv: dict[str, Any], t: float, bins: int = 10) -> float:
     return float(total)
 
 
-def choose(examples: Sequence[Example], out: Any = sys.stdout) -> tuple[float, FeatureOptions, float]:
+def choose(examples: Sequence[Example], out: Any = sys.stdout, c_grid: Sequence[float] = C_GRID,
+           scale_grid: Sequence[float] = OPTION_GRID["lexicon_scale"],
+           show_errors: int = 0) -> tuple[float, FeatureOptions, float]:
     """Grid search on cross-validated macro-F1; then the temperature that minimises the CV log loss."""
     base = FeatureOptions()
     results: list[tuple[float, float, FeatureOptions, dict[str, Any]]] = []
-    for C, focus, scale in itertools.product(C_GRID, OPTION_GRID["focus_extra"], OPTION_GRID["lexicon_scale"]):
+    for C, focus, scale in itertools.product(c_grid, OPTION_GRID["focus_extra"], scale_grid):
         options = replace(base, focus_extra=focus, lexicon_scale=scale)
         cv = cross_validate(examples, C, options)
         t = min(TEMPERATURES, key=lambda t: _nll(cv, t))
@@ -154,6 +156,13 @@ def choose(examples: Sequence[Example], out: Any = sys.stdout) -> tuple[float, F
         langs = " ".join(f"{lang} {v:.3f}" for lang, v in s["languages"].items())
         print(f"CV ({FOLDS} folds, threshold {threshold}): macro-F1 {s['macro_f1']:.3f}, accuracy {s['accuracy']:.3f};"
               f" {langs}", file=out)
+    probs = _softmax_rows(cv["z"], t)
+    wrong = [(float(probs[i].max()), i) for i in range(len(examples))
+             if cv["classes"][int(probs[i].argmax())] != cv["y"][i]]
+    for conf, i in sorted(wrong, reverse=True)[:show_errors]:
+        e = examples[i]
+        print(f"  [{e.language}] {e.category} -> {cv['classes'][int(probs[i].argmax())]} ({conf:.2f}): "
+              f"{' '.join(e.text.split())[:110]}", file=out)
     return C, options, t
 
 
@@ -179,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--focus-extra", type=float, default=FeatureOptions.focus_extra)
     p.add_argument("--lexicon-scale", type=float, default=FeatureOptions.lexicon_scale)
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--C-grid", type=float, nargs="+", default=list(C_GRID), help="with --cv: the values of C tried")
+    p.add_argument("--lexicon-scale-grid", type=float, nargs="+", default=list(OPTION_GRID["lexicon_scale"]))
+    p.add_argument("--errors", type=int, default=0, help="with --cv: list the N most confident CV mistakes")
     args = p.parse_args(argv)
     examples = shipped_examples(DATA_DIR)
     counts: dict[str, int] = {}
@@ -187,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training set: {len(examples)} messages; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     C, options, t = args.C, FeatureOptions(args.focus_extra, True, args.lexicon_scale), args.temperature
     if args.cv:
-        C, options, t = choose(examples)
+        C, options, t = choose(examples, c_grid=args.C_grid, scale_grid=args.lexicon_scale_grid,
+                               show_errors=args.errors)
     if args.write:
         model = fit_all(examples, C, options, t)
         model.save(DATA_DIR / MODEL_FILE)
