@@ -31,7 +31,9 @@ def _settings_and_config(config_path: str | None = None):
 
     overrides = {"SWITCHBOARD_CONFIG": config_path} if config_path else {}
     settings = load_settings(**overrides)
-    return settings, load_config(settings.config_path)
+    from services.config_checks import ALL_CHECKS
+
+    return settings, load_config(settings.config_path, ALL_CHECKS)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ never here: they come from the environment (shared.settings).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -393,7 +394,8 @@ class ConfigSchema(_Strict):
     channels = fields.Dict(keys=fields.String(validate=validate.OneOf(CHANNELS)), values=fields.Nested(ChannelSchema),
                            load_default=dict)
     templates = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
-    # Shape checked here; blocks, categories and rendering by `_check_macros` once the rest is loaded.
+    # Shape checked here; blocks, categories and rendering by the router's `check_config_macros`
+    # (services/router/macros.py), which whoever loads the config hands to the loader.
     macros = fields.Dict(keys=fields.String(), values=fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True)),
                          load_default=dict)
     survey = fields.Nested(SurveySchema, load_default=lambda: SurveySchema().load({}))
@@ -509,7 +511,14 @@ def format_errors(messages: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def load_config_text(text: str, source: str = "config") -> Config:
+#: A check a service adds to the loading of the config: the config → its problems, each starting
+#: with the key path ("templates.ru/ack.txt.j2: ..."). Empty when all is well. The services own what
+#: they check (the notifier its templates, the router its macros) and hand it in here: shared/
+#: imports nothing from services/.
+ConfigCheck = Callable[[Config], list[str]]
+
+
+def load_config_text(text: str, source: str = "config", checks: Sequence[ConfigCheck] = ()) -> Config:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -522,41 +531,18 @@ def load_config_text(text: str, source: str = "config") -> Config:
         config: Config = ConfigSchema().load(raw)
     except ValidationError as exc:
         raise ConfigError(f"config file {source}", format_errors(exc.messages)) from exc
-    _check_templates(config, source)
-    _check_macros(config, source)
+    for check in checks:
+        # One check at a time, as before: the first section with problems is the one reported.
+        problems = check(config)
+        if problems:
+            raise ConfigError(f"config file {source}", problems)
     return Config(**{**config.__dict__, "source": source})
 
 
-def _check_templates(config: Config, source: str) -> None:
-    """Template overrides are compiled and rendered with sample data at start, so a typo, an unknown
-    template name or a misspelt variable fails now, not at the first customer."""
-    if not config.templates:
-        return
-    from services.notifier.texts import TemplateError, validate_overrides
-
-    try:
-        validate_overrides(config.templates)
-    except TemplateError as exc:
-        raise ConfigError(f"config file {source}", [f"templates.{name}: {problem}" for name, problem in exc.problems]) from exc
-
-
-def _check_macros(config: Config, source: str) -> None:
-    """Macro overrides meet the starter set's rules (seven blocks, a known category, the four
-    variables, every business language) and render, so a typo fails at start, not in an agent's
-    hands."""
-    if not config.macros:
-        return
-    from services.router.macros import check_overrides
-
-    problems = check_overrides(config.macros, config.business.languages, tuple(config.categories))
-    if problems:
-        raise ConfigError(f"config file {source}", [f"macros.{problem}" for problem in problems])
-
-
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, checks: Sequence[ConfigCheck] = ()) -> Config:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"config file {p}", [f"cannot be read: {exc.strerror or exc}"]) from exc
-    return load_config_text(text, str(p))
+    return load_config_text(text, str(p), checks)

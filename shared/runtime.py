@@ -10,10 +10,10 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from shared.config import Config, load_config
+from shared.config import Config, ConfigCheck, load_config
 from shared.errors import ConfigError
 from shared.settings import Settings, load_settings
 
@@ -25,10 +25,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def load_or_exit(**overrides: str) -> tuple[Settings, Config]:
+def load_or_exit(checks: Sequence[ConfigCheck] = (), **overrides: str) -> tuple[Settings, Config]:
+    """`checks`: the service's own checks of the config (shared.config.ConfigCheck)."""
     try:
         settings = load_settings(**overrides)
-        config = load_config(settings.config_path)
+        config = load_config(settings.config_path, checks)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         raise SystemExit(exc.exit_code) from None

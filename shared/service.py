@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from flask import Blueprint, Flask
 from sqlalchemy import Engine
 
 from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher, connect, ensure_connected
-from shared.config import Config
+from shared.config import Config, ConfigCheck
 from shared.db import make_engine, migrate, ping, session_factory
 from shared.log import setup_logging
 from shared.runtime import install_signal_handlers, load_or_exit, start_thread
@@ -60,10 +60,12 @@ def service_app(name: str, settings: Settings, checks: dict[str, Callable[[], No
 
 def run_consumer_service(name: str, default_port: int, build_worker: BuildWorker,
                          blueprints: BuildBlueprints | None = None,
-                         background: BuildBackground | None = None, *, consumers: int = 1) -> None:
-    """`consumers`: the service's default number of consumer threads (SWITCHBOARD_CONSUMERS overrides)."""
+                         background: BuildBackground | None = None, *, consumers: int = 1,
+                         config_checks: Sequence[ConfigCheck] = ()) -> None:
+    """`consumers`: the service's default number of consumer threads (SWITCHBOARD_CONSUMERS overrides);
+    `config_checks`: the service's own checks of the config, run as it is loaded."""
     setup_logging(name, os.environ.get("LOG_LEVEL", "INFO"))
-    settings, config = load_or_exit()
+    settings, config = load_or_exit(config_checks)
     stop = threading.Event()
     install_signal_handlers(stop)
     # Competing consumers in one process, as replicas would be: each has its own connection, and the

@@ -7,6 +7,7 @@ from services.notifier.bootstrap import (
     build_ticker,
     build_worker,
 )
+from services.notifier.texts import check_config_templates
 from shared.db import session_factory
 from shared.runtime import start_thread, utc_now
 from shared.service import consumer_count, run_consumer_service
@@ -35,7 +36,8 @@ def main() -> None:
         ticker = build_ticker(deps(settings, config, engine), publisher=publisher)
         return [start_thread(lambda: ticker.run(stop), "notifier-ticker")]
 
-    run_consumer_service("notifier", 8082, worker, background=background, consumers=CONSUMERS)
+    run_consumer_service("notifier", 8082, worker, background=background, consumers=CONSUMERS,
+                         config_checks=(check_config_templates,))
 
 
 if __name__ == "__main__":

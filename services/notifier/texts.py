@@ -37,6 +37,15 @@ from typing import Any, Literal
 import jinja2
 import yaml
 
+from shared.locale import (
+    LANGUAGES,
+    WEEKDAYS,
+    date_words,
+    format_weekly_hours,
+    format_when,
+    language_code,
+)
+
 __all__ = [
     "AGENT_NOTICE_KINDS",
     "CATEGORIES",
@@ -55,15 +64,11 @@ __all__ = [
     "validate_overrides",
 ]
 
-LANGUAGES = ("en", "ru", "bg", "pl", "lt", "uk", "de")
 CATEGORIES = ("product", "delivery", "returns", "payment", "technical", "other")
 AGENT_NOTICE_KINDS = ("assigned", "customer_message", "promise_warning", "promise_breached", "queued")
 SURVEY_KINDS = ("csat", "nps")
 SMS_LIMIT = 320
 """Five UCS-2 segments at most: a Cyrillic or Polish text is UCS-2 anyway, and segments cost money."""
-
-# Same order as shared.calendar.WEEKDAYS; kept here so rendering needs no calendar machinery.
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 TEMPLATE_FILES = (
@@ -78,9 +83,6 @@ TEMPLATE_FILES = (
 _NAME_LIMIT = 80
 _EXCERPT_LINES = 3
 _EXCERPT_CHARS = 280
-
-Mode = Literal["at", "by"]
-WeeklyHours = Mapping[str, Sequence[tuple[time, time]]]
 
 
 class TemplateError(jinja2.TemplateError):
@@ -123,82 +125,18 @@ class AckContext:
 
 
 def _language(language: str | None, *, default: str | None = None) -> str:
-    """Normalise "pl-PL"/"PL" to "pl"; an unsupported language is a caller's bug, said loudly."""
-    code = re.split(r"[-_]", (language or default or "").strip().lower(), maxsplit=1)[0]
-    if code not in LANGUAGES:
-        raise ValueError(f"unsupported language {language!r}; supported: {', '.join(LANGUAGES)}")
-    return code
+    return language_code(language, default=default)
 
 
 @functools.cache
 def _words(language: str) -> dict[str, Any]:
-    data = yaml.safe_load((TEMPLATE_DIR / language / "language.yaml").read_text(encoding="utf-8"))
+    # The date words are shared with the gateway's voice prompts (shared/locale); the rest is ours.
+    data = {**date_words(language),
+            **yaml.safe_load((TEMPLATE_DIR / language / "language.yaml").read_text(encoding="utf-8"))}
     # Lookups are by case-folded first name, so "ANNA" and "anna" find "Anna".
     data["vocatives"] = {k.casefold(): v for k, v in (data.get("vocatives") or {}).items()}
     data.setdefault("at_word_by_hour", {})
     return data
-
-
-# --- reusable formatters ------------------------------------------------------------------------
-
-
-def format_when(dt: datetime, now: datetime, language: str, *, mode: Mode = "at") -> str:
-    """A moment as people say it: "today at 15:00", "tomorrow at 10:00", "on Monday, 23 November, at 09:00".
-
-    ``mode="at"`` is a moment something happens ("we open ..."); ``mode="by"`` is a deadline
-    ("... will reply by 13:00 on Monday, 23 November"). The phrase carries its own preposition,
-    so it slots into a sentence in any of the languages without changing case. ``dt`` is shown in
-    its own zone; "today" and "tomorrow" are judged in that zone too. The year is added only
-    when the date is more than half a year away, where a weekday and a day would be ambiguous.
-    """
-    if dt.tzinfo is None or now.tzinfo is None:
-        raise ValueError("format_when needs aware datetimes")
-    if mode not in ("at", "by"):
-        raise ValueError(f"mode must be 'at' or 'by', not {mode!r}")
-    words = _words(_language(language))
-    days = (dt.date() - now.astimezone(dt.tzinfo).date()).days
-    which = "today" if days == 0 else "tomorrow" if days == 1 else "day"
-    date_pattern = words["date_year"] if abs(days) > 183 else words["date"]
-    weekday = dt.weekday()
-    return words[f"{mode}_{which}"].format(
-        time=f"{dt:%H:%M}",
-        at=words["at_word_by_hour"].get(dt.hour, words["at_word"]),
-        weekday=words["weekdays"][weekday],
-        weekday_on=words["weekdays_on"][weekday],
-        date=date_pattern.format(day=dt.day, month=words["months"][dt.month - 1], year=dt.year),
-    )
-
-
-def _clock_span(start: time, end: time) -> str:
-    # An interval ending at midnight reads better as "24:00" ("09:00–24:00", "00:00–24:00").
-    return f"{start:%H:%M}–{'24:00' if end == time(0) else f'{end:%H:%M}'}"
-
-
-def format_weekly_hours(weekly_hours: WeeklyHours, language: str) -> str:
-    """Working hours in compact form: "Mon–Fri 09:00–17:00, Sat 10:00–14:00".
-
-    Consecutive days with identical hours collapse into a range; closed days are left out; an
-    overnight interval keeps its wall-clock ends ("Fri 22:00–02:00"). When some day has more than
-    one interval, days are separated by "; " so the commas inside a day stay unambiguous. Returns
-    "" when the week has no hours at all; the caller decides what to say then.
-    """
-    names = _words(_language(language))["weekdays_short"]
-    days = [tuple(sorted(weekly_hours.get(key) or ())) for key in WEEKDAYS]
-    groups: list[tuple[int, int, tuple[tuple[time, time], ...]]] = []
-    first = 0
-    while first < len(days):
-        last = first
-        while last + 1 < len(days) and days[last + 1] == days[first]:
-            last += 1
-        if days[first]:
-            groups.append((first, last, days[first]))
-        first = last + 1
-    parts = []
-    for first, last, intervals in groups:
-        label = names[first] if first == last else f"{names[first]}–{names[last]}"
-        parts.append(f"{label} {', '.join(_clock_span(a, b) for a, b in intervals)}")
-    several = any(len(intervals) > 1 for _, _, intervals in groups)
-    return ("; " if several else ", ").join(parts)
 
 
 # --- templates ----------------------------------------------------------------------------------
@@ -591,3 +529,16 @@ def validate_overrides(overrides: Mapping[str, str]) -> None:
                 break
     if problems:
         raise TemplateError(problems)
+
+
+def check_config_templates(config: Any) -> list[str]:
+    """The config loader's check of the `templates` section (shared.config.ConfigCheck): overrides
+    are compiled and rendered with sample data at start, so a typo, an unknown template name or a
+    misspelt variable fails now, not at the first customer."""
+    if not config.templates:
+        return []
+    try:
+        validate_overrides(config.templates)
+    except TemplateError as exc:
+        return [f"templates.{name}: {problem}" for name, problem in exc.problems]
+    return []

@@ -8,6 +8,7 @@ import threading
 
 from services.router.bootstrap import build_api, build_deps, build_pages, build_worker
 from services.router.kpi_store import backfill_first_responses
+from services.router.macros import check_config_macros
 from services.router.operations import run_relay
 from shared.db import session_factory
 from shared.runtime import start_thread, utc_now
@@ -34,7 +35,7 @@ def main() -> None:
                                                                                     secure_cookies=settings.secure_cookies)]
 
     # 4 consumers: a message is mostly database round trips; more than that only queue on 2 cores.
-    run_consumer_service("router", 8081, worker, blueprints, consumers=4)
+    run_consumer_service("router", 8081, worker, blueprints, consumers=4, config_checks=(check_config_macros,))
 
 
 if __name__ == "__main__":

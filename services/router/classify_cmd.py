@@ -257,11 +257,12 @@ def main(argv: list[str], stdout: IO[str], stderr: IO[str]) -> int:
         kwargs["threshold"] = args.threshold
     if args.config:
         from services.router.classifier import build_classifier
+        from services.router.macros import check_config_macros
         from shared.config import load_config
         from shared.errors import ConfigError
 
         try:
-            config = load_config(args.config)
+            config = load_config(args.config, (check_config_macros,))
         except (ConfigError, OSError) as exc:
             stderr.write(f"switchboard classify: config {args.config}: {exc}\n")
             return 2

@@ -205,3 +205,13 @@ def check_overrides(overrides: Mapping[str, Any], languages: Sequence[str], cate
                 problems.append(f"{lang}.{macro_id}.category: {entry['category']!r} is not a category "
                                 f"({', '.join(categories)})")
     return problems + check([lang for lang in languages], overrides)
+
+
+def check_config_macros(config: Any) -> list[str]:
+    """The config loader's check of the `macros` section (shared.config.ConfigCheck): the starter
+    set's rules (seven blocks, a known category, the four variables, every business language) and
+    rendering, so a typo fails at start, not in an agent's hands."""
+    if not config.macros:
+        return []
+    problems = check_overrides(config.macros, config.business.languages, tuple(config.categories))
+    return [f"macros.{problem}" for problem in problems]

@@ -86,12 +86,6 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def import_models() -> None:
-    """Register every service's tables on Base.metadata (Alembic and create_all need all of them)."""
-    import services.notifier.models  # noqa: F401
-    import services.router.models  # noqa: F401
-
-
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; safe to call from several services at once."""
     from alembic import command

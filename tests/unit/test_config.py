@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from services.cli import main
+from services.config_checks import ALL_CHECKS
 from shared.config import WhatsAppTemplate, load_config_text
 from shared.errors import ConfigError
 from shared.settings import load_settings
@@ -22,7 +23,7 @@ def example() -> dict:
 
 def problems(doc: dict) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        load_config_text(yaml.safe_dump(doc, allow_unicode=True), "test.yaml")
+        load_config_text(yaml.safe_dump(doc, allow_unicode=True), "test.yaml", ALL_CHECKS)
     return info.value.problems
 
 
@@ -145,7 +146,7 @@ def test_a_config_macro_replaces_a_block_and_adds_a_macro_in_every_language() ->
     added["en"]["delivery-late"] = {"answer": "Your parcel {{ order_number }} left our depot today."}
     for lang in languages:
         added[lang]["returns-how"] = None  # this business takes no returns
-    config = load_config_text(yaml.safe_dump(_with_macros(added), allow_unicode=True), "test.yaml")
+    config = load_config_text(yaml.safe_dump(_with_macros(added), allow_unicode=True), "test.yaml", ALL_CHECKS)
     late = m.render(m.find("delivery-late", "en", config.macros), customer_name="Alex", order_number="NW-7",
                     owner_name="Anna", business_name="NW")
     assert "Your parcel NW-7 left our depot today." in late

@@ -57,10 +57,10 @@ from services.gateway.channels.twilio import (
     form_params,
     to_e164,
 )
-from services.notifier.texts import format_when
 from shared.calendar import WEEKDAYS
 from shared.config import Config
 from shared.contracts import WITHHELD_CALL, Attachment, Identity, InboundMessage
+from shared.locale import format_when
 
 log = logging.getLogger(__name__)
 

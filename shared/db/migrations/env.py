@@ -3,9 +3,11 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from shared.db import Base, import_models, normalise_url
+from shared.db import Base, normalise_url
 
-import_models()
+# Only autogenerate reads the metadata: the migrations are explicit scripts. To autogenerate, import
+# the services' models first (each registers its tables on Base.metadata); shared/ imports nothing
+# from services/.
 target_metadata = Base.metadata
 
 
