@@ -252,3 +252,19 @@ def test_mail_nested_too_deeply_is_quarantined_with_the_reason(server, account, 
     assert [r.getMessage() for r in caplog.records if "quarantined" in r.getMessage()] == [
         f"IMAP {poller.key} UID 1 cannot be parsed (the MIME structure is nested too deeply (over 100 levels)):"
         " quarantined"]
+
+
+def test_the_mailbox_servers_verdict_comes_with_each_mail(server, account, tmp_path) -> None:
+    """A Gmail mailbox read over IMAP: mx.google.com's Authentication-Results vouch for the sender
+    once that id is configured (channels.email.authserv_ids); the same mail without it does not."""
+    raw = ((FIXTURES.parent / "email_auth" / "gmail_dmarc_pass_discourse.txt").read_bytes()
+           + b"To: help@support.northwind.example\nSubject: Style guide\nMessage-ID: <imap-auth-1@discoursemail.com>"
+           + b"\n\nHardly definitive, but here it is.\n")
+    server.append(account[0], raw)
+    trusting, plain = Intake(), Intake()
+    assert make_poller(server, account, tmp_path, trusting, authserv_ids=["mx.google.com"]).poll_once() == 1
+    assert trusting.accepted[0].meta["sender_auth"] == {"verified": True, "method": "dmarc",
+                                                        "reason": "dmarc=pass for discoursemail.com"}
+    server.append(account[0], raw.replace(b"imap-auth-1", b"imap-auth-2"))
+    assert make_poller(server, account, tmp_path / "other", plain).poll_once() == 1
+    assert plain.accepted[0].meta["sender_auth"]["verified"] is False
