@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -66,7 +67,22 @@ class NotifierDeps:
     survey_links: SurveyLinks | None = None  # signs e-mail survey links; None: no e-mail surveys
 
 
+#: The suppressions made while one event is handled (an SMS opt-out a send ran into): told to the
+#: router with the event's results, so agents see them (services.router.automatic). Per consumer
+#: thread; unset outside an event (the ticker's sends), where a suppression is only recorded.
+_suppressed_here: ContextVar[list[Envelope] | None] = ContextVar("suppressed_here", default=None)
+
+
 def handle_event(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    announced: list[Envelope] = []
+    token = _suppressed_here.set(announced)
+    try:
+        return _handle_event(envelope, deps) + announced
+    finally:
+        _suppressed_here.reset(token)
+
+
+def _handle_event(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     # Promises and agent notices are stored first (database only), so that a promise is tracked
     # even when the customer's acknowledgement keeps failing; agents' notices go out after it.
     # A conversation.opened records them in the transaction that claims the acknowledgement: it
@@ -303,14 +319,22 @@ def _suppressed(s: Session, channel: str, address: str, now: datetime) -> str | 
     return row.reason
 
 
-def suppress(deps: NotifierDeps, channel: str, address: str, reason: str, until: datetime | None = None) -> None:
-    """Never write to this address again (until `until`): opted out, or bouncing."""
+def suppress(deps: NotifierDeps, channel: str, address: str, reason: str, until: datetime | None = None, *,
+             conversation_id: str | None = None) -> None:
+    """Never write to this address again (until `until`): opted out, or bouncing. Within an event,
+    the router is told as well (`AddressSuppressed`), to show it in `conversation_id`."""
     with transaction(deps.sessions) as s:
         row = s.scalar(select(Suppression).where(Suppression.channel == channel, Suppression.address == address))
         if row is None:
             s.add(Suppression(channel=channel, address=address, reason=reason, created_at=deps.clock(), until=until))
         else:
             row.reason, row.until = reason, until
+    announced = _suppressed_here.get()
+    if announced is not None:
+        ev = AddressSuppressed(channel=channel, address=address, reason=reason, suppressed_at=deps.clock(),
+                               conversation_id=conversation_id)
+        announced.append(Envelope.wrap(ev, message_id=derive_id("event", ev.TYPE, channel, address, reason),
+                                       correlation_id=f"suppressed:{channel}", occurred_at=ev.suppressed_at))
 
 
 @dataclass(frozen=True)
@@ -524,7 +548,7 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
             result = sender.send(address, body, options=options)
         except PermanentSendError as exc:
             if getattr(exc, "opted_out", False):
-                suppress(deps, channel, address, f"opted out: {exc}")
+                suppress(deps, channel, address, f"opted out: {exc}", conversation_id=_conversation_of(deps, row_id))
             _finish(deps, row_id, "failed", error=str(exc))
             MESSAGES_OUT.labels(channel, "failed").inc()
             log.warning("permanent send failure on %s: %s", channel, exc, extra={"outbox_id": row_id})
@@ -546,6 +570,11 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
     MESSAGES_OUT.labels(channel, "sent").inc()
     log.info("sent %s on %s", "message", channel, extra={"outbox_id": row_id})
     return "sent"
+
+
+def _conversation_of(deps: NotifierDeps, row_id: int) -> str | None:
+    with deps.sessions() as s:
+        return s.scalar(select(Outbox.conversation_id).where(Outbox.id == row_id))
 
 
 def _finish(deps: NotifierDeps, row_id: int, status: str, *, error: str | None = None) -> None:

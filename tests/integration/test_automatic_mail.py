@@ -157,3 +157,28 @@ def test_a_temporary_failure_marks_the_message_failed_but_suppresses_nothing(env
         row = s.scalar(select(Outbox).where(Outbox.provider_message_id == QUOTED_ID))
         assert (row.delivery_status, row.delivery_error) == ("failed", "bounce (temporary) 4.2.2 mailbox full")
         assert s.scalars(select(Suppression)).all() == []
+
+
+class OptedOutSms:
+    """Twilio's answer to a number that texted STOP (error 21610), as the SMS sender raises it."""
+
+    def send(self, address, text, options=None):
+        from services.notifier.senders.twilio_sms import OptedOut
+
+        raise OptedOut("Attempt to send to unsubscribed recipient (21610)")
+
+
+def test_an_sms_opt_out_met_by_a_reply_is_shown_to_agents_like_a_bounce(env, example_config):
+    from shared.contracts import ConversationReply
+
+    conv = env.inbound("Gdzie jest moja paczka?", lang="pl", user="+48600100200", channel="sms", kind="phone")
+    reply = ConversationReply(reply_id="r-1", conversation_id=conv, channel="sms", reply_to="+48600100200",
+                              reply_from=None, text="Paczka jest w drodze.", agent_id="anna", language="pl")
+    notifier = NotifierDeps(config=example_config, sessions=env.sessions, senders=Registry({"sms": OptedOutSms()}),
+                            compose_ack=lambda ev, at: "", clock=env.clock)
+    out = handle_event(Envelope.wrap(reply, message_id="e-r-1", correlation_id="c", occurred_at=WED), notifier)
+    assert [e.type for e in out] == [AddressSuppressed.TYPE] and out[0].payload.conversation_id == conv
+    handle_inbound(out[0], router_deps(env))
+    detail = env.client.get(f"/api/v1/conversations/{conv}", headers=env.auth("anna")).json
+    assert any(m["text"].startswith("No more messages are sent to +48600100200: opted out")
+               for m in detail["history"])
