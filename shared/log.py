@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ipaddress
 import json
 import logging
 import re
@@ -31,11 +32,19 @@ def mask(text: str) -> str:
 
     def phone(m: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", m.group(1))
-        if len(digits) < 7:
+        if len(digits) < 7 or _is_ipv4(m.group(1)):
+            # A client's IPv4 address (the login throttle logs it) is what an operator needs whole.
             return m.group(1)
         return ("+" if m.group(1).startswith("+") else "") + digits[:2] + "*" * (len(digits) - 4) + digits[-2:]
 
     return _PHONE.sub(phone, text)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
+    except ValueError:
+        return False
 
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}

@@ -16,6 +16,13 @@ def test_phone_numbers_and_addresses_are_masked() -> None:
     assert "48213" in line  # an order number is not a phone number
 
 
+def test_a_client_ip_address_is_not_mistaken_for_a_phone_number() -> None:
+    # The inbox's failed-login lines name the client's address: an operator blocks it whole.
+    line = mask("inbox login failed from 203.0.113.66, call +48 601 234 567")
+    assert "203.0.113.66" in line and "601 234" not in line
+    assert "48.601.234.567" not in mask("tel 48.601.234.567")  # not an address: still masked
+
+
 def test_lines_are_json_with_the_correlation_id() -> None:
     out = io.StringIO()
     setup_logging("router", "INFO", stream=out)
