@@ -47,6 +47,9 @@ EXPECTED: dict[str, Outcome | None] = {
         "conversation/93775311-9416-4428-964b-862001f8a8b2/messages/27855337@gmail.com",
         "alex.jones@fictionalcorp.com", "5.1.1"),
     "bounce_exim_dsn_no_from_mimekit": bounce(None, "source@domain.com", "5.0.0"),
+    # Exchange 2007's NDR (the attached message and In-Reply-To both name our message).
+    "bounce_exchange2007_ndr_message_too_large": bounce("20100629141825.BC9AC16586D3@server4.example.co.uk",
+                                                        "john.smith@eu.a.b.c", "5.2.3"),
     # --- bounces in words only: qmail, Exim, Gmail, Yahoo, Exchange 5.5, mail.ru ---
     "bounce_qmail_failure_notice": bounce("000000000.9999999999999.JavaMail.postmaster@mailhub",
                                           "kijitora@example.ne.jp", "5.5.0"),
