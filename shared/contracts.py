@@ -422,6 +422,15 @@ class SurveyResult:
     sent_at: datetime
     score: int | None = None
     answered_at: datetime | None = None
+    # Where it went and its token, so the router tells an SMS digit or a comment answering it from
+    # its own record (services/router/survey_replies.py). Absent from results sent before them.
+    channel: str | None = None
+    address: str | None = None
+    token: str | None = None
+    commented: bool = False  # the notifier holds a comment already
+
+
+SURVEY_TOKEN = validate.Regexp(r"^[A-Za-z0-9_-]{8,40}$", error="is not a survey token")
 
 
 class SurveyResultSchema(_Strict):
@@ -431,6 +440,10 @@ class SurveyResultSchema(_Strict):
     sent_at = AwareDateTime(required=True)
     score = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(0, 10))
     answered_at = AwareDateTime(load_default=None, allow_none=True)
+    channel = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(CHANNELS))
+    address = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=320))
+    token = fields.String(load_default=None, allow_none=True, validate=SURVEY_TOKEN)
+    commented = fields.Boolean(load_default=False)
 
     @post_load
     def _make(self, d: dict, **_: Any) -> SurveyResult:
@@ -438,9 +451,6 @@ class SurveyResultSchema(_Strict):
 
 
 # --- SurveyAnswer v1: a customer's rating (or comment) for a survey, from whatever channel --------
-
-
-SURVEY_TOKEN = validate.Regexp(r"^[A-Za-z0-9_-]{8,40}$", error="is not a survey token")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ _DATA = re.compile(r"^sv:([A-Za-z0-9_-]{8,40}):(\d{1,2})$")
 SCALES: dict[str, range] = {"csat": range(1, 6), "nps": range(0, 11)}
 
 
+def in_scale(kind: str, score: int) -> bool:
+    """Whether a score answers a survey of this kind (the notifier records it, the router reads an SMS digit)."""
+    return score in SCALES.get(kind, ())
+
+
 def callback_data(token: str, score: int) -> str:
     return f"sv:{token}:{score}"
 

@@ -88,7 +88,9 @@ def build_ticker(deps: NotifierDeps, *, interval: float = 5.0, publisher: Publis
     # Promise checks before notice delivery: a warning made in this tick goes out in this tick.
     jobs["promises"] = partial(promises.check_promises, deps=deps)
     jobs["agent_notices"] = partial(promises.deliver_notices, deps=deps)
-    if publisher is not None:  # the router's KPIs learn of surveys sent and answered from the bus
+    # Last: a survey sent in this round is reported in this round, so the router reads an SMS digit
+    # answering it against its own record (services/router/survey_replies.py) moments after it left.
+    if publisher is not None:  # the router learns of surveys sent and answered from the bus
         jobs["survey_results"] = partial(report_surveys, deps=deps, publisher=publisher)
     return Ticker(jobs, deps.clock, interval=interval)
 

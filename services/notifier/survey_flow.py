@@ -30,7 +30,6 @@ from services.notifier.models import Outbox, Suppression, Survey, SurveyOptOut
 from services.notifier.senders import TransientSendError
 from services.notifier.surveys import (
     compose,
-    in_scale,
     new_token,
     skip_reason,
     survey_kind,
@@ -41,6 +40,7 @@ from shared.bus.publisher import BusUnavailable, Publisher
 from shared.contracts import ConversationResolved, Envelope, SurveyAnswer, SurveyResult, derive_id
 from shared.contracts import SurveyOptOut as OptOutEvent
 from shared.db import transaction
+from shared.survey_links import in_scale
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,9 @@ def report_surveys(now: datetime, deps: NotifierDeps, publisher: Publisher, *, b
         if survey.sent_at is None:  # answered implies sent; a row without a send time has nothing to say
             continue
         result = SurveyResult(conversation_id=survey.conversation_id, opening=survey.opening, kind=survey.kind,
-                              sent_at=survey.sent_at, score=survey.score, answered_at=survey.answered_at)
+                              sent_at=survey.sent_at, score=survey.score, answered_at=survey.answered_at,
+                              channel=survey.channel, address=survey.address, token=survey.token,
+                              commented=survey.comment_source is not None)
         envelope = Envelope.wrap(result, message_id=derive_id("survey-result", str(survey.id), survey.status),
                                  correlation_id=derive_id("survey", str(survey.id)), occurred_at=now)
         try:

@@ -62,10 +62,6 @@ def skip_reason(*, human_replied: bool, opted_out: bool, last_survey_at: datetim
     return None
 
 
-def in_scale(kind: str, score: int) -> bool:
-    return score in SCALES.get(kind, ())
-
-
 def new_token() -> str:
     """The survey's handle in buttons and links: 16 URL-safe characters, unguessable."""
     return secrets.token_urlsafe(12)

@@ -172,13 +172,19 @@ def record_survey_result(s: Session, result: SurveyResult) -> None:
     insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = insert(ConversationSurvey).values(
         conversation_id=result.conversation_id, opening=result.opening, kind=result.kind,
-        sent_at=result.sent_at, score=result.score, answered_at=result.answered_at)
+        sent_at=result.sent_at, score=result.score, answered_at=result.answered_at,
+        channel=result.channel, address=result.address, token=result.token, commented=result.commented)
     table = ConversationSurvey.__table__.c
     s.execute(stmt.on_conflict_do_update(
         index_elements=[table.conversation_id, table.opening],
         set_={"sent_at": func.coalesce(table.sent_at, stmt.excluded.sent_at),
               "score": func.coalesce(table.score, stmt.excluded.score),
-              "answered_at": func.coalesce(table.answered_at, stmt.excluded.answered_at)}))
+              "answered_at": func.coalesce(table.answered_at, stmt.excluded.answered_at),
+              "channel": func.coalesce(table.channel, stmt.excluded.channel),
+              "address": func.coalesce(table.address, stmt.excluded.address),
+              "token": func.coalesce(table.token, stmt.excluded.token),
+              # Once commented, always: the router's own mark is never undone by an older report.
+              "commented": table.commented | stmt.excluded.commented}))
 
 
 # --- the period's figures, added up by the database -------------------------------------------------

@@ -155,9 +155,12 @@ class PhoneCall(Base):
 
 class ConversationSurvey(Base):
     """The router's own record of a conversation's survey (one per opening), kept from the
-    notifier's survey.result events: what the KPI report counts (sent in the period, the score)."""
+    notifier's survey.result events: what the KPI report counts (sent in the period, the score),
+    and what tells an SMS digit or the comment after an answer from a new message
+    (services/router/survey_replies.py) without reading the notifier's tables."""
 
     __tablename__ = "conversation_surveys"
+    __table_args__ = (Index("ix_conversation_surveys_recipient", "channel", "address", "sent_at"),)
 
     conversation_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     opening: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -165,6 +168,11 @@ class ConversationSurvey(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     score: Mapped[int | None] = mapped_column(Integer)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    channel: Mapped[str | None] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(320))
+    token: Mapped[str | None] = mapped_column(String(40))
+    # A comment is held (the notifier said so) or was sent by the router: the next text is no comment.
+    commented: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class RouterOutbox(Base):

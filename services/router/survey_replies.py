@@ -9,9 +9,12 @@ The router sees every inbound message, so it picks these out before routing:
   invites one) → `survey.answer` with the comment; it is routed as well, because it may just as
   well be a new question, and nothing a customer writes may get lost.
 
-It reads the notifier's `surveys` table (one database in both run modes); the notifier alone writes
-it. Nothing here is stored by the router, so the events are derived from the message id: a
-redelivery yields the same event and the notifier's once-only recording does the rest.
+It reads the router's own record of the surveys (conversation_surveys), kept from the notifier's
+feedback.survey_result events (services meet only on the bus): where each survey went, its token,
+when it was sent and answered, whether a comment is held. The notifier reports a survey in the same
+ticker round that sends it. The events are derived from the message id: a redelivery yields the same
+event and the notifier's once-only recording does the rest. The one thing stored here is the mark
+that a comment was passed on, in the same transaction as the message that carries it.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.notifier.models import Survey
-from services.notifier.surveys import in_scale
+from services.router.models import ConversationSurvey as Survey
 from services.router.models import Identity
 from shared.contracts import Envelope, InboundMessage, SurveyAnswer, SurveyOptOut, derive_id
+from shared.survey_links import in_scale
 
 #: Whole-message opt-out words (lower case): Twilio's own keywords and their everyday equivalents
 #: in the configured languages.
@@ -77,7 +80,7 @@ def survey_reply(s: Session, envelope: Envelope, msg: InboundMessage) -> tuple[E
         survey = s.scalar(select(Survey).where(
             Survey.channel.in_(channels), Survey.address == msg.reply_to, Survey.sent_at.is_not(None),
             Survey.sent_at >= msg.received_at - ANSWER_WINDOW).order_by(Survey.sent_at.desc()).limit(1))
-        if survey is not None and in_scale(survey.kind, int(text)):
+        if survey is not None and survey.token and in_scale(survey.kind, int(text)):
             return _wrap(envelope, SurveyAnswer(channel=msg.channel, external_id=msg.external_id, token=survey.token,
                                                 score=int(text), received_at=msg.received_at)), False
         return None, True
@@ -85,7 +88,8 @@ def survey_reply(s: Session, envelope: Envelope, msg: InboundMessage) -> tuple[E
         Survey.channel.in_(channels), Survey.address == msg.reply_to, Survey.answered_at.is_not(None),
         Survey.answered_at >= msg.received_at - COMMENT_WINDOW).order_by(Survey.answered_at.desc()).limit(1))
     # Only the first text after the answer (a redelivery is re-published from the router's outbox).
-    if answered is not None and answered.comment_source is None and not msg.attachments:
+    if answered is not None and answered.token and not answered.commented and not msg.attachments:
+        answered.commented = True
         return _wrap(envelope, SurveyAnswer(channel=msg.channel, external_id=msg.external_id, token=answered.token,
                                             received_at=msg.received_at, comment=(msg.text or "").strip()[:2000])), True
     return None, True

@@ -388,6 +388,29 @@ def sms(text: str, sid: str, at: datetime) -> Envelope:
     return Envelope.wrap(msg, message_id=f"m-{sid}", correlation_id="c", occurred_at=at)
 
 
+class Collecting:
+    """The publisher's one method, keeping what is published: the router gets it next, as from the bus."""
+
+    def __init__(self) -> None:
+        self.published: list[Envelope] = []
+
+    def publish(self, envelope: Envelope) -> None:
+        self.published.append(envelope)
+
+
+def tell_router(deps, rdeps, now: datetime) -> None:
+    """The notifier's survey.result events, handed to the router: its record of the surveys is what
+    it reads an SMS digit against (it never reads the notifier's tables)."""
+    from services.notifier.survey_flow import report_surveys
+    from shared.contracts import decode, encode
+
+    bus = Collecting()
+    report_surveys(now, deps, bus)
+    assert bus.published
+    for envelope in bus.published:
+        assert handle_inbound(decode(encode(envelope)), rdeps) == []
+
+
 def test_an_sms_digit_answers_the_open_survey_and_opens_no_conversation(config, sessions, senders):
     deps = make_deps(config, sessions, senders, Clock(RESOLVED + HOUR))
     with transaction(sessions) as s:
@@ -397,6 +420,7 @@ def test_an_sms_digit_answers_the_open_survey_and_opens_no_conversation(config, 
     handle_event(resolved(channel="sms", reply_to="+48601234567"), deps)
     send_due_surveys(RESOLVED + HOUR, deps)
     rdeps = router_deps(config, sessions)
+    tell_router(deps, rdeps, RESOLVED + HOUR)  # the ticker's survey.result, as the bus delivers it
 
     [event] = handle_inbound(sms("5", "SM-5", RESOLVED + 2 * HOUR), rdeps)
     assert event.type == "survey.answer" and event.payload.score == 5
@@ -410,6 +434,33 @@ def test_an_sms_digit_answers_the_open_survey_and_opens_no_conversation(config, 
 
     [stop] = handle_inbound(sms("Stop ", "SM-stop", RESOLVED + 4 * HOUR), rdeps)
     assert stop.type == "survey.opt_out" and stop.payload.customer_id == "cust-1"
+
+
+def test_the_first_sms_after_an_answer_is_its_comment_and_is_routed_too(config, sessions, senders):
+    deps = make_deps(config, sessions, senders, Clock(RESOLVED + HOUR))
+    handle_event(resolved(channel="sms", reply_to="+48601234567"), deps)
+    send_due_surveys(RESOLVED + HOUR, deps)
+    rdeps = router_deps(config, sessions)
+    tell_router(deps, rdeps, RESOLVED + HOUR)
+    # Before an answer, a text is only a message.
+    [opened] = handle_inbound(sms("Where is my parcel?", "SM-q", RESOLVED + HOUR), rdeps)
+    assert opened.type == "conversation.opened"
+
+    [answer_event] = handle_inbound(sms("4", "SM-4", RESOLVED + 2 * HOUR), rdeps)
+    handle_event(answer_event, deps)
+    tell_router(deps, rdeps, RESOLVED + 2 * HOUR)  # the router learns of the answer from the bus
+
+    comment_events = handle_inbound(sms("Quick and kind, thanks", "SM-c", RESOLVED + 3 * HOUR), rdeps)
+    comment = next(e for e in comment_events if e.type == "survey.answer")
+    assert comment.payload.comment == "Quick and kind, thanks" and comment.payload.score is None
+    assert any(e.type != "survey.answer" for e in comment_events)  # routed as well: it may be a question
+    # A redelivery gives the same events; the next text is no comment any more.
+    again = handle_inbound(sms("Quick and kind, thanks", "SM-c", RESOLVED + 3 * HOUR), rdeps)
+    assert sorted(e.message_id for e in again) == sorted(e.message_id for e in comment_events)
+    later = handle_inbound(sms("One more thing", "SM-d", RESOLVED + 4 * HOUR), rdeps)
+    assert all(e.type != "survey.answer" for e in later)
+    handle_event(comment, deps)
+    assert (surveys(sessions)[0].score, surveys(sessions)[0].comment) == (4, "Quick and kind, thanks")
 
 
 def test_a_voicemail_that_says_stop_is_a_message_for_the_owner_not_an_opt_out(config, sessions, senders):
