@@ -32,11 +32,14 @@ compose() {
 }
 
 engine_up() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing+=(docker-compose)
+  if ((${#missing[@]})); then
+    echo "compose: installing ${missing[*]} (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
   if docker info >/dev/null 2>&1; then return 0; fi
-  command -v dockerd >/dev/null || {
-    echo "compose: installing docker.io and docker-compose (Debian packages)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose >/dev/null
-  }
   mkdir -p "$ENGINE_DIR"
   echo "compose: no Docker engine answers; starting dockerd (log: $ENGINE_DIR/dockerd.log)"
   setsid dockerd > "$ENGINE_DIR/dockerd.log" 2>&1 < /dev/null &
