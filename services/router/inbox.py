@@ -3,10 +3,14 @@ same operations as the agent API (services/router/operations.py, kpi_store.py).
 
 Security, in the order a request meets it:
 
-* a session is a random cookie (HttpOnly, SameSite=Lax, Secure behind HTTPS); only its SHA-256 is
+* a session is a random cookie (HttpOnly, SameSite=Lax, Secure behind HTTPS: directly, from a
+  trusted proxy's X-Forwarded-Proto, or always with SECURE_COOKIES); only its SHA-256 is
   stored (inbox_sessions), next to the agent id and the session's CSRF token, so every router
   replica knows every session and a database leak gives no usable cookie;
-* login takes the agent's API token or a password set with `switchboard agents password`; the
+* login takes the agent's API token or a password set with `switchboard agents password` (argon2id;
+  an older hash is replaced at the next login); failed logins are throttled per client address
+  and per agent (login_throttle.py: 429 with Retry-After, never a long lock-out of the agent), and
+  logged; a session opened with a token ends when the token is replaced, revoked or expires; the
   login form itself carries a double-submit CSRF token (cookie + field), so nobody can log a
   browser into someone else's account;
 * every POST carries the session's CSRF token, compared in constant time: 403 without it;
