@@ -19,7 +19,7 @@ from tests.integration.test_bus import inbound_envelope
 from tests.support.cluster import ROOT, LocalCluster, free_base
 from tests.support.wait import until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # a cluster starts in 30-60 s on a busy machine
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,38 @@ def test_killing_the_clients_node_moves_them_to_a_survivor_and_loses_nothing(clu
     assert sorted(set(seen), key=lambda c: int(c.split("-")[1])) == [f"corr-{n}" for n in range(1, 41)]
     # At least once: a delivery in flight at the kill may come again; none is missing.
     assert len(seen) >= 40
+
+
+def test_a_retry_waiting_in_its_tier_survives_the_loss_of_the_tiers_leader(cluster: LocalCluster) -> None:
+    """A handler's retry waits in a quorum tier: killing the node that leads the tier loses
+    nothing; it expires back to the work queue (dead-lettered at least once) on the survivors."""
+    from shared.bus.consumer import ATTEMPTS_HEADER
+    from shared.bus.publisher import connect, ensure_connected
+    from shared.bus.topology import PLUMBING, declare
+
+    url = cluster.url()
+    with connect(url) as conn:
+        ensure_connected(conn)
+        declare(conn)
+    tier = ROUTER_INBOUND.retry_tier(15)
+    Publisher(url).publish(inbound_envelope(99), exchange=PLUMBING, routing_key=tier,
+                           headers={ATTEMPTS_HEADER: 1})
+    leader = cluster.leader(tier, via=1)
+    cluster.kill(leader)  # the retry is waiting out its 15 s there
+    seen: list[str] = []
+    stop = threading.Event()
+    worker = Worker(url=url, spec=ROUTER_INBOUND, handler=lambda env: seen.append(env.correlation_id) or [],
+                    publisher=Publisher(url))
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        until(lambda: "corr-99" in seen, timeout=90, message="the retry back from its tier after the leader's loss")
+        survivor = next(n for n in (1, 2, 3) if n != leader)
+        assert cluster.leader(tier, via=survivor) != leader  # a new leader held it
+    finally:
+        stop.set()
+        thread.join(15)
+        cluster.start(leader)
 
 
 def test_connections_spread_over_the_nodes(cluster: LocalCluster) -> None:
