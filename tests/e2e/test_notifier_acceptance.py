@@ -1,7 +1,7 @@
 """End to end, services mode: the notifier's promises to customers.
 
-- A conversation opened on Friday 17:55 in Warsaw with a promise of 4 business hours gets an
-  acknowledgement that names Monday's time, in the customer's language, by name.
+- A message whose phone says Friday 17:55 is promised from its arrival at the gateway, and the
+  acknowledgement names that promise in the customer's language, by name.
 - The Bot API answers 500 and 429 for a whole minute: afterwards every acknowledgement is delivered,
   once, and an agent's two replies written during the outage arrive in the order they were written.
 """
@@ -51,15 +51,29 @@ def post(svc: Services, body: dict) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_friday_evening_is_promised_for_monday_in_the_customers_language_by_name(services, fake_bot_api) -> None:
+def test_a_message_sent_on_friday_evening_is_promised_from_its_arrival_in_the_customers_language_by_name(
+        services, fake_bot_api, pg_url, tmp_path) -> None:
+    """The phone says Friday 17:55; the promise counts from when the gateway took the message (the
+    device's clock is kept, never trusted), and the acknowledgement names that promise in Polish,
+    by name, worded for the moment it is sent — whatever day this test runs on."""
+    from datetime import UTC, timedelta
+
+    from shared.config import load_config
+    from shared.locale import format_when
+
     friday = datetime(2026, 11, 27, 17, 55, tzinfo=WARSAW)  # the provider's timestamp of the message
+    posted = datetime.now(UTC)
     post(services, update(920001, 5012345001, "Dzień dobry, gdzie jest moja paczka? Zamówienie 48213.",
                           name="Piotr", lang="pl", at=friday))
     until(lambda: fake_bot_api.sent_to(5012345001), timeout=30, message="the acknowledgement")
     [ack] = fake_bot_api.sent_to(5012345001)
+    sent = datetime.fromtimestamp(ack.at, UTC)
+    [(due,)] = query(pg_url, "SELECT promise_due FROM conversations")
+    due = due if due.tzinfo else due.replace(tzinfo=UTC)
+    assert due > sent > posted - timedelta(seconds=5)  # from arrival, still ahead: not from Friday
+    calendar = load_config(tmp_path / "switchboard.yaml").business_calendar
     assert "Piotr" in ack.text
-    # 4 business hours from Friday 17:55 (closed until Monday 09:00) end Monday at 13:00.
-    assert "poniedziałek" in ack.text and "13:00" in ack.text, ack.text
+    assert format_when(due.astimezone(calendar.tz), sent.astimezone(calendar.tz), "pl", mode="by") in ack.text, ack.text
     assert "paczk" in ack.text or "dostaw" in ack.text  # what we understood: a delivery, in Polish
 
 
