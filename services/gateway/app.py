@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -18,10 +18,22 @@ from pathlib import Path
 import yaml
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from services.gateway.channels import InboundAdapter, Malformed, RawRequest, Unauthenticated
+from services.gateway.channels import (
+    FixedAnswer,
+    HandshakeVerifier,
+    Inbound,
+    InboundAdapter,
+    Malformed,
+    RawRequest,
+    Responder,
+    StatusesParser,
+    StatusParser,
+    Unauthenticated,
+    WebhookAnswerer,
+)
 from services.gateway.intake import Intake
 from shared.config import Config
-from shared.contracts import Envelope, InboundMessage, derive_id
+from shared.contracts import DeliveryStatus, Envelope, InboundMessage, derive_id
 from shared.log import correlation_id
 from shared.metrics import MESSAGES_IN, WEBHOOKS_REJECTED, observe_stage
 from shared.web import error, install_json_errors
@@ -99,10 +111,10 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
     @bp.get("/webhooks/meta")
     def meta_handshake():
         adapter = deps.adapters.get("meta")
-        if adapter is None:
+        if not isinstance(adapter, HandshakeVerifier):
             return error(404, "channel_not_configured", "no meta adapter is configured")
         try:
-            challenge = adapter.verify_handshake(request.args)  # type: ignore[attr-defined]
+            challenge = adapter.verify_handshake(request.args)
         except Unauthenticated as exc:
             return error(403, "forbidden", str(exc))
         except Malformed as exc:
@@ -139,9 +151,13 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
             WEBHOOKS_REJECTED.labels(adapter_name, "forbidden").inc()
             return error(403, "forbidden", str(exc))
         try:
-            envelopes = []
+            envelopes: list[Envelope] = []
+            statuses: list[DeliveryStatus]
             if statuses_only:
-                statuses = [adapter.parse_status(raw)]  # type: ignore[attr-defined]
+                if not isinstance(adapter, StatusParser):
+                    # A wiring mistake in build_adapters, not the provider's: a 500 is right.
+                    raise TypeError(f"the {adapter_name} adapter parses no delivery statuses")
+                statuses = [adapter.parse_status(raw)]
             else:
                 messages = adapter.parse(raw)
                 for msg in messages:
@@ -149,8 +165,7 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
                         log.info("dropped a message on the switched-off %s channel", msg.channel)
                         continue
                     envelopes.append(_wrap(msg, derive_id(msg.channel, msg.external_id), raw.received_at))
-                parse_statuses = getattr(adapter, "parse_statuses", None)
-                statuses = parse_statuses(raw) if parse_statuses else []
+                statuses = adapter.parse_statuses(raw) if isinstance(adapter, StatusesParser) else []
             for st in statuses:
                 # One message gets several statuses (delivered, then read): each is its own event.
                 envelopes.append(_wrap(st, derive_id(st.channel, "status", st.provider_message_id, st.status),
@@ -168,24 +183,21 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
                 if outcome == "published":
                     observe_stage("published", envelope.payload.channel, raw.received_at, deps.clock())
             log.info("accepted %s", envelope.type, extra={"message_id": envelope.message_id, "outcome": outcome})
-        respond = getattr(adapter, "respond", None)
-        if respond is not None:
+        if isinstance(adapter, Responder):
             # The answer depends on the request: a call's TwiML says what happens next to the caller.
-            body, content_type = respond(raw)
+            body, content_type = adapter.respond(raw)
             return Response(body, 200, content_type=content_type)
-        webhook_answer = getattr(adapter, "webhook_answer", None)
-        method_call = webhook_answer(raw) if webhook_answer is not None else None
+        method_call = adapter.webhook_answer(raw) if isinstance(adapter, WebhookAnswerer) else None
         if method_call is not None:
             # Telegram runs one Bot API method given in the webhook's response (answerCallbackQuery).
             return jsonify(method_call)
-        answer = getattr(adapter, "success_response", None)
-        if answer is not None:
+        if isinstance(adapter, FixedAnswer):
             # Some providers read the body: Twilio would text a non-TwiML body to the customer.
-            body, content_type = answer()
+            body, content_type = adapter.success_response()
             return Response(body, 200, content_type=content_type)
         return jsonify(ok=True, accepted=outcomes)
 
-    def _wrap(payload, message_id: str, received_at: datetime) -> Envelope:
+    def _wrap(payload: Inbound | DeliveryStatus, message_id: str, received_at: datetime) -> Envelope:
         return Envelope.wrap(payload, message_id=message_id, correlation_id=correlation_id.get() or str(uuid.uuid4()),
                              occurred_at=received_at)
 
@@ -201,7 +213,7 @@ def openapi_document() -> dict:
     return yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
 
 
-def create_app(deps: GatewayDeps, extra_blueprints: list[Blueprint] = ()) -> Flask:
+def create_app(deps: GatewayDeps, extra_blueprints: Sequence[Blueprint] = ()) -> Flask:
     app = Flask("switchboard.gateway")
     app.config["MAX_CONTENT_LENGTH"] = deps.max_body_bytes
     install_json_errors(app)

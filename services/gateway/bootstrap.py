@@ -13,7 +13,7 @@ from pathlib import Path
 from flask import Blueprint, Flask
 
 from services.gateway.app import GatewayDeps, create_app
-from services.gateway.channels import InboundAdapter
+from services.gateway.channels import Inbound, InboundAdapter
 from services.gateway.channels.email import EmailRelayAdapter
 from services.gateway.channels.meta import MetaAdapter
 from services.gateway.channels.telegram import TelegramAdapter
@@ -29,7 +29,7 @@ from services.gateway.telegram_poller import TelegramPoller
 from shared.bus.publisher import Publisher, connect
 from shared.bus.topology import declare
 from shared.config import Config
-from shared.contracts import Envelope, InboundMessage, derive_id
+from shared.contracts import Envelope, derive_id
 from shared.runtime import start_thread
 from shared.service import broker_check
 from shared.settings import DEV_TELEGRAM_SECRET, Settings
@@ -83,11 +83,11 @@ def voice_adapters(settings: Settings, config: Config, *, embedded: bool) -> dic
     }
 
 
-def polled_message_intake(intake: Intake, config: Config) -> Callable[[InboundMessage], None]:
+def polled_message_intake(intake: Intake, config: Config) -> Callable[[Inbound], None]:
     """What a poller (IMAP, Telegram getUpdates) does with a message: exactly what a webhook does —
     the same derived message id, so a message seen twice, or both ways, is one message downstream."""
 
-    def accept(msg: InboundMessage) -> None:
+    def accept(msg: Inbound) -> None:
         if config.channel_mode(msg.channel) == "off":
             log.info("dropped a message on the switched-off %s channel", msg.channel)
             return

@@ -34,9 +34,8 @@ from telegram import Bot
 from telegram.error import Conflict, TelegramError
 from telegram.request import HTTPXRequest
 
-from services.gateway.channels import Malformed
+from services.gateway.channels import Inbound, Malformed
 from services.gateway.channels.telegram import callback_query_id, parse_update
-from shared.contracts import InboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class OffsetStore:
 
 
 class TelegramPoller:
-    def __init__(self, token: str, *, bot_id: str, accept: Callable[[InboundMessage], None],
+    def __init__(self, token: str, *, bot_id: str, accept: Callable[[Inbound], None],
                  state_path: str | Path, api_base: str | None = None, long_poll_seconds: int = 10,
                  limit: int = 100, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         base = (api_base or "https://api.telegram.org/bot").rstrip("/")

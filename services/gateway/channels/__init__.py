@@ -6,16 +6,23 @@ layer can answer the provider with the right status:
 - `Unauthenticated` → 403 (bad or missing signature/secret),
 - `Malformed` → 400 with the problem named,
 - an empty result → 200, nothing published (a known but irrelevant event: edits, statuses, typing).
+
+`InboundAdapter` is what every adapter offers. What only some offer is declared once each below
+(a handshake, delivery statuses, a request-dependent answer); the web layer asks with isinstance,
+so an adapter states its abilities by having the method, and the type checker sees the signature.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, overload, runtime_checkable
 
-from shared.contracts import InboundMessage
+from shared.contracts import DeliveryStatus, InboundMessage, SurveyAnswer
+
+# What a parsed request yields: a customer's message, or a press/reply answering one of our surveys.
+Inbound = InboundMessage | SurveyAnswer
 
 
 class Unauthenticated(Exception):
@@ -26,12 +33,24 @@ class Malformed(Exception):
     """Authenticated but unparseable: the message names the problem for the 400 body."""
 
 
+class Headers(Protocol):
+    """The two reads adapters make of headers. Flask's are case-insensitive and no Mapping; a test's
+    dict is. Both fit, so adapters never learn which web framework carried the request."""
+
+    @overload
+    def get(self, key: str) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str) -> str: ...
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
 @dataclass(frozen=True)
 class RawRequest:
     """What an adapter may look at: nothing Flask-specific, so adapters are tested without HTTP."""
 
     url: str  # the public URL the provider called (for URL-signed providers)
-    headers: Mapping[str, str]
+    headers: Headers
     body: bytes
     form: Mapping[str, list[str]]
     received_at: datetime
@@ -42,4 +61,47 @@ class InboundAdapter(Protocol):
 
     def verify(self, request: RawRequest) -> None: ...
 
-    def parse(self, request: RawRequest) -> list[InboundMessage]: ...
+    # Sequence, not list: an adapter that only ever yields messages returns list[InboundMessage].
+    def parse(self, request: RawRequest) -> Sequence[Inbound]: ...
+
+
+@runtime_checkable
+class HandshakeVerifier(Protocol):
+    """Answers the provider's subscription check (Meta's GET hub.challenge) with the challenge."""
+
+    def verify_handshake(self, args: Mapping[str, str]) -> str: ...
+
+
+@runtime_checkable
+class StatusParser(Protocol):
+    """A status-only endpoint: every request is exactly one delivery status (Twilio's callback)."""
+
+    def parse_status(self, request: RawRequest) -> DeliveryStatus: ...
+
+
+@runtime_checkable
+class StatusesParser(Protocol):
+    """Delivery statuses that arrive in the same webhooks as messages (Meta)."""
+
+    def parse_statuses(self, request: RawRequest) -> list[DeliveryStatus]: ...
+
+
+@runtime_checkable
+class Responder(Protocol):
+    """The 2xx body depends on the request: a call's TwiML says what happens next. (body, content type)"""
+
+    def respond(self, request: RawRequest) -> tuple[str, str]: ...
+
+
+@runtime_checkable
+class WebhookAnswerer(Protocol):
+    """May answer with one provider API call in the response body (Telegram's answerCallbackQuery)."""
+
+    def webhook_answer(self, request: RawRequest) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class FixedAnswer(Protocol):
+    """The provider reads the body of every 2xx (Twilio would text it on): (body, content type)."""
+
+    def success_response(self) -> tuple[str, str]: ...

@@ -173,9 +173,9 @@ def _body(msg: Message) -> str:
             size += len(chunk)
             if size >= MAX_SCAN:
                 break
-    if not out and msg.get_content_maintype() == "multipart" and isinstance(msg.get_payload(), str):
+    if not out and msg.get_content_maintype() == "multipart" and isinstance(payload := msg.get_payload(), str):
         # A multipart whose boundary never appears (old sendmail reports): its text is all there is.
-        out.append(msg.get_payload()[:MAX_SCAN])
+        out.append(payload[:MAX_SCAN])
     return "\n".join(out)[:MAX_SCAN]
 
 

@@ -35,7 +35,7 @@ from typing import Any, TypeGuard
 
 import phonenumbers
 
-from services.gateway.channels import Malformed, RawRequest, Unauthenticated
+from services.gateway.channels import Headers, Inbound, Malformed, RawRequest, Unauthenticated
 from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage, SurveyAnswer
 from shared.survey_links import parse_callback_data
 
@@ -104,7 +104,7 @@ class MetaAdapter:
         if not hmac.compare_digest(expected.encode(), got.strip().lower().encode("utf-8", "replace")):
             raise Unauthenticated(f"wrong {SIGNATURE_HEADER}")
 
-    def parse(self, request: RawRequest) -> list[InboundMessage | SurveyAnswer]:
+    def parse(self, request: RawRequest) -> list[Inbound]:
         events = parse_payload(_load(request.body), received_at=request.received_at)
         events.log_problems()
         return [survey_answer(msg) or msg for msg in events.messages]
@@ -445,7 +445,8 @@ def _whatsapp_message(message: Any, phone_number_id: str | None, display: Any, n
     linked = [Identity("phone", phone)] if phone else []
     if wa_id and user_id:
         linked.append(Identity("wa_user", user_id))
-    sender = Identity("wa_id", wa_id) if wa_id else Identity("wa_user", user_id)
+    # One of the two is set (checked above): a wa_id wins.
+    sender = Identity("wa_id", wa_id) if wa_id else Identity("wa_user", user_id or "")
     username = names.get(f"username:{user_id}") if user_id else None
     if username:
         meta["username"] = username  # shown to agents; not an identity: users change it
@@ -539,9 +540,9 @@ def _order(order: dict, meta: dict[str, Any]) -> str:
     meta["order"] = {"catalog_id": _id(order.get("catalog_id")), "items": items}
     lines = []
     for i in items:
-        quantity = i["quantity"] if i["quantity"] is not None else "?"
+        count = i["quantity"] if i["quantity"] is not None else "?"
         price = " ".join(str(x) for x in (i["item_price"], i["currency"]) if x not in (None, ""))
-        lines.append(f"🛒 {quantity} × {i['product_retailer_id']}" + (f" ({price})" if price else ""))
+        lines.append(f"🛒 {count} × {i['product_retailer_id']}" + (f" ({price})" if price else ""))
     note = _str(order.get("text")).strip()
     return "\n".join(lines + ([note] if note else []))
 
@@ -629,7 +630,7 @@ def _load(body: bytes) -> Any:
         raise Malformed("the body nests too deeply") from exc
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
+def _header(headers: Headers, name: str) -> str:
     got = headers.get(name)
     if got is None:
         # Plain dicts (tests, other WSGI layers) are case-sensitive; Flask's headers are not.

@@ -24,12 +24,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import phonenumbers
 
-from services.gateway.channels import Malformed, RawRequest, Unauthenticated
+from services.gateway.channels import Inbound, Malformed, RawRequest, Unauthenticated
 from shared.contracts import Attachment, Identity, InboundMessage, SurveyAnswer
 from shared.survey_links import parse_callback_data
 
@@ -60,7 +61,7 @@ class TelegramAdapter:
         if not self.secret or not hmac.compare_digest(got.encode(), self.secret.encode()):
             raise Unauthenticated(f"missing or wrong {SECRET_HEADER}")
 
-    def parse(self, request: RawRequest) -> list[InboundMessage]:
+    def parse(self, request: RawRequest) -> Sequence[Inbound]:
         try:
             update = json.loads(request.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -69,7 +70,7 @@ class TelegramAdapter:
             raise Malformed("the body nests too deeply") from exc
         return parse_update(update, bot_id=self.bot_id, received_at=request.received_at)
 
-    def webhook_answer(self, request: RawRequest) -> dict | None:
+    def webhook_answer(self, request: RawRequest) -> dict[str, Any] | None:
         """A webhook's response may carry one Bot API call: a pressed button is acknowledged with
         answerCallbackQuery there (else the customer's client keeps spinning), with no extra request."""
         try:
@@ -90,7 +91,7 @@ def callback_query_id(update: Any) -> str | None:
     return None
 
 
-def parse_update(update: Any, *, bot_id: str, received_at: datetime) -> list[InboundMessage | SurveyAnswer]:
+def parse_update(update: Any, *, bot_id: str, received_at: datetime) -> Sequence[Inbound]:
     """`received_at`: when the gateway accepted the update (the webhook's request, the poll)."""
     if not isinstance(update, dict):
         raise Malformed("an update must be a JSON object")
@@ -272,7 +273,7 @@ def _coords(geo: str | None) -> str:
     return geo.removeprefix("geo:").replace(",", ", ") if geo else "?"
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

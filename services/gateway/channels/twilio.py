@@ -22,7 +22,7 @@ import phonenumbers
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from services.gateway.channels import Malformed, RawRequest, Unauthenticated
+from services.gateway.channels import Headers, Malformed, RawRequest, Unauthenticated
 from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage
 from shared.delivery import STATUS_RANK, status_moves_forward
 
@@ -80,7 +80,7 @@ def form_params(request: RawRequest) -> _MultiForm:
     return _MultiForm()
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
+def _header(headers: Headers, name: str) -> str:
     value = headers.get(name)
     if value is None:  # plain dicts are case-sensitive; HTTP header names are not
         lowered = name.lower()

@@ -107,7 +107,7 @@ def caller_language(caller: str | None, languages: Sequence[str], default: str) 
     if caller:
         region = phonenumbers.region_code_for_number(phonenumbers.parse(caller, None))
         language = REGION_LANGUAGE.get(region or "")
-        if language in languages:
+        if language is not None and language in languages:
             return language
     return default
 
