@@ -300,3 +300,36 @@ def test_migration_0012_backfills_resolution_times_and_the_surveys_sent_before_i
         kept = sorted((r.conversation_id, r.opening, r.score) for r in s.query(ConversationSurvey))
         assert kept == [("o", 2, None), ("r", 1, 5)]  # the one never sent is no survey sent
     engine.dispose()
+
+
+def test_migration_0016_rolls_back_and_forth_and_the_figures_stay(db, example_config) -> None:
+    """0016 rebuilds the period indexes with the report's columns (PostgreSQL's INCLUDE) and adds
+    the customer-messages index: an operator can roll it back and forward on a live history and
+    the week's figures are the same on either side."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from shared.db import _MIGRATIONS
+
+    arrivals = [("A", when) for when in ARRIVALS]
+    surveys = [("A" if i % 2 else "B", i + 1, r.kind, at(24, 12), r.score) for i, r in enumerate(SURVEYS)]
+    store(db, ROWS, arrivals, surveys, example_config.business_calendar)
+    scope = kpi_store.Scope("support", None)
+
+    def figures() -> dict:
+        with db() as s:
+            return kpi_store.report(s, example_config, scope, at(23, 0), at(30, 0), at(30, 12))
+
+    def move(command_, to: str) -> None:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        with db.kw["bind"].begin() as conn:
+            cfg.attributes["connection"] = conn
+            command_(cfg, to)
+
+    before = figures()
+    move(command.downgrade, "0015")
+    assert figures() == before
+    move(command.upgrade, "head")
+    assert figures() == before
+    assert before["conversations"] == 5 and before["arrivals"]["total"] == 6
