@@ -295,7 +295,8 @@ class KpiResult(Schema):
     surveys = fields.Dict()
     arrivals = fields.Dict()
     trend = fields.List(fields.Dict())
-    load = fields.List(fields.Dict())
+    # Not `load =`: a field of that name would hide Schema.load. Same key in the JSON and the spec.
+    load_ = fields.List(fields.Dict(), attribute="load", data_key="load")
     automatic_mail = fields.Dict(metadata={"description": "automatic mail received in the period, outside every "
                                            "KPI: {total, by_kind: {bounce, complaint, vacation, spam, ...}}"})
 
@@ -379,7 +380,8 @@ def build_api(deps: ApiDeps) -> Blueprint:
               body: type[Schema] | None = None, query: type[Schema] | None = None,
               errors: tuple[tuple[int, str], ...] = ()):
         # Flask's "<int:id>" is OpenAPI's "{id}" with an integer schema.
-        converter, name = (_PATH_PARAM.search(rule).groups() if "<" in rule else (None, None))
+        found = _PATH_PARAM.search(rule)
+        converter, name = found.groups() if found else (None, None)
         path = PREFIX + _PATH_PARAM.sub(r"{\2}", rule)
         operation: dict[str, Any] = {
             "summary": summary, "security": [{"bearer": []}],
@@ -463,7 +465,7 @@ def build_api(deps: ApiDeps) -> Blueprint:
     def get_conversation(conversation_id: str):
         with deps.sessions() as s:
             conv = _conversation(s, conversation_id)
-            customer = s.get(Customer, conv.customer_id)
+            customer = s.get_one(Customer, conv.customer_id)  # a foreign key: always there
             identities = s.scalars(select(Identity).where(Identity.customer_id == customer.id).order_by(Identity.id))
             history = s.scalars(select(Message).join(Conversation, Message.conversation_id == Conversation.id)
                                 .where(Conversation.customer_id == customer.id)

@@ -72,8 +72,8 @@ def choose_owner(
                         f"{best.id} is on shift, skilled for {category}, speaks {language}, least loaded "
                         f"({loads.get(best.id, 0)}/{best.capacity}) of {len(on_shift)} on shift{language_note}")
 
-    upcoming = [(a.shift.next_opening(at), a) for a in speakers]
-    upcoming = [(t, a) for t, a in upcoming if t is not None]
+    openings = [(a.shift.next_opening(at), a) for a in speakers]
+    upcoming = [(t, a) for t, a in openings if t is not None]
     if upcoming:
         starts, best = min(upcoming, key=lambda ta: (ta[0], load(ta[1]), ta[1].id))
         return Decision(best.id, best.team, "next_shift",

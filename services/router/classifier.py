@@ -597,10 +597,11 @@ class Classifier:
         self.fallback = fallback
         self.threshold = threshold
         self.data_dir = data_dir
-        self.model = model or shipped_model(data_dir)
-        if not shipped_lexicon(data_dir) or self.model is None:
+        loaded = model or shipped_model(data_dir)
+        if not shipped_lexicon(data_dir) or loaded is None:
             # A build that dropped the data files would otherwise categorise everything as "other".
             raise RuntimeError(f"classifier data missing: no lexicon/*.ini or {MODEL_FILE} under {data_dir}")
+        self.model: LinearModel = loaded
         terms = [t for t in shipped_lexicon(data_dir) if t.category in self.categories]
         for category, per_language in (keywords or {}).items():
             if category not in self.categories:

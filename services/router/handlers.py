@@ -118,8 +118,8 @@ def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
         if sender != msg.sender:
             msg = dataclasses.replace(msg, sender=sender)
         survey_event, route = survey_reply(s, envelope, msg)
-        if not route:
-            return [survey_event]  # a survey answer or STOP: no conversation, nothing stored
+        if not route:  # a survey answer or STOP: no conversation, nothing stored
+            return [survey_event] if survey_event is not None else []
         # A survey comment is routed as well: it may be a new question too.
         store = _store_automatic if msg.automatic else _route_new
         events = ([survey_event] if survey_event else []) + store(s, envelope, msg, deps)
@@ -290,7 +290,7 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         calendar = config.calendars[config.teams[team_id].calendar] if team_id in config.teams else config.business_calendar
         promise = calendar.add_business_time(at, config.categories[category].target_for(msg.channel))
         reply_to, pending = _reply_address(s, msg, customer.id)
-        if reopen:
+        if last is not None and reopen:  # reopen implies last; said again for the type checker
             conv = last
             record_reopening(conv)
             conv.opening += 1

@@ -360,9 +360,9 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
         if checked.rehash:
             # Stored with old parameters (scrypt N=2^14, or argon2 below the library's defaults).
             with transaction(deps.sessions) as s:
-                row = s.get(AgentPassword, agent_id)
-                if row is not None and row.password_hash == stored_hash:
-                    row.password_hash = hash_password(password)
+                kept = s.get(AgentPassword, agent_id)
+                if kept is not None and kept.password_hash == stored_hash:
+                    kept.password_hash = hash_password(password)
             log.info("inbox password of %s upgraded to current hash parameters", agent_id)
         return agent_id, None
 
@@ -446,7 +446,7 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
         now = deps.clock()
         with deps.sessions() as s:
             conv = _load(s, conversation_id)
-            customer = s.get(Customer, conv.customer_id)
+            customer = s.get_one(Customer, conv.customer_id)  # a foreign key: always there
             history = list(s.scalars(select(Message).join(Conversation, Message.conversation_id == Conversation.id)
                                      .where(Conversation.customer_id == customer.id)
                                      .order_by(Message.received_at, Message.id)))

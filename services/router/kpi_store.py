@@ -160,6 +160,8 @@ def backfill_first_responses(sessions: sessionmaker[Session], calendar: Calendar
                                     Conversation.first_response_business_s.is_(None), Conversation.id > after)
                              .order_by(Conversation.id).limit(batch)).all()
             for cid, opened, first in rows:
+                if first is None:  # excluded by the query; the column's type cannot say so
+                    continue
                 s.execute(update(Conversation).where(Conversation.id == cid).values(
                     first_response_business_s=calendar.business_time_between(opened, first).total_seconds()))
         if not rows:

@@ -119,14 +119,17 @@ def roster(s: Session, config: Config) -> list[Agent]:
 
 
 def loads(s: Session) -> dict[str, int]:
-    return dict(s.execute(select(Conversation.owner_id, func.count())
-                          .where(Conversation.status == "open", Conversation.owner_id.is_not(None))
-                          .group_by(Conversation.owner_id)).all())
+    rows = s.execute(select(Conversation.owner_id, func.count())
+                     .where(Conversation.status == "open", Conversation.owner_id.is_not(None))
+                     .group_by(Conversation.owner_id)).all()
+    # The query already leaves out unowned conversations; the column's type cannot say so.
+    return {owner: n for owner, n in rows if owner is not None}
 
 
 def last_assigned(s: Session) -> dict[str, datetime]:
-    return dict(s.execute(select(Assignment.agent_id, func.max(Assignment.assigned_at, type_=UTCDateTime()))
-                          .where(Assignment.agent_id.is_not(None)).group_by(Assignment.agent_id)).all())
+    rows = s.execute(select(Assignment.agent_id, func.max(Assignment.assigned_at, type_=UTCDateTime()))
+                     .where(Assignment.agent_id.is_not(None)).group_by(Assignment.agent_id)).all()
+    return {agent: at for agent, at in rows if agent is not None}  # as in loads()
 
 
 def assign(s: Session, conv: Conversation, decision: Decision, at: datetime) -> None:
