@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import TextIO
 
 from services.gateway.bootstrap import build as build_gateway
@@ -113,7 +114,7 @@ def start(settings: Settings, config: Config, *, host: str = "127.0.0.1", port: 
                                 extra_blueprints=[router.build_api(config, sessions, publisher, router_deps),
                                                   *router.build_pages(config, sessions, publisher,
                                                                      secure_cookies=settings.secure_cookies)])
-    threads = [start_thread(lambda w=w: w.run(stop), w.name) for w in workers]
+    threads = [start_thread(partial(w.run, stop), w.name) for w in workers]
     threads.append(start_thread(lambda: intake.forwarder.run(stop), "spool-forwarder"))
     threads.append(start_thread(lambda: run_relay(sessions, publisher, utc_now, stop), "router-relay"))
     # First responses kept before their business time was (migration 0012): filled in beside the work.

@@ -45,7 +45,7 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, _stop)
 
 
-def start_thread(target: Callable[[], None], name: str) -> threading.Thread:
+def start_thread(target: Callable[[], object], name: str) -> threading.Thread:  # a result is dropped
     t = threading.Thread(target=target, name=name, daemon=True)
     t.start()
     return t
