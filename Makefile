@@ -75,9 +75,9 @@ audit: $(STAMP) ## pip-audit of deploy/requirements.lock: fails on a known vulne
 	$(BIN)/python deploy/audit.py
 
 .PHONY: lint
-lint: $(STAMP) ## ruff on everything, mypy on shared/
+lint: $(STAMP) ## ruff on everything, mypy on shared/ and services/ (pyproject's [tool.mypy])
 	$(BIN)/ruff check shared services tests
-	$(BIN)/mypy shared
+	$(BIN)/mypy shared services
 
 .PHONY: services
 services: $(STAMP) ## services mode on this machine: gateway :8080, router :8081, notifier :8082 (needs RabbitMQ, PostgreSQL)
