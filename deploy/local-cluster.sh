@@ -18,7 +18,7 @@
 # (under pause_minority, the cut-off node closes them itself).
 #
 # Ports (CLUSTER_PORT_BASE, default 5680): AMQP base+1..3, distribution 20000+base+1..3, epmd
-# base+1000+... see below; set CLUSTER_PORT_BASE for a second clone's cluster on the same machine.
+# base-1300; set CLUSTER_PORT_BASE for a second clone's cluster on the same machine.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
