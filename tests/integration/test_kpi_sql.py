@@ -333,3 +333,27 @@ def test_migration_0016_rolls_back_and_forth_and_the_figures_stay(db, example_co
     move(command.upgrade, "head")
     assert figures() == before
     assert before["conversations"] == 5 and before["arrivals"]["total"] == 6
+
+
+@pytest.mark.parametrize("outside_smaller", [True, False])
+@pytest.mark.parametrize("scope", [kpi_store.Scope("support", None), kpi_store.Scope(None, "anna"),
+                                   kpi_store.Scope("support", "taras")])
+def test_arrivals_are_the_same_whichever_side_of_the_scope_the_database_reads(
+        db, example_config, monkeypatch, scope, outside_smaller) -> None:
+    """PostgreSQL counts a scope's arrivals either as the messages of the conversations inside it
+    or as those not of a conversation outside it, by the planner's estimate of which is fewer:
+    both give the Python definitions' figures. Arrivals go to conversations of every owner, an
+    automatic one included, so both sides of the scope are there."""
+    arrivals = [(ROWS[i % len(ROWS)].id, when) for i, when in enumerate(ARRIVALS)]
+    store(db, ROWS, arrivals, [], example_config.business_calendar)
+    with transaction(db) as s:  # an automatic mail's conversation, outside every scope
+        auto = s.get(Conversation, ROWS[0].id)
+        auto.status = "automatic"
+    monkeypatch.setattr(kpi_store, "_smaller", lambda *_: outside_smaller)
+    with db() as s:
+        got = kpi_store.report(s, example_config, scope, at(23, 0), at(30, 0), at(30, 12))
+    rows = [r if r.id != ROWS[0].id else None for r in ROWS]
+    expected = python_figures(example_config, [r for r in rows if r is not None],
+                              [(cid, when) for cid, when in arrivals if cid != ROWS[0].id], [],
+                              scope, at(23, 0), at(30, 0), at(30, 12))
+    assert got["arrivals"] == expected["arrivals"]
