@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
@@ -55,7 +56,8 @@ class Settings:
     imap_password: str | None = None
     email_relay_secret: str | None = None
     smtp_from: str | None = None
-    smtp_security: str | None = None  # starttls | tls | none; unset: by the port (465 → tls, else starttls)
+    # Unset: by the port (465 → tls, else starttls). SMTP_SECURITY is checked against these on load.
+    smtp_security: Literal["starttls", "tls", "none"] | None = None
     imap_security: str | None = None  # tls | starttls | none; unset: by the port (993 → tls, else starttls)
     imap_folder: str = "INBOX"
     imap_poll_seconds: float = 30.0

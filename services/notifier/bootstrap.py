@@ -54,14 +54,14 @@ def build_senders(settings: Settings, config: Config, *, sandbox_out: TextIO | N
     if settings.smtp_host:
         from email.utils import formataddr
 
-        from services.notifier.senders.email import SmtpSender
+        from services.notifier.senders.email import Security, SmtpSender
 
         domain = config.business.email_domain
-        security = settings.smtp_security or ("tls" if settings.smtp_port == 465 else "starttls")
+        security: Security = settings.smtp_security or ("tls" if settings.smtp_port == 465 else "starttls")
         senders["email"] = SmtpSender(
             settings.smtp_host, settings.smtp_port, settings.smtp_user, settings.smtp_password,
             from_address=formataddr((config.business.name, settings.smtp_from or f"support@{domain}")),
-            domain=domain, security=security)  # type: ignore[arg-type]
+            domain=domain, security=security)
     # A caller is answered by SMS to the number they called from (and from the number they called:
     # the event's reply_from): a voice call cannot carry an acknowledgement.
     senders["phone"] = senders["sms"]

@@ -232,7 +232,7 @@ def _thanks(s: Session, survey: Survey, envelope: Envelope, now: datetime, deps:
     key = f"survey-thanks:{survey.conversation_id}:{survey.opening}"
     if s.scalar(select(Outbox.id).where(Outbox.idempotency_key == key)) is not None:
         return None
-    body = render_survey_thanks(survey.language, survey.kind,  # type: ignore[arg-type]
+    body = render_survey_thanks(survey.language, survey.kind,
                                 overrides=deps.config.templates or None)
     options = send_options(survey.channel, survey.reply_from, now) or {}
     options.pop("last_customer_message_at", None)

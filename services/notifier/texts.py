@@ -367,7 +367,7 @@ def render_survey_question(language: str, kind: Literal["csat", "nps"], channel:
     return _fit_sms(render, variables) if channel == "sms" else render(variables)
 
 
-def render_survey_thanks(language: str, kind: Literal["csat", "nps"], *,
+def render_survey_thanks(language: str, kind: str, *,  # str: a stored survey's kind, checked below
                          overrides: dict[str, str] | None = None) -> str:
     """Thanks for a survey answer; invites an optional comment, asks nothing more."""
     lang = _language(language)

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.feedparser import BytesFeedParser
-from email.message import Message
+from email.message import EmailMessage, Message
 from email.utils import collapse_rfc2231_value, getaddresses
 from html.parser import HTMLParser
 from typing import Any
@@ -402,8 +402,10 @@ def body_text(msg: Message) -> str:
 
 
 def _html_alternative(msg: Message) -> Message | None:
+    part: Message | None
     try:
-        part = msg.get_body(preferencelist=("html",))  # type: ignore[attr-defined]
+        # policy.default makes every part an EmailMessage; get_body is only there.
+        part = msg.get_body(preferencelist=("html",)) if isinstance(msg, EmailMessage) else None
     except Exception:  # noqa: BLE001 - a broken MIME tree: look for an HTML leaf ourselves
         part = None
     if part is None:
@@ -419,8 +421,9 @@ def _param(part: Message, name: str) -> str:
 
 
 def _body_part(msg: Message) -> Message | None:
+    part: Message | None
     try:
-        part = msg.get_body(preferencelist=("plain", "html"))  # type: ignore[attr-defined]
+        part = msg.get_body(preferencelist=("plain", "html")) if isinstance(msg, EmailMessage) else None
     except Exception:  # noqa: BLE001 - a broken MIME tree: look for any text part ourselves
         part = None
     if part is None:

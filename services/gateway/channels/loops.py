@@ -423,7 +423,8 @@ def _subject(msg: Message) -> str:
 
 
 def _stripped_subject(subject: str) -> str:
-    return subject[_SUBJECT_PREFIX.match(subject).end():]  # type: ignore[union-attr]  # always matches
+    prefix = _SUBJECT_PREFIX.match(subject)  # always matches (everything in it is optional)
+    return subject[prefix.end():] if prefix else subject
 
 
 def _spam(msg: Message) -> str | None:
