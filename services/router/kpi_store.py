@@ -391,7 +391,7 @@ def _smaller(s: Session, a, b) -> bool:
     """Whether the planner expects fewer rows from `a` than from `b` (its statistics, no rows read)."""
     def rows(stmt) -> float:
         compiled = stmt.compile(bind=s.get_bind())
-        plan = s.connection().exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).scalar()
+        plan = s.connection().exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).scalar_one()
         return float(plan[0]["Plan"]["Plan Rows"])
 
     return rows(select(a.c.id) if hasattr(a, "c") else a) < rows(b)
@@ -437,19 +437,19 @@ def _arrivals(s: Session, scope: Scope, start: datetime, end: datetime, local: L
         staffed = (func.width_bucket(m.received_at, bindparam("bounds", bounds, type_=ARRAY(DateTime(timezone=True))))
                    % 2) if bounds else literal(0)
         unstaffed = 0
-        for wd, h, inside, n in s.execute(stmt.add_columns(weekday, hour, staffed, func.count())
-                                          .group_by(weekday, hour, staffed)):
+        for wd, h, in_stretch, n in s.execute(stmt.add_columns(weekday, hour, staffed, func.count())
+                                              .group_by(weekday, hour, staffed)):
             heat[int(wd)][int(h)] += n
-            unstaffed += 0 if inside else n
+            unstaffed += 0 if in_stretch else n
         return heat, unstaffed
     for wd, h, n in s.execute(stmt.add_columns(weekday, hour, func.count()).group_by(weekday, hour)):
         heat[int(wd)][int(h)] += n
     # SQLite: the messages inside the staffed stretches, counted by ranges on the received_at index.
-    inside = 0
+    staffed_n = 0  # not `inside`: that name is the scope's query above
     for i in range(0, len(spans), 200):
-        inside += s.scalar(stmt.add_columns(func.count()).where(
+        staffed_n += s.scalar(stmt.add_columns(func.count()).where(
             or_(*[and_(m.received_at >= b, m.received_at < e) for b, e in spans[i:i + 200]]))) or 0
-    return heat, sum(map(sum, heat)) - inside
+    return heat, sum(map(sum, heat)) - staffed_n
 
 
 def report(s: Session, config: Config, scope: Scope, start: datetime, end: datetime, now: datetime) -> dict:
