@@ -399,11 +399,11 @@ def build_inbox(deps: ApiDeps) -> list[Blueprint]:
                                                       cursor=request.args.get("cursor") or None)
                 except listing.BadCursor:
                     convs, next_cursor = listing.page(s, g.agent, config, statuses=[status], limit=50)
-            names = dict(s.execute(select(Customer.id, Customer.name)
-                                   .where(Customer.id.in_({c.customer_id for c in convs}))).all())
-            names = _labels(s, names, masked=g.agent.mask_contacts)
+            stored = dict(s.execute(select(Customer.id, Customer.name)
+                                    .where(Customer.id.in_({c.customer_id for c in convs}))).all())
+            names = _labels(s, stored, masked=g.agent.mask_contacts)
             now = deps.clock()
-            rows = [{"conv": c, "customer_name": names.get(c.customer_id), "waiting": c.first_response_at is None,
+            rows: list[dict[str, Any]] = [{"conv": c, "customer_name": names.get(c.customer_id), "waiting": c.first_response_at is None,
                      "countdown": countdown(c.promise_due, now), "overdue": c.promise_due < now}
                     for c in convs]
             # Calls to return stand out in the list: a missed call waits on the agent, not the customer.
