@@ -428,9 +428,12 @@ def _arrivals(s: Session, scope: Scope, start: datetime, end: datetime, local: L
         staffed = (func.width_bucket(m.received_at, bindparam("bounds", bounds, type_=ARRAY(DateTime(timezone=True))))
                    % 2) if bounds else literal(0)
         unstaffed = 0
-        for wd, h, in_stretch, n in s.execute(stmt.add_columns(weekday, hour, staffed, func.count())
-                                              .group_by(weekday, hour, staffed)):
-            heat[int(wd)][int(h)] += n
+        # The local hour, converted once a row (not once for the weekday and again for the hour):
+        # at most 24 × 366 × 2 groups come back, read into the week's grid here.
+        local_hour = func.date_trunc("hour", func.timezone(local.tz.key, m.received_at))
+        for at_hour, in_stretch, n in s.execute(stmt.add_columns(local_hour, staffed, func.count())
+                                                .group_by(local_hour, staffed)):
+            heat[at_hour.weekday()][at_hour.hour] += n
             unstaffed += 0 if in_stretch else n
         return heat, unstaffed
     for wd, h, n in s.execute(stmt.add_columns(weekday, hour, func.count()).group_by(weekday, hour)):
