@@ -193,3 +193,16 @@ def test_a_delay_notice_and_a_temporary_failure_are_soft() -> None:
     msg = parse_mime(raw.replace(b"Action: failed", b"Action: delayed").replace(b"5.7.26", b"4.4.7"),
                      received_at=RECEIVED, our_domains=set())
     assert msg.automatic and "bounced_recipient" not in msg.meta  # a delay names nobody to block
+
+
+def test_a_bounce_whose_part_names_a_charset_with_a_nul_is_still_read() -> None:
+    """codecs.lookup raises ValueError (not LookupError) on a NUL in the name: the fuzz tier found
+    that one such label made the whole mail a 500 instead of a stored bounce."""
+    raw = (b"From: MAILER-DAEMON@mx.example.net\r\nTo: shop@northwind.example\r\n"
+           b"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <b1@mx.example.net>\r\n"
+           b"Content-Type: text/plain; charset=\"utf\x00-8\"\r\n\r\n"
+           b"This is the mail system at host mx.example.net.\r\n"
+           b"I'm sorry to have to inform you that your message could not be delivered.\r\n")
+    msg = parse_mime(raw, received_at=RECEIVED, our_domains={"support.northwind.example"})
+    assert msg.automatic and msg.meta["automatic_kind"] == "bounce"
+    assert "could not be delivered" in msg.text

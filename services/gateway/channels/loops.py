@@ -39,6 +39,8 @@ from email.message import Message
 from email.parser import HeaderParser
 from email.utils import getaddresses
 
+from services.gateway.channels.mail_tolerance import decode_bytes
+
 #: The kinds, as stored in an InboundMessage's meta["automatic_kind"] and shown to agents.
 KINDS = ("loop", "bounce", "complaint", "read-receipt", "spam", "vacation", "list", "auto")
 
@@ -147,12 +149,9 @@ def _text(part: Message) -> str:
         return ""
     if not isinstance(payload, bytes):
         return ""
-    payload = payload[:MAX_SCAN]
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return payload.decode(charset, errors="replace")
-    except LookupError:
-        return payload.decode("utf-8", errors="replace")
+    # One charset reader for the gateway's mail: a label no codec knows, or one with a NUL in it
+    # (codecs.lookup raises ValueError there, not LookupError), falls back instead of raising.
+    return decode_bytes(payload[:MAX_SCAN], part.get_content_charset(), fallback="utf-8")
 
 
 def _leaves(msg: Message) -> list[Message]:
