@@ -74,15 +74,9 @@ def _clock_span(start: time, end: time) -> str:
     return f"{start:%H:%M}–{'24:00' if end == time(0) else f'{end:%H:%M}'}"
 
 
-def format_weekly_hours(weekly_hours: WeeklyHours, language: str) -> str:
-    """Working hours in compact form: "Mon–Fri 09:00–17:00, Sat 10:00–14:00".
-
-    Consecutive days with identical hours collapse into a range; closed days are left out; an
-    overnight interval keeps its wall-clock ends ("Fri 22:00–02:00"). When some day has more than
-    one interval, days are separated by "; " so the commas inside a day stay unambiguous. Returns
-    "" when the week has no hours at all; the caller decides what to say then.
-    """
-    names = date_words(language_code(language))["weekdays_short"]
+def day_groups(weekly_hours: WeeklyHours) -> list[tuple[int, int, tuple[tuple[time, time], ...]]]:
+    """The week as runs of consecutive days with identical hours: (first, last, intervals), days
+    numbered from Monday = 0; closed days are left out. Written hours and spoken hours both say it so."""
     days = [tuple(sorted(weekly_hours.get(key) or ())) for key in WEEKDAYS]
     groups: list[tuple[int, int, tuple[tuple[time, time], ...]]] = []
     first = 0
@@ -93,6 +87,19 @@ def format_weekly_hours(weekly_hours: WeeklyHours, language: str) -> str:
         if days[first]:
             groups.append((first, last, days[first]))
         first = last + 1
+    return groups
+
+
+def format_weekly_hours(weekly_hours: WeeklyHours, language: str) -> str:
+    """Working hours in compact form: "Mon–Fri 09:00–17:00, Sat 10:00–14:00".
+
+    Consecutive days with identical hours collapse into a range; closed days are left out; an
+    overnight interval keeps its wall-clock ends ("Fri 22:00–02:00"). When some day has more than
+    one interval, days are separated by "; " so the commas inside a day stay unambiguous. Returns
+    "" when the week has no hours at all; the caller decides what to say then.
+    """
+    names = date_words(language_code(language))["weekdays_short"]
+    groups = day_groups(weekly_hours)
     parts = []
     for first, last, intervals in groups:
         label = names[first] if first == last else f"{names[first]}–{names[last]}"

@@ -57,10 +57,9 @@ from services.gateway.channels.twilio import (
     form_params,
     to_e164,
 )
-from shared.calendar import WEEKDAYS
 from shared.config import Config
 from shared.contracts import WITHHELD_CALL, Attachment, Identity, InboundMessage
-from shared.locale import format_when
+from shared.locale import day_groups, format_when
 
 log = logging.getLogger(__name__)
 
@@ -121,20 +120,13 @@ def spoken_hours(weekly_hours: Mapping[str, Sequence[tuple[time, time]]], langua
     """Working hours in words a voice can say: "Monday to Friday from 9:00 to 17:00, Saturday from
     10:00 to 14:00"; consecutive days with the same hours form one range. "" for a week with none."""
     words = prompts()[language]
-    days = [tuple(sorted(weekly_hours.get(key) or ())) for key in WEEKDAYS]
     parts = []
-    first = 0
-    while first < len(days):
-        last = first
-        while last + 1 < len(days) and days[last + 1] == days[first]:
-            last += 1
-        if days[first]:
-            label = (words["weekdays_single"][first] if first == last else
-                     words["day_range"].format(first=words["weekdays_from"][first], last=words["weekdays_to"][last]))
-            spans = words["and"].join(
-                words["span"].format(start=_clock(a), end="24:00" if b == time(0) else _clock(b)) for a, b in days[first])
-            parts.append(f"{label} {spans}")
-        first = last + 1
+    for first, last, intervals in day_groups(weekly_hours):
+        label = (words["weekdays_single"][first] if first == last else
+                 words["day_range"].format(first=words["weekdays_from"][first], last=words["weekdays_to"][last]))
+        spans = words["and"].join(
+            words["span"].format(start=_clock(a), end="24:00" if b == time(0) else _clock(b)) for a, b in intervals)
+        parts.append(f"{label} {spans}")
     return ", ".join(parts)
 
 
