@@ -220,6 +220,16 @@ EXPECTED: dict[str, tuple[list[InboundMessage], list[DeliveryStatus]]] = {
         text="Hi! Do you ship to Lithuania?",
         meta={"phone_number_id": "1122334455667", "display_phone_number": "972123456789", "username": "@jane.doe"})],
         []),
+    # Meta's own example: a customer who hides their number behind a username, to a business with
+    # parent BSUIDs — no "from", no wa_id; the BSUID is the sender, the parent BSUID is not used.
+    "whatsapp/username_user_with_parent_bsuid": ([InboundMessage(
+        channel="whatsapp", external_id="wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=",
+        sender=Identity("wa_user", "US.13491208655302741918"), reply_to="US.13491208655302741918",
+        sender_name="Sheena Nelson", received_at=NOW, sent_at=datetime.fromtimestamp(1749416383, UTC),
+        text="Does it come in another color?",
+        meta={"phone_number_id": "106540352242922", "display_phone_number": "15550783881",
+              "username": "@realsheenanelson"})],
+        []),
     # Messenger: the customer corrected a sent message (Meta's message_edits example).
     "messenger/message_edit": ([messenger(
         "m_Aq3xV0bQ9rk2mP7s1YtW8uZ4cN6dE2fG5hJ8kL1nO3pR6sT9vX2yB5eH8jM1qS4uW7zC0fI3lP6:edit:1", "7712345678901234",
