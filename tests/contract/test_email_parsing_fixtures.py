@@ -3,8 +3,9 @@ test data (tests/fixtures/email/parsing/SOURCES.md), one test each — the mail 
 stored out: sender address and name, subject, text, attachments.
 
 Below them, the shapes no public fixture we found covers, written from the issue's measured failures
-(a GB2312 label on GBK text, ISO-8859-1 on Windows-1252 quotes, a UTF-8 name with one bad byte, two
-From headers, no From at all, an empty text/plain beside the HTML): marked as constructed.
+(a GB2312 label on GBK text, a UTF-8 name with one bad byte, two From headers, no From at all, an empty
+text/plain beside the HTML): marked as constructed. ISO-8859-1 on Windows-1252 quotes now has a real mail
+too (an Outlook post to a public list); its constructed case stays for the header and the dash.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from services.gateway.channels import Malformed
 from services.gateway.channels.email import EmailRelayAdapter, parse_mime
+from shared.text import strip_quotes_and_signature
 from tests.contract.test_email_fixtures import relay_request
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "email" / "parsing"
@@ -32,6 +34,11 @@ _SVN_BODY = (
 
 _UTF8_BODY = ((FIXTURES / "utf8_labelled_us_ascii.eml").read_bytes().split(b"charset=us-ascii\n\n")[1]
               .split(b"\n--Enmime-Test-100--")[0].decode("utf-8").strip())  # the part as UTF-8, whole
+
+# Outlook's quoted-printable body labelled ISO-8859-1 but written in Windows-1252 (=91 =92 quotes): the
+# expected text is the body decoded here as Windows-1252, then its ">" lines and sign-off cut as for any mail.
+_CP1252_BODY = strip_quotes_and_signature(__import__("quopri").decodestring(
+    (FIXTURES / "windows1252_labelled_iso8859_1_outlook.eml").read_bytes().split(b"\n\n", 1)[1]).decode("cp1252"))
 
 #: file → (sender address, sender name, subject, text, attachment names)
 EXPECTED = {
@@ -51,6 +58,8 @@ EXPECTED = {
     "from_two_bare_addresses": ("tim@powerupdev.com", None, "/home/svn/public/minebox revision 214", _SVN_BODY, []),
     "shift_jis_8bit_docomo": ("xxxxxxx@docomo.ne.jp", None, "test",
                               "あいうえお\n\nこのメールはテスト用のメールです。\n\n今後ともよろしくお願い申し上げます！", []),
+    "windows1252_labelled_iso8859_1_outlook": ("forums@hyper-plaza.com", None, "git-http-backend errors under IIS",
+                                               _CP1252_BODY, []),
 }
 
 
@@ -78,6 +87,12 @@ def test_a_real_mail_no_client_could_show_is_refused_by_name(name: str) -> None:
     with pytest.raises(Malformed) as refused:
         adapter.parse(relay_request((FIXTURES / f"{name}.eml").read_bytes(), "relay-s3cret"))
     assert str(refused.value) == REFUSED[name]
+
+
+def test_windows_1252_quotes_labelled_iso_8859_1_are_read_as_quotes_not_control_characters() -> None:
+    text = parse((FIXTURES / "windows1252_labelled_iso8859_1_outlook.eml").read_bytes()).text
+    assert text.startswith("I’m getting errors") and "named ‘zeus’, IIS" in text
+    assert not any("\x80" <= ch <= "\x9f" for ch in text)
 
 
 def test_every_fixture_has_its_test() -> None:
