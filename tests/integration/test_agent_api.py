@@ -130,6 +130,20 @@ def make_env(config, pg_url: str, broker_url: str) -> tuple[Env, object]:
     return Env(sessions=sessions, client=app.test_client(), app=app, clock=clock, tokens=tokens), engine
 
 
+def make_inbox_env(config, pg_url: str, broker_url: str) -> tuple[Env, object]:
+    """make_env with the topology declared and the inbox's blueprints on the same app: what the
+    inbox tests share."""
+    from services.router.inbox import build_inbox
+
+    with connect(broker_url) as conn:
+        declare(conn)
+    e, engine = make_env(config, pg_url, broker_url)
+    for bp in build_inbox(ApiDeps(config=config, sessions=e.sessions, publisher=Publisher(broker_url), clock=e.clock)):
+        e.app.register_blueprint(bp)
+    e.broker_url = broker_url
+    return e, engine
+
+
 @pytest.fixture
 def env(example_config, pg_url, rabbit_url):
     with connect(rabbit_url) as conn:

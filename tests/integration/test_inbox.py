@@ -13,15 +13,12 @@ import re
 import pytest
 from sqlalchemy import select
 
-from services.router.api import ApiDeps
-from services.router.inbox import SESSION_COOKIE, build_inbox, set_password
+from services.router.inbox import SESSION_COOKIE, set_password
 from services.router.models import Conversation, InboxSession, Message, RouterOutbox
-from shared.bus.publisher import Publisher, connect
-from shared.bus.topology import declare
 from shared.contracts import ConversationReply, ConversationResolved
 from shared.contracts import Identity as Ident
 from shared.db import transaction
-from tests.integration.test_agent_api import WED, bus_messages, make_env
+from tests.integration.test_agent_api import WED, bus_messages, make_inbox_env
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +27,7 @@ XSS = "<script>alert(1)</script> where is my <b>parcel</b>?"
 
 @pytest.fixture
 def env(example_config, pg_url, rabbit_url):
-    with connect(rabbit_url) as conn:
-        declare(conn)
-    e, engine = make_env(example_config, pg_url, rabbit_url)
-    for bp in build_inbox(ApiDeps(config=example_config, sessions=e.sessions, publisher=Publisher(rabbit_url),
-                                  clock=e.clock)):
-        e.app.register_blueprint(bp)
-    e.broker_url = rabbit_url
+    e, engine = make_inbox_env(example_config, pg_url, rabbit_url)
     yield e
     engine.dispose()
 
@@ -216,12 +207,7 @@ def overridden(example_config, pg_url, rabbit_url):
     doc = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "switchboard.yaml").read_text())
     doc["macros"] = {"bg": {"delivery-late": {"answer": "Пратка {{ order_number }} е при куриера от днес."}}}
     config = load_config_text(yaml.safe_dump(doc, allow_unicode=True), "overrides.yaml")
-    with connect(rabbit_url) as conn:
-        declare(conn)
-    e, engine = make_env(config, pg_url, rabbit_url)
-    for bp in build_inbox(ApiDeps(config=config, sessions=e.sessions, publisher=Publisher(rabbit_url), clock=e.clock)):
-        e.app.register_blueprint(bp)
-    e.broker_url = rabbit_url
+    e, engine = make_inbox_env(config, pg_url, rabbit_url)
     yield e
     engine.dispose()
 

@@ -10,14 +10,10 @@ from pathlib import Path
 import pytest
 
 from services.gateway.channels.email import parse_mime
-from services.router.api import ApiDeps
 from services.router.handlers import RouterDeps, handle_inbound
-from services.router.inbox import build_inbox
-from shared.bus.publisher import Publisher, connect
-from shared.bus.topology import declare
 from shared.contracts import Envelope, InboundMessage, derive_id
 from shared.contracts import Identity as Ident
-from tests.integration.test_agent_api import WED, classify, make_env
+from tests.integration.test_agent_api import WED, classify, make_inbox_env
 from tests.integration.test_inbox import login_with_token
 
 pytestmark = pytest.mark.integration
@@ -33,11 +29,7 @@ def with_masking(config, agent_id: str):
 @pytest.fixture
 def env(example_config, pg_url, rabbit_url):
     config = with_masking(example_config, "anna")  # the lead sees every conversation, masked
-    with connect(rabbit_url) as conn:
-        declare(conn)
-    e, engine = make_env(config, pg_url, rabbit_url)
-    for bp in build_inbox(ApiDeps(config=config, sessions=e.sessions, publisher=Publisher(rabbit_url), clock=e.clock)):
-        e.app.register_blueprint(bp)
+    e, engine = make_inbox_env(config, pg_url, rabbit_url)
     yield e
     engine.dispose()
 

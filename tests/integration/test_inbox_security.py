@@ -20,11 +20,9 @@ from services.router import operations as ops
 from services.router.api import ApiDeps
 from services.router.inbox import SESSION_COOKIE, build_inbox, set_password
 from services.router.models import AgentPassword, AgentToken, InboxSession
-from shared.bus.publisher import Publisher, connect
-from shared.bus.topology import declare
 from shared.db import transaction
 from shared.web import HttpServer, install_json_errors
-from tests.integration.test_agent_api import WED, make_env
+from tests.integration.test_agent_api import WED, make_inbox_env
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +32,7 @@ ATTACKER, DESK, LAPTOP = "203.0.113.66", "198.51.100.10", "192.0.2.44"
 
 @pytest.fixture
 def env(example_config, pg_url, rabbit_url):
-    with connect(rabbit_url) as conn:
-        declare(conn)
-    e, engine = make_env(example_config, pg_url, rabbit_url)
-    for bp in build_inbox(ApiDeps(config=example_config, sessions=e.sessions, publisher=Publisher(rabbit_url),
-                                  clock=e.clock)):
-        e.app.register_blueprint(bp)
+    e, engine = make_inbox_env(example_config, pg_url, rabbit_url)
     with transaction(e.sessions) as s:
         set_password(s, "jonas", PASSWORD, WED)
     e.pg_url = pg_url
