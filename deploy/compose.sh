@@ -50,11 +50,12 @@ engine_up() {
 }
 
 engine_down() {  # only the dockerd this script started
-  local pid
+  local pid state
   pid=$(cat "$ENGINE_DIR/dockerd.pid" 2>/dev/null || true)
   [ -n "$pid" ] || return 0
   kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  # a zombie (PID 1 here may not reap) counts as gone
+  for _ in $(seq 1 30); do state=$(ps -o stat= -p "$pid" 2>/dev/null || true); [ -n "$state" ] && [[ $state != Z* ]] || break; sleep 1; done
   rm -f "$ENGINE_DIR/dockerd.pid"
 }
 

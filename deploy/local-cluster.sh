@@ -68,6 +68,15 @@ running() { ctl "$1" -q status >/dev/null 2>&1; }
 
 pid_of() { cat "$DIR/node$1/beam.pid" 2>/dev/null || true; }
 
+# alive PID: the process exists and is not a zombie. `kill -0` is not enough: a killed node is
+# reparented to PID 1, and where PID 1 does not reap (a container's init that is not an init),
+# the zombie answers kill -0 for ever, and a restart would wait for a node that never boots.
+alive() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null || true)
+  [ -n "$state" ] && [[ $state != Z* ]]
+}
+
 need_iptables() {
   # The partition (cut) needs iptables: a Debian package, installed when missing.
   if ! command -v iptables >/dev/null; then
@@ -114,7 +123,7 @@ start_node() {
   if running "$n"; then return 0; fi
   local p
   p=$(pid_of "$n")
-  if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then return 0; fi   # still booting
+  if [ -n "$p" ] && alive "$p"; then return 0; fi   # still booting
   if ss -ltn | grep -qE "127.0.0.1:$(amqp_of "$n") |:$(dist_of "$n") "; then
     echo "local-cluster: port $(amqp_of "$n") or $(dist_of "$n") is taken (another clone's cluster?):" \
       "set CLUSTER_PORT_BASE" >&2
@@ -126,12 +135,20 @@ start_node() {
 }
 
 wait_node() {
-  local n=$1 i
+  local n=$1 i p restarts=0
   for i in $(seq 1 120); do
     if ctl "$n" -q await_startup --timeout 5 >/dev/null 2>&1; then return 0; fi
+    p=$(pid_of "$n")
+    if [ "$restarts" -lt 2 ] && { [ -z "$p" ] || ! alive "$p"; }; then
+      # The VM died while booting (a port still held by the killed node, say): start it again.
+      restarts=$((restarts + 1))
+      echo "local-cluster: node $(name_of "$n") exited while booting; starting it again" >&2
+      start_node "$n" || true
+    fi
     sleep 1
   done
   echo "local-cluster: node $(name_of "$n") did not start; see $DIR/node$n/log" >&2
+  tail -n 30 "$DIR/node$n/log/stdout.log" >&2 2>/dev/null || true   # the reason, in CI's output too
   return 1
 }
 
@@ -168,8 +185,8 @@ stop_node() {  # an orderly stop (the rolling restart)
   ctl "$n" -q stop >/dev/null 2>&1 || true
   p=$(pid_of "$n")
   if [ -n "$p" ]; then
-    for _ in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 1; done
-    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true
+    for _ in $(seq 1 30); do alive "$p" || break; sleep 1; done
+    alive "$p" && kill -KILL "$p" 2>/dev/null || true
   fi
 }
 
@@ -210,7 +227,7 @@ down() {
   for n in "${NODES[@]}"; do kill_node "$n"; done
   for n in "${NODES[@]}"; do  # epmd refuses to stop while a node is still registered
     p=$(cat "$DIR/node$n/pid" 2>/dev/null || true)
-    for _ in $(seq 1 50); do [ -n "$p" ] && kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 50); do [ -n "$p" ] && alive "$p" || break; sleep 0.1; done
   done
   # Our epmd only (its own port); the machine's epmd on 4369 is left alone.
   for _ in $(seq 1 20); do
