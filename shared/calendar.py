@@ -43,7 +43,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays as holidays_package
 from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+from shared.vocabulary import WEEKDAYS
+
 SEARCH_DAYS = 366 * 2
 
 Interval = tuple[time, time]
@@ -542,7 +543,8 @@ class _Timezone(fields.Field):
 
 
 class WeeklyHoursSchema(Schema):
-    """Weekday keys mon..sun; a missing day is closed."""
+    """Weekday keys mon..sun; a missing day is closed. The one hours table of the YAML: a calendar's
+    `hours` and an agent's own `hours` in the config both load through it."""
 
     error_messages = {"unknown": f"is not a weekday key (use {', '.join(WEEKDAYS)})"}
 

@@ -17,13 +17,15 @@ from typing import Any
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from shared.calendar import Calendar, CalendarSchema, parse_hours
+from shared.calendar import Calendar, CalendarSchema, WeeklyHoursSchema
 from shared.contracts import CHANNELS
 from shared.errors import ConfigError
+from shared.vocabulary import CATEGORIES, LANGUAGES
 
-DEFAULT_CATEGORIES = ("product", "delivery", "returns", "payment", "technical", "other")
+# The vocabularies live in shared.vocabulary; these names are the same objects, kept for importers.
+DEFAULT_CATEGORIES = CATEGORIES
+SUPPORTED_LANGUAGES = LANGUAGES
 CHANNEL_MODES = ("active", "redirect", "off")
-SUPPORTED_LANGUAGES = ("en", "ru", "bg", "pl", "lt", "uk", "de")
 
 # Each unit takes the spaces after it, so no two optional space runs meet (that would be quadratic).
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*d\s*)?(?:(\d+)\s*h\s*)?(?:(\d+)\s*m\s*)?(?:(\d+)\s*s\s*)?$")
@@ -43,19 +45,6 @@ class Duration(fields.Field):
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str:
         return f"{int(value.total_seconds())}s"
-
-
-class Hours(fields.Field):
-    """A weekday's intervals: a list of "HH:MM-HH:MM" or one comma-separated string."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any):
-        try:
-            return parse_hours(value)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-
-
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 # --- the objects the services use -------------------------------------------------------------
@@ -264,16 +253,6 @@ class NotifySchema(_Strict):
     @post_load
     def _make(self, d: dict, **_: Any) -> AgentNotify:
         return AgentNotify(**d)
-
-
-class WeeklyHoursSchema(_Strict):
-    mon = Hours(load_default=list)
-    tue = Hours(load_default=list)
-    wed = Hours(load_default=list)
-    thu = Hours(load_default=list)
-    fri = Hours(load_default=list)
-    sat = Hours(load_default=list)
-    sun = Hours(load_default=list)
 
 
 class AgentSchema(_Strict):

@@ -40,6 +40,7 @@ from shared.contracts import (
     new_id,
 )
 from shared.db import transaction
+from shared.vocabulary import LANGUAGES
 from shared.web import error
 
 PREFIX = "/api/v1"
@@ -132,7 +133,7 @@ class MergeRequest(_Strict):
 
 
 class MacroQuery(_Strict):
-    language = fields.String(validate=validate.OneOf(("en", "ru", "bg", "pl", "lt", "uk", "de")))
+    language = fields.String(validate=validate.OneOf(LANGUAGES))
     category = fields.String(validate=validate.Length(min=1, max=32))
 
 

@@ -44,14 +44,14 @@ from typing import Any
 
 from services.router.category_model import MODEL_FILE, LinearModel, load_model, softmax
 from shared.text import clean_subject, is_reply_subject, strip_quotes_and_signature
+from shared.vocabulary import CATEGORIES, CYRILLIC_LANGUAGES, FALLBACK_CATEGORY
 
-DEFAULT_CATEGORIES: tuple[str, ...] = ("product", "delivery", "returns", "payment", "technical", "other")
-FALLBACK = "other"
+DEFAULT_CATEGORIES = CATEGORIES
+FALLBACK = FALLBACK_CATEGORY
 DATA_DIR = Path(__file__).with_name("classifier_data")
 DEFAULT_THRESHOLD = 0.4
 CONFIG_KEYWORD_WEIGHT = 3.0
 CORRECTION_WEIGHT = 4.0
-CYRILLIC_LANGUAGES = ("ru", "uk", "bg")
 # When the message's language is known, another language's terms count less: they still catch
 # loanwords and mixed messages, but a false friend (Ukrainian "склад" is "composition", Russian
 # "склад" a warehouse) no longer decides.

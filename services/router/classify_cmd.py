@@ -32,8 +32,8 @@ from typing import IO, Any, NoReturn
 
 from services.router.classifier import DEFAULT_CATEGORIES, Classifier
 from services.router.language import detect_language
+from shared.vocabulary import LANGUAGES as SUPPORTED_LANGUAGES
 
-SUPPORTED_LANGUAGES = ("en", "ru", "bg", "pl", "lt", "uk", "de")
 MAX_REPORTED_ERRORS = 20
 
 

@@ -34,8 +34,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.calendar import Calendar
-
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+from shared.vocabulary import WEEKDAYS
 
 
 @dataclass(frozen=True)

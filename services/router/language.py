@@ -27,20 +27,11 @@ from functools import lru_cache
 from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
 
 from shared.text import strip_quotes_and_signature
-
-CYRILLIC = ("ru", "uk", "bg")
+from shared.vocabulary import COUNTRY_LANGUAGE
+from shared.vocabulary import CYRILLIC_LANGUAGES as CYRILLIC
 
 # A channel hint is an IETF tag ("pt-BR", "uk_UA"); these are common mistakes for a language code.
 _HINT_ALIASES = {"ua": "uk", "by": "ru", "cz": "cs", "gr": "el", "se": "sv", "dk": "da", "jp": "ja", "ee": "et"}
-
-# Country (ISO 3166-1 alpha-2) → language a support team would answer in, for callers that only
-# know a phone number. Only languages this product supports are listed.
-COUNTRY_LANGUAGE = {
-    "GB": "en", "IE": "en", "US": "en", "CA": "en", "AU": "en", "NZ": "en", "MT": "en",
-    "RU": "ru", "BY": "ru", "KZ": "ru", "KG": "ru",
-    "UA": "uk", "BG": "bg", "PL": "pl", "LT": "lt",
-    "DE": "de", "AT": "de", "CH": "de", "LI": "de", "LU": "de",
-}
 
 # Messages that are the same in every language: decided by the hint or the default.
 _UNIVERSAL = frozenset("""

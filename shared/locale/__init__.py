@@ -14,9 +14,7 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
-LANGUAGES = ("en", "ru", "bg", "pl", "lt", "uk", "de")
-# Same order as shared.calendar.WEEKDAYS; kept here so rendering needs no calendar machinery.
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+from shared.vocabulary import LANGUAGES, WEEKDAYS
 
 Mode = Literal["at", "by"]
 WeeklyHours = Mapping[str, Sequence[tuple[time, time]]]

@@ -33,10 +33,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
-import phonenumbers
-
 from services.gateway.channels import Headers, Inbound, Malformed, RawRequest, Unauthenticated
 from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage, SurveyAnswer
+from shared.phone import to_e164
 from shared.survey_links import parse_callback_data
 
 log = logging.getLogger(__name__)
@@ -608,14 +607,7 @@ def whatsapp_phone(wa_id: str) -> str | None:
     digits = wa_id.lstrip("+")
     if not digits.isdigit() or not 6 <= len(digits) <= 15:
         return None
-    try:
-        # wa_ids are international numbers without the "+".
-        num = phonenumbers.parse("+" + digits, None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(num):
-        return None
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    return to_e164(digits, linking=True)  # wa_ids are international numbers without the "+"
 
 
 # --- small total helpers: a fuzzed payload must never raise anything but Malformed -------------

@@ -28,10 +28,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
-import phonenumbers
-
 from services.gateway.channels import Inbound, Malformed, RawRequest, Unauthenticated
 from shared.contracts import Attachment, Identity, InboundMessage, SurveyAnswer
+from shared.phone import to_e164
 from shared.survey_links import parse_callback_data
 
 log = logging.getLogger(__name__)
@@ -172,7 +171,7 @@ def _message(message: Any, bot_id: str, update_id: int, received_at: datetime, *
     contact = message.get("contact")
     if isinstance(contact, dict):
         # Only the sender's own contact is a verified link between this Telegram user and a phone.
-        phone = _e164(contact.get("phone_number"))
+        phone = to_e164(contact.get("phone_number"), linking=True)
         if phone and contact.get("user_id") == sender["id"]:
             linked.append(Identity("phone", phone))
     photos = message.get("photo")
@@ -283,19 +282,3 @@ def _int(v: Any) -> int | None:
 
 def _str(v: Any) -> str | None:
     return v if isinstance(v, str) and v else None
-
-
-def _e164(raw: Any) -> str | None:
-    if not isinstance(raw, str) or not raw.strip():
-        return None
-    text = raw.strip()
-    # Telegram sends contacts' numbers without the "+"; they are international numbers.
-    if not text.startswith("+"):
-        text = "+" + text
-    try:
-        num = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(num):
-        return None
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)

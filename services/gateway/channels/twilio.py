@@ -18,17 +18,18 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-import phonenumbers
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from services.gateway.channels import Headers, Malformed, RawRequest, Unauthenticated
 from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage
 from shared.delivery import STATUS_RANK, status_moves_forward
+from shared.phone import country_language, to_e164
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STATUS_RANK", "status_moves_forward"]  # re-exported: the ordering lives in shared.delivery
+# Re-exported: the ordering lives in shared.delivery, the E.164 reading in shared.phone.
+__all__ = ["STATUS_RANK", "status_moves_forward", "to_e164"]
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 TWIML_CONTENT_TYPE = "text/xml; charset=utf-8"
@@ -40,13 +41,6 @@ OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
 # Account-wide SIDs are two letters and 32 hex digits: SM…/MM… for messages.
 _SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
 _STATUS_WORD = re.compile(r"^[a-z_]{1,32}$")
-
-#: The country of a phone number is only a hint for the router's language detection; the text decides.
-REGION_LANGUAGE = {
-    "PL": "pl", "RU": "ru", "BY": "ru", "KZ": "ru", "UA": "uk", "LT": "lt", "BG": "bg",
-    "DE": "de", "AT": "de", "GB": "en", "IE": "en", "US": "en", "CA": "en", "AU": "en", "NZ": "en",
-}
-
 
 
 def empty_twiml() -> str:
@@ -177,7 +171,7 @@ def parse_sms(form: Mapping[str, list[str]], *, received_at: datetime, default_r
         reply_to=sender,
         received_at=received_at,
         text=text,
-        language_hint=_language_hint(sender),
+        language_hint=country_language(sender),
         attachments=_media(form),
         meta=meta,
     )
@@ -201,29 +195,6 @@ def opt_keyword(body: str, opt_out_type: str | None = None) -> str | None:
     if word in OPT_IN_KEYWORDS:
         return "in"
     return None
-
-
-def to_e164(raw: str, default_region: str) -> str | None:
-    """E.164 for a number Twilio gave us, or None when it is not a phone number at all.
-
-    Possible but not "valid" numbers pass: phonenumbers' range metadata lags new allocations, and a
-    number Twilio delivered from is real. A national-format number is read in `default_region`.
-    """
-    text = raw.strip()
-    if not text or text.startswith(("whatsapp:", "messenger:", "rcs:")):
-        return None
-    try:
-        number = phonenumbers.parse(text, default_region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def _language_hint(e164: str) -> str | None:
-    region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
-    return REGION_LANGUAGE.get(region or "")
 
 
 def _media(form: Mapping[str, list[str]]) -> tuple[Attachment, ...]:

@@ -45,21 +45,15 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
-import phonenumbers
 import yaml
 from twilio.twiml.voice_response import VoiceResponse
 
 from services.gateway.channels import Malformed, RawRequest
-from services.gateway.channels.twilio import (
-    REGION_LANGUAGE,
-    TWIML_CONTENT_TYPE,
-    TwilioSignature,
-    form_params,
-    to_e164,
-)
+from services.gateway.channels.twilio import TWIML_CONTENT_TYPE, TwilioSignature, form_params
 from shared.config import Config
 from shared.contracts import WITHHELD_CALL, Attachment, Identity, InboundMessage
 from shared.locale import day_groups, format_when
+from shared.phone import country_language, to_e164
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +98,7 @@ def prompts() -> dict[str, dict[str, Any]]:
 def caller_language(caller: str | None, languages: Sequence[str], default: str) -> str:
     """The language to speak to a caller: their number's country, if the business speaks it."""
     if caller:
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(caller, None))
-        language = REGION_LANGUAGE.get(region or "")
+        language = country_language(caller)
         if language is not None and language in languages:
             return language
     return default
@@ -368,7 +361,7 @@ class TwilioVoiceAdapter:
             # withheld call is a customer of its own, with an empty reply_to (nothing can answer it).
             sender, reply_to, hint = Identity(WITHHELD_CALL, call.sid), "", None
         else:
-            sender, reply_to, hint = Identity("phone", call.caller), call.caller, _language_hint(call.caller)
+            sender, reply_to, hint = Identity("phone", call.caller), call.caller, country_language(call.caller)
         return [InboundMessage(
             channel="phone", external_id=call.sid, sender=sender, reply_to=reply_to,
             received_at=at, text=text, language_hint=hint, attachments=attachments, meta=meta,
@@ -419,10 +412,6 @@ def _sid(form: Mapping[str, list[str]], name: str, prefix: str) -> str:
     if not m or m["prefix"] != prefix:
         raise Malformed(f"{name} is not a Twilio {prefix}… SID")
     return value
-
-
-def _language_hint(e164: str) -> str | None:
-    return REGION_LANGUAGE.get(phonenumbers.region_code_for_number(phonenumbers.parse(e164, None)) or "")
 
 
 def _one(form: Mapping[str, list[str]], name: str) -> str | None:
