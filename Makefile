@@ -58,7 +58,7 @@ test-deploy: $(STAMP) ## deployment tier: images built with buildah and started;
 	$(PYTEST) tests/deploy
 
 .PHONY: bench
-bench: $(STAMP) ## figures in services mode: throughput vs the RabbitMQ ceiling, p99, router growth, memory (SOAK_MINUTES=10 for the long soak) → var/bench/latest.json
+bench: $(STAMP) ## figures in services mode: throughput vs the RabbitMQ ceiling, CPU ms per message by process, p99 at 100/s and 20/s with PASS/FAIL per target, router growth, memory (SOAK_MINUTES=10 for the long soak; BENCH_QUICK=1: the pipeline only, fewer messages) → var/bench/latest.json
 	$(BIN)/python -m tests.bench.bench --soak-minutes $${SOAK_MINUTES:-1}
 
 .PHONY: classifier-model

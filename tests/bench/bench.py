@@ -4,8 +4,11 @@
    from as many publishers as the pipeline gets concurrent webhooks;
 2. the pipeline as fast as it goes: signed Telegram webhooks → gateway → RabbitMQ → router →
    notifier → acknowledgement received at the fake Bot API; then a mixed-channel variant
-   (Telegram, Twilio SMS, Messenger);
-3. webhook → acknowledgement latency (p50/p95/p99) at a fixed offered rate;
+   (Telegram, Twilio SMS, Messenger); for each, the CPU time every process spent per message over
+   that run (tests/bench/cpu.py: gateway, router, notifier, RabbitMQ's beam.smp, PostgreSQL's
+   postmaster, auxiliary processes and the bench database's backends) and the consumers' batch
+   sizes when the services report them;
+3. webhook → acknowledgement latency (p50/p95/p99), open loop, at 100 and at 20 webhooks/s offered;
 4. memory (RSS) of each service at start, after warm-up and after a soak;
 5. the router's cost per message with 1 k and with 1 M stored conversations (tests/bench/growth.py);
 6. the leads' figures at 1 M conversations (tests/bench/kpi_bench.py): GET /api/v1/kpis and
@@ -16,7 +19,9 @@
     python -m tests.bench.bench                    # 1-minute soak
     python -m tests.bench.bench --soak-minutes 10  # the long soak
     CLUSTER=1 python -m tests.bench.bench          # against the local 3-node cluster (make cluster-up)
-Results on stdout and in var/bench/latest.json (cluster mode: var/bench/cluster.json).
+    BENCH_QUICK=1 python -m tests.bench.bench      # 1-3 only, fewer messages (a few minutes)
+Results on stdout and in var/bench/latest.json (cluster mode: var/bench/cluster.json), with
+PASS/FAIL for each target of issue 15 (throughput, CPU per message, p99 at 100/s and at 20/s).
 
 Cluster mode measures 1-3 with two gateways (behind a loopback balancer), two routers and two
 notifiers, BROKER_URL the failover list of the three nodes, every queue a quorum queue replicated
@@ -30,17 +35,21 @@ import argparse
 import itertools
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import pika
+from sqlalchemy import text
 
-from tests.bench import classify_cost, growth, kpi_bench
+from tests.bench import classify_cost, cpu, growth, kpi_bench
 from tests.bench.stack import Msg, Poster, Stack, machine, percentile, run_stream
-from tests.support.cluster import LocalCluster
+from tests.support.cluster import NODES, LocalCluster
 from tests.support.wait import until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,32 +101,136 @@ def drain(stack: Stack, msgs: list[Msg], timeout: float) -> float:
     return time.time()
 
 
-def throughput(stack: Stack, msgs: list[Msg], timeout: float) -> dict:
+SERVICES = ("gateway", "router", "notifier")
+PROCESSES = (*SERVICES, "rabbitmq", "postgresql")
+
+
+class CpuMeter:
+    """CPU seconds of each process group (tests/bench/cpu.py) over a window of the bench."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        ports = ([stack.cluster.amqp_port(n) for n in NODES] if stack.cluster
+                 else [int(urlsplit(stack.rabbit_url).port or 5672)])
+        self.brokers = [pid for pid in (cpu.listening_pid(port) for port in ports) if pid]
+        self.groups = [cpu.Group(name, self._service_pids(name)) for name in SERVICES]
+        self.groups.append(cpu.Group("rabbitmq", lambda: cpu.descendants(self.brokers)))
+        self.groups.append(cpu.Group("postgresql", self._pg_pids, with_children=True, own_only=self._postmaster))
+        self.groups.append(cpu.Group("bench_driver", lambda: [os.getpid()], with_children=False))
+        self._postmaster_pid: int | None = None
+
+    def _service_pids(self, service: str):
+        def pids() -> set[int]:
+            roots = [p.pid for name, p in self.stack.services.procs.items() if name.rstrip("0123456789") == service]
+            return cpu.descendants(roots)
+        return pids
+
+    def _pg_pids(self) -> list[int]:
+        # The bench database's backends and the server's own processes (no database); another
+        # test run's backends are not ours to count.
+        with self.stack.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND (datname = current_database() OR datname IS NULL)")).scalars().all()
+        if rows and self._postmaster_pid is None:
+            got = cpu.read_stat(rows[0])
+            self._postmaster_pid = got[1].ppid if got else None
+        return list(rows)
+
+    def _postmaster(self) -> list[int]:
+        return [self._postmaster_pid] if self._postmaster_pid else []
+
+    def sample(self) -> cpu.Sample:
+        return cpu.sample(self.groups)
+
+    def per_message(self, start: cpu.Sample, end: cpu.Sample, messages: int) -> dict[str, float]:
+        seconds = cpu.cpu_seconds(start, end)
+        out = {name: round(seconds[name] / max(1, messages) * 1000, 2) for name in PROCESSES}
+        out["total"] = round(sum(out[name] for name in PROCESSES), 2)
+        out["bench_driver"] = round(seconds["bench_driver"] / max(1, messages) * 1000, 2)  # not in the total
+        return out
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)")
+
+
+def batch_counters(stack: Stack) -> dict[str, float]:
+    """The `*batch*` samples of the consumers' /metrics (a histogram's _sum and _count), by series.
+
+    The micro-batching consumers report their batch sizes as Prometheus metrics; before they do,
+    there is nothing here and the bench prints "batching: off"."""
+    out: dict[str, float] = {}
+    for name in ("router", "notifier"):
+        port = stack.services.ports.get(name)
+        if port is None:
+            continue
+        try:
+            body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            continue
+        for line in body.splitlines():
+            m = _SAMPLE.match(line)
+            if m and "batch" in m.group(1) and m.group(1).endswith(("_sum", "_count")):
+                out[f"{name}:{m.group(1)}{m.group(2) or ''}"] = float(m.group(3))
+    return out
+
+
+def batch_sizes(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean batch size over the window per series: Δ_sum / Δ_count."""
+    out = {}
+    for key, count in after.items():
+        if not key.split("{", 1)[0].endswith("_count"):
+            continue
+        sum_key = key.replace("_count", "_sum", 1)
+        n = count - before.get(key, 0.0)
+        if n > 0 and sum_key in after:
+            out[key.replace("_count", "", 1)] = round((after[sum_key] - before.get(sum_key, 0.0)) / n, 2)
+    return out
+
+
+def throughput(stack: Stack, msgs: list[Msg], timeout: float, meter: CpuMeter | None = None) -> dict:
     poster = Poster(stack, threads=CONCURRENCY)
+    batches_before = batch_counters(stack) if meter else {}
+    cpu_start = meter.sample() if meter else None
     start = time.time()
     run_stream(poster, msgs, None)
     accepted_s = time.time() - start
     end = drain(stack, poster.accepted, timeout)
+    cpu_end = meter.sample() if meter else None
     refused = len(msgs) - len(poster.accepted)
-    return {"messages": len(msgs), "refused": refused, "webhooks_per_s": round(len(msgs) / accepted_s, 1),
-            "msgs_per_s": round(len(poster.accepted) / (end - start), 1)}
+    out = {"messages": len(msgs), "refused": refused, "webhooks_per_s": round(len(msgs) / accepted_s, 1),
+           "msgs_per_s": round(len(poster.accepted) / (end - start), 1)}
+    if meter and cpu_start and cpu_end:
+        out["cpu_ms_per_msg"] = meter.per_message(cpu_start, cpu_end, len(poster.accepted))
+        out["batch_sizes"] = batch_sizes(batches_before, batch_counters(stack))
+    return out
 
 
-def latency(stack: Stack, msgs: list[Msg], rate: float, timeout: float) -> dict:
+def latency(stack: Stack, msgs: list[Msg], rate: float, timeout: float, meter: CpuMeter | None = None) -> dict:
     poster = Poster(stack, threads=CONCURRENCY * 4)
+    cpu_start = meter.sample() if meter else None
     run_stream(poster, msgs, rate)
     drain(stack, poster.accepted, timeout)
+    cpu_end = meter.sample() if meter else None
     acked = stack.ack_times()
     lat = [(acked[m.address] - poster.sent_at[m.address]) * 1000 for m in poster.accepted]
-    return {"offered_rate": rate, "messages": len(msgs), "accepted": len(poster.accepted),
-            "p50_ms": round(percentile(lat, 50), 1), "p95_ms": round(percentile(lat, 95), 1),
-            "p99_ms": round(percentile(lat, 99), 1), "max_ms": round(max(lat), 1)}
+    out = {"offered_rate": rate, "messages": len(msgs), "accepted": len(poster.accepted),
+           "p50_ms": round(percentile(lat, 50), 1), "p95_ms": round(percentile(lat, 95), 1),
+           "p99_ms": round(percentile(lat, 99), 1), "max_ms": round(max(lat), 1)}
+    if meter and cpu_start and cpu_end:
+        out["cpu_ms_per_msg"] = meter.per_message(cpu_start, cpu_end, len(poster.accepted))
+    return out
+
+
+def describe_cpu(c: dict[str, float]) -> str:
+    parts = "  ".join(f"{name} {c[name]:.2f}" for name in PROCESSES)
+    return f"{parts}  = {c['total']:.2f} ms CPU per message (bench driver and fakes {c['bench_driver']:.2f}, not counted)"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1500, help="messages for the throughput runs")
-    parser.add_argument("--rate", type=float, default=200, help="offered webhooks/s for the latency run")
+    parser.add_argument("--rate", type=float, default=100, help="offered webhooks/s for the latency run")
     parser.add_argument("--latency-seconds", type=float, default=15)
     parser.add_argument("--low-rate", type=float, default=20, help="a second, unsaturated latency run")
     parser.add_argument("--soak-minutes", type=float, default=1, help="10 for the figure in the spec")
@@ -127,12 +240,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-kpis", action="store_true", help="skip the leads' figures at 1 M conversations")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    quick = os.environ.get("BENCH_QUICK") == "1"
+    if quick:
+        # The pipeline's figures only (1-3), on fewer messages: a few minutes instead of ~half an hour.
+        args.messages = min(args.messages, 600)
+        args.latency_seconds = min(args.latency_seconds, 8)
+        args.soak_minutes = 0
+        args.skip_growth = args.skip_kpis = True
     clustered = os.environ.get("CLUSTER") == "1"
     if clustered:
         args.skip_growth = args.skip_kpis = True
     args.out = args.out or (OUT_CLUSTER if clustered else OUT)
 
     result: dict = {"machine": machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "quick": quick,
                     "mode": "cluster: 3 RabbitMQ nodes, 2 gateways, 2 routers, 2 notifiers" if clustered
                     else "single broker, 1 of each service"}
     numbers = itertools.count(10_000_000)
@@ -150,19 +271,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: services mode, {result['mode']}, logs in {workdir}", flush=True)
     try:
         stack.start()
+        meter = CpuMeter(stack)
         rss_start = stack.rss_kib()
         ceiling = broker_ceiling(stack.rabbit_url, concurrency=CONCURRENCY, seconds=5, body_size=1200)
         print(f"broker ceiling: {ceiling:.0f} confirmed msgs/s ({CONCURRENCY} publishers)", flush=True)
 
         throughput(stack, batch(100), timeout=120)  # warm-up: connections, caches, the classifier
-        tg = throughput(stack, batch(args.messages), timeout=600)
+        tg = throughput(stack, batch(args.messages), timeout=600, meter=meter)
         print(f"e2e telegram: {tg}", flush=True)
-        mixed = throughput(stack, batch(args.messages, ("telegram", "sms", "messenger")), timeout=600)
+        print(f"  cpu: {describe_cpu(tg['cpu_ms_per_msg'])}", flush=True)
+        mixed = throughput(stack, batch(args.messages, ("telegram", "sms", "messenger")), timeout=600, meter=meter)
         print(f"e2e mixed:    {mixed}", flush=True)
-        lat = latency(stack, batch(int(args.rate * args.latency_seconds)), args.rate, timeout=600)
+        lat = latency(stack, batch(int(args.rate * args.latency_seconds)), args.rate, timeout=600, meter=meter)
         print(f"latency:      {lat}", flush=True)
         # The same at a rate far below saturation: the pipeline's own latency, without queueing.
-        lat_low = latency(stack, batch(int(args.low_rate * 10)), args.low_rate, timeout=300)
+        lat_low = latency(stack, batch(int(args.low_rate * max(10.0, args.latency_seconds))), args.low_rate,
+                          timeout=300, meter=meter)
         print(f"latency low:  {lat_low}", flush=True)
 
         soak_s = 0 if clustered else args.soak_minutes * 60
@@ -185,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result.update({
         "e2e_msgs_per_s": tg["msgs_per_s"], "broker_ceiling_msgs_per_s": round(ceiling, 1),
-        "ratio": round(tg["msgs_per_s"] / ceiling, 3), "p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"],
+        "ratio": round(tg["msgs_per_s"] / ceiling, 3), "cpu_ms_per_msg": tg["cpu_ms_per_msg"],
+        "batch_sizes": tg["batch_sizes"], "p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"],
         "p99_ms": lat["p99_ms"], "offered_rate": args.rate, "concurrency": CONCURRENCY,
         "e2e_telegram": tg, "e2e_mixed": mixed, "e2e_mixed_msgs_per_s": mixed["msgs_per_s"], "latency": lat,
         "latency_low_rate": lat_low,
@@ -221,17 +346,37 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if "router_growth_error" in result or "kpi_bench_error" in result else 0
 
 
+#: Issue 15's targets, checked here and only here (never in a timed test).
+E2E_TARGET = 250.0  # msgs/s, signed Telegram webhook → acknowledgement
+CPU_TARGET = 8.0  # ms of CPU per message, summed over the five processes
+P99_TARGET_AT_100 = 250.0  # ms
+P99_TARGET_AT_20 = 100.0  # ms
+
+
 def print_summary(r: dict) -> None:
+    low = r["latency_low_rate"]
+    c = r["cpu_ms_per_msg"]
+    cores = r["machine"]["cpus"] or 1
     targets = [
-        ("end to end (telegram)", f"{r['e2e_msgs_per_s']} msgs/s", "≥ 500", r["e2e_msgs_per_s"] >= 500),
+        ("end to end (telegram)", f"{r['e2e_msgs_per_s']} msgs/s", f"≥ {E2E_TARGET:.0f}",
+         r["e2e_msgs_per_s"] >= E2E_TARGET),
         ("end to end (mixed)", f"{r['e2e_mixed_msgs_per_s']} msgs/s", "", None),
         ("broker ceiling", f"{r['broker_ceiling_msgs_per_s']} msgs/s", "", None),
-        ("ratio to ceiling", f"{r['ratio']}", "", None),
+        ("ratio to ceiling", f"{r['ratio']} (end to end / ceiling, same run)", "", None),
+        ("CPU per message", f"{c['total']} ms (gateway {c['gateway']}, router {c['router']}, notifier "
+         f"{c['notifier']}, RabbitMQ {c['rabbitmq']}, PostgreSQL {c['postgresql']})", f"≤ {CPU_TARGET:.0f} ms",
+         c["total"] <= CPU_TARGET),
+        ("CPU bound on this machine", f"{cores * 1000 / c['total']:.0f} msgs/s ({cores} cores / total)"
+         if c["total"] else "n/a", "", None),
+        ("batch sizes (mean)", ", ".join(f"{k} {v}" for k, v in r["batch_sizes"].items()) or "batching: off", "",
+         None),
         (f"latency at {r['offered_rate']:.0f}/s", f"p50 {r['p50_ms']} ms  p95 {r['p95_ms']} ms  p99 {r['p99_ms']} ms",
-         "p99 ≤ 250 ms", r["p99_ms"] <= 250),
-        (f"latency at {r['latency_low_rate']['offered_rate']:.0f}/s",
-         f"p50 {r['latency_low_rate']['p50_ms']} ms  p95 {r['latency_low_rate']['p95_ms']} ms  "
-         f"p99 {r['latency_low_rate']['p99_ms']} ms", "", None),
+         f"p99 ≤ {P99_TARGET_AT_100:.0f} ms" if r["offered_rate"] == 100 else "",
+         r["p99_ms"] <= P99_TARGET_AT_100 if r["offered_rate"] == 100 else None),
+        (f"latency at {low['offered_rate']:.0f}/s",
+         f"p50 {low['p50_ms']} ms  p95 {low['p95_ms']} ms  p99 {low['p99_ms']} ms",
+         f"p99 ≤ {P99_TARGET_AT_20:.0f} ms" if low["offered_rate"] == 20 else "",
+         low["p99_ms"] <= P99_TARGET_AT_20 if low["offered_rate"] == 20 else None),
         ("router cost 1M / 1k", f"{r['router_cost_ratio_1m_vs_1k']}", "≤ 1.5",
          None if r["router_cost_ratio_1m_vs_1k"] is None else r["router_cost_ratio_1m_vs_1k"] <= 1.5),
         ("router start-up: classifier", f"{r['classifier']['classifier_startup_s'] * 1000:.0f} ms (language models "
@@ -250,13 +395,15 @@ def print_summary(r: dict) -> None:
                         r["conversations_first_page_p95_ms"] <= 200))
         targets.append(("router RSS after a year's KPIs", f"{r['router_rss_mib_before_kpis']} → "
                         f"{r['router_rss_mib_after_kpis']} MiB", "≤ 1.2 ×", r["router_rss_ratio_after_kpis"] <= 1.2))
-    print(f"\n{'figure':<28}{'measured':<56}{'target':<14}")
+    print(f"\n{'figure':<28}{'measured':<90}{'target':<16}")
     for name, value, target, ok in targets:
-        mark = "" if ok is None else ("  ok" if ok else "  MISSED")
-        print(f"{name:<28}{value:<56}{target:<14}{mark}")
-    print(f"mode: {r['mode']}")
-    print(f"machine: {r['machine']['cpus']} CPUs, load average at start {r['machine']['loadavg_at_start']}"
-          f" (pid {os.getpid()})")
+        mark = "" if ok is None else ("PASS" if ok else "FAIL")
+        print(f"{name:<28}{value:<90}{target:<16}{mark}")
+    print(f"mode: {r['mode']}{' (BENCH_QUICK=1)' if r.get('quick') else ''}")
+    print(f"machine: {r['machine']['cpus']} CPUs, load average at start {r['machine']['loadavg_at_start']}, "
+          f"at end {r['machine'].get('loadavg_at_end')} (pid {os.getpid()})")
+    print("CPU: RabbitMQ and PostgreSQL's own processes serve whatever else uses this machine's servers during"
+          " the run; their figures include it.")
 
 
 if __name__ == "__main__":
