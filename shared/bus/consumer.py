@@ -14,6 +14,18 @@ Failures:
   `max_attempts` it goes to Q.dlq with the last error in its headers;
 - a crash of the process leaves the message unacked: RabbitMQ redelivers it, and the quorum
   queue's delivery limit dead-letters a message that keeps killing its consumers.
+
+Micro-batches (a `batch_handler`, RabbitMQ only): after the first delivery the worker takes what
+its prefetch already holds, up to `batch_size` messages or `batch_wait` seconds; the batch closes
+as soon as no further delivery is at hand (`BATCH_POLL`), so a lone message waits for nobody. The
+batch handler does the batch as one unit of work and returns, per message, its events or the
+exception that message failed with alone (its own work rolled back). The worker then settles the
+failures one by one as above, publishes every event of the others with their confirms awaited
+together (`Publisher.publish_many`), and acks them with one basic.ack(last tag, multiple). If the
+batch handler raises, nothing of the batch was kept: the batch is split in halves, each handled
+again, down to the one message that fails, which alone goes to its retry tier or Q.dlq. A crash
+mid-batch leaves the whole batch unacked: it is redelivered, and the handlers' idempotency turns
+what was already committed into a re-publish of its stored events.
 """
 
 from __future__ import annotations
@@ -23,10 +35,12 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from kombu import Connection
+from kombu.message import Message
 
 from shared.bus.publisher import BusUnavailable, Publisher, connect, ensure_connected
 from shared.bus.topology import (
@@ -46,6 +60,11 @@ from shared.redact import mask_secrets
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], list[Envelope]]
+#: A batch's unit of work: per message (in the order given) its events, or the exception it failed with.
+BatchHandler = Callable[[Sequence[Envelope]], list["list[Envelope] | Exception"]]
+
+#: How long a gathering batch waits for one more delivery before it counts the prefetch as empty.
+BATCH_POLL = 0.001
 
 ATTEMPTS_HEADER = "x-switchboard-attempts"
 ERROR_HEADER = "x-switchboard-error"
@@ -68,16 +87,34 @@ def retry_after_of(exc: BaseException) -> float | None:
     return float(value)
 
 
+@dataclass
+class _Delivery:
+    body: object
+    message: Message
+    headers: dict
+    attempts: int
+    envelope: Envelope
+
+
 class Worker:
-    def __init__(self, *, url: str, spec: QueueSpec, handler: Handler, publisher: Publisher,
+    def __init__(self, *, url: str, spec: QueueSpec, handler: Handler | None = None, publisher: Publisher,
                  max_attempts: int = 8, prefetch: int = 16, name: str | None = None, stage: str | None = None,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, batch_handler: BatchHandler | None = None,
+                 batch_size: int = 32, batch_wait: float = 0.010):
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("a worker takes a handler or a batch_handler")
         self.url = url
         self.spec = spec
         self.handler = handler
+        self.batch_handler = batch_handler
+        self.batch_size = max(1, batch_size)
+        self.batch_wait = max(0.0, batch_wait)
         self.publisher = publisher
         self.max_attempts = max_attempts
-        self.prefetch = prefetch
+        # A batch is what the prefetch holds: it must be able to hold a whole one.
+        self.prefetch = max(prefetch, self.batch_size) if batch_handler is not None else prefetch
+        self.batch_poll = BATCH_POLL
+        self._pending: list[_Delivery] = []
         self.name = name or spec.name
         # The latency stage this consumer completes (e.g. "routed"), measured from the webhook.
         self.stage = stage
@@ -111,8 +148,10 @@ class Worker:
 
     def _consume(self, conn: Connection, stop: threading.Event) -> None:
         queue = work_queue(self.spec, self._rabbit)
-        with conn.Consumer([queue], callbacks=[self._on_message], prefetch_count=self.prefetch,
-                           accept=["json"], on_decode_error=self._on_decode_error):
+        batching = self.batch_handler is not None
+        self._pending = []
+        with conn.Consumer([queue], callbacks=[self._collect if batching else self._on_message],
+                           prefetch_count=self.prefetch, accept=["json"], on_decode_error=self._on_decode_error):
             self.ready.set()
             log.info("consumer %s ready", self.name)
             while not stop.is_set():
@@ -121,8 +160,89 @@ class Worker:
                 except TimeoutError:
                     if self._rabbit:
                         conn.heartbeat_check()
+                    continue
+                if batching and self._pending:
+                    self._gather(conn)
+                    batch, self._pending = self._pending, []
+                    self._handle_batch(batch)
         # Leaving the `with` cancels the consumer: unacked deliveries go back to the queue.
         self.ready.clear()
+
+    # -- a micro-batch -----------------------------------------------------------------------
+
+    def _collect(self, body, message) -> None:
+        """A delivery joins the batch being gathered; poison goes to Q.dlq at once, alone."""
+        headers = dict(message.headers or {})
+        try:
+            envelope = decode(body)
+        except ContractError as exc:
+            log.error("poison message on %s: %s", self.spec.name, exc)
+            self._dead_letter(body, message, headers, f"contract: {exc}")
+            DEAD_LETTERS.labels(self.spec.name, "contract").inc()
+            return
+        self._pending.append(_Delivery(body, message, headers, int(headers.get(ATTEMPTS_HEADER, 0) or 0), envelope))
+
+    def _gather(self, conn: Connection) -> None:
+        """More deliveries while the prefetch has them at hand, up to batch_size or batch_wait.
+        In memory (embedded mode) a batch is one message: that transport ignores a multiple ack."""
+        if not self._rabbit:
+            return
+        deadline = time.monotonic() + self.batch_wait
+        while len(self._pending) < self.batch_size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                conn.drain_events(timeout=min(left, self.batch_poll))
+            except TimeoutError:
+                return  # nothing more at hand: the batch goes now
+
+    def _handle_batch(self, batch: list[_Delivery]) -> None:
+        results = self._results(batch)
+        done: list[tuple[_Delivery, list[Envelope]]] = []
+        for delivery, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                # Settled (and acked) alone before the multiple ack below, which must not cover it.
+                with correlated(delivery.envelope.correlation_id):
+                    self._retry_or_dead_letter(delivery.body, delivery.message, delivery.headers, delivery.attempts,
+                                               result)
+            else:
+                done.append((delivery, result))
+        if not done:
+            return
+        # A failure here propagates: the batch stays unacked and comes back; the handler returns the
+        # same stored events again, and the consumers dedupe.
+        self.publisher.publish_many([event for _, events in done for event in events])
+        if self._rabbit:
+            # Every delivery of this channel up to the last tag is either in `done` or settled above.
+            last = max((d.message for d, _ in done), key=lambda m: m.delivery_tag)
+            last.ack(multiple=True)
+        else:
+            for delivery, _ in done:
+                delivery.message.ack()
+        now = datetime.now(UTC)
+        for delivery, _ in done:
+            envelope = delivery.envelope
+            channel = getattr(envelope.payload, "channel", None)
+            MESSAGES_HANDLED.labels(self.spec.name, envelope.type, label(channel)).inc()
+            if self.stage:
+                observe_stage(self.stage, channel, envelope.occurred_at, now)
+
+    def _results(self, batch: list[_Delivery]) -> list[list[Envelope] | Exception]:
+        """The batch handler's results; when it raises, those of each half, down to single messages."""
+        assert self.batch_handler is not None
+        try:
+            results = self.batch_handler([d.envelope for d in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"the batch handler gave {len(results)} results for {len(batch)} messages")
+            return results
+        except Exception as exc:  # noqa: BLE001 - the batch's failure is one of its messages', not the worker's
+            if len(batch) == 1:
+                return [exc]
+            log.warning("a batch of %d on %s failed (%s: %s): splitting it", len(batch), self.spec.name,
+                        type(exc).__name__, mask_secrets(str(exc))[:300])
+            half = len(batch) // 2
+            return self._results(batch[:half]) + self._results(batch[half:])
 
     # -- one delivery ------------------------------------------------------------------------
 
@@ -136,6 +256,7 @@ class Worker:
             self._dead_letter(body, message, headers, f"contract: {exc}")
             DEAD_LETTERS.labels(self.spec.name, "contract").inc()
             return
+        assert self.handler is not None
         with correlated(envelope.correlation_id):
             try:
                 events = self.handler(envelope)
