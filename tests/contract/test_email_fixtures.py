@@ -11,14 +11,10 @@ from pathlib import Path
 import pytest
 
 from services.gateway.channels import Malformed, RawRequest, Unauthenticated
-from services.gateway.channels.email import (
-    SECRET_HEADER,
-    EmailRelayAdapter,
-    html_to_text,
-    parse_mime,
-    strip_quotes_and_signature,
-)
+from services.gateway.channels.email import SECRET_HEADER, EmailRelayAdapter, parse_mime
+from services.gateway.channels.mail_html import html_to_text
 from shared.contracts import Attachment, Envelope, Identity, InboundMessage, decode, derive_id, encode
+from shared.text import strip_quotes_and_signature
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "email"
 RECEIVED = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)  # when the poller or relay got it

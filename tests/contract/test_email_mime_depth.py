@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from services.gateway.app import GatewayDeps, create_app
-from services.gateway.channels.email import MAX_MIME_DEPTH, EmailRelayAdapter
+from services.gateway.channels.email import EmailRelayAdapter
+from services.gateway.channels.mail_mime import MAX_MIME_DEPTH
 from tests.contract.test_gateway_http import RecordingIntake
 
 SECRET = "relay-s3cret"

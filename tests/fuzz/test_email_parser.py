@@ -10,7 +10,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.gateway.channels import Malformed
-from services.gateway.channels.email import MAX_MIME_DEPTH, MAX_TEXT_CHARS, parse_mime
+from services.gateway.channels.email import MAX_TEXT_CHARS, parse_mime
+from services.gateway.channels.mail_mime import MAX_MIME_DEPTH
 from tests.fuzz.settings import fuzz
 from tests.fuzz.support import NOW, assert_publishable, parsed_or_malformed
 

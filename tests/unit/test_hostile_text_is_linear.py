@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 import pytest
 
 from services.gateway.channels import RawRequest
-from services.gateway.channels.email import html_to_text, parse_mime
+from services.gateway.channels.email import parse_mime
+from services.gateway.channels.mail_html import html_to_text
 from services.gateway.channels.meta import MetaAdapter
 from services.gateway.channels.telegram import TelegramAdapter
 from services.gateway.channels.twilio import TwilioSmsAdapter

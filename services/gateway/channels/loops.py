@@ -516,4 +516,18 @@ def classify_bytes(raw: bytes, our_domains: Iterable[str]) -> Verdict | None:
     return classify(message_from_bytes(raw, policy=policy.default), our_domains)
 
 
-__all__ = ["KINDS", "MAX_SCAN", "Verdict", "classify", "classify_bytes"]
+def is_automatic(msg: Message, our_domains: Iterable[str]) -> str | None:
+    """Why this mail must never be acknowledged, or None (the reason of `classify`)."""
+    verdict = classify(msg, our_domains)
+    return verdict.reason if verdict else None
+
+
+def bounced_recipient(msg: Message) -> str | None:
+    """The address a failed-delivery report is about; None for anything else, or a delay notice."""
+    verdict = classify(msg, ())
+    if verdict is None or verdict.kind != "bounce" or not verdict.failed:
+        return None
+    return verdict.recipient
+
+
+__all__ = ["KINDS", "MAX_SCAN", "Verdict", "classify", "classify_bytes", "is_automatic", "bounced_recipient"]

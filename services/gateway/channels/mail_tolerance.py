@@ -61,6 +61,15 @@ def mostly_utf8(data: bytes) -> str | None:
     return None
 
 
+def fix_8bit(text: str, hint: str) -> str:
+    """Undo the parser's surrogate escapes of raw 8-bit header bytes: UTF-8 if they are, else the hint."""
+    if not any("\udc80" <= ch <= "\udcff" for ch in text):
+        return text
+    data = text.encode("utf-8", "surrogateescape")
+    utf8 = mostly_utf8(data)  # UTF-8, also with a stray bad byte (a name cut mid-character)
+    return utf8 if utf8 is not None else data.decode(hint, errors="replace")
+
+
 def decode_bytes(data: bytes, label: str | None, fallback: str = "cp1252") -> str:
     """Bytes in a declared charset → text, never raising: the label's superset, then UTF-8 (a client
     that labelled UTF-8 as its legacy charset), then the fallback with replacement."""
