@@ -20,7 +20,7 @@ from services.gateway.bootstrap import start_pollers
 from services.notifier import bootstrap as notifier
 from services.notifier.senders import Registry
 from services.router import bootstrap as router
-from services.router.kpi_store import backfill_first_responses
+from services.router.kpi_store import backfill_first_responses, run_rollups
 from services.router.operations import run_relay
 from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher, connect
@@ -120,6 +120,8 @@ def start(settings: Settings, config: Config, *, host: str = "127.0.0.1", port: 
     # First responses kept before their business time was (migration 0012): filled in beside the work.
     threads.append(start_thread(lambda: backfill_first_responses(sessions, config.business_calendar),
                                 "router-kpi-backfill"))
+    # The KPI report's daily roll-ups: the days marked since (or by migration 0017), rebuilt.
+    threads.append(start_thread(lambda: run_rollups(sessions, config.business_calendar, stop), "router-kpi-rollups"))
     threads.extend(start_pollers(settings, config, intake, stop, clock=utc_now))
     ticker = notifier.build_ticker(notifier_deps, publisher=publisher)
     threads.append(start_thread(lambda: ticker.run(stop), "notifier-ticker"))

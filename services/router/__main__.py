@@ -7,7 +7,7 @@ Port 8081 serves the health checks, the agent API (/api/v1/), the inbox (/inbox/
 import threading
 
 from services.router.bootstrap import build_api, build_deps, build_pages, build_worker
-from services.router.kpi_store import backfill_first_responses
+from services.router.kpi_store import backfill_first_responses, run_rollups
 from services.router.macros import check_config_macros
 from services.router.operations import run_relay
 from shared.db import session_factory
@@ -24,6 +24,9 @@ def main() -> None:
         # batches beside the work, so a large history does not hold up the start.
         start_thread(lambda: backfill_first_responses(session_factory(engine), config.business_calendar),
                      "router-kpi-backfill")
+        # The KPI report's daily roll-ups: the days marked since (or by migration 0017), rebuilt.
+        start_thread(lambda: run_rollups(session_factory(engine), config.business_calendar, threading.Event()),
+                     "router-kpi-rollups")
         return build_worker(settings.broker_url, built["deps"], publisher)
 
     def blueprints(settings, config, engine, publisher):

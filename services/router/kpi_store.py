@@ -5,16 +5,20 @@ Used by the API (GET /api/v1/kpis), the dashboard page and `switchboard report`.
 loads a period's conversations: the database counts, sums and takes percentiles over columns each
 conversation keeps up to date (its first response in business time, computed once when it happens;
 its resolution time), and returns a few grouped rows — by local day, by channel/category/language/
-owner, by hour of the week — whatever the period's size. The surveys are the router's own record
-(conversation_surveys), kept from the notifier's survey.result events.
+owner, by hour of the week — whatever the period's size. Whole local days are read from daily
+roll-ups per team and agent (kpi_daily), rebuilt from the conversations when one of that day's
+changes. The surveys are the router's own record (conversation_surveys), kept from the notifier's
+survey.result events.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -25,26 +29,33 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    delete,
+    event,
     exists,
     extract,
     func,
+    inspect,
     literal,
     or_,
     select,
     text,
+    type_coerce,
     union_all,
     update,
 )
+from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.router import kpis
-from services.router.models import Conversation, ConversationSurvey, Message
+from services.router.models import Conversation, ConversationSurvey, KpiDaily, KpiDay, KpiDirtyDay, Message
 from shared.calendar import Calendar
 from shared.config import Agent, Config
 from shared.contracts import SurveyResult
 from shared.db import UTCDateTime, transaction
+
+log = logging.getLogger(__name__)
 
 
 class ScopeError(Exception):
@@ -181,6 +192,197 @@ def record_survey_result(s: Session, result: SurveyResult) -> None:
               "commented": table.commented | stmt.excluded.commented}))
 
 
+# --- daily roll-ups per team and agent ---------------------------------------------------------------
+#
+# A report reads whole local days of its period from kpi_daily (a few rows a day, whatever the
+# day's volume) and only the rest — the partial days at its edges, and any day not built yet,
+# changed since it was built, or whose promises may still turn — from the conversations. A day's
+# rows are rebuilt whole from its conversations, never incremented, so redelivery, reassignment,
+# a reopening or a late first reply cannot make them drift: the worst a race can do is leave a
+# day marked, and a marked day is read from its conversations. The marks are taken in the very
+# transaction that changes a conversation (an ORM flush hook below), the rebuilding is a job
+# (refresh_rollups) beside the work. Percentiles and surveys are not rolled up: a median cannot
+# be added, and a survey counts in a period by its own sending time; both stay exact index passes.
+
+# What a roll-up row depends on: a change to any of these marks the conversation's day.
+ROLLED_UP = ("opened_at", "status", "team_id", "owner_id", "channel", "category", "language", "opening",
+             "reply_to", "promise_due", "first_response_at", "resolved_at")
+# outcome_case as of a moment after every promise of a built day is settled (see stable_after).
+SETTLED = datetime(9999, 1, 1, tzinfo=UTC)
+ROLLUP_LOCK = 0x4B50_4931  # PostgreSQL advisory lock: one roll-up job at a time over all replicas
+
+
+def _utc_day(at: datetime) -> date:
+    return at.astimezone(UTC).date()
+
+
+def _touched_days(session: Session) -> set[date]:
+    """The UTC days of the conversations this flush writes a rolled-up column of (old and new day
+    when the opening time itself moves)."""
+    days: set[date] = set()
+    for obj in (*session.new, *session.deleted):
+        if isinstance(obj, Conversation) and obj.opened_at is not None:
+            days.add(_utc_day(obj.opened_at))
+    for obj in session.dirty:
+        if not isinstance(obj, Conversation):
+            continue
+        state = inspect(obj)
+        if any(state.attrs[name].history.has_changes() for name in ROLLED_UP):
+            opened = state.attrs["opened_at"].history
+            days.update(_utc_day(at) for at in (*opened.deleted, *opened.unchanged, *opened.added) if at is not None)
+    return days
+
+
+@event.listens_for(Session, "after_flush")
+def _mark_touched_days(session: Session, _flush_context) -> None:
+    """In the flush's own transaction: the change and its mark commit or roll back together.
+    (after_flush still sees what the flush wrote as new/dirty, with each attribute's history.)"""
+    days = _touched_days(session)
+    if days:
+        session.connection().execute(sa_insert(KpiDirtyDay), [{"utc_day": d} for d in sorted(days)])
+
+
+def mark_every_day(s: Session) -> None:
+    """Every UTC day the history has a conversation on is to be (re)built (a change of zone)."""
+    utc_day = (cast(func.timezone("UTC", Conversation.opened_at), Date)
+               if s.get_bind().dialect.name == "postgresql" else func.date(Conversation.opened_at))
+    s.execute(sa_insert(KpiDirtyDay).from_select(["utc_day"], select(utc_day).distinct()))
+
+
+def day_range(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """[local midnight of `day`, local midnight of the next day) in UTC."""
+    return (datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC),
+            datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC))
+
+
+def _one_local_day(day: date, tz: ZoneInfo) -> bool:
+    """Whether day_range(day) is exactly the moments whose local date is `day`: true for every zone
+    but one whose clock jumps across midnight (a day without a midnight, or one that happens
+    twice); such a day is read from its conversations."""
+    lo, hi = day_range(day, tz)
+    tick = timedelta(microseconds=1)
+    if lo >= hi or (lo - tick).astimezone(tz).date() >= day:
+        return False
+    moments = [lo, hi - tick]
+    for until, _ in offset_segments(tz, lo, hi)[:-1]:
+        if until is not None:
+            moments += [until - tick, until]
+    return all(at.astimezone(tz).date() == day for at in moments if lo <= at < hi)
+
+
+def _build_day(s: Session, day: date, tz: ZoneInfo) -> None:
+    c = Conversation
+    lo, hi = day_range(day, tz)
+    where = [c.opened_at >= lo, c.opened_at < hi, c.status != "automatic"]
+    outcome = outcome_case(SETTLED)
+    keys = (c.team_id, c.owner_id, c.channel, c.category, c.language)
+    rows = s.execute(select(*keys, func.count(), func.sum(case((outcome == "kept", 1), else_=0)),
+                            func.sum(case((outcome == "breached", 1), else_=0)),
+                            func.sum(case((outcome == "closed", 1), else_=0)),
+                            func.sum(case((c.opening > 1, 1), else_=0))).where(*where).group_by(*keys)).all()
+    # Until the latest of these moments a promise of the day may still turn (outcome_case): an
+    # unanswered open one is pending until due, an unanswered resolved one is judged at resolution.
+    unsettled = and_(func.coalesce(c.reply_to, "") != "", c.first_response_at.is_(None))
+    stable_after = s.scalar(select(type_coerce(func.max(case((unsettled, func.coalesce(c.resolved_at, c.promise_due)))),
+                                               UTCDateTime())).where(*where))
+    s.execute(delete(KpiDaily).where(KpiDaily.day == day))
+    s.execute(delete(KpiDay).where(KpiDay.day == day))
+    if rows:
+        s.execute(sa_insert(KpiDaily), [
+            {"day": day, "team_id": team, "owner_id": owner, "channel": channel, "category": category,
+             "language": language, "conversations": n, "kept": kept or 0, "breached": breached or 0,
+             "closed": closed or 0, "reopened": reopened or 0}
+            for team, owner, channel, category, language, n, kept, breached, closed, reopened in rows])
+    s.execute(sa_insert(KpiDay).values(day=day, timezone=tz.key, stable_after=stable_after))
+
+
+def refresh_rollups(sessions: sessionmaker[Session], calendar: Calendar, *, days_per_batch: int = 31) -> int:
+    """Rebuilds the local days around every marked UTC day, `days_per_batch` marked days a
+    transaction, and deletes the marks it saw (only those: a mark committed meanwhile stays for the
+    next round). Also the backfill after migration 0017 and after a change of the business's zone.
+    Returns how many local days it built."""
+    tz = ZoneInfo(calendar.timezone)
+    built = 0
+    while True:
+        with transaction(sessions) as s:
+            if s.get_bind().dialect.name == "postgresql" and not s.scalar(
+                    select(func.pg_try_advisory_xact_lock(ROLLUP_LOCK))):
+                return built  # another replica is at it
+            if s.scalar(select(KpiDay.day).where(KpiDay.timezone != tz.key).limit(1)) is not None:
+                s.execute(delete(KpiDaily))
+                s.execute(delete(KpiDay))
+                mark_every_day(s)
+            utc_days = list(s.scalars(select(KpiDirtyDay.utc_day).distinct().order_by(KpiDirtyDay.utc_day)
+                                      .limit(days_per_batch)))
+            if not utc_days:
+                return built
+            seen = list(s.scalars(select(KpiDirtyDay.id).where(KpiDirtyDay.utc_day.in_(utc_days))))
+            # A UTC day overlaps the local day before, the same and the day after in any zone.
+            local = sorted({_as_date(d) + timedelta(days=k) for d in utc_days for k in (-1, 0, 1)})
+            for day in local:
+                _build_day(s, day, tz)
+            for i in range(0, len(seen), 1000):
+                s.execute(delete(KpiDirtyDay).where(KpiDirtyDay.id.in_(seen[i:i + 1000])))
+            built += len(local)
+
+
+def run_rollups(sessions: sessionmaker[Session], calendar: Calendar, stop: threading.Event, *,
+                every: float = 30.0) -> None:
+    """The roll-up job: marked days rebuilt every `every` seconds until `stop`. A failure is
+    logged and tried again next round; meanwhile reports read those days from the conversations."""
+    while not stop.is_set():
+        try:
+            refresh_rollups(sessions, calendar)
+        except Exception:
+            log.exception("kpi roll-ups: rebuilding the marked days failed; trying again in %.0f s", every)
+        stop.wait(every)
+
+
+def rolled_days(s: Session, start: datetime, end: datetime, now: datetime,
+                tz: ZoneInfo) -> list[tuple[date, date]]:
+    """The runs [first, stop) of whole local days of [start, end) a report may read from kpi_daily:
+    built in this zone, not marked since, and with every promise settled by `now`."""
+    first = start.astimezone(tz).date()
+    if day_range(first, tz)[0] < start:
+        first += timedelta(days=1)
+    last = end.astimezone(tz).date() + timedelta(days=1)
+    while last > first and day_range(last - timedelta(days=1), tz)[1] > end:
+        last -= timedelta(days=1)
+    if last <= first:
+        return []
+    built = {_as_date(d) for d in s.scalars(select(KpiDay.day).where(
+        KpiDay.day >= first, KpiDay.day < last, KpiDay.timezone == tz.key,
+        or_(KpiDay.stable_after.is_(None), KpiDay.stable_after < literal(now, UTCDateTime()))))}
+    if not built:
+        return []
+    marked = {_as_date(d) + timedelta(days=k) for d in s.scalars(select(KpiDirtyDay.utc_day).distinct().where(
+        KpiDirtyDay.utc_day >= first - timedelta(days=1), KpiDirtyDay.utc_day <= last)) for k in (-1, 0, 1)}
+    runs: list[tuple[date, date]] = []
+    day = first
+    while day < last:
+        if day in built and day not in marked and _one_local_day(day, tz):
+            if runs and runs[-1][1] == day:
+                runs[-1] = (runs[-1][0], day + timedelta(days=1))
+            else:
+                runs.append((day, day + timedelta(days=1)))
+        day += timedelta(days=1)
+    return runs
+
+
+def _rest(start: datetime, end: datetime, runs: list[tuple[date, date]],
+          tz: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """[start, end) less the rolled-up runs of days, as UTC ranges."""
+    rest, at = [], start
+    for first, stop in runs:
+        lo, hi = day_range(first, tz)[0], day_range(stop - timedelta(days=1), tz)[1]
+        if at < lo:
+            rest.append((at, lo))
+        at = hi
+    if at < end:
+        rest.append((at, end))
+    return rest
+
+
 # --- the period's figures, added up by the database -------------------------------------------------
 
 
@@ -296,6 +498,8 @@ def aggregates(s: Session, scope: Scope, start: datetime, end: datetime, now: da
                shifts: dict[str, Calendar]) -> kpis.Aggregates:
     """The period's kpis.Aggregates, every sum, count and percentile done by the database: a few
     grouped rows come back whatever the period's size (no conversation or message is loaded).
+    Counts and volumes of whole local days come from the daily roll-ups (kpi_daily) where a day's
+    are built and current; the rest of the period from the conversations themselves.
 
     On PostgreSQL every pass is an index-only scan of the period's range (migration 0016: the
     period indexes carry the columns read): two GROUP BYs over the period's conversations (by local
@@ -323,7 +527,10 @@ def aggregates(s: Session, scope: Scope, start: datetime, end: datetime, now: da
 
     def add_day(d, n, kept, breached, closed, pending, again) -> None:
         nonlocal reopened
-        days[_as_date(d)] = kpis.DayCounts(n, kept or 0, breached or 0, closed or 0, pending or 0)
+        was = days.get(_as_date(d), kpis.DayCounts())  # a local date may come from both sources
+        days[_as_date(d)] = kpis.DayCounts(was.conversations + n, was.kept + (kept or 0),
+                                           was.breached + (breached or 0), was.closed + (closed or 0),
+                                           was.pending + (pending or 0))
         reopened += again or 0
 
     def add_volume(channel, category, language, owner, n) -> None:
@@ -331,13 +538,33 @@ def aggregates(s: Session, scope: Scope, start: datetime, end: datetime, now: da
         if owner:
             owned[owner] += n
 
-    # Two GROUP BYs, not one GROUPING SETS pass: PostgreSQL (15) aggregates grouping sets in one
-    # process, a plain GROUP BY in parallel workers, and both read the same index-only ranges.
-    for row in s.execute(select(day, *_day_counts(outcome)).where(*in_period).group_by(day)):
-        add_day(*row)
-    for row in s.execute(select(c.channel, c.category, c.language, c.owner_id, func.count())
-                         .where(*in_period).group_by(c.channel, c.category, c.language, c.owner_id)):
-        add_volume(*row)
+    # Whole local days already added up (kpi_daily), then the rest of the period from the
+    # conversations: the partial days at its edges and the days not (yet) rolled up.
+    runs = rolled_days(s, start, end, now, tz)
+    rest = _rest(start, end, runs, tz)
+    if runs:
+        k = KpiDaily
+        rolled = [or_(*[and_(k.day >= a, k.day < b) for a, b in runs])]
+        if scope.team is not None:
+            rolled.append(k.team_id == scope.team)
+        if scope.agent is not None:
+            rolled.append(k.owner_id == scope.agent)
+        for rolled_day in s.execute(select(k.day, func.sum(k.conversations), func.sum(k.kept), func.sum(k.breached),
+                                    func.sum(k.closed), literal(0), func.sum(k.reopened))
+                             .where(*rolled).group_by(k.day)):
+            add_day(*rolled_day)
+        for rolled_volume in s.execute(select(k.channel, k.category, k.language, k.owner_id, func.sum(k.conversations))
+                             .where(*rolled).group_by(k.channel, k.category, k.language, k.owner_id)):
+            add_volume(*rolled_volume)
+    if rest:
+        in_rest = [or_(*[and_(c.opened_at >= a, c.opened_at < b) for a, b in rest]), *in_period[2:]]
+        # Two GROUP BYs, not one GROUPING SETS pass: PostgreSQL (15) aggregates grouping sets in one
+        # process, a plain GROUP BY in parallel workers, and both read the same index-only ranges.
+        for day_row in s.execute(select(day, *_day_counts(outcome)).where(*in_rest).group_by(day)):
+            add_day(*day_row)
+        for volume_row in s.execute(select(c.channel, c.category, c.language, c.owner_id, func.count())
+                                    .where(*in_rest).group_by(c.channel, c.category, c.language, c.owner_id)):
+            add_volume(*volume_row)
 
     cs = ConversationSurvey
     in_scope = select(c.id).where(*in_period)

@@ -11,9 +11,21 @@ Idempotency and "exactly one owner" are enforced here, by constraints, not by ho
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
+from sqlalchemy import (
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime
@@ -292,3 +304,55 @@ class SenderBucket(Base):
     key: Mapped[str] = mapped_column(String(400), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- the KPI report's daily roll-ups (services/router/kpi_store.py) --------------------------------
+
+
+class KpiDaily(Base):
+    """One local day's conversations (opened that day, automatic mail left out) added up per team,
+    owner, channel, category and language: their count, promise outcomes as they stand once every
+    promise of the day is settled, and how many were opened more than once. Rebuilt whole, a day
+    at a time, from the conversations (never incremented), so a redelivered or reassigned
+    conversation cannot be counted twice."""
+
+    __tablename__ = "kpi_daily"
+    __table_args__ = (Index("ix_kpi_daily_day", "day"), Index("ix_kpi_daily_team_day", "team_id", "day"),
+                      Index("ix_kpi_daily_owner_day", "owner_id", "day"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[date] = mapped_column(Date)
+    team_id: Mapped[str | None] = mapped_column(String(64))
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str] = mapped_column(String(32))
+    language: Mapped[str] = mapped_column(String(8))
+    conversations: Mapped[int] = mapped_column(Integer)
+    kept: Mapped[int] = mapped_column(Integer)
+    breached: Mapped[int] = mapped_column(Integer)
+    closed: Mapped[int] = mapped_column(Integer)
+    reopened: Mapped[int] = mapped_column(Integer)
+
+
+class KpiDay(Base):
+    """A local day whose roll-up rows are built, in which zone, and from when its promise outcomes
+    no longer depend on the time of asking (the latest due time of an unanswered promise, or
+    resolution of one resolved unanswered): a report asked before then reads the day's
+    conversations instead."""
+
+    __tablename__ = "kpi_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    timezone: Mapped[str] = mapped_column(String(64))
+    stable_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class KpiDirtyDay(Base):
+    """A UTC day some conversation opened on changed since its roll-up was built: one row per
+    change (never updated, so writers never wait on each other); the roll-up job deletes the rows
+    it saw once it rebuilt the local days around that day."""
+
+    __tablename__ = "kpi_dirty_days"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    utc_day: Mapped[date] = mapped_column(Date, index=True)

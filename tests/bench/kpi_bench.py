@@ -2,7 +2,9 @@
 365 days, and the first page of GET /api/v1/conversations, as the team lead, against the router
 in services mode; the router's RSS before and after the figures.
 
-The history is loaded inside PostgreSQL, set-based (tests/bench/growth.py's generate_series
+The daily roll-ups (services/router/kpi_store.py) are built for the whole history before the
+router starts, as after an upgrade (migration 0017 marks every day, the roll-up job builds them),
+and timed. The history is loaded inside PostgreSQL, set-based (tests/bench/growth.py's generate_series
 inserts, then one UPDATE giving most conversations a first response, a resolution time and some a
 reopening, and one INSERT of survey results), so a million conversations load in minutes.
 
@@ -74,6 +76,29 @@ def load(url: str, n: int, config) -> float:
     return seconds + time.monotonic() - started
 
 
+def build_rollups(url: str, config) -> float:
+    """The backfill as an upgraded router does it: every day of the history marked (what migration
+    0017 does to a history stored before it; the loader's set-based inserts bypass the router's
+    marks), then the roll-up job builds the days. Returns its seconds."""
+    from services.router import kpi_store
+
+    engine = make_engine(url, pool_size=1)
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        started = time.monotonic()
+        with transaction(sessions) as s:
+            kpi_store.mark_every_day(s)
+        kpi_store.refresh_rollups(sessions, config.business_calendar)
+        seconds = time.monotonic() - started
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text("VACUUM ANALYZE kpi_daily, kpi_days, kpi_dirty_days"))
+        return seconds
+    finally:
+        engine.dispose()
+
+
 def token_for(url: str, agent_id: str) -> str:
     from services.router.operations import issue_token
 
@@ -120,6 +145,9 @@ def measure(*, conversations: int = 1_000_000, repeat: int = 5, verbose: bool = 
         if verbose and db_name:
             print(f"kpi bench: loaded {conversations} conversations in {load_s:.0f}s", flush=True)
         token = token_for(db_url, lead)
+        rollup_s = build_rollups(db_url, config)
+        if verbose:
+            print(f"kpi bench: daily roll-ups of the whole history built in {rollup_s:.1f}s", flush=True)
         workdir = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
         env, ports = services_env(broker_url=broker_url, database_url=db_url, workdir=workdir)
         services = Services(env, workdir, ports)
@@ -152,6 +180,7 @@ def measure(*, conversations: int = 1_000_000, repeat: int = 5, verbose: bool = 
         result = {
             "kpi_conversations": conversations,
             "kpi_load_seconds": round(load_s, 1) if db_name else None,
+            "kpi_rollup_backfill_seconds": round(rollup_s, 1),
             "kpi_loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
             "kpi_ms_by_period_days": by_period,
             "conversations_first_page_p95_ms": round(percentile(first_page, 95), 1),

@@ -2,7 +2,12 @@
 (services/router/kpis.py), on PostgreSQL and on SQLite (the embedded mode):
 
 - the hand-checked week of tests/unit/test_kpis.py gives the very figures worked out by hand;
-- on random small histories (hypothesis) both paths give the same figures for every scope.
+- on random small histories (hypothesis) both paths give the same figures for every scope, read
+  from the conversations (days not rolled up yet), from the daily roll-ups (kpi_daily) for whole
+  days, and again after later events (a reassignment, a reopening, a late first reply, a survey
+  sent later) both before and after the roll-up job rebuilt the days they touched; in the
+  business's zone and in one half an hour off UTC's hours (St John's), whose day boundaries fall
+  elsewhere.
 
 Rows are written with the router's own recorders (record_first_response, record_resolution,
 record_survey_result), so the stored per-conversation figures are the ones the router keeps.
@@ -10,15 +15,25 @@ record_survey_result), so the stored per-conversation figures are the ones the r
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete
+from sqlalchemy import delete, inspect, select
 
 from services.router import kpi_store, kpis
-from services.router.models import Conversation, ConversationSurvey, Customer, Message
+from services.router.models import (
+    Conversation,
+    ConversationSurvey,
+    Customer,
+    KpiDaily,
+    KpiDay,
+    KpiDirtyDay,
+    Message,
+)
 from shared.contracts import SurveyResult
 from shared.db import make_engine, migrate, session_factory, transaction
 from tests.unit.test_kpis import ARRIVALS, ROWS, SURVEYS, at
@@ -70,7 +85,7 @@ def store(sessions, rows, arrivals, surveys, calendar) -> None:
 
 def clear(sessions) -> None:
     with transaction(sessions) as s:
-        for model in (ConversationSurvey, Message, Conversation, Customer):
+        for model in (ConversationSurvey, Message, Conversation, Customer, KpiDaily, KpiDay, KpiDirtyDay):
             s.execute(delete(model))
 
 
@@ -152,6 +167,32 @@ def test_a_survey_result_told_twice_or_out_of_order_is_recorded_once(db) -> None
 
 BASE = datetime(2026, 3, 20, tzinfo=UTC)  # the period may span the spring DST change in Warsaw
 MINUTES = st.integers(min_value=0, max_value=60 * 24 * 21)
+SCOPES = [kpi_store.Scope(None, None), kpi_store.Scope("support", None), kpi_store.Scope(None, "anna"),
+          kpi_store.Scope("support", "jonas")]
+
+
+@dataclass(frozen=True)
+class Later:
+    """What happens to one conversation after the first reports (and roll-ups) were made."""
+
+    owner_id: str | None  # reassigned to (with team_id), when reassign
+    team_id: str | None
+    reassign: bool
+    reopen: bool  # a resolved one is reopened by the customer
+    reply_after_min: int | None  # an unanswered one gets its first reply this long after opening
+    survey: tuple[str, int, int | None] | None  # (kind, hours after opening, score): sent later
+
+
+@dataclass(frozen=True)
+class History:
+    rows: list
+    arrivals: list
+    surveys: list
+    later: list  # a Later per row
+    start: datetime
+    end: datetime
+    now: datetime
+    scope: kpi_store.Scope
 
 
 @st.composite
@@ -175,32 +216,179 @@ def histories(draw):
                 for _ in range(draw(st.integers(0, 3)))]
     surveys = [(r.id, r.opening, draw(st.sampled_from(["csat", "nps"])), r.opened_at + timedelta(hours=draw(
         st.integers(0, 200))), draw(st.none() | st.integers(0, 10))) for r in rows if draw(st.integers(0, 3))]
+    later = [Later(owner_id=draw(st.sampled_from(["anna", "jonas", "maria", None])),
+                   team_id=draw(st.sampled_from(["support", None])), reassign=draw(st.integers(0, 3)) == 0,
+                   reopen=draw(st.booleans()), reply_after_min=draw(st.none() | st.integers(0, 5000)),
+                   survey=draw(st.none() | st.tuples(st.sampled_from(["csat", "nps"]), st.integers(0, 300),
+                                                     st.none() | st.integers(0, 10))))
+             for _ in rows]
     start = BASE + timedelta(minutes=draw(st.integers(-60 * 24, 60 * 24 * 10)))
     end = start + timedelta(minutes=draw(st.integers(1, 60 * 24 * 16)))
     now = end + timedelta(minutes=draw(st.integers(-600, 6000)))
-    scope = draw(st.sampled_from([kpi_store.Scope(None, None), kpi_store.Scope("support", None),
-                                  kpi_store.Scope(None, "anna"), kpi_store.Scope("support", "jonas")]))
-    return rows, arrivals, surveys, start, end, now, scope
+    return History(rows, arrivals, surveys, later, start, end, now, draw(st.sampled_from(SCOPES)))
 
 
-def test_the_database_path_equals_the_python_definitions_on_random_histories(db, example_config) -> None:
-    @settings(max_examples=60, deadline=None, derandomize=True,
+def rich(k: int) -> History:
+    """A history that exercises every figure (conversations, arrivals, surveys in the period, whole
+    days to roll up, and later events of each kind), the same in every run: the checks below that
+    the random histories were not all empty cannot depend on what the random draw gave."""
+    rows, arrivals, surveys, later = [], [], [], []
+    for i in range(8):
+        opened = BASE + timedelta(days=1 + i, hours=3 * i + k, minutes=7 * k)
+        rows.append(kpis.ConversationRow(
+            id=f"c{i}", channel=("sms", "email", "telegram")[i % 3], category=("delivery", "payment", "other")[i % 3],
+            language=("en", "pl")[i % 2], team_id="support" if i % 4 else None,
+            owner_id=("anna", "jonas", "maria", None)[(i + k) % 4], opening=1 + i % 2, opened_at=opened,
+            promise_due=opened + timedelta(hours=4), first_response_at=opened + timedelta(hours=i) if i % 3 else None,
+            resolved_at=opened + timedelta(hours=30) if i % 2 else None, answerable=i != 5))
+        arrivals += [(f"c{i}", opened + timedelta(minutes=m)) for m in (0, 90 * (i + 1))]
+        surveys.append((f"c{i}", 1 + i % 2, ("csat", "nps")[i % 2], opened + timedelta(hours=31), (4, 9, 2, None)[i % 4]))
+        later.append(Later(owner_id=("maria", "anna", None)[i % 3], team_id="support" if i % 2 else None,
+                           reassign=i % 3 == 1, reopen=i % 4 == 1, reply_after_min=60 * (k + 1) if i % 3 == 0 else None,
+                           survey=("nps", 40, 10) if i % 3 == 2 else None))
+    start = BASE + timedelta(hours=5 + 3 * k)
+    return History(rows, arrivals, surveys, later, start, start + timedelta(days=9), start + timedelta(days=40),
+                   SCOPES[k % len(SCOPES)])
+
+
+def happen_later(db, history: History, calendar) -> tuple[list, list]:
+    """Applies each row's Later with the router's own recorders; returns the rows and surveys as
+    the Python definitions now see them."""
+    rows, surveys = [], list(history.surveys)
+    with transaction(db) as s:
+        for r, then in zip(history.rows, history.later, strict=True):
+            conv = s.get(Conversation, r.id)
+            assert conv is not None
+            if then.reassign:
+                conv.owner_id, conv.team_id = then.owner_id, then.team_id
+                r = replace(r, owner_id=then.owner_id, team_id=then.team_id)
+            if then.reopen and r.resolved_at is not None:
+                kpi_store.record_reopening(conv)
+                conv.opening += 1
+                r = replace(r, resolved_at=None, opening=r.opening + 1)
+            if then.reply_after_min is not None and r.first_response_at is None:
+                reply = r.opened_at + timedelta(minutes=then.reply_after_min)
+                kpi_store.record_first_response(conv, reply, calendar)
+                r = replace(r, first_response_at=reply)
+            rows.append(r)
+        s.flush()
+        for r, then in zip(rows, history.later, strict=True):
+            if then.survey is not None:
+                kind, hours, score = then.survey
+                sent = r.opened_at + timedelta(hours=hours)
+                kpi_store.record_survey_result(s, SurveyResult(conversation_id=r.id, opening=9, kind=kind, sent_at=sent))
+                if score is not None:
+                    kpi_store.record_survey_result(s, SurveyResult(conversation_id=r.id, opening=9, kind=kind,
+                                                                   sent_at=sent, score=score, answered_at=sent))
+                surveys.append((r.id, 9, kind, sent, score))
+    return rows, surveys
+
+
+def in_zone(config, zone: str):
+    """The same config with the business calendar in another zone (the shifts stay as they are)."""
+    cal = config.business_calendar
+    return replace(config, calendars={**config.calendars,
+                                      config.business.calendar: cal.with_weekly_hours(cal.weekly_hours, zone)})
+
+
+@pytest.mark.parametrize("zone", ["Europe/Warsaw", "America/St_Johns"])
+def test_the_database_path_equals_the_python_definitions_on_random_histories(db, example_config, zone) -> None:
+    config = example_config if zone == example_config.business_calendar.timezone else in_zone(example_config, zone)
+    calendar = config.business_calendar
+
+    def figures(h: History) -> dict:
+        with db() as s:
+            return kpi_store.report(s, config, h.scope, h.start, h.end, h.now)
+
+    def days_rolled(h: History) -> int:
+        with db() as s:
+            return sum((b - a).days for a, b in kpi_store.rolled_days(s, h.start, h.end, h.now, ZoneInfo(zone)))
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(histories())
-    def check(history) -> None:
-        rows, arrivals, surveys, start, end, now, scope = history
+    @example(rich(0))
+    @example(rich(1))
+    @example(rich(2))
+    @example(rich(3))
+    @example(rich(4))
+    def check(h: History) -> None:
         clear(db)
-        store(db, rows, arrivals, surveys, example_config.business_calendar)
-        with db() as s:
-            got = kpi_store.report(s, example_config, scope, start, end, now)
-        same(got, python_figures(example_config, rows, arrivals, surveys, scope, start, end, now))
-        seen.append((got["conversations"], got["arrivals"]["total"], got["surveys"]["sent"]))
+        store(db, h.rows, h.arrivals, h.surveys, calendar)
+        expected = python_figures(config, h.rows, h.arrivals, h.surveys, h.scope, h.start, h.end, h.now)
+        # Every day is marked (new conversations): read from the conversations.
+        assert days_rolled(h) == 0
+        same(figures(h), expected)
+        kpi_store.refresh_rollups(db, calendar)
+        rolled = days_rolled(h)
+        same(figures(h), expected)  # whole days from the roll-ups
+        rows, surveys = happen_later(db, h, calendar)
+        expected = python_figures(config, rows, h.arrivals, surveys, h.scope, h.start, h.end, h.now)
+        same(figures(h), expected)  # the days touched are marked: read from the conversations again
+        kpi_store.refresh_rollups(db, calendar)
+        got = figures(h)
+        same(got, expected)  # rebuilt
+        seen.append((got["conversations"], got["arrivals"]["total"], got["surveys"]["sent"], rolled))
 
-    seen: list[tuple[int, int, int]] = []
+    seen: list[tuple[int, int, int, int]] = []
     check()
-    # The histories exercised the figures, not only empty periods.
-    assert sum(1 for n, arrived, _ in seen if n and arrived) >= 5, seen
-    assert sum(1 for n, _, sent in seen if n and sent) >= 3, seen
+    # The histories exercised the figures and the roll-ups, not only empty periods (the explicit
+    # examples alone meet these, so they hold whatever the random draw).
+    assert sum(1 for n, arrived, _, _ in seen if n and arrived) >= 5, seen
+    assert sum(1 for n, _, sent, _ in seen if n and sent) >= 3, seen
+    assert sum(1 for n, _, _, rolled in seen if n and rolled) >= 5, seen
+
+
+def test_a_changed_day_is_read_from_its_conversations_until_the_job_rebuilds_it(db, example_config) -> None:
+    """Between a change and the roll-up job, the report never reads a stale roll-up: the change's
+    own transaction marked its day. A change of the business's zone rebuilds every day."""
+    cal = example_config.business_calendar
+    store(db, ROWS, [], [], cal)
+    scope, start, end, now = kpi_store.Scope("support", None), at(23, 0), at(30, 0), at(30, 12)
+    tz = ZoneInfo(cal.timezone)
+
+    def rolled() -> list:
+        with db() as s:
+            return kpi_store.rolled_days(s, start, end, now, tz)
+
+    def figures(config) -> dict:
+        with db() as s:
+            return kpi_store.report(s, config, scope, start, end, now)
+
+    assert rolled() == []
+    assert kpi_store.refresh_rollups(db, cal) > 0
+    assert kpi_store.refresh_rollups(db, cal) == 0  # nothing marked since: nothing to do
+    whole = rolled()
+    assert whole and whole[0][0] == start.date()
+    before = figures(example_config)
+    with transaction(db) as s:  # A is reassigned out of the team
+        conv = s.get(Conversation, "A")
+        assert conv is not None
+        conv.team_id = None
+    marked = rolled()
+    assert marked != whole and all(not (a <= at(23, 12).date() < b) for a, b in marked)
+    after = figures(example_config)
+    assert after["conversations"] == before["conversations"] - 1
+    kpi_store.refresh_rollups(db, cal)
+    assert rolled() == whole and figures(example_config) == after
+    with transaction(db) as s:  # a change the report does not read marks nothing
+        conv = s.get(Conversation, "B")
+        assert conv is not None
+        conv.last_message_at = now
+    assert rolled() == whole
+
+    elsewhere = in_zone(example_config, "Asia/Kathmandu")  # UTC+05:45
+    kpi_store.refresh_rollups(db, elsewhere.business_calendar)
+    with db() as s:
+        assert {d.timezone for d in s.query(KpiDay)} == {"Asia/Kathmandu"}
+    rows = [r if r.id != "A" else replace(r, team_id=None) for r in ROWS]
+    got, expected = figures(elsewhere), python_figures(elsewhere, rows, [], [], scope, start, end, now)
+    # What the roll-ups hold, by the new zone's days (a first response's business time was kept in
+    # the calendar of its moment, so the medians are not re-computed for the new zone).
+    for key in ("conversations", "trend", "promises", "volume", "reopen_rate_pct"):
+        assert got[key] == expected[key], key
+    with db() as s:  # and they were read from the roll-ups built in that zone
+        assert kpi_store.rolled_days(s, start, end, now, ZoneInfo("Asia/Kathmandu"))
 
 
 def test_first_responses_kept_before_migration_0011_are_filled_in(db, example_config) -> None:
@@ -302,10 +490,11 @@ def test_migration_0012_backfills_resolution_times_and_the_surveys_sent_before_i
     engine.dispose()
 
 
-def test_migration_0016_rolls_back_and_forth_and_the_figures_stay(db, example_config) -> None:
+def test_migrations_0016_and_0017_roll_back_and_forth_and_the_figures_stay(db, example_config) -> None:
     """0016 rebuilds the period indexes with the report's columns (PostgreSQL's INCLUDE) and adds
-    the customer-messages index: an operator can roll it back and forward on a live history and
-    the week's figures are the same on either side."""
+    the customer-messages index; 0017 adds the daily roll-ups and marks every day of the history
+    for the roll-up job (the backfill): an operator can roll both back and forward on a live
+    history and the week's figures are the same, before the job ran and after."""
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
@@ -327,11 +516,20 @@ def test_migration_0016_rolls_back_and_forth_and_the_figures_stay(db, example_co
             cfg.attributes["connection"] = conn
             command_(cfg, to)
 
+    kpi_store.refresh_rollups(db, example_config.business_calendar)
     before = figures()
+    move(command.downgrade, "0016")
+    assert not inspect(db.kw["bind"]).has_table("kpi_daily")
     move(command.downgrade, "0015")
-    assert figures() == before
     move(command.upgrade, "head")
-    assert figures() == before
+    with db() as s:  # the backfill: every UTC day a conversation opened on, marked
+        marked = {d for d in s.scalars(select(KpiDirtyDay.utc_day))}
+    assert marked == {r.opened_at.astimezone(UTC).date() for r in ROWS}
+    assert figures() == before  # from the conversations
+    assert kpi_store.refresh_rollups(db, example_config.business_calendar) > 0
+    with db() as s:
+        assert kpi_store.rolled_days(s, at(23, 0), at(30, 0), at(30, 12), ZoneInfo("Europe/Warsaw"))
+    assert figures() == before  # from the roll-ups
     assert before["conversations"] == 5 and before["arrivals"]["total"] == 6
 
 

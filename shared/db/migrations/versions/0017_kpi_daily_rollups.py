@@ -1,0 +1,67 @@
+"""daily roll-ups of the KPI report per team and agent: the rows, the days built, and the days to
+(re)build; every day of the existing history is marked to be built
+
+Revision ID: 0017
+Revises: 0016
+Create Date: 2026-12-06
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0017"
+down_revision = "0016"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "kpi_daily",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("team_id", sa.String(length=64), nullable=True),
+        sa.Column("owner_id", sa.String(length=64), nullable=True),
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("category", sa.String(length=32), nullable=False),
+        sa.Column("language", sa.String(length=8), nullable=False),
+        sa.Column("conversations", sa.Integer(), nullable=False),
+        sa.Column("kept", sa.Integer(), nullable=False),
+        sa.Column("breached", sa.Integer(), nullable=False),
+        sa.Column("closed", sa.Integer(), nullable=False),
+        sa.Column("reopened", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_kpi_daily_day", "kpi_daily", ["day"], unique=False)
+    op.create_index("ix_kpi_daily_team_day", "kpi_daily", ["team_id", "day"], unique=False)
+    op.create_index("ix_kpi_daily_owner_day", "kpi_daily", ["owner_id", "day"], unique=False)
+    op.create_table(
+        "kpi_days",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("timezone", sa.String(length=64), nullable=False),
+        sa.Column("stable_after", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("day"),
+    )
+    op.create_table(
+        "kpi_dirty_days",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("utc_day", sa.Date(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_kpi_dirty_days_utc_day", "kpi_dirty_days", ["utc_day"], unique=False)
+    # The backfill: every UTC day of the history is marked, set-based; the router's roll-up job
+    # (services/router/kpi_store.refresh_rollups) builds the local days around them, because the
+    # business's zone is in the config, not in the database. Until a day is built the report reads
+    # its conversations, so the figures are exact before, during and after.
+    utc_day = ("CAST(opened_at AT TIME ZONE 'UTC' AS date)" if op.get_bind().dialect.name == "postgresql"
+               else "date(opened_at)")
+    op.execute(f"INSERT INTO kpi_dirty_days (utc_day) SELECT DISTINCT {utc_day} FROM conversations")
+
+
+def downgrade() -> None:
+    op.drop_index("ix_kpi_dirty_days_utc_day", table_name="kpi_dirty_days")
+    op.drop_table("kpi_dirty_days")
+    op.drop_table("kpi_days")
+    op.drop_index("ix_kpi_daily_owner_day", table_name="kpi_daily")
+    op.drop_index("ix_kpi_daily_team_day", table_name="kpi_daily")
+    op.drop_index("ix_kpi_daily_day", table_name="kpi_daily")
+    op.drop_table("kpi_daily")
