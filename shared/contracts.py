@@ -13,7 +13,8 @@ from __future__ import annotations
 import functools
 import re
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -703,13 +704,29 @@ def _schema(cls: type[Schema]) -> Schema:
     return cls()
 
 
+#: Where an Envelope keeps its wire form (the dict `encode` made, or the one `decode` read). An
+#: event is encoded for its outbox row and again when it is published, and a stored event is
+#: decoded from its row to be published: with the wire form kept, each envelope is dumped and
+#: checked once. Envelopes and their payloads are frozen, so the kept form cannot go stale; the
+#: attribute is not a dataclass field, so equality, repr and `replace` ignore it.
+_WIRE = "_wire"
+
+
 def encode(envelope: Envelope) -> dict[str, Any]:
-    """Envelope → JSON-ready dict, validated against the same schema the consumer uses."""
+    """Envelope → JSON-ready dict, validated against the same schema the consumer uses.
+
+    The dict is the envelope's own (made once, see _WIRE): callers must not change it."""
+    wire = envelope.__dict__.get(_WIRE)
+    if wire is not None:
+        return wire
     schema = _schema(PAYLOAD_SCHEMAS[(envelope.type, envelope.version)])
     payload = schema.dump(_plain(envelope.payload))
-    head = _schema(EnvelopeSchema).dump({**envelope.__dict__, "payload": payload})
+    head = _schema(EnvelopeSchema).dump({
+        "type": envelope.type, "version": envelope.version, "message_id": envelope.message_id,
+        "correlation_id": envelope.correlation_id, "occurred_at": envelope.occurred_at, "payload": payload})
     # Round-trip now so that a producer can never put on the bus what a consumer would reject.
     decode(head)
+    object.__setattr__(envelope, _WIRE, head)
     return head
 
 
@@ -725,11 +742,23 @@ def decode(body: Any) -> Envelope:
         payload = _schema(schema_cls).load(head["payload"])
     except ValidationError as exc:
         raise ContractError(f"the message does not match its contract: {exc.messages}") from exc
-    return Envelope(type=head["type"], version=head["version"], message_id=head["message_id"],
-                    correlation_id=head["correlation_id"], occurred_at=head["occurred_at"], payload=payload)
+    envelope = Envelope(type=head["type"], version=head["version"], message_id=head["message_id"],
+                        correlation_id=head["correlation_id"], occurred_at=head["occurred_at"], payload=payload)
+    # The body passed the consumer's own checks: publishing this envelope again (a stored event
+    # relayed from its outbox row) sends the body as it was instead of dumping it anew.
+    object.__setattr__(envelope, _WIRE, body)
+    return envelope
 
 
 def _plain(obj: Any) -> Any:
+    """Dataclasses → dicts, all the way down, for the schemas' dump. A walk over the fields, not
+    dataclasses.asdict: asdict deep-copies every other value, which cost more than the dump."""
     if hasattr(obj, "__dataclass_fields__"):
-        return {k: _plain(v) for k, v in asdict(obj).items()}
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclass_fields(obj)}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_plain(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
     return obj
