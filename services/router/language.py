@@ -93,6 +93,14 @@ def normalise_hint(hint: str | None) -> str | None:
     """ "pt-BR" → "pt", "uk_UA" → "uk", "RU" → "ru"; None for empty or malformed hints."""
     if not hint or not isinstance(hint, str):
         return None
+    # A language tag is short; a long "hint" (the contract does not bound it) is not kept.
+    return _normalised(hint) if len(hint) <= 35 else _normalised.__wrapped__(hint)
+
+
+@lru_cache(maxsize=1024)
+def _normalised(hint: str) -> str | None:
+    # Cached: every message normalises the configured languages and its channel's hint, and
+    # they are a handful of distinct strings.
     code = re.split(r"[-_]", hint.strip().lower(), maxsplit=1)[0]
     if not re.fullmatch(r"[a-z]{2,3}", code):
         return None
@@ -113,6 +121,11 @@ def _detector(codes: frozenset[str]) -> LanguageDetector:
 
 
 def _lingua_codes(languages: Iterable[str]) -> frozenset[str]:
+    return _known_to_lingua(tuple(languages))
+
+
+@lru_cache(maxsize=256)
+def _known_to_lingua(languages: tuple[str, ...]) -> frozenset[str]:
     out = set()
     for code in languages:
         try:
@@ -187,9 +200,15 @@ def _letters(text: str) -> tuple[int, int, int]:
     return cyr, lat, other
 
 
+@lru_cache(maxsize=64)
+def _configured(languages: tuple[str, ...]) -> tuple[str, ...]:
+    """The configured languages normalised, in order, once per language list (not per message)."""
+    return tuple(c for c in dict.fromkeys(normalise_hint(x) for x in languages) if c)
+
+
 def detect_language(text: str, languages: Sequence[str], default: str, hints: Iterable[str] = ()) -> LanguageGuess:
     """The configured language the text is written in, with a confidence and a short reason."""
-    configured = [c for c in dict.fromkeys(normalise_hint(x) for x in languages) if c]
+    configured = _configured(tuple(languages))
     if not configured:
         return LanguageGuess(default, 0.0, "no languages configured: default")
     valid_hints = [h for h in (normalise_hint(x) for x in hints) if h and h in configured]
@@ -220,7 +239,7 @@ def detect_language(text: str, languages: Sequence[str], default: str, hints: It
                 # enough when the channel already says Bulgarian.
                 return LanguageGuess(hint, 0.6, f"{hint} written in Latin letters (hint {hint})")
     if not candidates:
-        candidates = configured
+        candidates = list(configured)
     if len(candidates) == 1:
         return LanguageGuess(candidates[0], 0.9, "the only configured language in this script")
 
