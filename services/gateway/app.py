@@ -174,6 +174,9 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
             log.warning("malformed webhook: %s", exc, extra={"adapter": adapter_name})
             WEBHOOKS_REJECTED.labels(adapter_name, "malformed").inc()
             return error(400, "malformed", str(exc))
+        # Worked out before publishing (it reads only the request): once the broker has confirmed,
+        # the provider's answer is sent without parsing the body again.
+        method_call = adapter.webhook_answer(raw) if isinstance(adapter, WebhookAnswerer) else None
         outcomes = []
         for envelope in envelopes:
             outcome = deps.intake.accept(envelope)
@@ -187,7 +190,6 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
             # The answer depends on the request: a call's TwiML says what happens next to the caller.
             body, content_type = adapter.respond(raw)
             return Response(body, 200, content_type=content_type)
-        method_call = adapter.webhook_answer(raw) if isinstance(adapter, WebhookAnswerer) else None
         if method_call is not None:
             # Telegram runs one Bot API method given in the webhook's response (answerCallbackQuery).
             return jsonify(method_call)
