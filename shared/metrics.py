@@ -61,6 +61,12 @@ STAGE_LATENCY = Histogram(
     ["stage", "channel"],
     buckets=LATENCY_BUCKETS,
 )
+BATCH_SIZE = Histogram(
+    "switchboard_consumer_batch_size",
+    "Messages per micro-batch a batching consumer handled as one unit of work, by queue.",
+    ["queue"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 RETRIES = Counter(
     "switchboard_retries_total",
     "Handler failures sent to the queue's retry holding queue for another attempt.",

@@ -71,6 +71,10 @@ class Settings:
     secure_cookies: bool = False  # the inbox's cookies carry Secure whatever the request's scheme
     metrics_port: int | None = None  # /metrics on a port of its own (and not on the service's)
     agent_token_days: int | None = None  # `switchboard agents token` tokens expire after this many days
+    # A batching consumer (the router's) handles up to this many messages as one unit of work, and
+    # gathers a batch for at most this long (it closes sooner when no more are at hand).
+    batch_size: int = 32
+    batch_wait_ms: float = 10.0
 
     @property
     def telegram_bot_id(self) -> str:
@@ -130,6 +134,8 @@ class SettingsSchema(Schema):
     METRICS_PORT = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(0, 65535))
     AGENT_TOKEN_DAYS = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 3650))
     SURVEY_SECRET = _opt_str(validate=validate.Length(min=16, error="must be at least 16 characters"))
+    SWITCHBOARD_BATCH_SIZE = fields.Integer(load_default=32, validate=validate.Range(1, 1000))
+    SWITCHBOARD_BATCH_WAIT_MS = fields.Float(load_default=10.0, validate=validate.Range(0, 1000))
 
     @validates_schema
     def _imap_in_clear(self, d: dict, **_: object) -> None:
@@ -182,6 +188,8 @@ class SettingsSchema(Schema):
             secure_cookies=d["SECURE_COOKIES"],
             metrics_port=d["METRICS_PORT"],
             agent_token_days=d["AGENT_TOKEN_DAYS"],
+            batch_size=d["SWITCHBOARD_BATCH_SIZE"],
+            batch_wait_ms=d["SWITCHBOARD_BATCH_WAIT_MS"],
         )
 
 

@@ -27,7 +27,8 @@ def main() -> None:
         # The KPI report's daily roll-ups: the days marked since (or by migration 0017), rebuilt.
         start_thread(lambda: run_rollups(session_factory(engine), config.business_calendar, threading.Event()),
                      "router-kpi-rollups")
-        return build_worker(settings.broker_url, built["deps"], publisher)
+        return build_worker(settings.broker_url, built["deps"], publisher, batch_size=settings.batch_size,
+                            batch_wait_ms=settings.batch_wait_ms)
 
     def blueprints(settings, config, engine, publisher):
         sessions = session_factory(engine)

@@ -10,7 +10,7 @@ from flask import Blueprint
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.router.handlers import RouterDeps, handle_inbound
+from services.router.handlers import RouterDeps, handle_inbound_batch
 from services.router.models import CategoryCorrection
 from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher
@@ -63,6 +63,10 @@ def build_pages(config: Config, sessions: sessionmaker[Session], publisher: Publ
                                          secure_cookies=secure_cookies))
 
 
-def build_worker(broker_url: str, deps: RouterDeps, publisher: Publisher, *, prefetch: int = 16) -> Worker:
-    return Worker(url=broker_url, spec=ROUTER_INBOUND, handler=partial(handle_inbound, deps=deps),
-                  publisher=publisher, prefetch=prefetch, name="router", stage="routed")
+def build_worker(broker_url: str, deps: RouterDeps, publisher: Publisher, *, prefetch: int = 16,
+                 batch_size: int = 32, batch_wait_ms: float = 10.0) -> Worker:
+    """The inbound consumer in micro-batches (SWITCHBOARD_BATCH_SIZE, SWITCHBOARD_BATCH_WAIT_MS): a
+    batch is one transaction, one commit, one confirm wait and one ack; 1 is a message at a time."""
+    return Worker(url=broker_url, spec=ROUTER_INBOUND, batch_handler=partial(handle_inbound_batch, deps=deps),
+                  publisher=publisher, prefetch=prefetch, name="router", stage="routed",
+                  batch_size=batch_size, batch_wait=batch_wait_ms / 1000)

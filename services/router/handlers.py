@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -56,6 +56,7 @@ from shared.contracts import (
     encode,
 )
 from shared.db import UTCDateTime, transaction
+from shared.log import correlated
 
 log = logging.getLogger(__name__)
 
@@ -84,46 +85,84 @@ class RouterDeps:
 
 
 def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
+    with transaction(deps.sessions) as s:
+        return _handle(s, envelope, deps)
+
+
+def handle_inbound_batch(envelopes: Sequence[Envelope], deps: RouterDeps) -> list[list[Envelope] | Exception]:
+    """A micro-batch as one unit of work (shared/bus/consumer.py): one transaction and one commit,
+    each message in a SAVEPOINT of its own, in delivery order (so a conversation's messages keep
+    theirs). A message that fails rolls back to its savepoint alone and is given back as its
+    exception, for the worker to retry alone; the others are committed. Each message is handled
+    exactly as `handle_inbound` would, and stays idempotent: a redelivered batch finds its stored
+    messages and returns their stored events."""
+    if len(envelopes) == 1:
+        return [handle_inbound(envelopes[0], deps)]
+    with deps.sessions() as probe:
+        if probe.get_bind().dialect.name == "sqlite":
+            # pysqlite's own transaction handling breaks SAVEPOINTs; SQLite (embedded mode) has one
+            # writer anyway: one transaction per message.
+            return [_one(envelope, deps) for envelope in envelopes]
+    results: list[list[Envelope] | Exception] = []
+    with transaction(deps.sessions) as s:
+        for envelope in envelopes:
+            with correlated(envelope.correlation_id):
+                try:
+                    with s.begin_nested():
+                        results.append(_handle(s, envelope, deps))
+                except Exception as exc:  # noqa: BLE001 - this message's failure, rolled back to its savepoint
+                    log.warning("message %s failed in its batch, rolled back alone: %s: %s", envelope.message_id,
+                                type(exc).__name__, str(exc)[:300])
+                    results.append(exc)
+    return results
+
+
+def _one(envelope: Envelope, deps: RouterDeps) -> list[Envelope] | Exception:
+    with correlated(envelope.correlation_id):
+        try:
+            return handle_inbound(envelope, deps)
+        except Exception as exc:  # noqa: BLE001 - given back for the worker to retry this message alone
+            return exc
+
+
+def _handle(s: Session, envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
+    """One inbound message's work in the caller's transaction; the events to publish after its commit."""
     if envelope.type == AddressSuppressed.TYPE:
-        with transaction(deps.sessions) as s:
-            automatic.record_suppression(s, envelope)
+        automatic.record_suppression(s, envelope)
         return []
     if isinstance(envelope.payload, SurveyResult):  # the notifier's word on a survey, for the KPIs
-        with transaction(deps.sessions) as s:
-            record_survey_result(s, envelope.payload)
+        record_survey_result(s, envelope.payload)
         return []
     msg: InboundMessage = envelope.payload
     if msg.channel == "phone" and msg.meta.get("call") in CALL_NOTICES:
-        return _call_notice(envelope, msg, deps)
+        return _call_notice(s, envelope, msg, deps)
     revision = revision_of(msg)
     if revision is not None:
         # An edit or deletion of a stored message: applied to it, nothing opened, nothing sent.
-        with transaction(deps.sessions) as s:
-            apply_revision(s, msg, revision)
+        apply_revision(s, msg, revision)
         return []
     if deps.config.channel_mode(msg.channel) == "redirect" and not msg.automatic:
         return [_redirect(envelope, msg, deps)]
-    with transaction(deps.sessions) as s:
-        stored = _stored_id(s, msg)
-        if stored is not None:
-            log.info("duplicate %s message %s: re-publishing its events", msg.channel, msg.external_id)
-            if msg.channel == "phone":
-                _complete_call(s, stored, msg)
-            return _stored_events(s, stored)
-        if _agent_note(s, envelope, msg, deps.config):
-            return []
-        # From here on an unverified e-mail is filed under its own identity: it answers no survey
-        # and joins no conversation of the customer who owns that address.
-        sender = trust.sender_identity(msg)
-        if sender != msg.sender:
-            msg = dataclasses.replace(msg, sender=sender)
-        survey_event, route = survey_reply(s, envelope, msg)
-        if not route:  # a survey answer or STOP: no conversation, nothing stored
-            return [survey_event] if survey_event is not None else []
-        # A survey comment is routed as well: it may be a new question too.
-        store = _store_automatic if msg.automatic else _route_new
-        events = ([survey_event] if survey_event else []) + store(s, envelope, msg, deps)
-        _store_events(s, envelope, events)
+    stored = _stored_id(s, msg)
+    if stored is not None:
+        log.info("duplicate %s message %s: re-publishing its events", msg.channel, msg.external_id)
+        if msg.channel == "phone":
+            _complete_call(s, stored, msg)
+        return _stored_events(s, stored)
+    if _agent_note(s, envelope, msg, deps.config):
+        return []
+    # From here on an unverified e-mail is filed under its own identity: it answers no survey
+    # and joins no conversation of the customer who owns that address.
+    sender = trust.sender_identity(msg)
+    if sender != msg.sender:
+        msg = dataclasses.replace(msg, sender=sender)
+    survey_event, route = survey_reply(s, envelope, msg)
+    if not route:  # a survey answer or STOP: no conversation, nothing stored
+        return [survey_event] if survey_event is not None else []
+    # A survey comment is routed as well: it may be a new question too.
+    store = _store_automatic if msg.automatic else _route_new
+    events = ([survey_event] if survey_event else []) + store(s, envelope, msg, deps)
+    _store_events(s, envelope, events)
     return events
 
 
@@ -193,40 +232,39 @@ def _store_events(s: Session, envelope: Envelope, events: list[Envelope]) -> Non
                            body=encode(event), created_at=envelope.occurred_at))
 
 
-def _call_notice(envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> list[Envelope]:
+def _call_notice(s: Session, envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> list[Envelope]:
     """A call was answered by a person, or it ended. "answered" is recorded and nothing more: no
     conversation, no acknowledgement. "ended" is a missed call (message and call-back task) only
     when nothing else is known of the call: no person answered it, and no voicemail or missed
     message of it is stored (then it only adds its facts to that message, never downgrading a
     voicemail). A redelivered notice finds what the first one did and changes nothing."""
     sid, at = msg.external_id, msg.received_at
-    with transaction(deps.sessions) as s:
-        call = _claim_call(s, sid)
-        if msg.meta["call"] == "answered":
-            if call.answered_at is None:
-                call.answered_at = at
-            # Twilio calls the <Dial> action before the status callback, so "answered" normally comes
-            # first; when "ended" was handled first anyway (a redelivery, a slow replica), it made a
-            # missed call of a call a person took: its call-back task is done.
-            task = s.scalar(select(CallbackTask).where(CallbackTask.call_sid == sid, CallbackTask.done_at.is_(None)))
-            if task is not None:
-                task.done_at, task.done_by = at, "answered"
-            return []
-        if call.ended_at is None:
-            call.ended_at, call.end_status = at, msg.meta.get("call_status")
-        if call.answered_at is not None:
-            return []
-        if deps.config.channel_mode(msg.channel) == "redirect":
-            # As any missed call in redirect mode: one note; its id is the call's, so a missed or
-            # voicemail message of the same call made the very same note.
-            return [_redirect(envelope, msg, deps)]
-        stored = _stored_id(s, msg)
-        if stored is not None:
-            _complete_call(s, stored, msg)
-            return _stored_events(s, stored)
-        missed = dataclasses.replace(msg, meta={**msg.meta, "call": "missed"})
-        events = _route_new(s, envelope, missed, deps)
-        _store_events(s, envelope, events)
+    call = _claim_call(s, sid)
+    if msg.meta["call"] == "answered":
+        if call.answered_at is None:
+            call.answered_at = at
+        # Twilio calls the <Dial> action before the status callback, so "answered" normally comes
+        # first; when "ended" was handled first anyway (a redelivery, a slow replica), it made a
+        # missed call of a call a person took: its call-back task is done.
+        task = s.scalar(select(CallbackTask).where(CallbackTask.call_sid == sid, CallbackTask.done_at.is_(None)))
+        if task is not None:
+            task.done_at, task.done_by = at, "answered"
+        return []
+    if call.ended_at is None:
+        call.ended_at, call.end_status = at, msg.meta.get("call_status")
+    if call.answered_at is not None:
+        return []
+    if deps.config.channel_mode(msg.channel) == "redirect":
+        # As any missed call in redirect mode: one note; its id is the call's, so a missed or
+        # voicemail message of the same call made the very same note.
+        return [_redirect(envelope, msg, deps)]
+    stored = _stored_id(s, msg)
+    if stored is not None:
+        _complete_call(s, stored, msg)
+        return _stored_events(s, stored)
+    missed = dataclasses.replace(msg, meta={**msg.meta, "call": "missed"})
+    events = _route_new(s, envelope, missed, deps)
+    _store_events(s, envelope, events)
     return events
 
 

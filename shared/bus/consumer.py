@@ -54,7 +54,7 @@ from shared.bus.topology import (
 )
 from shared.contracts import ContractError, Envelope, decode
 from shared.log import correlated
-from shared.metrics import DEAD_LETTERS, MESSAGES_HANDLED, RETRIES, label, observe_stage
+from shared.metrics import BATCH_SIZE, DEAD_LETTERS, MESSAGES_HANDLED, RETRIES, label, observe_stage
 from shared.redact import mask_secrets
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,7 @@ class Worker:
                 return  # nothing more at hand: the batch goes now
 
     def _handle_batch(self, batch: list[_Delivery]) -> None:
+        BATCH_SIZE.labels(self.spec.name).observe(len(batch))
         results = self._results(batch)
         done: list[tuple[_Delivery, list[Envelope]]] = []
         for delivery, result in zip(batch, results, strict=True):

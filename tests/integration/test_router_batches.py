@@ -1,0 +1,169 @@
+"""The router's micro-batches against the real PostgreSQL and RabbitMQ: a batch routes exactly as
+one message at a time would, a failing message rolls back alone, redelivery changes nothing, and two
+batching replicas still give every conversation exactly one owner."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+import pytest
+from sqlalchemy import func, select
+
+from services.router.handlers import RouterDeps, handle_inbound, handle_inbound_batch
+from services.router.models import Assignment, Conversation, Customer, Identity, Message, RouterOutbox
+from shared.bus.consumer import Worker
+from shared.bus.publisher import Publisher, connect
+from shared.bus.topology import ROUTER_INBOUND, declare
+from shared.contracts import Envelope, InboundMessage, derive_id
+from shared.contracts import Identity as Sender
+from shared.db import make_engine, migrate, session_factory
+from tests.integration.test_router_store import count, envelope, fake_classify
+from tests.support import infra
+from tests.support.wait import until
+
+pytestmark = pytest.mark.integration
+
+AT = datetime(2026, 11, 23, 10, tzinfo=UTC)  # a Monday morning: the shop is open
+
+
+def interleaved(customers: int, per_customer: int) -> list[Envelope]:
+    """Each customer's messages among the others', as they arrive from several people at once."""
+    return [envelope(100 * c + k, AT + timedelta(seconds=k), user=f"u{c}",
+                     text="Where is my parcel?" if k == 0 else f"and also {k}")
+            for k in range(per_customer) for c in range(customers)]
+
+
+def fresh_deps(example_config, classify=fake_classify) -> tuple[RouterDeps, str]:
+    name, url = infra.new_database()
+    engine = make_engine(url)
+    migrate(engine)
+    return RouterDeps(config=example_config, sessions=session_factory(engine), classify=classify,
+                      detect_language=lambda text, hints: "en"), name
+
+
+def stored_rows(deps: RouterDeps) -> dict:
+    with deps.sessions() as s:
+        return {
+            "messages": [(m.id, m.conversation_id) for m in s.scalars(select(Message).order_by(Message.id))],
+            "conversations": s.scalar(select(func.count()).select_from(Conversation)),
+            "customers": s.scalar(select(func.count()).select_from(Customer)),
+            "assignments": s.scalar(select(func.count()).select_from(Assignment)),
+            "outbox": sorted(s.scalars(select(RouterOutbox.message_id))),
+        }
+
+
+def test_a_batch_routes_exactly_as_one_message_at_a_time(example_config) -> None:
+    envelopes = interleaved(customers=4, per_customer=3)
+    envelopes.insert(5, envelopes[1])  # a duplicate delivery inside the batch
+    one_by_one, db1 = fresh_deps(example_config)
+    batched, db2 = fresh_deps(example_config)
+    try:
+        singles = [handle_inbound(e, one_by_one) for e in envelopes]
+        results = handle_inbound_batch(envelopes, batched)
+        assert not [r for r in results if isinstance(r, Exception)]
+        # The same events for every message (ids are derived from the inbound message), in order.
+        assert [[(ev.type, ev.message_id) for ev in r] for r in results if not isinstance(r, Exception)] == \
+            [[(ev.type, ev.message_id) for ev in r] for r in singles]
+        assert stored_rows(batched) == stored_rows(one_by_one)
+        rows = stored_rows(batched)
+        assert rows["customers"] == rows["conversations"] == rows["assignments"] == 4
+        assert len(rows["messages"]) == 12
+        # A customer's first message opened the conversation; the later ones joined it, in order.
+        opened = {ev.message_id for r in results if not isinstance(r, Exception) for ev in r
+                  if ev.type == "conversation.opened"}
+        assert len(opened) == 4
+
+        again = handle_inbound_batch(envelopes, batched)  # the whole batch redelivered
+        assert [[ev.message_id for ev in r] for r in again if not isinstance(r, Exception)] == \
+            [[ev.message_id for ev in r] for r in results if not isinstance(r, Exception)]
+        assert stored_rows(batched) == rows
+    finally:
+        for deps, name in ((one_by_one, db1), (batched, db2)):
+            deps.sessions.kw["bind"].dispose()
+            infra.drop_database(name)
+
+
+def test_a_message_that_fails_in_its_batch_rolls_back_alone(example_config) -> None:
+    def classify(text, subject, language, channel):
+        if "boom" in text:
+            raise RuntimeError("the classifier broke on this one")
+        return fake_classify(text, subject, language, channel)
+
+    deps, name = fresh_deps(example_config, classify)
+    try:
+        envelopes = [envelope(1, AT, user="a"), envelope(2, AT, user="b", text="boom"), envelope(3, AT, user="c"),
+                     envelope(4, AT + timedelta(seconds=1), user="a", text="and the invoice?")]
+        results = handle_inbound_batch(envelopes, deps)
+        assert isinstance(results[1], RuntimeError)
+        assert [r[0].type for r in results if not isinstance(r, Exception)] == \
+            ["conversation.opened", "conversation.opened", "conversation.message"]
+        with deps.sessions() as s:
+            # Nothing of b's message is kept: not its customer, not its identity, not the message.
+            assert s.scalar(select(func.count()).select_from(Identity).where(Identity.value == "b")) == 0
+            assert {m for m in s.scalars(select(Message.id))} == {envelopes[i].message_id for i in (0, 2, 3)}
+        assert count(deps.sessions, Conversation) == 2
+        # Its retry, alone, once the classifier is well again, routes it as usual.
+        [retried] = handle_inbound_batch([envelope(2, AT, user="b", text="boom fixed")], RouterDeps(
+            config=deps.config, sessions=deps.sessions, classify=fake_classify, detect_language=deps.detect_language))
+        assert isinstance(retried, list) and retried[0].type == "conversation.opened"
+    finally:
+        deps.sessions.kw["bind"].dispose()
+        infra.drop_database(name)
+
+
+def test_two_batching_routers_racing_on_the_same_customers(example_config, rabbit_url, pg_url) -> None:
+    engine = make_engine(pg_url)
+    migrate(engine)
+    with connect(rabbit_url) as conn:
+        declare(conn)
+    customers, per_customer = 12, 5
+    pub = Publisher(rabbit_url)
+    # Interleaved and all queued first: each replica's batches hold messages of every customer.
+    for k in range(per_customer):
+        for c in range(customers):
+            msg = InboundMessage(channel="telegram", external_id=f"1:{c}:{k}", sender=Sender("telegram", f"c{c}"),
+                                 reply_to=f"c{c}", received_at=AT + timedelta(seconds=k), text="Where is my parcel?")
+            env = Envelope.wrap(msg, message_id=derive_id("telegram", msg.external_id), correlation_id="x",
+                                occurred_at=AT)
+            pub.publish(env)
+            if k == 2 and c == 3:
+                pub.publish(env)  # a duplicate from the gateway
+    stop = threading.Event()
+    threads = []
+    for name in ("router-a", "router-b"):
+        # Each replica has its own engine: separate connections, real concurrent transactions.
+        deps = RouterDeps(config=example_config, sessions=session_factory(make_engine(pg_url)),
+                          classify=fake_classify, detect_language=lambda text, hints: "en")
+        worker = Worker(url=rabbit_url, spec=ROUTER_INBOUND, batch_handler=partial(handle_inbound_batch, deps=deps),
+                        publisher=Publisher(rabbit_url), name=name, batch_size=8)
+        t = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        t.start()
+        threads.append(t)
+    sessions = session_factory(engine)
+
+    def settled() -> bool:
+        with sessions() as s:
+            stored = s.scalar(select(func.count()).select_from(Message))
+        with connect(rabbit_url) as conn:
+            waiting = conn.default_channel.queue_declare(queue="router.inbound", passive=True).message_count
+        return stored == customers * per_customer and waiting == 0
+
+    try:
+        until(settled, timeout=120, interval=0.2, message="every message stored")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    with sessions() as s:
+        per_customer_open = s.execute(select(Conversation.customer_id, func.count()).where(Conversation.status == "open")
+                                      .group_by(Conversation.customer_id)).all()
+        assert len(per_customer_open) == customers and all(n == 1 for _, n in per_customer_open)
+        owners = s.execute(select(Assignment.conversation_id, func.count()).group_by(Assignment.conversation_id)).all()
+        assert len(owners) == customers and all(n == 1 for _, n in owners)
+        assert s.scalar(select(func.count()).where(Conversation.owner_id.is_(None))) == 0
+        # Every customer message once, in its one conversation.
+        assert s.scalar(select(func.count(func.distinct(Message.conversation_id)))) == customers
+    assert count(sessions, Customer) == customers
+    engine.dispose()
