@@ -13,7 +13,7 @@ from shared.runtime import start_thread, utc_now
 from shared.service import consumer_count, run_consumer_service
 
 #: Consumer threads: sends to a slow provider (each call has its own timeout) wait in their own
-#: threads; a conversation's messages still leave in order (handlers.WaitingForEarlier).
+#: threads; a conversation's messages still leave in order (outbox.WaitingForEarlier).
 CONSUMERS = 8
 
 

@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.notifier import promises
 from services.notifier.ack import compose_ack
-from services.notifier.handlers import MAX_SEND_ATTEMPTS, NotifierDeps, handle_event
+from services.notifier.deps import NotifierDeps
+from services.notifier.handlers import handle_event
+from services.notifier.outbox import MAX_SEND_ATTEMPTS
 from services.notifier.senders import Registry, Sender
 from services.notifier.senders.sandbox import SandboxSender
 from services.notifier.survey_flow import report_surveys, send_due_surveys

@@ -1,34 +1,24 @@
-"""The notifier's handlers: turn router events into outbound messages, each sent at most once.
+"""The notifier's events consumer: a dispatch table from event type to its handler.
 
-Every outbound message first claims its idempotency key in the outbox (in a committed
-transaction), then is sent, then marked sent (`_claim`, then `deliver`). A redelivered event finds
-the key and sends nothing that was sent; a transient failure leaves the row pending and raises, so
-the bus retries it with backoff (out of tries it is "dead", and `switchboard dlq replay` tries it
-again); a permanent failure is recorded and not retried.
+Each outbound message goes through the outbox (services.notifier.outbox: claim, send, record, at
+most once); the handlers decide what is sent: the customer's messages (customer_messages), the
+providers' reports (delivery_reports), promises and agent notices (promises), surveys
+(survey_flow).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 
-from sqlalchemy import Connection, Update, and_, func, or_, select, text, update
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
-
-from services.notifier import promises
-from services.notifier.models import Outbox, Suppression
-from services.notifier.senders import ChannelBusy, PermanentSendError, Registry, Sender, TransientSendError
-from services.notifier.texts import render_redirect
-from shared.config import Config, template_language
+from services.notifier import customer_messages, delivery_reports, promises, survey_flow
+from services.notifier.deps import NotifierDeps
+from services.notifier.outbox import (
+    MAX_SEND_ATTEMPTS,
+    SENDING_LOCK,
+    WaitingForEarlier,
+    announcing_suppressions,
+)
 from shared.contracts import (
-    AddressSuppressed,
     ConversationAssigned,
     ConversationCalledBack,
     ConversationMessage,
@@ -41,553 +31,68 @@ from shared.contracts import (
     Redirected,
     SurveyAnswer,
     SurveyOptOut,
-    derive_id,
 )
-from shared.db import transaction
-from shared.delivery import status_moves_forward
-from shared.metrics import MESSAGES_OUT, observe_stage
-from shared.redact import mask_secrets
-from shared.survey_links import SurveyLinks
 
-log = logging.getLogger(__name__)
+# Named here too: the consumer's wiring and its callers know the notifier by this module.
+__all__ = ["HANDLERS", "MAX_SEND_ATTEMPTS", "SENDING_LOCK", "NotifierDeps", "UnknownEvent", "WaitingForEarlier",
+           "handle_event"]
 
 
 class UnknownEvent(Exception):
     """An event type this notifier has no handler for: a wiring mistake, so it goes to the DLQ."""
 
 
-@dataclass
-class NotifierDeps:
-    config: Config
-    sessions: sessionmaker[Session]
-    senders: Registry
-    #: The acknowledgement's text for an event, as true at the given moment (see services.notifier.ack).
-    compose_ack: Callable[[ConversationOpened, datetime], str]
-    clock: Callable[[], datetime]
-    survey_links: SurveyLinks | None = None  # signs e-mail survey links; None: no e-mail surveys
+#: An event's handler: returns the events to publish, and adds to the list the agent notices it
+#: made that are due now (sent once the event is handled, after the customer's message).
+Handler = Callable[[Envelope, NotifierDeps, list[int]], list[Envelope]]
 
 
-#: The suppressions made while one event is handled (an SMS opt-out a send ran into): told to the
-#: router with the event's results, so agents see them (services.router.automatic). Per consumer
-#: thread; unset outside an event (the ticker's sends), where a suppression is only recorded.
-_suppressed_here: ContextVar[list[Envelope] | None] = ContextVar("suppressed_here", default=None)
+def _promises_first(then: Callable[[Envelope, NotifierDeps], list[Envelope]] | None = None) -> Handler:
+    """Promises and agent notices are stored first (database only, their own transaction), so that
+    a promise is tracked even when the customer's message keeps failing; then `then`, if any."""
+    def handle(envelope: Envelope, deps: NotifierDeps, notices: list[int]) -> list[Envelope]:
+        notices += promises.record(envelope, deps)
+        return then(envelope, deps) if then is not None else []
+    return handle
+
+
+def _alone(handler: Callable[[Envelope, NotifierDeps], list[Envelope]]) -> Handler:
+    """An event that means nothing for promises and agent notices."""
+    def handle(envelope: Envelope, deps: NotifierDeps, notices: list[int]) -> list[Envelope]:
+        return handler(envelope, deps)
+    return handle
+
+
+def _acknowledge(envelope: Envelope, deps: NotifierDeps, notices: list[int]) -> list[Envelope]:
+    # The promise and notices are recorded in the transaction that claims the acknowledgement: it
+    # commits before the send all the same, with one commit per event instead of two.
+    return customer_messages.acknowledge(envelope, deps, notices=notices)
+
+
+HANDLERS: dict[str, Handler] = {
+    ConversationOpened.TYPE: _acknowledge,
+    # Promises and agents' notices only: promises.record does what there is to do.
+    ConversationMessage.TYPE: _promises_first(),
+    ConversationAssigned.TYPE: _promises_first(),
+    ConversationCalledBack.TYPE: _promises_first(),
+    ConversationReply.TYPE: _promises_first(customer_messages.send_reply),
+    ConversationResolved.TYPE: _promises_first(survey_flow.schedule_survey),
+    Redirected.TYPE: _alone(customer_messages.redirect),
+    DeliveryStatus.TYPE: _alone(delivery_reports.record_delivery),
+    MailReport.TYPE: _alone(delivery_reports.record_mail_report),
+    SurveyAnswer.TYPE: _alone(survey_flow.record_answer),
+    SurveyOptOut.TYPE: _alone(survey_flow.record_opt_out),
+}
 
 
 def handle_event(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
-    announced: list[Envelope] = []
-    token = _suppressed_here.set(announced)
-    try:
-        return _handle_event(envelope, deps) + announced
-    finally:
-        _suppressed_here.reset(token)
-
-
-def _handle_event(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
-    # Promises and agent notices are stored first (database only), so that a promise is tracked
-    # even when the customer's acknowledgement keeps failing; agents' notices go out after it.
-    # A conversation.opened records them in the transaction that claims the acknowledgement: it
-    # commits before the send all the same, with one commit per event instead of two.
-    if envelope.type == ConversationOpened.TYPE:
+    """Handle one event; return the events to publish: the handler's, then the suppressions its
+    sends ran into (an SMS opt-out), which the router shows to agents."""
+    handler = HANDLERS.get(envelope.type)
+    if handler is None:
+        raise UnknownEvent(f"no notifier handler for {envelope.type!r}")
+    with announcing_suppressions() as announced:
         notices: list[int] = []
-        result = acknowledge(envelope, deps, notices=notices)
-    else:
-        notices = promises.record(envelope, deps)
-        result = _dispatch(envelope, deps)
-    promises.send_now(notices, deps)
-    return result
-
-
-def _dispatch(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
-    if envelope.type == ConversationOpened.TYPE:
-        return acknowledge(envelope, deps)
-    if envelope.type == DeliveryStatus.TYPE:
-        return record_delivery(envelope, deps)
-    if envelope.type == MailReport.TYPE:
-        return record_mail_report(envelope, deps)
-    if envelope.type in (ConversationMessage.TYPE, ConversationAssigned.TYPE, ConversationCalledBack.TYPE):
-        return []  # promises and agents' notices only: promises.record did what there is to do
-    if envelope.type == Redirected.TYPE:
-        return redirect(envelope, deps)
-    if envelope.type == ConversationReply.TYPE:
-        return send_reply(envelope, deps)
-    if envelope.type in (ConversationResolved.TYPE, SurveyAnswer.TYPE, SurveyOptOut.TYPE):
-        # Imported here: survey_flow builds on this module's outbox helpers.
-        from services.notifier import survey_flow
-
-        if envelope.type == ConversationResolved.TYPE:
-            return survey_flow.schedule_survey(envelope, deps)
-        if envelope.type == SurveyAnswer.TYPE:
-            return survey_flow.record_answer(envelope, deps)
-        return survey_flow.record_opt_out(envelope, deps)
-    raise UnknownEvent(f"no notifier handler for {envelope.type!r}")
-
-
-def record_delivery(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
-    """A provider's status callback: only ever moves the recorded status forward."""
-    st: DeliveryStatus = envelope.payload
-    with transaction(deps.sessions) as s:
-        # A caller's acknowledgement went out as an SMS: its status callback says "sms".
-        channels = ("sms", "phone") if st.channel == "sms" else (st.channel,)
-        row = s.scalar(select(Outbox).where(Outbox.channel.in_(channels),
-                                            Outbox.provider_message_id == st.provider_message_id))
-        if row is None:
-            log.info("status %s for an unknown %s message %s", st.status, st.channel, st.provider_message_id)
-            return []
-        if status_moves_forward(row.delivery_status, st.status):
-            row.delivery_status = st.status
-            if st.error_code or st.error_message:
-                row.delivery_error = f"{st.error_code or ''} {st.error_message or ''}".strip()
-    return []
-
-
-def record_mail_report(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
-    """A bounce or complaint about a mail we sent, found by the Message-ID it quotes: the outbox row
-    is marked failed with the reason; a permanent failure or a complaint suppresses the address we
-    wrote to (as an SMS opt-out does), and the router is told so that agents see it.
-
-    The report is hostile input relayed: only a Message-ID of our own outbox counts, and the address
-    suppressed is the one that row was sent to, never the one the report names. Idempotent: a
-    redelivery finds the row failed and the suppression in place, and yields the same event id."""
-    ev: MailReport = envelope.payload
-    now = deps.clock()
-    with transaction(deps.sessions) as s:
-        row = s.scalar(select(Outbox).where(Outbox.channel == "email",
-                                            Outbox.provider_message_id == ev.original_message_id))
-        if row is None:
-            log.info("a %s about a message that is not ours (%s): nothing to mark", ev.kind, ev.original_message_id)
-            return []
-        if status_moves_forward(row.delivery_status, "failed"):
-            row.delivery_status = "failed"
-        row.delivery_error = ev.reason[:2000]
-        if not ev.permanent:
-            return []
-        reason = f"{'complained (spam report)' if ev.kind == 'complaint' else 'bounced'}: {ev.reason}"[:2000]
-        existing = s.scalar(select(Suppression).where(Suppression.channel == "email", Suppression.address == row.address))
-        if existing is None:
-            s.add(Suppression(channel="email", address=row.address, reason=reason, created_at=now, until=None))
-        else:
-            existing.reason, existing.until = reason, None
-        suppressed = AddressSuppressed(channel="email", address=row.address, reason=reason, suppressed_at=now,
-                                       conversation_id=row.conversation_id)
-    log.warning("e-mail address suppressed after a %s", ev.kind, extra={"outbox_id": row.id})
-    return [Envelope.wrap(suppressed, message_id=derive_id("event", suppressed.TYPE, envelope.message_id),
-                          correlation_id=envelope.correlation_id, occurred_at=now)]
-
-
-def acknowledge(envelope: Envelope, deps: NotifierDeps, *, notices: list[int] | None = None) -> list[Envelope]:
-    """Claim the acknowledgement's outbox row, then send it. With `notices`, the event's promise and
-    agent notices are recorded in the same transaction and the notices due now are added to it."""
-    ev: ConversationOpened = envelope.payload
-    key = f"ack:{ev.conversation_id}:{ev.opening}"
-    now = deps.clock()
-    with transaction(deps.sessions) as s:
-        if notices is not None:
-            notices += promises.record_in(s, envelope, deps, now)
-        if not ev.acknowledge:
-            return []
-
-        def build() -> Outbox:
-            return Outbox(idempotency_key=key, kind="ack", conversation_id=ev.conversation_id,
-                          customer_id=ev.customer_id, channel=ev.channel,
-                          address=ev.reply_to, body=deps.compose_ack(ev, now), status="pending", attempts=0,
-                          correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
-                          created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at,
-                                                               email=_ack_email_options(ev)))
-
-        def over_cap() -> str | None:
-            cap = deps.config.limits.ack_daily_cap
-            if _acks_today(s, ev.channel, ev.reply_to, now, customer_id=ev.customer_id) >= cap:
-                return "daily acknowledgement cap reached for this customer"
-            return None
-
-        claim = _claim(s, key, build, now, refuse=over_cap)
-    if claim.created and claim.status == "skipped":
-        MESSAGES_OUT.labels(ev.channel, "skipped").inc()
-    # The wording is computed again at the moment of sending: after a broker outage, a retry or a
-    # spooled backlog, "we are closed", "back at 09:00" and the promise must be true then.
-    if claim.send is not None and deliver(claim.row_id, deps, claimed=claim.send,
-                                          compose=lambda at: deps.compose_ack(ev, at)) == "sent":
-        # The customer's wait, from the webhook to the provider's accepting the acknowledgement.
-        observe_stage("sent", ev.channel, envelope.occurred_at, deps.clock())
-    return []
-
-
-def redirect(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
-    """One note per address on a redirect-mode channel, ever: where to write instead."""
-    ev: Redirected = envelope.payload
-    key = f"redirect:{ev.channel}:{ev.reply_to}"
-    now = deps.clock()
-    config = deps.config
-
-    def build() -> Outbox:
-        body = render_redirect(ev.language, ev.channel, list(config.channels[ev.channel].redirect_to),
-                               config.business.name, overrides=config.templates or None)
-        return Outbox(idempotency_key=key, kind="redirect", conversation_id=None, channel=ev.channel,
-                      address=ev.reply_to, body=body, status="pending", attempts=0,
-                      correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
-                      created_at=now, options=send_options(ev.channel, ev.reply_from, ev.received_at))
-
-    with transaction(deps.sessions) as s:
-        # Every message from one address shares this key: only the event that made the row (its
-        # bus retry, its DLQ replay) sends it again; the customer's next message sends nothing.
-        claim = _claim(s, key, build, now, only_for_source=envelope.message_id)
-    if claim.send is not None:
-        deliver(claim.row_id, deps, claimed=claim.send)
-    return []
-
-
-def send_reply(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
-    """An agent's reply, on the customer's channel, once: the key is the reply's id."""
-    ev: ConversationReply = envelope.payload
-    key = f"reply:{ev.reply_id}"
-    now = deps.clock()
-    # Without the customer's last message time a WhatsApp window counts as closed, never as open.
-    last = ev.last_customer_message_at or datetime.min.replace(tzinfo=UTC)
-    with transaction(deps.sessions) as s:
-        claim = _claim(s, key, lambda: Outbox(
-            idempotency_key=key, kind="reply", conversation_id=ev.conversation_id, channel=ev.channel,
-            address=ev.reply_to, body=ev.text, status="pending", attempts=0,
-            correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
-            created_at=now, options=_reply_options(s, ev, deps.config, last)), now)
-    if claim.send is not None:
-        deliver(claim.row_id, deps, claimed=claim.send)
-    return []
-
-
-def _reply_options(s: Session, ev: ConversationReply, config: Config, last: datetime) -> dict | None:
-    """An agent's reply continues the thread the acknowledgement started: the same subject and
-    reference, In-Reply-To the customer's mail, References our acknowledgement; and it is a human
-    answer, so no Auto-Submitted header. On WhatsApp, the reply template for a closed window."""
-    email = None
-    if ev.channel == "email":
-        ack = s.scalar(select(Outbox).where(Outbox.conversation_id == ev.conversation_id, Outbox.kind == "ack",
-                                            Outbox.channel == "email").order_by(Outbox.id.desc()).limit(1))
-        previous = dict(ack.options or {}) if ack is not None else {}
-        email = {k: previous[k] for k in ("subject", "reference", "in_reply_to") if previous.get(k)}
-        if ack is not None and ack.provider_message_id:
-            email["references"] = [ack.provider_message_id]
-    options = send_options(ev.channel, ev.reply_from, last, email=email) or {}
-    channel = config.channels.get(ev.channel)
-    if ev.channel == "whatsapp" and channel is not None and channel.reply_template:
-        language = template_language(ev.language, channel.reply_template_language, channel.reply_template_languages)
-        options["fallback_template"] = {"name": channel.reply_template, "language": language}
-    return options or None
-
-
-def send_options(channel: str, reply_from: str | None, last_customer_message_at: datetime, *,
-                 email: dict | None = None) -> dict | None:
-    """What a sender needs beyond address and text, stored with the outbox row (JSON)."""
-    options: dict = {}
-    if channel == "email":
-        options.update(email or {})
-    elif channel == "whatsapp":
-        # Free-form WhatsApp messages only within 24 h of the customer's last message.
-        options["last_customer_message_at"] = last_customer_message_at.isoformat()
-        if reply_from:
-            options["phone_number_id"] = reply_from
-    elif reply_from:
-        options["from"] = reply_from
-    return options or None
-
-
-def _ack_email_options(ev: ConversationOpened) -> dict:
-    """Threaded and loop-safe: "Re: <their subject> [SB-…]", In-Reply-To their Message-ID, and
-    Auto-Submitted: auto-replied so that their autoresponder stays quiet (RFC 3834)."""
-    subject = (ev.subject or "").strip()
-    if subject and not subject.lower().startswith(("re:", "aw:", "odp:", "отв:", "ha:")):
-        subject = f"Re: {subject}"
-    options: dict = {"subject": subject or None, "reference": ev.reference, "automatic": True}
-    if ev.in_reply_to:
-        options["in_reply_to"] = ev.in_reply_to
-    return options
-
-
-def _acks_today(s: Session, channel: str, address: str, now: datetime, *, customer_id: str | None = None) -> int:
-    """Acknowledgements in the last day to this address or, given the customer, to any of the
-    customer's addresses: a sender who writes from several addresses (or channels) is capped once."""
-    recipient = and_(Outbox.channel == channel, Outbox.address == address)
-    return s.scalar(select(func.count()).select_from(Outbox).where(
-        Outbox.kind == "ack", or_(recipient, Outbox.customer_id == customer_id) if customer_id else recipient,
-        Outbox.created_at >= now - timedelta(days=1), Outbox.status.in_(("pending", "sent")),
-    )) or 0
-
-
-def _suppressed(s: Session, channel: str, address: str, now: datetime) -> str | None:
-    row = s.scalar(select(Suppression).where(Suppression.channel == channel, Suppression.address == address))
-    if row is None or (row.until is not None and row.until <= now):
-        return None
-    return row.reason
-
-
-def suppress(deps: NotifierDeps, channel: str, address: str, reason: str, until: datetime | None = None, *,
-             conversation_id: str | None = None) -> None:
-    """Never write to this address again (until `until`): opted out, or bouncing. Within an event,
-    the router is told as well (`AddressSuppressed`), to show it in `conversation_id`."""
-    with transaction(deps.sessions) as s:
-        row = s.scalar(select(Suppression).where(Suppression.channel == channel, Suppression.address == address))
-        if row is None:
-            s.add(Suppression(channel=channel, address=address, reason=reason, created_at=deps.clock(), until=until))
-        else:
-            row.reason, row.until = reason, until
-    announced = _suppressed_here.get()
-    if announced is not None:
-        ev = AddressSuppressed(channel=channel, address=address, reason=reason, suppressed_at=deps.clock(),
-                               conversation_id=conversation_id)
-        announced.append(Envelope.wrap(ev, message_id=derive_id("event", ev.TYPE, channel, address, reason),
-                                       correlation_id=f"suppressed:{channel}", occurred_at=ev.suppressed_at))
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """What a sender needs of a pending outbox row, as the claiming transaction just read it."""
-
-    channel: str
-    address: str
-    body: str
-    options: dict
-    conversation_id: str | None = None
-    #: An earlier message of the conversation to the same address, not sent yet: this one waits.
-    #: The claiming transaction has already counted the attempt.
-    waits_for: int | None = None
-
-
-#: Tries per outbound message (the bus's retries with backoff, capped at 5 minutes apart: about
-#: 20 minutes in all, enough for a provider's outage); then the message is dead-lettered and its
-#: outbox row marked "dead" — `switchboard dlq replay` sends it again.
-MAX_SEND_ATTEMPTS = 12
-#: Outbox states a (re)delivered event sends: pending, or dead (a replay from the DLQ).
-SENDABLE = ("pending", "dead")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """An outbox row as `_claim` found or made it, committed with the caller's transaction."""
-
-    row_id: int
-    status: str
-    created: bool  # made by this claim (a redelivered event finds it)
-    send: Claimed | None  # what to send now; None: nothing (sent, failed, skipped, or not this event's)
-
-
-def _claim(s: Session, key: str, build_row: Callable[[], Outbox], now: datetime, *,
-           refuse: Callable[[], str | None] | None = None, only_for_source: str | None = None) -> Claim:
-    """Find the outbox row of `key`, or make it with `build_row()`; decide whether to send it now.
-
-    A new row is skipped, with the reason recorded, when its address is suppressed or `refuse()`
-    names a reason. An existing row is sent again while it is pending (a bus retry) or dead (a DLQ
-    replay); with `only_for_source`, only when that event (message id) is the one that made it."""
-    row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
-    created = row is None
-    if row is None:
-        row = build_row()
-        suppressed = _suppressed(s, row.channel, row.address, now)
-        reason = f"the address is suppressed: {suppressed}" if suppressed else (refuse() if refuse else None)
-        if reason:
-            row.status, row.last_error = "skipped", reason
-        s.add(row)
-        s.flush()
-    send = None
-    if row.status in SENDABLE and (only_for_source is None or row.source_message_id == only_for_source):
-        send = _claimed(s, row)
-    return Claim(row.id, row.status, created, send)
-
-
-def _claimed(s: Session, row: Outbox) -> Claimed:
-    """The row to send, read in the claiming transaction, with the per-conversation order checked
-    there too: one transaction instead of a second session for the check. An earlier pending row
-    of the conversation is visible to this query exactly when it was to the separate one (both run
-    after this row is flushed, under read committed), so the order holds as it did."""
-    waits_for = None
-    if row.conversation_id is not None:
-        waits_for = s.scalar(select(Outbox.id).where(
-            Outbox.conversation_id == row.conversation_id, Outbox.channel == row.channel,
-            Outbox.address == row.address, Outbox.status == "pending", Outbox.id < row.id).limit(1))
-        if waits_for is not None:
-            _count_attempt(row, "pending", error=_waiting(waits_for))
-    return Claimed(row.channel, row.address, row.body, dict(row.options or {}), row.conversation_id, waits_for)
-
-
-class WaitingForEarlier(TransientSendError):
-    """A customer's messages leave in the order they were written: this one waits (through the
-    bus's retry with backoff) until the earlier ones to the same address are sent or given up."""
-
-
-def _waiting(earlier: int) -> str:
-    # Pending includes "being sent right now by another consumer": either way it goes first.
-    return f"message {earlier} of this conversation is not sent yet"
-
-
-def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None,
-            compose: Callable[[datetime], str] | None = None) -> str | None:
-    """Send one pending outbox row; raise TransientSendError to have the bus retry it.
-
-    `claimed`: the row as the caller's committed claim read it (pending or dead, its order checked),
-    which spares reading it again. `compose`: the text as of a moment, rendered again just before
-    the provider is called (an acknowledgement talks about "now"); the row records what was sent.
-    Returns the row's new status ("sent", "failed"), or None when it was not pending."""
-    if claimed is None:
-        with transaction(deps.sessions) as s:
-            row = s.get(Outbox, row_id)
-            # "dead": out of tries and dead-lettered; a replay from the DLQ tries it again.
-            if row is None or row.status not in SENDABLE:
-                return None
-            claimed = _claimed(s, row)
-    if claimed.waits_for is not None:
-        raise WaitingForEarlier(_waiting(claimed.waits_for))
-    channel, address, body, options = claimed.channel, claimed.address, claimed.body, dict(claimed.options)
-    if "last_customer_message_at" in options:
-        options["now"] = deps.clock().isoformat()
-    try:
-        with deps.senders.slot(channel) as sender:
-            return _send(row_id, sender, channel, address, body, options, deps, compose=compose)
-    except ChannelBusy as exc:
-        # Not sent, and counted as a try like any transient failure: the row's attempts must keep
-        # pace with the bus's, which dead-letters at the same number.
-        _finish(deps, row_id, "pending", error=str(exc))
-        raise
-
-
-#: The first half of the advisory lock key that makes sending an outbox row exclusive (the second
-#: half is the row's id; PostgreSQL keeps two-int keys apart from the migrations' one-bigint key).
-SENDING_LOCK = 0x5342
-_TRY_LOCK = text("SELECT pg_try_advisory_lock(CAST(:ns AS integer), CAST(:id AS integer))")
-_UNLOCK = text("SELECT pg_advisory_unlock(CAST(:ns AS integer), CAST(:id AS integer))")
-_sending_here: set[int] = set()  # the same, within one process, for a database without advisory locks
-_local_lock = threading.Lock()  # guards _sending_here and _unrecorded
-
-
-@contextmanager
-def _sending(record: Session, row_id: int) -> Iterator[Connection | None]:
-    """The autocommit connection to record the send on, holding the row's sending lock; None when
-    another consumer holds it, or the row is no longer pending.
-
-    Two copies of one event can be in hand at once — a delivery whose ack was lost in a broker
-    outage comes back while its retry copy is also due, or the router republished the event — and
-    both would find the row pending. The copy that holds the lock sends; the other sends nothing:
-    the holder's own delivery stays unacked until it is recorded or retried, so the row is never
-    left behind. A session-level advisory lock dies with its connection, so a consumer killed
-    mid-send frees the row at once for the redelivery; the status is read again once the lock is
-    held, because the holder before us may have just recorded the row sent."""
-    connection = record.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    postgres = connection.dialect.name == "postgresql"
-    if postgres:
-        held = connection.scalar(_TRY_LOCK, {"ns": SENDING_LOCK, "id": row_id})
-    else:
-        with _local_lock:
-            held = row_id not in _sending_here
-            _sending_here.add(row_id)
-    if not held:
-        log.info("outbox row is being sent by another consumer; this copy of its event sends nothing",
-                 extra={"outbox_id": row_id})
-        yield None
-        return
-    try:
-        status = connection.scalar(select(Outbox.status).where(Outbox.id == row_id))
-        with _local_lock:
-            unrecorded = _unrecorded.get(row_id)
-        if status in SENDABLE and unrecorded is not None:
-            # This process sent it while the database was away and could not record it then.
-            connection.execute(_mark_sent(row_id, unrecorded))
-            with _local_lock:
-                _unrecorded.pop(row_id, None)
-            log.info("recorded a message sent during a database outage; not sending it again",
-                     extra={"outbox_id": row_id})
-            status = "sent"
-        yield connection if status in SENDABLE else None
-    finally:
-        if postgres:
-            try:
-                connection.execute(_UNLOCK, {"ns": SENDING_LOCK, "id": row_id})
-            except SQLAlchemyError:
-                # The connection broke (a database restart took the lock with it): never pool it.
-                connection.invalidate()
-        else:
-            with _local_lock:
-                _sending_here.discard(row_id)
-
-
-#: Seconds a consumer keeps trying to record a message the provider took, while the database is
-#: away, before it leaves that to the event's retry: a send is worth waiting for, not repeating.
-RECORD_PATIENCE = 20.0
-#: Sent but not recorded yet (the database went away during the provider's call), by outbox row,
-#: with the values to record: the event's retry in this process records them instead of sending.
-_unrecorded: dict[int, dict] = {}
-
-
-def _mark_sent(row_id: int, sent: dict) -> Update:
-    # Guarded: whoever recorded it first (this consumer's retry, the holder of the lock) keeps its values.
-    return update(Outbox).where(Outbox.id == row_id, Outbox.status != "sent").values(sent)
-
-
-def _record_later(deps: NotifierDeps, row_id: int, sent: dict) -> None:
-    with _local_lock:
-        _unrecorded[row_id] = sent
-    retrying = Retrying(stop=stop_after_delay(RECORD_PATIENCE), wait=wait_exponential(multiplier=0.2, max=2.0),
-                        retry=retry_if_exception_type(DBAPIError), reraise=True)
-    for attempt in retrying:
-        with attempt, transaction(deps.sessions) as s:
-            s.execute(_mark_sent(row_id, sent))
-    with _local_lock:
-        _unrecorded.pop(row_id, None)
-
-
-def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, options: dict,
-          deps: NotifierDeps, *, compose: Callable[[datetime], str] | None = None) -> str | None:
-    # A kill -9 between the provider's accepting the message and our recording it is the one way a
-    # message goes out twice (the redelivery finds the row still pending). So the connection that
-    # records it is taken (and pinged) before the call, and the record is one autocommitted UPDATE
-    # right after it: one round trip instead of a checkout, a ping and a read-modify-write
-    # transaction.
-    with deps.sessions() as record, _sending(record, row_id) as connection:
-        if connection is None:
-            return None
-        recomposed = compose(deps.clock()) if compose is not None else None
-        if recomposed is not None:
-            body = recomposed
-        try:
-            result = sender.send(address, body, options=options)
-        except PermanentSendError as exc:
-            if getattr(exc, "opted_out", False):
-                suppress(deps, channel, address, f"opted out: {exc}", conversation_id=_conversation_of(deps, row_id))
-            _finish(deps, row_id, "failed", error=str(exc))
-            MESSAGES_OUT.labels(channel, "failed").inc()
-            log.warning("permanent send failure on %s: %s", channel, exc, extra={"outbox_id": row_id})
-            return "failed"
-        except TransientSendError as exc:
-            _finish(deps, row_id, "pending", error=str(exc))
-            raise
-        sent = {"status": "sent", "attempts": Outbox.attempts + 1, "provider_message_id": result.provider_message_id,
-                "sent_at": deps.clock()}
-        if recomposed is not None:
-            sent["body"] = recomposed  # what the customer got, not what was drafted at the claim
-        try:
-            connection.execute(update(Outbox).where(Outbox.id == row_id).values(sent))
-        except DBAPIError as exc:
-            # The kept connection died during the call (a database restart or outage).
-            log.warning("recording a sent message on a kept connection failed (%s); retrying on new ones", exc,
-                        extra={"outbox_id": row_id})
-            _record_later(deps, row_id, sent)
-    MESSAGES_OUT.labels(channel, "sent").inc()
-    log.info("sent %s on %s", "message", channel, extra={"outbox_id": row_id})
-    return "sent"
-
-
-def _conversation_of(deps: NotifierDeps, row_id: int) -> str | None:
-    with deps.sessions() as s:
-        return s.scalar(select(Outbox.conversation_id).where(Outbox.id == row_id))
-
-
-def _finish(deps: NotifierDeps, row_id: int, status: str, *, error: str | None = None) -> None:
-    """Record a try that did not send ("pending" or "failed"); a sent one is `_send`'s UPDATE."""
-    with transaction(deps.sessions) as s:
-        _count_attempt(s.get_one(Outbox, row_id), status, error=error)
-
-
-def _count_attempt(row: Outbox, status: str, *, error: str | None = None) -> None:
-    row.attempts += 1
-    if status == "pending" and row.attempts >= MAX_SEND_ATTEMPTS:
-        # The bus dead-letters it now: it must not hold back the conversation's later messages.
-        status = "dead"
-    row.status = status
-    if error:
-        row.last_error = mask_secrets(error)[:2000]
+        result = handler(envelope, deps, notices)
+        promises.send_now(notices, deps)
+        return result + announced

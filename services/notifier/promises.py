@@ -23,12 +23,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from services.notifier.deps import NotifierDeps
 from services.notifier.models import AgentNotice, Outbox, Promise
+from services.notifier.outbox import deliver
 from services.notifier.senders import TransientSendError, UnknownChannel
 from services.notifier.texts import LANGUAGES, render_agent_notice
 from shared.bus.consumer import backoff
@@ -46,9 +48,6 @@ from shared.contracts import (
 from shared.db import transaction
 from shared.metrics import promise_breached
 from shared.redact import mask_secrets
-
-if TYPE_CHECKING:
-    from services.notifier.handlers import NotifierDeps
 
 log = logging.getLogger(__name__)
 
@@ -353,8 +352,6 @@ def send_now(ids: list[int], deps: NotifierDeps) -> None:
 
 def send_notice(notice_id: int, deps: NotifierDeps, now: datetime) -> str | None:
     """Render a claimed notice, put it in the outbox under its key and deliver it."""
-    from services.notifier.handlers import deliver  # handlers imports this module
-
     with transaction(deps.sessions) as s:
         notice = s.get(AgentNotice, notice_id)
         if notice is None or notice.status != "pending":

@@ -25,8 +25,9 @@ from typing import Literal, cast
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from services.notifier.handlers import NotifierDeps, deliver, send_options
+from services.notifier.deps import NotifierDeps
 from services.notifier.models import Outbox, Suppression, Survey, SurveyOptOut
+from services.notifier.outbox import deliver, send_options
 from services.notifier.senders import TransientSendError
 from services.notifier.surveys import (
     compose,

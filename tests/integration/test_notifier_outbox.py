@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from services.notifier import handlers
+from services.notifier import outbox
 from services.notifier.handlers import (
     MAX_SEND_ATTEMPTS,
     SENDING_LOCK,
@@ -343,7 +343,7 @@ def test_a_message_sent_while_the_database_went_away_is_recorded_when_it_is_back
 
 def test_a_send_left_unrecorded_by_a_long_outage_is_recorded_by_the_retry_not_sent_again(
         example_config, proxied_sessions, monkeypatch) -> None:
-    monkeypatch.setattr(handlers, "RECORD_PATIENCE", 0.5)
+    monkeypatch.setattr(outbox, "RECORD_PATIENCE", 0.5)
     proxy, sessions = proxied_sessions
     sender = OutageDuringSend(proxy, back_after=None)
     deps = make_deps(example_config, sessions, sender)

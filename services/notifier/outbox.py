@@ -1,0 +1,357 @@
+"""The outbox: every outbound message is claimed, then sent, then recorded — at most once.
+
+The interface, for every part of the notifier that sends (the event handlers, agent notices,
+surveys):
+- `claim(s, key, build_row, now)`: in the caller's transaction, find the row of an idempotency key
+  or make it (skipped with the reason when the address is suppressed or the caller refuses), and
+  say whether to send it now (`Claim.send`), with the conversation's order checked;
+- `deliver(row_id, deps)`: send one pending (or dead, on a DLQ replay) row through its channel's
+  sender under the row's sending lock, and record the outcome; raises `TransientSendError` (and its
+  `WaitingForEarlier`) to have the bus retry;
+- `suppress(...)` and `announcing_suppressions()`: addresses never to write to again, and the
+  events that tell the router of the ones an event ran into;
+- `send_options(...)`: what a sender needs beyond address and text, stored with the row.
+
+A redelivered event finds the key and sends nothing that was sent; a transient failure leaves the
+row pending and raises, so the bus retries it with backoff (out of tries it is "dead", and
+`switchboard dlq replay` tries it again); a permanent failure is recorded and not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Update, select, text, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from services.notifier.deps import NotifierDeps
+from services.notifier.models import Outbox, Suppression
+from services.notifier.senders import ChannelBusy, PermanentSendError, Sender, TransientSendError
+from shared.contracts import AddressSuppressed, Envelope, derive_id
+from shared.db import transaction
+from shared.metrics import MESSAGES_OUT
+from shared.redact import mask_secrets
+
+log = logging.getLogger(__name__)
+
+#: The suppressions made while one event is handled (an SMS opt-out a send ran into): told to the
+#: router with the event's results, so agents see them (services.router.automatic). Per consumer
+#: thread; unset outside an event (the ticker's sends), where a suppression is only recorded.
+_suppressed_here: ContextVar[list[Envelope] | None] = ContextVar("suppressed_here", default=None)
+
+
+@contextmanager
+def announcing_suppressions() -> Iterator[list[Envelope]]:
+    """The list that collects, while one event is handled in this context, the AddressSuppressed
+    events its sends ran into (see `suppress`)."""
+    announced: list[Envelope] = []
+    token = _suppressed_here.set(announced)
+    try:
+        yield announced
+    finally:
+        _suppressed_here.reset(token)
+
+
+def send_options(channel: str, reply_from: str | None, last_customer_message_at: datetime, *,
+                 email: dict | None = None) -> dict | None:
+    """What a sender needs beyond address and text, stored with the outbox row (JSON)."""
+    options: dict = {}
+    if channel == "email":
+        options.update(email or {})
+    elif channel == "whatsapp":
+        # Free-form WhatsApp messages only within 24 h of the customer's last message.
+        options["last_customer_message_at"] = last_customer_message_at.isoformat()
+        if reply_from:
+            options["phone_number_id"] = reply_from
+    elif reply_from:
+        options["from"] = reply_from
+    return options or None
+
+
+def _suppressed(s: Session, channel: str, address: str, now: datetime) -> str | None:
+    row = s.scalar(select(Suppression).where(Suppression.channel == channel, Suppression.address == address))
+    if row is None or (row.until is not None and row.until <= now):
+        return None
+    return row.reason
+
+
+def suppress(deps: NotifierDeps, channel: str, address: str, reason: str, until: datetime | None = None, *,
+             conversation_id: str | None = None) -> None:
+    """Never write to this address again (until `until`): opted out, or bouncing. Within an event,
+    the router is told as well (`AddressSuppressed`), to show it in `conversation_id`."""
+    with transaction(deps.sessions) as s:
+        row = s.scalar(select(Suppression).where(Suppression.channel == channel, Suppression.address == address))
+        if row is None:
+            s.add(Suppression(channel=channel, address=address, reason=reason, created_at=deps.clock(), until=until))
+        else:
+            row.reason, row.until = reason, until
+    announced = _suppressed_here.get()
+    if announced is not None:
+        ev = AddressSuppressed(channel=channel, address=address, reason=reason, suppressed_at=deps.clock(),
+                               conversation_id=conversation_id)
+        announced.append(Envelope.wrap(ev, message_id=derive_id("event", ev.TYPE, channel, address, reason),
+                                       correlation_id=f"suppressed:{channel}", occurred_at=ev.suppressed_at))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a sender needs of a pending outbox row, as the claiming transaction just read it."""
+
+    channel: str
+    address: str
+    body: str
+    options: dict
+    conversation_id: str | None = None
+    #: An earlier message of the conversation to the same address, not sent yet: this one waits.
+    #: The claiming transaction has already counted the attempt.
+    waits_for: int | None = None
+
+
+#: Tries per outbound message (the bus's retries with backoff, capped at 5 minutes apart: about
+#: 20 minutes in all, enough for a provider's outage); then the message is dead-lettered and its
+#: outbox row marked "dead" — `switchboard dlq replay` sends it again.
+MAX_SEND_ATTEMPTS = 12
+#: Outbox states a (re)delivered event sends: pending, or dead (a replay from the DLQ).
+SENDABLE = ("pending", "dead")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An outbox row as `claim` found or made it, committed with the caller's transaction."""
+
+    row_id: int
+    status: str
+    created: bool  # made by this claim (a redelivered event finds it)
+    send: Claimed | None  # what to send now; None: nothing (sent, failed, skipped, or not this event's)
+
+
+def claim(s: Session, key: str, build_row: Callable[[], Outbox], now: datetime, *,
+          refuse: Callable[[], str | None] | None = None, only_for_source: str | None = None) -> Claim:
+    """Find the outbox row of `key`, or make it with `build_row()`; decide whether to send it now.
+
+    A new row is skipped, with the reason recorded, when its address is suppressed or `refuse()`
+    names a reason. An existing row is sent again while it is pending (a bus retry) or dead (a DLQ
+    replay); with `only_for_source`, only when that event (message id) is the one that made it."""
+    row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
+    created = row is None
+    if row is None:
+        row = build_row()
+        suppressed = _suppressed(s, row.channel, row.address, now)
+        reason = f"the address is suppressed: {suppressed}" if suppressed else (refuse() if refuse else None)
+        if reason:
+            row.status, row.last_error = "skipped", reason
+        s.add(row)
+        s.flush()
+    send = None
+    if row.status in SENDABLE and (only_for_source is None or row.source_message_id == only_for_source):
+        send = _claimed(s, row)
+    return Claim(row.id, row.status, created, send)
+
+
+def _claimed(s: Session, row: Outbox) -> Claimed:
+    """The row to send, read in the claiming transaction, with the per-conversation order checked
+    there too: one transaction instead of a second session for the check. An earlier pending row
+    of the conversation is visible to this query exactly when it was to the separate one (both run
+    after this row is flushed, under read committed), so the order holds as it did."""
+    waits_for = None
+    if row.conversation_id is not None:
+        waits_for = s.scalar(select(Outbox.id).where(
+            Outbox.conversation_id == row.conversation_id, Outbox.channel == row.channel,
+            Outbox.address == row.address, Outbox.status == "pending", Outbox.id < row.id).limit(1))
+        if waits_for is not None:
+            _count_attempt(row, "pending", error=_waiting(waits_for))
+    return Claimed(row.channel, row.address, row.body, dict(row.options or {}), row.conversation_id, waits_for)
+
+
+class WaitingForEarlier(TransientSendError):
+    """A customer's messages leave in the order they were written: this one waits (through the
+    bus's retry with backoff) until the earlier ones to the same address are sent or given up."""
+
+
+def _waiting(earlier: int) -> str:
+    # Pending includes "being sent right now by another consumer": either way it goes first.
+    return f"message {earlier} of this conversation is not sent yet"
+
+
+def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None,
+            compose: Callable[[datetime], str] | None = None) -> str | None:
+    """Send one pending outbox row; raise TransientSendError to have the bus retry it.
+
+    `claimed`: the row as the caller's committed claim read it (pending or dead, its order checked),
+    which spares reading it again. `compose`: the text as of a moment, rendered again just before
+    the provider is called (an acknowledgement talks about "now"); the row records what was sent.
+    Returns the row's new status ("sent", "failed"), or None when it was not pending."""
+    if claimed is None:
+        with transaction(deps.sessions) as s:
+            row = s.get(Outbox, row_id)
+            # "dead": out of tries and dead-lettered; a replay from the DLQ tries it again.
+            if row is None or row.status not in SENDABLE:
+                return None
+            claimed = _claimed(s, row)
+    if claimed.waits_for is not None:
+        raise WaitingForEarlier(_waiting(claimed.waits_for))
+    channel, address, body, options = claimed.channel, claimed.address, claimed.body, dict(claimed.options)
+    if "last_customer_message_at" in options:
+        options["now"] = deps.clock().isoformat()
+    try:
+        with deps.senders.slot(channel) as sender:
+            return _send(row_id, sender, channel, address, body, options, deps, compose=compose)
+    except ChannelBusy as exc:
+        # Not sent, and counted as a try like any transient failure: the row's attempts must keep
+        # pace with the bus's, which dead-letters at the same number.
+        _finish(deps, row_id, "pending", error=str(exc))
+        raise
+
+
+#: The first half of the advisory lock key that makes sending an outbox row exclusive (the second
+#: half is the row's id; PostgreSQL keeps two-int keys apart from the migrations' one-bigint key).
+SENDING_LOCK = 0x5342
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(CAST(:ns AS integer), CAST(:id AS integer))")
+_UNLOCK = text("SELECT pg_advisory_unlock(CAST(:ns AS integer), CAST(:id AS integer))")
+_sending_here: set[int] = set()  # the same, within one process, for a database without advisory locks
+_local_lock = threading.Lock()  # guards _sending_here and _unrecorded
+
+
+@contextmanager
+def _sending(record: Session, row_id: int) -> Iterator[Connection | None]:
+    """The autocommit connection to record the send on, holding the row's sending lock; None when
+    another consumer holds it, or the row is no longer pending.
+
+    Two copies of one event can be in hand at once — a delivery whose ack was lost in a broker
+    outage comes back while its retry copy is also due, or the router republished the event — and
+    both would find the row pending. The copy that holds the lock sends; the other sends nothing:
+    the holder's own delivery stays unacked until it is recorded or retried, so the row is never
+    left behind. A session-level advisory lock dies with its connection, so a consumer killed
+    mid-send frees the row at once for the redelivery; the status is read again once the lock is
+    held, because the holder before us may have just recorded the row sent."""
+    connection = record.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        held = connection.scalar(_TRY_LOCK, {"ns": SENDING_LOCK, "id": row_id})
+    else:
+        with _local_lock:
+            held = row_id not in _sending_here
+            _sending_here.add(row_id)
+    if not held:
+        log.info("outbox row is being sent by another consumer; this copy of its event sends nothing",
+                 extra={"outbox_id": row_id})
+        yield None
+        return
+    try:
+        status = connection.scalar(select(Outbox.status).where(Outbox.id == row_id))
+        with _local_lock:
+            unrecorded = _unrecorded.get(row_id)
+        if status in SENDABLE and unrecorded is not None:
+            # This process sent it while the database was away and could not record it then.
+            connection.execute(_mark_sent(row_id, unrecorded))
+            with _local_lock:
+                _unrecorded.pop(row_id, None)
+            log.info("recorded a message sent during a database outage; not sending it again",
+                     extra={"outbox_id": row_id})
+            status = "sent"
+        yield connection if status in SENDABLE else None
+    finally:
+        if postgres:
+            try:
+                connection.execute(_UNLOCK, {"ns": SENDING_LOCK, "id": row_id})
+            except SQLAlchemyError:
+                # The connection broke (a database restart took the lock with it): never pool it.
+                connection.invalidate()
+        else:
+            with _local_lock:
+                _sending_here.discard(row_id)
+
+
+#: Seconds a consumer keeps trying to record a message the provider took, while the database is
+#: away, before it leaves that to the event's retry: a send is worth waiting for, not repeating.
+RECORD_PATIENCE = 20.0
+#: Sent but not recorded yet (the database went away during the provider's call), by outbox row,
+#: with the values to record: the event's retry in this process records them instead of sending.
+_unrecorded: dict[int, dict] = {}
+
+
+def _mark_sent(row_id: int, sent: dict) -> Update:
+    # Guarded: whoever recorded it first (this consumer's retry, the holder of the lock) keeps its values.
+    return update(Outbox).where(Outbox.id == row_id, Outbox.status != "sent").values(sent)
+
+
+def _record_later(deps: NotifierDeps, row_id: int, sent: dict) -> None:
+    with _local_lock:
+        _unrecorded[row_id] = sent
+    retrying = Retrying(stop=stop_after_delay(RECORD_PATIENCE), wait=wait_exponential(multiplier=0.2, max=2.0),
+                        retry=retry_if_exception_type(DBAPIError), reraise=True)
+    for attempt in retrying:
+        with attempt, transaction(deps.sessions) as s:
+            s.execute(_mark_sent(row_id, sent))
+    with _local_lock:
+        _unrecorded.pop(row_id, None)
+
+
+def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, options: dict,
+          deps: NotifierDeps, *, compose: Callable[[datetime], str] | None = None) -> str | None:
+    # A kill -9 between the provider's accepting the message and our recording it is the one way a
+    # message goes out twice (the redelivery finds the row still pending). So the connection that
+    # records it is taken (and pinged) before the call, and the record is one autocommitted UPDATE
+    # right after it: one round trip instead of a checkout, a ping and a read-modify-write
+    # transaction.
+    with deps.sessions() as record, _sending(record, row_id) as connection:
+        if connection is None:
+            return None
+        recomposed = compose(deps.clock()) if compose is not None else None
+        if recomposed is not None:
+            body = recomposed
+        try:
+            result = sender.send(address, body, options=options)
+        except PermanentSendError as exc:
+            if getattr(exc, "opted_out", False):
+                suppress(deps, channel, address, f"opted out: {exc}", conversation_id=_conversation_of(deps, row_id))
+            _finish(deps, row_id, "failed", error=str(exc))
+            MESSAGES_OUT.labels(channel, "failed").inc()
+            log.warning("permanent send failure on %s: %s", channel, exc, extra={"outbox_id": row_id})
+            return "failed"
+        except TransientSendError as exc:
+            _finish(deps, row_id, "pending", error=str(exc))
+            raise
+        sent = {"status": "sent", "attempts": Outbox.attempts + 1, "provider_message_id": result.provider_message_id,
+                "sent_at": deps.clock()}
+        if recomposed is not None:
+            sent["body"] = recomposed  # what the customer got, not what was drafted at the claim
+        try:
+            connection.execute(update(Outbox).where(Outbox.id == row_id).values(sent))
+        except DBAPIError as exc:
+            # The kept connection died during the call (a database restart or outage).
+            log.warning("recording a sent message on a kept connection failed (%s); retrying on new ones", exc,
+                        extra={"outbox_id": row_id})
+            _record_later(deps, row_id, sent)
+    MESSAGES_OUT.labels(channel, "sent").inc()
+    log.info("sent %s on %s", "message", channel, extra={"outbox_id": row_id})
+    return "sent"
+
+
+def _conversation_of(deps: NotifierDeps, row_id: int) -> str | None:
+    with deps.sessions() as s:
+        return s.scalar(select(Outbox.conversation_id).where(Outbox.id == row_id))
+
+
+def _finish(deps: NotifierDeps, row_id: int, status: str, *, error: str | None = None) -> None:
+    """Record a try that did not send ("pending" or "failed"); a sent one is `_send`'s UPDATE."""
+    with transaction(deps.sessions) as s:
+        _count_attempt(s.get_one(Outbox, row_id), status, error=error)
+
+
+def _count_attempt(row: Outbox, status: str, *, error: str | None = None) -> None:
+    row.attempts += 1
+    if status == "pending" and row.attempts >= MAX_SEND_ATTEMPTS:
+        # The bus dead-letters it now: it must not hold back the conversation's later messages.
+        status = "dead"
+    row.status = status
+    if error:
+        row.last_error = mask_secrets(error)[:2000]
