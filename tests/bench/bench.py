@@ -222,6 +222,17 @@ def latency(stack: Stack, msgs: list[Msg], rate: float, timeout: float, meter: C
     return out
 
 
+def describe_batches(sizes: dict[str, float]) -> str:
+    """'router.inbound 11.5 messages' per batching queue (its `queue` label), or "batching: off"."""
+    if not sizes:
+        return "batching: off"
+    parts = []
+    for key, mean in sizes.items():
+        queue = re.search(r'queue="([^"]*)"', key)
+        parts.append(f"{queue.group(1) if queue else key} {mean}")
+    return ", ".join(parts) + " messages per batch"
+
+
 def describe_cpu(c: dict[str, float]) -> str:
     parts = "  ".join(f"{name} {c[name]:.2f}" for name in PROCESSES)
     return f"{parts}  = {c['total']:.2f} ms CPU per message (bench driver and fakes {c['bench_driver']:.2f}, not counted)"
@@ -279,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         throughput(stack, batch(100), timeout=120)  # warm-up: connections, caches, the classifier
         tg = throughput(stack, batch(args.messages), timeout=600, meter=meter)
         print(f"e2e telegram: {tg}", flush=True)
-        print(f"  cpu: {describe_cpu(tg['cpu_ms_per_msg'])}", flush=True)
+        print(f"  cpu: {describe_cpu(tg['cpu_ms_per_msg'])}; {describe_batches(tg['batch_sizes'])}", flush=True)
         mixed = throughput(stack, batch(args.messages, ("telegram", "sms", "messenger")), timeout=600, meter=meter)
         print(f"e2e mixed:    {mixed}", flush=True)
         lat = latency(stack, batch(int(args.rate * args.latency_seconds)), args.rate, timeout=600, meter=meter)
@@ -368,8 +379,7 @@ def print_summary(r: dict) -> None:
          c["total"] <= CPU_TARGET),
         ("CPU bound on this machine", f"{cores * 1000 / c['total']:.0f} msgs/s ({cores} cores / total)"
          if c["total"] else "n/a", "", None),
-        ("batch sizes (mean)", ", ".join(f"{k} {v}" for k, v in r["batch_sizes"].items()) or "batching: off", "",
-         None),
+        ("batch sizes (mean)", describe_batches(r["batch_sizes"]), "", None),
         (f"latency at {r['offered_rate']:.0f}/s", f"p50 {r['p50_ms']} ms  p95 {r['p95_ms']} ms  p99 {r['p99_ms']} ms",
          f"p99 ≤ {P99_TARGET_AT_100:.0f} ms" if r["offered_rate"] == 100 else "",
          r["p99_ms"] <= P99_TARGET_AT_100 if r["offered_rate"] == 100 else None),
