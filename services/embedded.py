@@ -17,6 +17,7 @@ from typing import TextIO
 
 from services.gateway.bootstrap import build as build_gateway
 from services.gateway.bootstrap import start_pollers
+from services.gateway.owners import build_worker as build_owners_worker
 from services.notifier import bootstrap as notifier
 from services.notifier.senders import Registry
 from services.router import bootstrap as router
@@ -109,11 +110,13 @@ def start(settings: Settings, config: Config, *, host: str = "127.0.0.1", port: 
         router.build_worker(settings.broker_url, router_deps, publisher),
         notifier.build_worker(settings.broker_url, notifier_deps, publisher),
     ]
-    app, intake = build_gateway(settings, config, clock=utc_now, embedded=True,
+    app, intake = build_gateway(settings, config, clock=utc_now, embedded=True, owners=lambda: engine,
                                 extra_checks={"database": lambda: ping(engine)},
                                 extra_blueprints=[router.build_api(config, sessions, publisher, router_deps),
                                                   *router.build_pages(config, sessions, publisher,
                                                                      secure_cookies=settings.secure_cookies)])
+    # The gateway's read model of whom a call rings, from the router's ownership.phone events.
+    workers.append(build_owners_worker(settings.broker_url, lambda: engine, publisher))
     threads = [start_thread(partial(w.run, stop), w.name) for w in workers]
     threads.append(start_thread(lambda: intake.forwarder.run(stop), "spool-forwarder"))
     threads.append(start_thread(lambda: run_relay(sessions, publisher, utc_now, stop), "router-relay"))

@@ -652,6 +652,48 @@ class AddressSuppressedSchema(_Strict):
         return AddressSuppressed(**d)
 
 
+# --- PhoneOwnership v1: whom a customer's phone reaches now (router → gateway's call routing) --------
+
+
+@dataclass(frozen=True)
+class PhoneOwnership:
+    """The owner of the open conversation of a customer who has a phone identity, sent whenever it
+    changes: the conversation opened or reopened, got a new owner (or went to the team's queue), or
+    was resolved. The gateway keeps phone → owner from it (services/gateway/owners.py) to decide
+    whom a ringing call dials, without reading the router's tables.
+
+    `sequence` orders the events of one phone whatever order the bus delivers them in: the router's
+    last assignment id of the conversation (increasing over a customer's conversations and
+    reopenings); a resolution carries the same sequence as the assignment it closes and wins over
+    it. The routing key is `ownership.phone`: no queue but the gateway's binds `ownership.#`, so the
+    notifier and the router never see it."""
+
+    TYPE: ClassVar[str] = "ownership.phone"
+    VERSION: ClassVar[int] = 1
+
+    conversation_id: str
+    phones: tuple[str, ...]  # the customer's E.164 phone identities, at least one
+    owner_id: str | None  # None: in the team's queue, or resolved
+    open: bool
+    sequence: int
+    changed_at: datetime
+
+
+class PhoneOwnershipSchema(_Strict):
+    conversation_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
+    phones = fields.List(fields.String(validate=validate.Length(min=1, max=32)), required=True,
+                         validate=validate.Length(min=1, max=50))
+    owner_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    open = fields.Boolean(required=True)
+    sequence = fields.Integer(required=True, validate=validate.Range(min=0))
+    changed_at = AwareDateTime(required=True)
+
+    @post_load
+    def _make(self, d: dict, **_: Any) -> PhoneOwnership:
+        d["phones"] = tuple(d["phones"])
+        return PhoneOwnership(**d)
+
+
 # --- the envelope ---------------------------------------------------------------------------
 
 
@@ -670,6 +712,7 @@ PAYLOAD_SCHEMAS: dict[tuple[str, int], type[Schema]] = {
     (SurveyResult.TYPE, SurveyResult.VERSION): SurveyResultSchema,
     (MailReport.TYPE, MailReport.VERSION): MailReportSchema,
     (AddressSuppressed.TYPE, AddressSuppressed.VERSION): AddressSuppressedSchema,
+    (PhoneOwnership.TYPE, PhoneOwnership.VERSION): PhoneOwnershipSchema,
 }
 
 

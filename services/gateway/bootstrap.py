@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from flask import Blueprint, Flask
+from sqlalchemy import Engine
 
 from services.gateway.app import GatewayDeps, create_app
 from services.gateway.channels import Inbound, InboundAdapter
@@ -22,7 +23,7 @@ from services.gateway.channels.twilio_voice import STAGES as VOICE_STAGES
 from services.gateway.channels.twilio_voice import TwilioVoiceAdapter
 from services.gateway.imap_poller import ImapPoller
 from services.gateway.intake import Intake
-from services.gateway.owner_lookup import owner_lookup
+from services.gateway.owners import lazy_engine, owner_lookup
 from services.gateway.spool import Spool
 from services.gateway.survey_pages import survey_blueprint
 from services.gateway.telegram_poller import TelegramPoller
@@ -39,7 +40,8 @@ from shared.web import health_blueprint
 log = logging.getLogger(__name__)
 
 
-def build_adapters(settings: Settings, config: Config, *, embedded: bool) -> dict[str, InboundAdapter]:
+def build_adapters(settings: Settings, config: Config, *, embedded: bool,
+                   owners: Callable[[], Engine] | None = None) -> dict[str, InboundAdapter]:
     if embedded:
         # `make run` needs no credentials: unset webhook secrets are the well-known development
         # secret, which `switchboard simulate` signs with. Services mode never does this.
@@ -55,7 +57,7 @@ def build_adapters(settings: Settings, config: Config, *, embedded: bool) -> dic
         "twilio_sms": TwilioSmsAdapter(settings.twilio_auth_token, default_region=region),
         "twilio_status": TwilioStatusAdapter(settings.twilio_auth_token),
         "meta": MetaAdapter(settings.meta_app_secret, settings.meta_verify_token),
-        **voice_adapters(settings, config, embedded=embedded),
+        **voice_adapters(settings, config, embedded=embedded, owners=owners),
         "email": EmailRelayAdapter(settings.email_relay_secret, our_domains=[config.business.email_domain],
                                    authserv_ids=_authserv_ids(config)),
     }
@@ -66,15 +68,23 @@ def _authserv_ids(config: Config) -> tuple[str, ...]:
     return email.authserv_ids if email else ()
 
 
-def voice_adapters(settings: Settings, config: Config, *, embedded: bool) -> dict[str, InboundAdapter]:
+def owners_engine(settings: Settings, *, embedded: bool) -> Callable[[], Engine] | None:
+    """The database holding the gateway's read model of whom a call rings (services/gateway/owners.py):
+    in the embedded mode this process's own, in services mode the deployment's PostgreSQL (the
+    default SQLite file would be an empty one of the gateway's own: then calls ring the team).
+    Made at first use, so a gateway whose database is down still starts."""
+    shared_db = embedded or not settings.database_url.startswith("sqlite")
+    return lazy_engine(settings.database_url) if shared_db else None
+
+
+def voice_adapters(settings: Settings, config: Config, *, embedded: bool,
+                   owners: Callable[[], Engine] | None = None) -> dict[str, InboundAdapter]:
     """The five Twilio Voice endpoints. A call in hours rings the owner of the caller's open
-    conversation, read from the router's database: in the embedded mode it is this process's own,
-    in services mode only a PostgreSQL DATABASE_URL is shared (the default SQLite file would be an
-    empty one of the gateway's own). Without it, or when the read fails, the team's phone rings."""
+    conversation, read from the gateway's own table (`owners`); without it, or when the read fails,
+    the team's phone rings."""
     phone = config.channels.get("phone")
     region = phone.region if phone else "PL"
-    shared_db = embedded or not settings.database_url.startswith("sqlite")
-    lookup = owner_lookup(settings.database_url) if shared_db else None
+    lookup = owner_lookup(owners) if owners is not None else None
     return {
         ("twilio_voice" if stage == "call" else f"twilio_voice_{stage}"): TwilioVoiceAdapter(
             settings.twilio_auth_token, stage=stage, config=config, public_base_url=settings.public_base_url,
@@ -146,12 +156,14 @@ def declare_topology(url: str) -> None:
 
 def build(settings: Settings, config: Config, *, clock: Callable[[], datetime], embedded: bool = False,
           extra_checks: dict[str, Callable[[], None]] | None = None, spool_name: str = "gateway.sqlite",
-          extra_blueprints: list[Blueprint] | None = None) -> tuple[Flask, Intake]:
+          extra_blueprints: list[Blueprint] | None = None,
+          owners: Callable[[], Engine] | None = None) -> tuple[Flask, Intake]:
+    """`owners`: the database of the voice adapter's owner look-up (see owners_engine)."""
     publisher = Publisher(settings.broker_url, declare_topology=True)
     spool = Spool(Path(settings.spool_dir) / spool_name)
     intake = Intake(publisher, spool)
     deps = GatewayDeps(
-        config=config, intake=intake, adapters=build_adapters(settings, config, embedded=embedded),
+        config=config, intake=intake, adapters=build_adapters(settings, config, embedded=embedded, owners=owners),
         public_base_url=settings.public_base_url, max_body_bytes=settings.max_body_bytes, clock=clock,
     )
     checks = {"broker": broker_check(settings.broker_url), "spool": spool.check, **(extra_checks or {})}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
 
@@ -12,11 +13,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.router.handlers import RouterDeps, handle_inbound_batch
 from services.router.models import CategoryCorrection
+from services.router.operations import publish_pending
+from services.router.ownership import publish_after_opening
 from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher
 from shared.bus.topology import ROUTER_INBOUND
 from shared.config import Config
+from shared.contracts import Envelope
 from shared.runtime import utc_now
+
+log = logging.getLogger(__name__)
 
 
 def build_deps(config: Config, sessions: sessionmaker[Session]) -> RouterDeps:
@@ -63,10 +69,26 @@ def build_pages(config: Config, sessions: sessionmaker[Session], publisher: Publ
                                          secure_cookies=secure_cookies))
 
 
+def route_and_tell_the_gateway(envelopes: Sequence[Envelope], *, deps: RouterDeps,
+                               publisher: Publisher) -> list[list[Envelope] | Exception]:
+    """The worker's batch handler: route the batch, then publish the gateway's `ownership.phone`
+    events of the conversations it opened (stored pending with them; what is not published here
+    the relay publishes). The returned events are the notifier's, published by the worker before
+    its ack."""
+    results = handle_inbound_batch(envelopes, deps)
+    events = [e for result in results if not isinstance(result, Exception) for e in result]
+    try:
+        publish_after_opening(events, partial(publish_pending, deps.sessions, publisher))
+    except Exception as exc:  # noqa: BLE001 - the batch is committed; the relay publishes what is left
+        log.warning("ownership events left to the relay: %s: %s", type(exc).__name__, exc)
+    return results
+
+
 def build_worker(broker_url: str, deps: RouterDeps, publisher: Publisher, *, prefetch: int = 16,
                  batch_size: int = 32, batch_wait_ms: float = 10.0) -> Worker:
     """The inbound consumer in micro-batches (SWITCHBOARD_BATCH_SIZE, SWITCHBOARD_BATCH_WAIT_MS): a
     batch is one transaction, one commit, one confirm wait and one ack; 1 is a message at a time."""
-    return Worker(url=broker_url, spec=ROUTER_INBOUND, batch_handler=partial(handle_inbound_batch, deps=deps),
+    return Worker(url=broker_url, spec=ROUTER_INBOUND,
+                  batch_handler=partial(route_and_tell_the_gateway, deps=deps, publisher=publisher),
                   publisher=publisher, prefetch=prefetch, name="router", stage="routed",
                   batch_size=batch_size, batch_wait=batch_wait_ms / 1000)

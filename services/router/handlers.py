@@ -40,6 +40,7 @@ from services.router.models import (
     RouterOutbox,
     SenderBucket,
 )
+from services.router.ownership import PHONE, opening_ownership_id, record_phone_ownership
 from services.router.revisions import apply_revision, revision_of
 from services.router.survey_replies import survey_reply
 from shared.config import Config, Limits
@@ -348,8 +349,9 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         conv.owner_id, conv.team_id, conv.assignment_reason = decision.agent_id, team_id, decision.reason
         conv.promise_due = promise
         s.flush()  # claims the one-open-conversation index now: a racing replica fails here and retries
-        s.add(Assignment(conversation_id=conv.id, agent_id=decision.agent_id, team_id=team_id,
-                         reason=f"{decision.rule}: {decision.reason}", assigned_at=at))
+        assignment = Assignment(conversation_id=conv.id, agent_id=decision.agent_id, team_id=team_id,
+                                reason=f"{decision.rule}: {decision.reason}", assigned_at=at)
+        s.add(assignment)
         opened = True
     else:
         if not verified:
@@ -384,6 +386,12 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         )
         events.append(Envelope.wrap(event, message_id=derive_id("event", event.TYPE, envelope.message_id),
                                     correlation_id=envelope.correlation_id, occurred_at=at))
+        s.flush()  # the assignment's id orders the gateway's view of this phone's owner
+        # A customer made by this message has only the identities it brought: no query for them.
+        phones = None if known else [i.value for i in (msg.sender, *msg.linked_identities) if i.kind == PHONE]
+        record_phone_ownership(s, conv, at=at, sequence=assignment.id, phones=phones,
+                               message_id=opening_ownership_id(envelope.message_id),
+                               correlation_id=envelope.correlation_id)
     elif not msg.automatic and _earns_notice(s, customer.id, msg, deps.config.limits, at):
         # The owner hears of a new customer message (an auto-reply is not one worth a notice; a
         # burst from one sender is stored but tells the owner only at the flood control's pace).

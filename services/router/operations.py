@@ -39,6 +39,7 @@ from services.router.models import (
     Message,
     RouterOutbox,
 )
+from services.router.ownership import record_phone_ownership
 from shared.bus.publisher import BusUnavailable, Publisher
 from shared.calendar import Calendar
 from shared.config import Agent, Config
@@ -138,8 +139,10 @@ def assign(s: Session, conv: Conversation, decision: Decision, at: datetime) -> 
     previous = conv.owner_id
     conv.owner_id, conv.team_id, conv.assignment_reason = decision.agent_id, decision.team_id, decision.reason
     reason = f"{decision.rule}: {decision.reason}"
-    s.add(Assignment(conversation_id=conv.id, agent_id=decision.agent_id, team_id=decision.team_id,
-                     reason=reason, assigned_at=at))
+    assignment = Assignment(conversation_id=conv.id, agent_id=decision.agent_id, team_id=decision.team_id,
+                            reason=reason, assigned_at=at)
+    s.add(assignment)
+    s.flush()  # its id orders the gateway's view of the customer's phone (services/router/ownership.py)
     event = ConversationAssigned(
         conversation_id=conv.id, opening=conv.opening, owner_id=decision.agent_id, team_id=decision.team_id,
         previous_owner_id=previous, reason=reason, assigned_at=at, channel=conv.channel, category=conv.category,
@@ -148,6 +151,7 @@ def assign(s: Session, conv: Conversation, decision: Decision, at: datetime) -> 
     # The API and the inbox publish every pending event after their commit (relay_pending with no
     # age); the router's relay thread catches anything left behind.
     store_event(s, Envelope.wrap(event, message_id=new_id(), correlation_id=new_id(), occurred_at=at), conv.id, at)
+    record_phone_ownership(s, conv, at=at, sequence=assignment.id, message_id=new_id(), correlation_id=new_id())
 
 
 def _work(conv: Conversation) -> OpenWork:
@@ -270,6 +274,8 @@ def resolve(s: Session, config: Config, conv: Conversation, *, at: datetime, cor
                                  last_customer_message_at=conv.last_message_at)
     envelope = Envelope.wrap(event, message_id=new_id(), correlation_id=correlation_id, occurred_at=at)
     store_event(s, envelope, conv.id, at)
+    # Its calls ring the team from now on (published with the API's pending events).
+    record_phone_ownership(s, conv, at=at, message_id=new_id(), correlation_id=correlation_id)
     # A resolved conversation has nothing left to do: its calls to return are done with it.
     s.execute(update(CallbackTask).where(CallbackTask.conversation_id == conv.id, CallbackTask.done_at.is_(None))
               .values(done_at=at, done_by="resolved"))

@@ -10,6 +10,7 @@
     notifier ──"feedback.survey_result"──▶ [switchboard] ── feedback.# ──▶ router.inbound (the KPIs' surveys)
     router ──"delivery.mail_report"──▶ [switchboard] ── delivery.# ──▶ notifier.events (a bounce of our mail)
     notifier ──"suppression.address"──▶ [switchboard] ── suppression.# ──▶ router.inbound (shown to agents)
+    router ──"ownership.phone"──▶ [switchboard] ── ownership.# ──▶ gateway.owners ──▶ gateway (whom a call rings)
 
     [switchboard.direct] (direct), routing key = queue name, carries the plumbing of each queue Q:
 
@@ -105,8 +106,10 @@ class QueueSpec:
 
 ROUTER_INBOUND = QueueSpec("router.inbound", ("inbound.#", "feedback.#", "suppression.#"))
 NOTIFIER_EVENTS = QueueSpec("notifier.events", ("conversation.#", "delivery.#", "survey.#"))
+#: The gateway's read model of who owns a caller's conversation (services/gateway/owners.py).
+GATEWAY_OWNERS = QueueSpec("gateway.owners", ("ownership.#",))
 
-QUEUES: dict[str, QueueSpec] = {q.name: q for q in (ROUTER_INBOUND, NOTIFIER_EVENTS)}
+QUEUES: dict[str, QueueSpec] = {q.name: q for q in (ROUTER_INBOUND, NOTIFIER_EVENTS, GATEWAY_OWNERS)}
 
 
 def is_rabbitmq(conn: Connection) -> bool:

@@ -20,9 +20,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from services.gateway import owners
 from services.gateway.channels import RawRequest
 from services.gateway.channels.twilio_voice import TwilioVoiceAdapter
-from services.gateway.owner_lookup import owner_lookup
 from services.notifier.ack import compose_ack
 from services.notifier.bootstrap import build_senders
 from services.notifier.handlers import NotifierDeps, handle_event
@@ -32,7 +32,15 @@ from services.router.api import ApiDeps, build_api
 from services.router.handlers import RouterDeps, handle_inbound
 from services.router.models import CallbackTask, Conversation, Identity, Message, PhoneCall, RouterOutbox
 from shared.bus.publisher import Publisher
-from shared.contracts import ConversationOpened, DeliveryStatus, Envelope, Redirected, decode, derive_id
+from shared.contracts import (
+    ConversationOpened,
+    DeliveryStatus,
+    Envelope,
+    PhoneOwnership,
+    Redirected,
+    decode,
+    derive_id,
+)
 from shared.db import make_engine, migrate, session_factory, transaction
 from shared.settings import load_settings
 from shared.web import install_json_errors
@@ -144,11 +152,18 @@ def test_a_missed_call_alone_still_makes_a_task(example_config, deps, sessions) 
 
 
 def test_the_gateway_finds_the_owner_of_a_callers_open_conversation(example_config, deps, sessions, pg_url) -> None:
-    lookup = owner_lookup(pg_url)
+    engine = owners.gateway_engine(pg_url)
+    lookup = owners.owner_lookup(lambda: engine)
     assert lookup("+442071838750") is None
     [event] = handle_inbound(callback(example_config, "recording", "recording_completed", SATURDAY_EVENING), deps)
+    # The router's ownership.phone event (stored for the bus), applied as the gateway's consumer does.
+    with sessions() as s:
+        stored = [decode(body) for body in s.scalars(select(RouterOutbox.body))]
+    for ownership in (e for e in stored if e.type == PhoneOwnership.TYPE):
+        owners.record(ownership, lambda: engine)
     assert lookup("+442071838750") == event.payload.owner_id is not None
     assert lookup("+48601234567") is None
+    engine.dispose()
 
 
 def test_the_caller_is_acknowledged_by_sms_from_the_number_they_called(example_config, deps, sessions) -> None:
