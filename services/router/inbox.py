@@ -41,7 +41,8 @@ from sqlalchemy.orm import Session
 from services.router import automatic, kpi_store, listing, macros
 from services.router import login_throttle as throttle
 from services.router import operations as ops
-from services.router.api import ApiDeps, led_teams, may_see, visible_to
+from services.router.access import led_teams, may_see, visible_to
+from services.router.api import ApiDeps
 from services.router.display import customer_label
 from services.router.models import (
     AgentPassword,

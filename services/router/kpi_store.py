@@ -49,6 +49,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.router import kpis
+from services.router.access import led_teams
 from services.router.models import Conversation, ConversationSurvey, KpiDaily, KpiDay, KpiDirtyDay, Message
 from shared.calendar import Calendar
 from shared.config import Agent, Config
@@ -70,13 +71,6 @@ class ScopeError(Exception):
 class Scope:
     team: str | None
     agent: str | None
-
-
-def led_teams(agent: Agent, config: Config) -> set[str]:
-    teams = {t.id for t in config.teams.values() if t.lead == agent.id}
-    if agent.role == "lead":
-        teams.add(agent.team)
-    return teams
 
 
 def scope_for(asker: Agent | None, config: Config, team: str | None, agent: str | None) -> Scope:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, literal, select, true, tuple_, union_all
 from sqlalchemy.orm import Session
 
-from services.router.kpi_store import led_teams
+from services.router.access import led_teams
 from services.router.models import Conversation
 from shared.config import Agent, Config
 from shared.db import UTCDateTime

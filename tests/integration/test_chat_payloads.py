@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.gateway.channels.meta import parse_payload
-from services.router.api import HistoryMessage
+from services.router.api_schemas import HistoryMessage
 from services.router.handlers import RouterDeps, handle_inbound
 from services.router.models import Conversation, Message
 from services.router.revisions import OriginalNotStoredYet
