@@ -31,79 +31,18 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from services.gateway.intake import Intake
 from shared.config import Config
 from shared.contracts import Envelope, SurveyAnswer, SurveyOptOut, derive_id
+from shared.locale import words
 from shared.survey_links import SCALES, LinkAction, LinkExpired, LinkInvalid, read_link, sign_link
+from shared.vocabulary import LANGUAGES
 
 log = logging.getLogger(__name__)
 
 MAX_COMMENT = 2000
+LOCALE_DIR = Path(__file__).with_name("locale")
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
-TEXTS: dict[str, dict[str, str]] = {
-    "en": {"title": "Survey", "thanks": "Thank you for your rating!", "comment_label": "Anything to add? (optional)",
-           "send": "Send", "comment_thanks": "Thank you, we have your comment.",
-           "unsubscribed": "Done: you will not receive any more surveys from us.",
-           "invalid": "Sorry, this link is not valid. Nothing was recorded.",
-           "expired": "Sorry, this survey link has expired. Nothing was recorded — thank you anyway!",
-           "question_csat": "How would you rate the help you received from us?",
-           "question_nps": "How likely are you to recommend us to a friend or colleague?",
-           "low_csat": "very poor", "high_csat": "excellent", "low_nps": "not at all likely",
-           "high_nps": "extremely likely", "unsubscribe_link": "No more surveys"},
-    "de": {"title": "Umfrage", "thanks": "Vielen Dank für Ihre Bewertung!",
-           "comment_label": "Möchten Sie etwas ergänzen? (optional)", "send": "Senden",
-           "comment_thanks": "Danke, wir haben Ihren Kommentar erhalten.",
-           "unsubscribed": "Erledigt: Sie erhalten von uns keine Umfragen mehr.",
-           "invalid": "Dieser Link ist leider ungültig. Es wurde nichts gespeichert.",
-           "expired": "Dieser Umfragelink ist leider abgelaufen. Es wurde nichts gespeichert — trotzdem danke!",
-           "question_csat": "Wie zufrieden sind Sie mit unserer Hilfe?",
-           "question_nps": "Wie wahrscheinlich ist es, dass Sie uns Freunden oder Kollegen weiterempfehlen?",
-           "low_csat": "sehr unzufrieden", "high_csat": "sehr zufrieden", "low_nps": "sehr unwahrscheinlich",
-           "high_nps": "äußerst wahrscheinlich", "unsubscribe_link": "Keine Umfragen mehr"},
-    "pl": {"title": "Ankieta", "thanks": "Dziękujemy za ocenę!", "comment_label": "Chcesz coś dodać? (opcjonalnie)",
-           "send": "Wyślij", "comment_thanks": "Dziękujemy, otrzymaliśmy Twój komentarz.",
-           "unsubscribed": "Gotowe: nie będziesz już otrzymywać od nas ankiet.",
-           "invalid": "Niestety ten link jest nieprawidłowy. Nic nie zostało zapisane.",
-           "expired": "Niestety ten link do ankiety wygasł. Nic nie zostało zapisane — mimo to dziękujemy!",
-           "question_csat": "Prosimy o ocenę naszej pomocy.",
-           "question_nps": "Na ile prawdopodobne jest polecenie nas znajomym lub współpracownikom?",
-           "low_csat": "bardzo źle", "high_csat": "bardzo dobrze", "low_nps": "na pewno nie",
-           "high_nps": "na pewno tak", "unsubscribe_link": "Nie chcę więcej ankiet"},
-    "ru": {"title": "Опрос", "thanks": "Спасибо за вашу оценку!", "comment_label": "Хотите что-то добавить? (необязательно)",
-           "send": "Отправить", "comment_thanks": "Спасибо, мы получили ваш комментарий.",
-           "unsubscribed": "Готово: больше мы не будем присылать вам опросы.",
-           "invalid": "К сожалению, эта ссылка недействительна. Ничего не записано.",
-           "expired": "К сожалению, срок действия ссылки истёк. Ничего не записано — всё равно спасибо!",
-           "question_csat": "Как вы оцениваете помощь, которую получили от нас?",
-           "question_nps": "Насколько вероятно, что вы порекомендуете нас друзьям или коллегам?",
-           "low_csat": "очень плохо", "high_csat": "отлично", "low_nps": "точно нет",
-           "high_nps": "обязательно порекомендую", "unsubscribe_link": "Больше не присылать опросы"},
-    "uk": {"title": "Опитування", "thanks": "Дякуємо за вашу оцінку!", "comment_label": "Бажаєте щось додати? (необов'язково)",
-           "send": "Надіслати", "comment_thanks": "Дякуємо, ми отримали ваш коментар.",
-           "unsubscribed": "Готово: ми більше не надсилатимемо вам опитувань.",
-           "invalid": "На жаль, це посилання недійсне. Нічого не записано.",
-           "expired": "На жаль, термін дії посилання минув. Нічого не записано — все одно дякуємо!",
-           "question_csat": "Як ви оцінюєте допомогу, яку отримали від нас?",
-           "question_nps": "Наскільки ймовірно, що ви порекомендуєте нас друзям або колегам?",
-           "low_csat": "дуже погано", "high_csat": "чудово", "low_nps": "точно ні",
-           "high_nps": "неодмінно порекомендую", "unsubscribe_link": "Більше не надсилати опитування"},
-    "bg": {"title": "Анкета", "thanks": "Благодарим за оценката!", "comment_label": "Искате ли да добавите нещо? (по желание)",
-           "send": "Изпрати", "comment_thanks": "Благодарим, получихме коментара ви.",
-           "unsubscribed": "Готово: няма да получавате повече анкети от нас.",
-           "invalid": "За съжаление тази връзка е невалидна. Нищо не е записано.",
-           "expired": "За съжаление тази връзка е изтекла. Нищо не е записано — все пак благодарим!",
-           "question_csat": "Как бихте оценили помощта, която получихте от нас?",
-           "question_nps": "Доколко е вероятно да ни препоръчате на приятел или колега?",
-           "low_csat": "много лошо", "high_csat": "отлично", "low_nps": "изобщо не",
-           "high_nps": "със сигурност", "unsubscribe_link": "Без повече анкети"},
-    "lt": {"title": "Apklausa", "thanks": "Ačiū už jūsų įvertinimą!", "comment_label": "Norite ką nors pridurti? (nebūtina)",
-           "send": "Siųsti", "comment_thanks": "Ačiū, jūsų komentarą gavome.",
-           "unsubscribed": "Atlikta: daugiau apklausų iš mūsų negausite.",
-           "invalid": "Deja, ši nuoroda negalioja. Niekas neįrašyta.",
-           "expired": "Deja, ši apklausos nuoroda nebegalioja. Niekas neįrašyta — vis tiek ačiū!",
-           "question_csat": "Kaip vertinate mūsų pagalbą?",
-           "question_nps": "Kiek tikėtina, kad rekomenduotumėte mus draugams ar kolegoms?",
-           "low_csat": "labai blogai", "high_csat": "puikiai", "low_nps": "tikrai ne",
-           "high_nps": "tikrai taip", "unsubscribe_link": "Daugiau apklausų nesiųsti"},
-}
+#: The page's words per language, from services/gateway/locale/<language>.yaml (shared.locale.words).
+TEXTS: dict[str, dict[str, str]] = {language: words(LOCALE_DIR, language)["survey_page"] for language in LANGUAGES}
 
 _templates = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
                          autoescape=select_autoescape(default=True, default_for_string=True))

@@ -31,11 +31,38 @@ def language_code(language: str | None, *, default: str | None = None) -> str:
 
 
 @functools.cache
-def date_words(language: str) -> dict[str, Any]:
-    """The date words of one language code (weekdays, months, the "at"/"by" phrases)."""
+def words(folder: Path, language: str) -> dict[str, Any]:
+    """The words of one language from `<folder>/<language>.yaml`: the one way translations are stored
+    (a folder per owner, a file per language, the same keys in each — `missing_words` checks that)."""
     import yaml
 
-    data = yaml.safe_load((_DIR / f"{language}.yaml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((folder / f"{language_code(language)}.yaml").read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{folder / language}.yaml holds no mapping of words")
+    return data
+
+
+def missing_words(folder: Path, reference: str = "en") -> dict[str, list[str]]:
+    """Per language, the keys (dotted paths) it lacks or has beyond the reference language's file."""
+
+    def paths(tree: Any, prefix: str = "") -> set[str]:
+        if not isinstance(tree, dict):
+            return {prefix}
+        return {p for key, sub in tree.items() for p in paths(sub, f"{prefix}.{key}" if prefix else str(key))}
+
+    expected = paths(words(folder, reference))
+    out = {}
+    for language in LANGUAGES:
+        have = paths(words(folder, language))
+        if have != expected:
+            out[language] = sorted(expected ^ have)
+    return out
+
+
+@functools.cache
+def date_words(language: str) -> dict[str, Any]:
+    """The date words of one language code (weekdays, months, the "at"/"by" phrases)."""
+    data = dict(words(_DIR, language))
     data.setdefault("at_word_by_hour", {})
     return data
 

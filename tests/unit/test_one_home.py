@@ -15,13 +15,17 @@ from pathlib import Path
 import pytest
 
 from shared import vocabulary
+from shared.locale import missing_words
 from shared.phone import country_language, to_e164
 
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Copies known to remain, each with whose it is; an entry that is no longer a copy fails too, so
-#: the list only shrinks. texts.py is the notifier's, edited by its own owner this round.
-KNOWN_COPIES = {("services/notifier/texts.py", "CATEGORIES")}
+#: the list only shrinks. The notifier's texts.py and surveys.py are edited by their own owner this
+#: round: its CATEGORIES, and three Python dicts of words keyed by language (a second way to store
+#: translations beside the YAML files).
+KNOWN_COPIES = {("services/notifier/texts.py", "CATEGORIES"),
+                ("services/notifier/surveys.py", "TRANSLATIONS_IN_PYTHON")}
 
 
 def sources() -> Iterator[tuple[str, ast.Module]]:
@@ -58,6 +62,9 @@ def copies_in(tree: ast.AST) -> set[str]:
                      if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)}
             if len(pairs & set(vocabulary.COUNTRY_LANGUAGE.items())) >= 5:
                 found.add("COUNTRY_LANGUAGE")
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+            if keys >= set(vocabulary.LANGUAGES):
+                found.add("TRANSLATIONS_IN_PYTHON")  # words belong in <language>.yaml files
     return found
 
 
@@ -75,8 +82,22 @@ def test_the_scan_finds_a_copy() -> None:
     # The scan itself: a literal copy in any order, or a country map sharing five entries, is found.
     tree = ast.parse('X = ["sun", "sat", "fri", "thu", "wed", "tue", "mon"]\n'
                      'Y = {"PL": "pl", "DE": "de", "UA": "uk", "LT": "lt", "BG": "bg", "FR": "fr"}\n'
-                     'Z = ("en", "ru", "bg")')
-    assert copies_in(tree) == {"WEEKDAYS", "COUNTRY_LANGUAGE"}
+                     'Z = ("en", "ru", "bg")\n'
+                     'W = {"en": "Hi", "ru": "Привет", "bg": "Здравей", "pl": "Cześć", "lt": "Labas", "uk": "Привіт", '
+                     '"de": "Hallo"}')
+    assert copies_in(tree) == {"WEEKDAYS", "COUNTRY_LANGUAGE", "TRANSLATIONS_IN_PYTHON"}
+
+
+@pytest.mark.parametrize("folder", ["services/gateway/locale"])
+def test_every_language_has_the_same_words(folder: str) -> None:
+    assert missing_words(ROOT / folder) == {}
+
+
+def test_a_missing_word_is_named(tmp_path: Path) -> None:
+    for language in vocabulary.LANGUAGES:
+        (tmp_path / f"{language}.yaml").write_text("page: {title: T, send: S}\n", encoding="utf-8")
+    (tmp_path / "lt.yaml").write_text("page: {title: T, sent: S}\n", encoding="utf-8")
+    assert missing_words(tmp_path) == {"lt": ["page.send", "page.sent"]}
 
 
 def test_the_old_names_are_the_shared_objects() -> None:

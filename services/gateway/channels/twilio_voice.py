@@ -45,15 +45,15 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from twilio.twiml.voice_response import VoiceResponse
 
 from services.gateway.channels import Malformed, RawRequest
 from services.gateway.channels.twilio import TWIML_CONTENT_TYPE, TwilioSignature, form_params
 from shared.config import Config
 from shared.contracts import WITHHELD_CALL, Attachment, Identity, InboundMessage
-from shared.locale import day_groups, format_when
+from shared.locale import day_groups, format_when, words
 from shared.phone import country_language, to_e164
+from shared.vocabulary import LANGUAGES
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ ANSWERED = frozenset({"completed", "answered"})
 CALL_ENDED = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 CALL_STATUSES = frozenset({"queued", "ringing", "in-progress"}) | CALL_ENDED
 
-PROMPTS_FILE = Path(__file__).with_name("voice_prompts.yaml")
+#: The words, per language: the `voice` part of services/gateway/locale/<language>.yaml.
+LOCALE_DIR = Path(__file__).parent.parent / "locale"
 
 # Call, recording and transcription SIDs are two letters and 32 hex digits.
 _SID = re.compile(r"^(?P<prefix>[A-Z]{2})[0-9a-fA-F]{32}$")
@@ -92,7 +93,7 @@ OwnerLookup = Callable[[str], str | None]
 
 @functools.cache
 def prompts() -> dict[str, dict[str, Any]]:
-    return yaml.safe_load(PROMPTS_FILE.read_text(encoding="utf-8"))
+    return {language: words(LOCALE_DIR, language)["voice"] for language in LANGUAGES}
 
 
 def caller_language(caller: str | None, languages: Sequence[str], default: str) -> str:
