@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from kombu import Connection
 from kombu.message import Message
@@ -114,7 +115,6 @@ class Worker:
         # A batch is what the prefetch holds: it must be able to hold a whole one.
         self.prefetch = max(prefetch, self.batch_size) if batch_handler is not None else prefetch
         self.batch_poll = BATCH_POLL
-        self._pending: list[_Delivery] = []
         self.name = name or spec.name
         # The latency stage this consumer completes (e.g. "routed"), measured from the webhook.
         self.stage = stage
@@ -149,8 +149,11 @@ class Worker:
     def _consume(self, conn: Connection, stop: threading.Event) -> None:
         queue = work_queue(self.spec, self._rabbit)
         batching = self.batch_handler is not None
-        self._pending = []
-        with conn.Consumer([queue], callbacks=[self._collect if batching else self._on_message],
+        # This connection's deliveries being gathered: one list per run, because a service runs one
+        # Worker in several threads, each with its own connection and channel, whose delivery tags
+        # mean nothing on another's channel.
+        pending: list[_Delivery] = []
+        with conn.Consumer([queue], callbacks=[partial(self._collect, pending) if batching else self._on_message],
                            prefetch_count=self.prefetch, accept=["json"], on_decode_error=self._on_decode_error):
             self.ready.set()
             log.info("consumer %s ready", self.name)
@@ -161,16 +164,17 @@ class Worker:
                     if self._rabbit:
                         conn.heartbeat_check()
                     continue
-                if batching and self._pending:
-                    self._gather(conn)
-                    batch, self._pending = self._pending, []
+                if batching and pending:
+                    self._gather(conn, pending)
+                    batch = pending[:]
+                    pending.clear()
                     self._handle_batch(batch)
         # Leaving the `with` cancels the consumer: unacked deliveries go back to the queue.
         self.ready.clear()
 
     # -- a micro-batch -----------------------------------------------------------------------
 
-    def _collect(self, body, message) -> None:
+    def _collect(self, pending: list[_Delivery], body, message) -> None:
         """A delivery joins the batch being gathered; poison goes to Q.dlq at once, alone."""
         headers = dict(message.headers or {})
         try:
@@ -180,15 +184,15 @@ class Worker:
             self._dead_letter(body, message, headers, f"contract: {exc}")
             DEAD_LETTERS.labels(self.spec.name, "contract").inc()
             return
-        self._pending.append(_Delivery(body, message, headers, int(headers.get(ATTEMPTS_HEADER, 0) or 0), envelope))
+        pending.append(_Delivery(body, message, headers, int(headers.get(ATTEMPTS_HEADER, 0) or 0), envelope))
 
-    def _gather(self, conn: Connection) -> None:
+    def _gather(self, conn: Connection, pending: list[_Delivery]) -> None:
         """More deliveries while the prefetch has them at hand, up to batch_size or batch_wait.
         In memory (embedded mode) a batch is one message: that transport ignores a multiple ack."""
         if not self._rabbit:
             return
         deadline = time.monotonic() + self.batch_wait
-        while len(self._pending) < self.batch_size:
+        while len(pending) < self.batch_size:
             left = deadline - time.monotonic()
             if left <= 0:
                 return

@@ -256,3 +256,28 @@ def test_publish_many_waits_for_every_confirm(rabbit_url: str) -> None:
 def test_publish_many_to_a_dead_broker_raises_bus_unavailable() -> None:
     with pytest.raises(BusUnavailable):
         Publisher("amqp://guest:guest@127.0.0.1:1/").publish_many([inbound_envelope(1), inbound_envelope(2)])
+
+
+def test_one_worker_in_several_threads_keeps_each_channels_batches_apart(rabbit_url: str) -> None:
+    # A service runs one Worker in several consumer threads, each on its own connection: a delivery
+    # tag means something only on its own channel, so no thread may gather or ack another's.
+    envelopes = queued(rabbit_url, 90)
+    store = Store()
+    stop = threading.Event()
+    worker = Worker(url=rabbit_url, spec=ROUTER_INBOUND, batch_handler=store, publisher=Publisher(rabbit_url),
+                    batch_size=8, batch_wait=0.05)
+    threads = [threading.Thread(target=worker.run, args=(stop,), daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        until(lambda: count(rabbit_url, "router.inbound") == 0 and unacked(rabbit_url, "router.inbound") == 0
+              and sum(store.kept.values()) == 90, timeout=60, message="all handled and acked")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert store.kept == Counter(e.message_id for e in envelopes)
+    # Each delivered once: no channel was closed by an ack of a tag it never gave (which redelivers).
+    handled = Counter(i for batch in store.batches for i in batch)
+    assert handled == Counter(e.message_id for e in envelopes)
+    assert events_in(rabbit_url) == Counter(event_for(e).message_id for e in envelopes)
