@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import delete, text
 
 from shared.config import load_config
 from shared.db import make_engine, migrate, session_factory, transaction
@@ -76,11 +76,13 @@ def load(url: str, n: int, config) -> float:
     return seconds + time.monotonic() - started
 
 
-def build_rollups(url: str, config) -> float:
+def build_rollups(url: str, config, *, build: bool = True) -> float:
     """The backfill as an upgraded router does it: every day of the history marked (what migration
     0017 does to a history stored before it; the loader's set-based inserts bypass the router's
-    marks), then the roll-up job builds the days. Returns its seconds."""
+    marks), then the roll-up job builds the days. Returns its seconds. `build` False leaves every
+    day marked: the report reads the conversations alone, as before the roll-ups."""
     from services.router import kpi_store
+    from services.router.models import KpiDaily, KpiDay
 
     engine = make_engine(url, pool_size=1)
     try:
@@ -88,8 +90,12 @@ def build_rollups(url: str, config) -> float:
         sessions = session_factory(engine)
         started = time.monotonic()
         with transaction(sessions) as s:
+            if not build:
+                s.execute(delete(KpiDaily))
+                s.execute(delete(KpiDay))
             kpi_store.mark_every_day(s)
-        kpi_store.refresh_rollups(sessions, config.business_calendar)
+        if build:
+            kpi_store.refresh_rollups(sessions, config.business_calendar)
         seconds = time.monotonic() - started
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(
@@ -133,20 +139,26 @@ def login(client: httpx.Client, token: str) -> None:
 
 
 def measure(*, conversations: int = 1_000_000, repeat: int = 5, verbose: bool = True,
-            database_url: str | None = None) -> dict:
+            database_url: str | None = None, rollups: bool = True) -> dict:
     """`database_url`: a database this module loaded before (its `load`), measured again as it is."""
     config = load_config(ROOT / "deploy" / "switchboard.yaml")
     lead = next(t.lead for t in config.teams.values())
     db_name, db_url = (None, database_url) if database_url else infra.new_database()
     vhost, broker_url = infra.new_vhost()
     services = None
+    holder = None
     try:
         load_s = load(db_url, conversations, config) if db_name else 0.0
         if verbose and db_name:
             print(f"kpi bench: loaded {conversations} conversations in {load_s:.0f}s", flush=True)
         token = token_for(db_url, lead)
-        rollup_s = build_rollups(db_url, config)
-        if verbose:
+        rollup_s = build_rollups(db_url, config, build=rollups)
+        if not rollups:  # the router's roll-up job finds the lock taken and builds nothing
+            from services.router.kpi_store import ROLLUP_LOCK
+
+            holder = make_engine(db_url, pool_size=1).connect()
+            holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ROLLUP_LOCK})
+        if verbose and rollups:
             print(f"kpi bench: daily roll-ups of the whole history built in {rollup_s:.1f}s", flush=True)
         workdir = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
         env, ports = services_env(broker_url=broker_url, database_url=db_url, workdir=workdir)
@@ -180,7 +192,8 @@ def measure(*, conversations: int = 1_000_000, repeat: int = 5, verbose: bool = 
         result = {
             "kpi_conversations": conversations,
             "kpi_load_seconds": round(load_s, 1) if db_name else None,
-            "kpi_rollup_backfill_seconds": round(rollup_s, 1),
+            "kpi_rollups": rollups,
+            "kpi_rollup_backfill_seconds": round(rollup_s, 1) if rollups else None,
             "kpi_loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
             "kpi_ms_by_period_days": by_period,
             "conversations_first_page_p95_ms": round(percentile(first_page, 95), 1),
@@ -195,6 +208,9 @@ def measure(*, conversations: int = 1_000_000, repeat: int = 5, verbose: bool = 
     finally:
         if services is not None:
             services.stop_all()
+        if holder is not None:
+            holder.close()
+            holder.engine.dispose()
         infra.drop_vhost(vhost)
         if db_name:
             infra.drop_database(db_name)
@@ -205,9 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--database-url", help="measure a database loaded earlier by this module instead")
+    parser.add_argument("--no-rollups", action="store_true",
+                        help="leave every day marked: the figures from the conversations alone, as before the roll-ups")
     parser.add_argument("--out", type=Path, default=OUT, help="these keys are merged into it")
     args = parser.parse_args(argv)
-    result = measure(conversations=args.conversations, repeat=args.repeat, database_url=args.database_url)
+    result = measure(conversations=args.conversations, repeat=args.repeat, database_url=args.database_url,
+                     rollups=not args.no_rollups)
     result["kpi_machine"] = {"cpus": os.cpu_count(), "loadavg_at_start": LOADAVG_AT_START,
                              "note": "shared with other engineers' test runs at the time"}
     print(json.dumps(result, indent=2))
