@@ -50,7 +50,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.router import kpis
 from services.router.access import led_teams
-from services.router.models import Conversation, ConversationSurvey, KpiDaily, KpiDay, KpiDirtyDay, Message
+from services.router.models import (
+    Conversation,
+    ConversationSurvey,
+    KpiDaily,
+    KpiDailySurveys,
+    KpiDay,
+    KpiDirtyDay,
+    Message,
+)
 from shared.calendar import Calendar
 from shared.config import Agent, Config
 from shared.contracts import SurveyResult
@@ -184,6 +192,9 @@ def record_survey_result(s: Session, result: SurveyResult) -> None:
               "token": func.coalesce(table.token, stmt.excluded.token),
               # Once commented, always: the router's own mark is never undone by an older report.
               "commented": table.commented | stmt.excluded.commented}))
+    # The survey roll-ups of its conversation's day are rebuilt (in this same transaction's mark).
+    s.execute(sa_insert(KpiDirtyDay).from_select(["utc_day"], select(_utc_day_of(s, Conversation.opened_at)).where(
+        Conversation.id == result.conversation_id)))
 
 
 # --- daily roll-ups per team and agent ---------------------------------------------------------------
@@ -236,11 +247,26 @@ def _mark_touched_days(session: Session, _flush_context) -> None:
         session.connection().execute(sa_insert(KpiDirtyDay), [{"utc_day": d} for d in sorted(days)])
 
 
+def _utc_day_of(s: Session, column):
+    return (cast(func.timezone("UTC", column), Date) if s.get_bind().dialect.name == "postgresql"
+            else func.date(column))
+
+
 def mark_every_day(s: Session) -> None:
     """Every UTC day the history has a conversation on is to be (re)built (a change of zone)."""
-    utc_day = (cast(func.timezone("UTC", Conversation.opened_at), Date)
-               if s.get_bind().dialect.name == "postgresql" else func.date(Conversation.opened_at))
-    s.execute(sa_insert(KpiDirtyDay).from_select(["utc_day"], select(utc_day).distinct()))
+    s.execute(sa_insert(KpiDirtyDay).from_select(["utc_day"], select(_utc_day_of(s, Conversation.opened_at))
+                                                 .distinct()))
+
+
+def _day_of(at: datetime, tz: ZoneInfo) -> date:
+    """The day whose day_range holds `at` (its local date but on a day a zone's clock jumps
+    across midnight)."""
+    day = at.astimezone(tz).date()
+    while at < day_range(day, tz)[0]:
+        day -= timedelta(days=1)
+    while at >= day_range(day, tz)[1]:
+        day += timedelta(days=1)
+    return day
 
 
 def day_range(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
@@ -279,8 +305,41 @@ def _build_day(s: Session, day: date, tz: ZoneInfo) -> None:
     unsettled = and_(func.coalesce(c.reply_to, "") != "", c.first_response_at.is_(None))
     stable_after = s.scalar(select(type_coerce(func.max(case((unsettled, func.coalesce(c.resolved_at, c.promise_due)))),
                                                UTCDateTime())).where(*where))
+    cs = ConversationSurvey
+    surveys: dict[tuple, list[int]] = {}
+    # The day's conversations first, then their surveys by key: joined in one query, PostgreSQL
+    # prefers scanning every survey of the history to a thousand key lookups.
+    scope_of = {cid: (team, owner) for cid, team, owner in s.execute(select(c.id, c.team_id, c.owner_id).where(*where))}
+    ids = list(scope_of)
+    found: list = []
+    for i in range(0, len(ids), 500):
+        found += s.execute(select(cs.conversation_id, cs.sent_at, cs.kind, cs.score).where(
+            cs.conversation_id.in_(ids[i:i + 500]), cs.sent_at.is_not(None))).all()
+    for cid, sent_at, kind, score in found:
+        if sent_at is None:  # excluded by the query; the column's type cannot say so
+            continue
+        team, owner = scope_of[cid]
+        # sent, answered, CSAT answers, CSAT 4-5, NPS answers, promoters, detractors (kpis.survey_counts)
+        counts = surveys.setdefault((_day_of(sent_at, tz), team, owner), [0] * 7)
+        counts[0] += 1
+        if score is not None:
+            counts[1] += 1
+            at = 2 if kind == "csat" else 4 if kind == "nps" else None
+            if at is not None:
+                counts[at] += 1
+                if kind == "csat":
+                    counts[3] += score >= 4
+                else:
+                    counts[5] += score >= 9
+                    counts[6] += score <= 6
     s.execute(delete(KpiDaily).where(KpiDaily.day == day))
+    s.execute(delete(KpiDailySurveys).where(KpiDailySurveys.day == day))
     s.execute(delete(KpiDay).where(KpiDay.day == day))
+    if surveys:
+        s.execute(sa_insert(KpiDailySurveys), [
+            {"day": day, "sent_day": sent_day, "team_id": team, "owner_id": owner, "sent": n[0], "answered": n[1],
+             "csat_answers": n[2], "csat_good": n[3], "nps_answers": n[4], "promoters": n[5], "detractors": n[6]}
+            for (sent_day, team, owner), n in surveys.items()])
     if rows:
         s.execute(sa_insert(KpiDaily), [
             {"day": day, "team_id": team, "owner_id": owner, "channel": channel, "category": category,
@@ -304,6 +363,7 @@ def refresh_rollups(sessions: sessionmaker[Session], calendar: Calendar, *, days
                 return built  # another replica is at it
             if s.scalar(select(KpiDay.day).where(KpiDay.timezone != tz.key).limit(1)) is not None:
                 s.execute(delete(KpiDaily))
+                s.execute(delete(KpiDailySurveys))
                 s.execute(delete(KpiDay))
                 mark_every_day(s)
             utc_days = list(s.scalars(select(KpiDirtyDay.utc_day).distinct().order_by(KpiDirtyDay.utc_day)
@@ -560,18 +620,7 @@ def aggregates(s: Session, scope: Scope, start: datetime, end: datetime, now: da
                                     .where(*in_rest).group_by(c.channel, c.category, c.language, c.owner_id)):
             add_volume(*volume_row)
 
-    cs = ConversationSurvey
-    in_scope = select(c.id).where(*in_period)
-    sent, answered, csat_n, csat_good, nps_n, promoters, detractors = s.execute(
-        select(func.count(), func.count(cs.score),
-               func.sum(case((and_(cs.kind == "csat", cs.score.is_not(None)), 1), else_=0)),
-               func.sum(case((and_(cs.kind == "csat", cs.score >= 4), 1), else_=0)),
-               func.sum(case((and_(cs.kind == "nps", cs.score.is_not(None)), 1), else_=0)),
-               func.sum(case((and_(cs.kind == "nps", cs.score >= 9), 1), else_=0)),
-               func.sum(case((and_(cs.kind == "nps", cs.score <= 6), 1), else_=0)))
-        .where(cs.sent_at >= start, cs.sent_at < end, cs.conversation_id.in_(in_scope))).one()
-    surveys = kpis.SurveyCounts(sent or 0, answered or 0, csat_n or 0, csat_good or 0, nps_n or 0,
-                                promoters or 0, detractors or 0)
+    surveys = _surveys(s, scope, start, end, runs, rest, in_period, tz)
 
     heat, unstaffed = _arrivals(s, scope, start, end, local, kpis.staffed_spans(shifts, start, end), pg)
     if pg:
@@ -586,6 +635,51 @@ def aggregates(s: Session, scope: Scope, start: datetime, end: datetime, now: da
         resolution = _percentiles(s, c.resolution_s, in_period)
     return kpis.Aggregates(volume=volume, owned=owned, days=days, reopened=reopened, first_response=first,
                            resolution=resolution, surveys=surveys, heat=heat, unstaffed=unstaffed)
+
+
+def _surveys(s: Session, scope: Scope, start: datetime, end: datetime, runs: list[tuple[date, date]],
+             rest: list[tuple[datetime, datetime]], in_period: list, tz: ZoneInfo) -> kpis.SurveyCounts:
+    """The surveys sent in the period of the period's conversations in scope, in three disjoint
+    parts: both days rolled up (kpi_daily_surveys); sent in the rest of the period (the partial
+    edge days: few, found by their sending time); sent in a rolled-up day but of a conversation
+    opened in the rest (found from those few conversations)."""
+    c, cs = Conversation, ConversationSurvey
+    totals = [0] * 7
+
+    def add(row) -> None:
+        for i, n in enumerate(row):
+            totals[i] += n or 0
+
+    def counts(table):
+        return (func.count(), func.count(table.score),
+                func.sum(case((and_(table.kind == "csat", table.score.is_not(None)), 1), else_=0)),
+                func.sum(case((and_(table.kind == "csat", table.score >= 4), 1), else_=0)),
+                func.sum(case((and_(table.kind == "nps", table.score.is_not(None)), 1), else_=0)),
+                func.sum(case((and_(table.kind == "nps", table.score >= 9), 1), else_=0)),
+                func.sum(case((and_(table.kind == "nps", table.score <= 6), 1), else_=0)))
+
+    def within(column, ranges):
+        return or_(*[and_(column >= a, column < b) for a, b in ranges])
+
+    if not runs:  # nothing rolled up: the surveys of the period's conversations, as one pass
+        add(s.execute(select(*counts(cs)).where(cs.sent_at >= start, cs.sent_at < end,
+                                                cs.conversation_id.in_(select(c.id).where(*in_period)))).one())
+        return kpis.SurveyCounts(*totals)
+    k = KpiDailySurveys
+    rolled = [within(k.day, runs), within(k.sent_day, runs)]
+    if scope.team is not None:
+        rolled.append(k.team_id == scope.team)
+    if scope.agent is not None:
+        rolled.append(k.owner_id == scope.agent)
+    add(s.execute(select(func.sum(k.sent), func.sum(k.answered), func.sum(k.csat_answers), func.sum(k.csat_good),
+                         func.sum(k.nps_answers), func.sum(k.promoters), func.sum(k.detractors))
+                  .where(*rolled)).one())
+    if rest:
+        joined = select(*counts(cs)).select_from(cs).join(c, c.id == cs.conversation_id)
+        add(s.execute(joined.where(within(cs.sent_at, rest), *in_period)).one())
+        rolled_utc = [(day_range(a, tz)[0], day_range(b - timedelta(days=1), tz)[1]) for a, b in runs]
+        add(s.execute(joined.where(within(cs.sent_at, rolled_utc), within(c.opened_at, rest), *in_period[2:])).one())
+    return kpis.SurveyCounts(*totals)
 
 
 def _in_scope(scope: Scope) -> list:

@@ -334,6 +334,30 @@ class KpiDaily(Base):
     reopened: Mapped[int] = mapped_column(Integer)
 
 
+class KpiDailySurveys(Base):
+    """The surveys of one local day's conversations (`day`: opened that day), added up per team,
+    owner and the day each was sent (`sent_day`: the day whose [midnight, midnight) holds its
+    sending time), rebuilt with the day's other roll-ups: a report adds the rows whose opening and
+    sending days are both rolled-up days of its period."""
+
+    __tablename__ = "kpi_daily_surveys"
+    __table_args__ = (Index("ix_kpi_daily_surveys_day", "day"), Index("ix_kpi_daily_surveys_team_day", "team_id", "day"),
+                      Index("ix_kpi_daily_surveys_owner_day", "owner_id", "day"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[date] = mapped_column(Date)
+    sent_day: Mapped[date] = mapped_column(Date)
+    team_id: Mapped[str | None] = mapped_column(String(64))
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    sent: Mapped[int] = mapped_column(Integer)
+    answered: Mapped[int] = mapped_column(Integer)
+    csat_answers: Mapped[int] = mapped_column(Integer)
+    csat_good: Mapped[int] = mapped_column(Integer)
+    nps_answers: Mapped[int] = mapped_column(Integer)
+    promoters: Mapped[int] = mapped_column(Integer)
+    detractors: Mapped[int] = mapped_column(Integer)
+
+
 class KpiDay(Base):
     """A local day whose roll-up rows are built, in which zone, and from when its promise outcomes
     no longer depend on the time of asking (the latest due time of an unanswered promise, or

@@ -82,7 +82,7 @@ def build_rollups(url: str, config, *, build: bool = True) -> float:
     marks), then the roll-up job builds the days. Returns its seconds. `build` False leaves every
     day marked: the report reads the conversations alone, as before the roll-ups."""
     from services.router import kpi_store
-    from services.router.models import KpiDaily, KpiDay
+    from services.router.models import KpiDaily, KpiDailySurveys, KpiDay
 
     engine = make_engine(url, pool_size=1)
     try:
@@ -91,8 +91,8 @@ def build_rollups(url: str, config, *, build: bool = True) -> float:
         started = time.monotonic()
         with transaction(sessions) as s:
             if not build:
-                s.execute(delete(KpiDaily))
-                s.execute(delete(KpiDay))
+                for table in (KpiDaily, KpiDailySurveys, KpiDay):
+                    s.execute(delete(table))
             kpi_store.mark_every_day(s)
         if build:
             kpi_store.refresh_rollups(sessions, config.business_calendar)

@@ -30,6 +30,7 @@ from services.router.models import (
     ConversationSurvey,
     Customer,
     KpiDaily,
+    KpiDailySurveys,
     KpiDay,
     KpiDirtyDay,
     Message,
@@ -85,7 +86,7 @@ def store(sessions, rows, arrivals, surveys, calendar) -> None:
 
 def clear(sessions) -> None:
     with transaction(sessions) as s:
-        for model in (ConversationSurvey, Message, Conversation, Customer, KpiDaily, KpiDay, KpiDirtyDay):
+        for model in (ConversationSurvey, Message, Conversation, Customer, KpiDaily, KpiDailySurveys, KpiDay, KpiDirtyDay):
             s.execute(delete(model))
 
 
@@ -490,10 +491,10 @@ def test_migration_0012_backfills_resolution_times_and_the_surveys_sent_before_i
     engine.dispose()
 
 
-def test_migrations_0016_and_0017_roll_back_and_forth_and_the_figures_stay(db, example_config) -> None:
+def test_migrations_0016_0017_and_0019_roll_back_and_forth_and_the_figures_stay(db, example_config) -> None:
     """0016 rebuilds the period indexes with the report's columns (PostgreSQL's INCLUDE) and adds
-    the customer-messages index; 0017 adds the daily roll-ups and marks every day of the history
-    for the roll-up job (the backfill): an operator can roll both back and forward on a live
+    the customer-messages index; 0017 and 0019 add the daily roll-ups (and their surveys') and mark
+    every day of the history for the roll-up job (the backfill): an operator can roll both back and forward on a live
     history and the week's figures are the same, before the job ran and after."""
     from alembic import command
     from alembic.config import Config as AlembicConfig
@@ -519,7 +520,7 @@ def test_migrations_0016_and_0017_roll_back_and_forth_and_the_figures_stay(db, e
     kpi_store.refresh_rollups(db, example_config.business_calendar)
     before = figures()
     move(command.downgrade, "0016")
-    assert not inspect(db.kw["bind"]).has_table("kpi_daily")
+    assert not {"kpi_daily", "kpi_daily_surveys"} & set(inspect(db.kw["bind"]).get_table_names())
     move(command.downgrade, "0015")
     move(command.upgrade, "head")
     with db() as s:  # the backfill: every UTC day a conversation opened on, marked
