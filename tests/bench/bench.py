@@ -405,10 +405,10 @@ def print_summary(r: dict) -> None:
                         r["conversations_first_page_p95_ms"] <= 200))
         targets.append(("router RSS after a year's KPIs", f"{r['router_rss_mib_before_kpis']} → "
                         f"{r['router_rss_mib_after_kpis']} MiB", "≤ 1.2 ×", r["router_rss_ratio_after_kpis"] <= 1.2))
-    print(f"\n{'figure':<28}{'measured':<90}{'target':<16}")
+    print(f"\n{'figure':<32}{'measured':<90}{'target':<16}")
     for name, value, target, ok in targets:
         mark = "" if ok is None else ("PASS" if ok else "FAIL")
-        print(f"{name:<28}{value:<90}{target:<16}{mark}")
+        print(f"{name:<32}{value:<90}{target:<16}{mark}")
     print(f"mode: {r['mode']}{' (BENCH_QUICK=1)' if r.get('quick') else ''}")
     print(f"machine: {r['machine']['cpus']} CPUs, load average at start {r['machine']['loadavg_at_start']}, "
           f"at end {r['machine'].get('loadavg_at_end')} (pid {os.getpid()})")
