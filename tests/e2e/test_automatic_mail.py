@@ -7,13 +7,13 @@ recipient put where Postfix puts the returned message's, as the receiving server
 
 from __future__ import annotations
 
-import time
 from email import message_from_bytes, policy
 
 import pytest
 
 from tests.e2e.test_channels import FIXTURES, MAIL, email, fakes, services  # noqa: F401 - fixtures used by name
-from tests.e2e.test_telegram_slice import db_count
+from tests.support.barrier import at_rest
+from tests.support.db import db_count
 from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e
@@ -54,10 +54,11 @@ def test_a_bounce_of_our_acknowledgement_fails_it_and_suppresses_the_address(ser
     assert fakes["smtp"].to(CUSTOMER) == [ack]
 
 
-def test_a_vacation_reply_and_spam_open_nothing_and_notify_nobody(services, fakes, pg_url) -> None:  # noqa: F811
+def test_a_vacation_reply_and_spam_open_nothing_and_notify_nobody(services, fakes, pg_url,  # noqa: F811
+                                                                 rabbit_url) -> None:
     assert email(services, MAIL).status_code == 200
     until(lambda: fakes["smtp"].to(CUSTOMER), timeout=60, message="the acknowledgement")
-    time.sleep(2)  # whatever the customer's mail notifies (an agent on shift) has gone out by now
+    at_rest(rabbit_url, pg_url)  # whatever the customer's mail notifies (an agent on shift) has gone out
     before = (len(fakes["smtp"].received), db_count(pg_url, "SELECT count(*) FROM agent_notices"),
               db_count(pg_url, "SELECT count(*) FROM promises"))
 
@@ -65,7 +66,7 @@ def test_a_vacation_reply_and_spam_open_nothing_and_notify_nobody(services, fake
         assert email(services, (AUTOMATIC / f"{name}.eml").read_bytes()).status_code == 200
     until(lambda: db_count(pg_url, "SELECT count(*) FROM conversations WHERE status = 'automatic'") == 2,
           timeout=60, message="both stored as automatic mail")
-    time.sleep(3)  # the time an acknowledgement or a notice would take
+    at_rest(rabbit_url, pg_url)  # anything they would cause (an acknowledgement, a notice) has happened
     assert db_count(pg_url, "SELECT count(*) FROM conversations WHERE status = 'open'") == 1  # the customer's only
     assert (len(fakes["smtp"].received), db_count(pg_url, "SELECT count(*) FROM agent_notices"),
             db_count(pg_url, "SELECT count(*) FROM promises")) == before

@@ -18,9 +18,10 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
-from tests.e2e.test_telegram_slice import db_count
 from tests.fakes.graph_api import FakeGraphApi
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi
+from tests.support.barrier import at_rest
+from tests.support.db import db_count
 from tests.support.procs import ROOT, TELEGRAM_SECRET, Services, running_services, to_customers
 from tests.support.smtp import SmtpServer
 from tests.support.wait import until
@@ -153,7 +154,7 @@ def acks(fakes) -> dict[str, int]:
     }
 
 
-def test_every_channel_gets_exactly_one_acknowledgement_on_its_own_channel(services, fakes, pg_url) -> None:
+def test_every_channel_gets_exactly_one_acknowledgement_on_its_own_channel(services, fakes, pg_url, rabbit_url) -> None:
     for response in send_all(services):
         assert response.status_code == 200, response.text
     until(lambda: all(n >= 1 for n in acks(fakes).values()), timeout=60,
@@ -162,7 +163,7 @@ def test_every_channel_gets_exactly_one_acknowledgement_on_its_own_channel(servi
     # Every provider delivers the same events again: nothing new is stored or sent.
     for response in send_all(services):
         assert response.status_code == 200, response.text
-    time.sleep(3)  # the redeliveries have had ample time to be (wrongly) answered
+    at_rest(rabbit_url, pg_url)  # the redeliveries are through: any (wrong) answer to them has left
     assert acks(fakes) == dict.fromkeys(acks(fakes), 1)
     assert db_count(pg_url, "SELECT count(*) FROM messages") == 7
     assert db_count(pg_url, "SELECT count(*) FROM conversations") == 7
@@ -184,7 +185,7 @@ def test_every_channel_gets_exactly_one_acknowledgement_on_its_own_channel(servi
     assert parsed["Message-ID"].endswith("@support.northwind.example>")
 
 
-def test_automatic_mail_and_our_own_acknowledgement_are_never_answered(services, fakes, pg_url) -> None:
+def test_automatic_mail_and_our_own_acknowledgement_are_never_answered(services, fakes, pg_url, rabbit_url) -> None:
     assert email(services, MAIL).status_code == 200
     until(lambda: fakes["smtp"].to("mark.evans@example.com"), timeout=60, message="the acknowledgement")
     [ack] = fakes["smtp"].to("mark.evans@example.com")
@@ -195,11 +196,11 @@ def test_automatic_mail_and_our_own_acknowledgement_are_never_answered(services,
     assert email(services, ack.content).status_code == 200
     until(lambda: db_count(pg_url, "SELECT count(*) FROM messages") == 3, timeout=30,
           message="all three mails stored")
-    time.sleep(2)
+    at_rest(rabbit_url, pg_url)
     assert to_customers(fakes["smtp"].received) == [ack]
 
 
-def test_bad_signatures_are_refused_on_every_channel_and_nothing_is_stored(services, fakes, pg_url) -> None:
+def test_bad_signatures_are_refused_on_every_channel_and_nothing_is_stored(services, fakes, pg_url, rabbit_url) -> None:
     refused = [
         httpx.post(f"{services.gateway}/webhooks/telegram", json={"update_id": 1}, timeout=10,
                    headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}),
@@ -212,5 +213,5 @@ def test_bad_signatures_are_refused_on_every_channel_and_nothing_is_stored(servi
     ]
     assert [r.status_code for r in refused] == [403] * 4
     assert all(r.json()["error"] == "forbidden" for r in refused)
-    time.sleep(2)
+    at_rest(rabbit_url, pg_url)
     assert db_count(pg_url, "SELECT count(*) FROM messages") == 0

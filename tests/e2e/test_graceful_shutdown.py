@@ -15,11 +15,12 @@ import threading
 import httpx
 import pytest
 
-from tests.e2e.test_telegram_slice import db_count, post, update
+from tests.support.db import db_count
 from tests.support.procs import TELEGRAM_SECRET as SECRET
 from tests.support.procs import TELEGRAM_TOKEN as TOKEN
 from tests.support.procs import Services, services_env, to_customers
 from tests.support.tcpproxy import TcpProxy
+from tests.support.telegram import post, update
 from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e

@@ -13,8 +13,9 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.test_telegram_slice import db_count, post, update
+from tests.support.db import db_count
 from tests.support.procs import running_services
+from tests.support.telegram import post, update
 from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e

@@ -8,15 +8,17 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 
-from tests.e2e.test_surveys import Agent, query
-from tests.support.procs import TELEGRAM_SECRET, Services, running_services
+from tests.e2e.test_surveys import Agent
+from tests.support.barrier import at_rest
+from tests.support.db import db_count, query
+from tests.support.procs import Services, running_services
+from tests.support.telegram import post as post_update
+from tests.support.telegram import update
 from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e
@@ -38,16 +40,8 @@ def services(rabbit_url, pg_url, fake_bot_api, tmp_path):
         yield svc
 
 
-def update(update_id: int, user: int, text: str, *, name: str, lang: str, at: datetime | None = None) -> dict:
-    return {"update_id": update_id, "message": {
-        "message_id": update_id % 1000, "date": int(at.timestamp() if at else time.time()), "text": text,
-        "from": {"id": user, "is_bot": False, "first_name": name, "language_code": lang},
-        "chat": {"id": user, "type": "private", "first_name": name}}}
-
-
 def post(svc: Services, body: dict) -> None:
-    r = httpx.post(f"{svc.gateway}/webhooks/telegram", json=body, timeout=10,
-                   headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})
+    r = post_update(svc, body)
     assert r.status_code == 200, r.text
 
 
@@ -78,7 +72,7 @@ def test_a_message_sent_on_friday_evening_is_promised_from_its_arrival_in_the_cu
 
 
 def test_a_minute_of_provider_errors_loses_nothing_and_keeps_each_conversations_order(
-        services, fake_bot_api, pg_url) -> None:
+        services, fake_bot_api, pg_url, rabbit_url) -> None:
     customers = [5012346000 + i for i in range(6)]
     post(services, update(930000, customers[0], "Hi, where is my parcel? Order 48213", name="Mark", lang="en"))
     until(lambda: fake_bot_api.sent_to(customers[0]), timeout=30, message="the first acknowledgement")
@@ -90,7 +84,11 @@ def test_a_minute_of_provider_errors_loses_nothing_and_keeps_each_conversations_
         post(services, update(930000 + i, user, "Hello, my order has not arrived yet.", name="Ann", lang="en"))
     agent.post("reply", {"text": "First: your parcel left our warehouse on Monday."})
     agent.post("reply", {"text": "Second: the courier will call you before noon."})
-    time.sleep(5)
+    # Every one of the five acknowledgements and two replies has been tried at least once (or held
+    # behind the one before it), all during the outage.
+    until(lambda: db_count(pg_url, "SELECT count(*) FROM outbox WHERE kind IN ('ack', 'reply') "
+                                   "AND status = 'pending' AND attempts >= 1") == 7,
+          timeout=60, message="every message tried during the outage")
     assert all(len(fake_bot_api.sent_to(u)) == 0 for u in customers[1:])  # nothing got through yet
 
     try:
@@ -99,7 +97,7 @@ def test_a_minute_of_provider_errors_loses_nothing_and_keeps_each_conversations_
     finally:
         print("outbox:", query(pg_url, "SELECT id, kind, address, status, attempts, left(last_error, 80) FROM outbox"
                                        " ORDER BY id"))
-    time.sleep(3)
+    at_rest(rabbit_url, pg_url)
     assert [len(fake_bot_api.sent_to(u)) for u in customers] == [3, 1, 1, 1, 1, 1]
     texts = [m.text for m in fake_bot_api.sent_to(customers[0])]
     assert texts[1].startswith("First:") and texts[2].startswith("Second:"), texts

@@ -10,14 +10,14 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from sqlalchemy import text
 from twilio.request_validator import RequestValidator
 
 from services.router.operations import issue_token
 from shared.db import make_engine, session_factory, transaction
 from shared.runtime import utc_now
-from tests.e2e.test_telegram_slice import db_count
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi
+from tests.support.barrier import at_rest
+from tests.support.db import db_count, query
 from tests.support.procs import TELEGRAM_SECRET, Services, running_services
 from tests.support.wait import until
 
@@ -77,15 +77,6 @@ def sms(svc: Services, body: str, sid: str) -> httpx.Response:
                       headers={"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"})
 
 
-def query(url: str, sql: str) -> list[tuple]:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
-
-
 class Agent:
     """The conversation's owner (or the team lead, for a queued one) on the agent API."""
 
@@ -108,7 +99,8 @@ def surveys_to_user(fake_bot_api) -> list:
     return [m for m in fake_bot_api.sent_to(USER) if m.reply_markup and "inline_keyboard" in m.reply_markup]
 
 
-def test_one_survey_after_a_human_reply_one_answer_and_stop_is_honoured(services, fake_bot_api, twilio_api, pg_url):
+def test_one_survey_after_a_human_reply_one_answer_and_stop_is_honoured(services, fake_bot_api, twilio_api, pg_url,
+                                                                        rabbit_url):
     # The customer writes, then shares their own contact: Telegram user and phone are one customer.
     assert telegram(services, message(810001, text="Hi, where is my parcel? Order 48213")).status_code == 200
     until(lambda: fake_bot_api.sent_to(USER), timeout=30, message="the acknowledgement")
@@ -155,7 +147,9 @@ def test_one_survey_after_a_human_reply_one_answer_and_stop_is_honoured(services
     agent.post("reply", {"text": "Yes, done."})
     agent.post("resolve")
     until(lambda: db_count(pg_url, "SELECT count(*) FROM surveys") == 2, timeout=30, message="the second resolve")
-    time.sleep(8)  # past the delay and a ticker round: a survey would have gone out by now
+    # Past the delay, the survey decided (nothing scheduled any more), and whatever it sent has left.
+    at_rest(rabbit_url, pg_url,
+            also=lambda: db_count(pg_url, "SELECT count(*) FROM surveys WHERE status = 'scheduled'") == 0)
     assert query(pg_url, "SELECT opening, status FROM surveys ORDER BY opening") == [(1, "answered"), (2, "skipped")]
     assert len(surveys_to_user(fake_bot_api)) == 1
     assert twilio_api.sent_to(PHONE) == []

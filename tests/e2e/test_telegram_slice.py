@@ -13,11 +13,12 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support.procs import TELEGRAM_SECRET, Services, running_services, to_customers
+from tests.support.db import db_count
+from tests.support.procs import TELEGRAM_SECRET, running_services, to_customers
+from tests.support.telegram import post, update
 from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e
-
 
 
 @pytest.fixture
@@ -25,27 +26,6 @@ def services(rabbit_url, pg_url, fake_bot_api, tmp_path):
     with running_services(broker_url=rabbit_url, database_url=pg_url, workdir=tmp_path,
                           telegram_api=fake_bot_api.base_url) as svc:
         yield svc
-
-
-def update(update_id: int, user_id: int, text: str, name: str = "Olena", lang: str = "uk") -> dict:
-    return {"update_id": update_id, "message": {
-        "message_id": update_id % 1000, "date": int(time.time()), "text": text,
-        "from": {"id": user_id, "is_bot": False, "first_name": name, "language_code": lang},
-        "chat": {"id": user_id, "type": "private", "first_name": name}}}
-
-
-def post(svc: Services, body: dict, secret: str = TELEGRAM_SECRET) -> httpx.Response:
-    return httpx.post(f"{svc.gateway}/webhooks/telegram", json=body, timeout=10,
-                      headers={"X-Telegram-Bot-Api-Secret-Token": secret})
-
-
-def db_count(url: str, sql: str) -> int:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text(sql)).scalar_one()
-    finally:
-        engine.dispose()
 
 
 def test_update_becomes_one_message_and_one_acknowledgement(services, fake_bot_api, pg_url) -> None:

@@ -9,7 +9,6 @@ Every answer is 2xx or 4xx, never 5xx; a 4xx stored and published nothing."""
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from shared.db import make_engine, migrate, session_factory, transaction
 from shared.web import install_json_errors
 from tests.conftest import EXAMPLE_CONFIG
 from tests.fuzz.settings import fuzz
+from tests.support.classify import Verdict
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # a Wednesday, in hours
 
@@ -44,13 +44,6 @@ class RecordingPublisher(Publisher):
 
     def publish(self, envelope: Envelope, **kwargs) -> None:
         self.published.append(envelope)
-
-
-@dataclass
-class Verdict:
-    category: str = "delivery"
-    confidence: float = 0.9
-    reason: dict = field(default_factory=dict)
 
 
 def build() -> tuple[Flask, object, RecordingPublisher, str, list[str]]:

@@ -47,6 +47,7 @@ from shared.contracts import (
 from shared.contracts import Identity as Ident
 from shared.db import make_engine, migrate, session_factory, transaction
 from shared.web import install_json_errors
+from tests.support.classify import Verdict
 from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
@@ -55,13 +56,6 @@ WARSAW = ZoneInfo("Europe/Warsaw")
 # A Wednesday morning: anna (pl en ru), jonas (lt en de) and maria (bg en de ru) are on shift, taras
 # (uk ru en pl) starts at 12:00.
 WED = datetime(2026, 11, 25, 10, 0, tzinfo=WARSAW)
-
-
-@dataclass
-class Verdict:
-    category: str
-    confidence: float = 0.9
-    reason: dict = field(default_factory=dict)
 
 
 def classify(text, subject, language, channel) -> Verdict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -45,6 +44,8 @@ from shared.db import make_engine, migrate, session_factory, transaction
 from shared.settings import load_settings
 from shared.web import install_json_errors
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi
+from tests.support.classify import Verdict
+from tests.support.db import count
 
 pytestmark = pytest.mark.integration
 
@@ -57,13 +58,6 @@ CA_C, CA_E = "CA3d5f7b9c1e3a4f6b8d0f2a4c6e8b0d23", "CA5f7b9d1e3a5c6b8d0f2b4c6e8a
 CA_W = "CA6a8c0e2f4b6d7c9e1a3c5d7f9b1e3a67"  # a withheld number's voicemail
 TRANSCRIPT = ("Hi, this is Tom. I ordered the leather boots last week, order 48213, and the courier never came. "
               "Could you call me back, please? Thanks.")
-
-
-@dataclass
-class Verdict:
-    category: str
-    confidence: float = 0.9
-    reason: dict = field(default_factory=dict)
 
 
 def fake_classify(text, subject, language, channel) -> Verdict:
@@ -86,11 +80,6 @@ def callback(config, stage: str, fixture: str, at: datetime, **changes: str) -> 
                                public_base_url="https://support.northwind.example").parse(req)
     return Envelope.wrap(msg, message_id=derive_id(msg.channel, msg.external_id), correlation_id=f"c-{fixture}",
                          occurred_at=at)
-
-
-def count(sessions, model) -> int:
-    with sessions() as s:
-        return s.scalar(select(func.count()).select_from(model))
 
 
 def test_a_voicemail_delivered_twice_is_one_message_and_one_task(example_config, deps, sessions) -> None:

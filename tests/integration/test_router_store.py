@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from services.router.handlers import RouterDeps, handle_inbound
 from services.router.models import Assignment, Conversation, Customer, Message
 from shared.contracts import Envelope, Identity, InboundMessage, derive_id
 from shared.db import make_engine, migrate, session_factory
+from tests.support.classify import Verdict
+from tests.support.db import count
 
 pytestmark = pytest.mark.integration
 
 WARSAW = ZoneInfo("Europe/Warsaw")
-
-
-@dataclass
-class Verdict:
-    category: str
-    confidence: float = 0.9
-    reason: dict = field(default_factory=dict)
 
 
 def fake_classify(text, subject, language, channel) -> Verdict:
@@ -53,11 +47,6 @@ def envelope(n: int, at: datetime, *, user: str = "42", text: str = "Where is my
                          received_at=at, text=text, sender_name=name, language_hint=lang)
     return Envelope.wrap(msg, message_id=derive_id("telegram", msg.external_id), correlation_id=f"c{n}",
                          occurred_at=at)
-
-
-def count(sessions, model) -> int:
-    with sessions() as s:
-        return s.scalar(select(func.count()).select_from(model))
 
 
 def test_friday_evening_message_is_promised_for_monday_in_business_time(deps, sessions) -> None:

@@ -9,7 +9,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def until(condition: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.05, message: str = "") -> T:
+def until(condition: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.05,
+          message: str | Callable[[], str] = "") -> T:
+    """`message`: what was awaited, for the failure (a callable: made then, with the latest state)."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
@@ -17,4 +19,5 @@ def until(condition: Callable[[], T], *, timeout: float = 20.0, interval: float 
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message or condition}; last value: {last!r}")
+    text = message() if callable(message) else message
+    raise AssertionError(f"timed out after {timeout}s waiting for {text or condition}; last value: {last!r}")
