@@ -235,7 +235,8 @@ def build_api(deps: ApiDeps) -> Blueprint:
     @route("/callbacks/<int:callback_id>/done", "POST", "Mark a call returned", response=CallbackResult)
     def complete_callback(callback_id: int):
         with transaction(deps.sessions) as s:
-            task = s.get(CallbackTask, callback_id, with_for_update=True)
+            # Past a 64-bit integer no task has that id (and SQLite would refuse to compare it): 404.
+            task = s.get(CallbackTask, callback_id, with_for_update=True) if callback_id < 2 ** 63 else None
             if task is None:
                 raise ApiError(404, "not_found", f"no call-back task {callback_id}")
             _conversation(s, task.conversation_id, lock=True)  # 403 unless the agent's or their team's

@@ -109,3 +109,9 @@ def test_the_token_reaches_the_authenticated_paths(path) -> None:
     client = APP.test_client()
     assert client.get(path).status_code == 401
     assert client.get(path, headers=AUTH).status_code == 200
+
+
+def test_a_call_back_id_past_64_bits_is_not_found_not_a_server_error() -> None:
+    # Found by the fuzz run above: SQLite cannot even compare such a number (OverflowError → 500).
+    client = APP.test_client()
+    assert client.post("/api/v1/callbacks/99999999999999999999/done", headers=AUTH).status_code == 404
