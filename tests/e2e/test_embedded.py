@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.db import query
 from tests.support.procs import ROOT, free_port
 from tests.support.wait import until
 
@@ -164,3 +165,16 @@ def test_a_newcomer_can_leave_a_voicemail_or_hang_up_and_is_answered_by_sms(embe
     assert "Please call me back about order 4471" in texts  # the transcript is the voicemail's text
     text = out.read_text()
     assert text.count("[sandbox sms → +48601777666]") == 1 and text.count("[sandbox sms → +48601777555]") == 1
+
+
+def test_a_texting_customers_owner_reaches_the_gateways_own_table_for_their_calls(embedded) -> None:
+    # One process, the in-memory bus: the router's ownership.phone reaches the gateway's consumer,
+    # which keeps whom this number's calls ring in its own table, beside the router's.
+    base, env, out = embedded
+    done = simulate_on(base, env, "sms", "Dzień dobry, gdzie jest moja paczka?", "--from", "+48601234567")
+    assert done.returncode == 0 and "→ 200" in done.stdout, (done.stdout, done.stderr)
+    db = env["DATABASE_URL"]
+    rows = until(lambda: query(db, "SELECT phone, owner_id, open FROM gateway_phone_owners"), timeout=30,
+                 message="the gateway's row for the number")
+    assert rows == [("+48601234567", *query(db, "SELECT owner_id FROM conversations")[0], 1)]
+
