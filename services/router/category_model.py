@@ -49,7 +49,7 @@ def data_digest(data_dir: Path) -> str:
     h = hashlib.sha256(f"features v{FEATURE_VERSION}\n".encode())
     for sub in ("train", "lexicon"):
         for path in sorted((data_dir / sub).glob("*.*")):
-            if path.suffix in (".yaml", ".ini"):
+            if path.suffix in (".yaml", ".jsonl", ".ini"):
                 h.update(f"{sub}/{path.name}\n".encode())
                 h.update(path.read_bytes())
     return h.hexdigest()

@@ -31,6 +31,7 @@ and would otherwise decide the category.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -494,12 +495,34 @@ def shipped_lexicon(data_dir: Path = DATA_DIR) -> tuple[Term, ...]:
     return tuple(terms)
 
 
+def parse_labelled_lines(text: str) -> list[Example]:
+    """Training file (JSON Lines, several languages): {"text", "category", "lang", "subject"?} a line."""
+    out: list[Example] = []
+    for line in text.splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out.append(Example(str(r["text"]).strip(), str(r["category"]), r.get("subject"), r.get("lang")))
+    return out
+
+
+def training_files(data_dir: Path = DATA_DIR) -> list[Path]:
+    """train/<lang>.yaml, train/<lang>.<part>.yaml (en.chat.yaml is English) and train/*.jsonl, in one order."""
+    return sorted(p for p in (data_dir / "train").glob("*.*") if p.suffix in (".yaml", ".jsonl"))
+
+
+def parse_training_file(path: Path) -> list[Example]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return parse_labelled_lines(text)
+    return parse_examples(text, path.stem.split(".")[0])
+
+
 @lru_cache(maxsize=4)
 def shipped_examples(data_dir: Path = DATA_DIR) -> tuple[Example, ...]:
-    """The training set: train/<lang>.yaml and train/<lang>.<part>.yaml (en.chat.yaml is English)."""
+    """The training set, every file of :func:`training_files`."""
     examples: list[Example] = []
-    for path in sorted((data_dir / "train").glob("*.yaml")):
-        examples.extend(parse_examples(path.read_text(encoding="utf-8"), path.stem.split(".")[0]))
+    for path in training_files(data_dir):
+        examples.extend(parse_training_file(path))
     return tuple(examples)
 
 

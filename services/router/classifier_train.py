@@ -5,8 +5,18 @@
 
 (`make classifier-model` runs both.) Only the training set under classifier_data/train is used:
 tests/data/classify/*.jsonl are regression sets the lexicon was tuned on, and the blind
-evaluation sets are never read here. Folds are stratified by language and category together, so
-every fold holds every language's every category.
+evaluation sets are never read here.
+
+Two cross-validations, both stratified by language and category together:
+
+* grouped (the one that chooses the settings): much of the training data says the same thing in
+  several languages (a batch's sentence and its translations sit in the same category at about the
+  same place of each language's file; the two spent blind sets hold one template per line index
+  in every language). Each such cluster — batch, category and block of about eight positions; for
+  the JSON Lines sets, set and block of five line indexes within a language — is one group, and
+  a group is never split between training and test folds (StratifiedGroupKFold);
+* plain (StratifiedKFold), reported beside it: optimistic, since a fold can test a sentence while
+  training on its translation.
 
 Needs the "train" extra (scikit-learn); the router itself only reads the written weights.
 """
@@ -22,15 +32,50 @@ from pathlib import Path
 from typing import Any
 
 from services.router.category_model import MODEL_FILE, FeatureOptions, LinearModel, data_digest
-from services.router.classifier import DATA_DIR, DEFAULT_CATEGORIES, Classifier, Example, shipped_examples
+from services.router.classifier import (
+    DATA_DIR,
+    DEFAULT_CATEGORIES,
+    Classifier,
+    Example,
+    parse_training_file,
+    shipped_examples,
+    training_files,
+)
 
 FOLDS = 5
 SEED = 17
 C_GRID = (10.0, 30.0, 100.0)
 OPTION_GRID = {"focus_extra": (0.5,), "lexicon_scale": (0.5, 1.0)}
 TEMPERATURES = tuple(round(0.3 + 0.05 * k, 2) for k in range(75))
+BLOCK = 8  # positions of a category's list in one batch file that count as one group
+LINE_BLOCK = 5  # line indexes (per language) of a JSON Lines set that count as one group
 MIN_DOCS = 2  # an n-gram seen in one training message only is noise, and bloats the model
 PRUNE_BELOW = 0.002
+
+
+def example_groups(data_dir: Path = DATA_DIR) -> list[str]:
+    """The CV group of every training example, in shipped_examples() order (see the module doc)."""
+    groups: list[str] = []
+    for path in training_files(data_dir):
+        examples = parse_training_file(path)
+        batch = ".".join(path.stem.split(".")[1:]) or "base"
+        if path.suffix == ".jsonl":
+            seen: dict[str | None, int] = {}
+            for e in examples:
+                k = seen.get(e.language, 0)
+                seen[e.language] = k + 1
+                groups.append(f"{path.stem}/{k // LINE_BLOCK}")
+            continue
+        sizes: dict[str, int] = {}
+        for e in examples:
+            sizes[e.category] = sizes.get(e.category, 0) + 1
+        pos: dict[str, int] = {}
+        for e in examples:
+            k = pos.get(e.category, 0)
+            pos[e.category] = k + 1
+            blocks = max(1, round(sizes[e.category] / BLOCK))
+            groups.append(f"{batch}/{e.category}/{k * blocks // sizes[e.category]}")
+    return groups
 
 
 def featurise(examples: Sequence[Example], options: FeatureOptions) -> list[dict[str, float]]:
@@ -76,17 +121,22 @@ def _softmax_rows(z: Any, t: float) -> Any:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def cross_validate(examples: Sequence[Example], C: float, options: FeatureOptions) -> dict[str, Any]:
-    """Out-of-fold decision values for every training example."""
+def cross_validate(examples: Sequence[Example], C: float, options: FeatureOptions,
+                   groups: Sequence[str] | None = None) -> dict[str, Any]:
+    """Out-of-fold decision values for every training example (grouped folds when groups are given)."""
     import numpy as np
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     X = _cached_matrix(examples, options)
     y = np.array([e.category for e in examples])
     strata = [f"{e.language}/{e.category}" for e in examples]
     classes = sorted(set(y))
     z = np.zeros((len(examples), len(classes)))
-    for train, test in StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(X, strata):
+    if groups is None:
+        folds = StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(X, strata)
+    else:
+        folds = StratifiedGroupKFold(FOLDS, shuffle=True, random_state=SEED).split(X, strata, list(groups))
+    for train, test in folds:
         model = _fit(X[train], y[train], C)
         assert list(model.classes_) == classes
         z[test] = model.decision_function(X[test])
@@ -131,31 +181,36 @@ def _ece(cv: dict[str, Any], t: float, bins: int = 10) -> float:
     return float(total)
 
 
-def choose(examples: Sequence[Example], out: Any = sys.stdout, c_grid: Sequence[float] = C_GRID,
-           scale_grid: Sequence[float] = OPTION_GRID["lexicon_scale"],
+def _report(label: str, cv: dict[str, Any], examples: Sequence[Example], t: float, out: Any) -> None:
+    for threshold in (0.0, 0.4):
+        s = _scores(cv, examples, t, threshold)
+        langs = " ".join(f"{lang} {v:.3f}" for lang, v in s["languages"].items())
+        print(f"{label} CV ({FOLDS} folds, threshold {threshold}): macro-F1 {s['macro_f1']:.3f}, "
+              f"accuracy {s['accuracy']:.3f}; {langs}", file=out, flush=True)
+
+
+def choose(examples: Sequence[Example], groups: Sequence[str], out: Any = sys.stdout,
+           c_grid: Sequence[float] = C_GRID, scale_grid: Sequence[float] = OPTION_GRID["lexicon_scale"],
            show_errors: int = 0) -> tuple[float, FeatureOptions, float]:
-    """Grid search on cross-validated macro-F1; then the temperature that minimises the CV log loss."""
+    """Grid search on grouped cross-validated macro-F1; then the temperature minimising its log loss."""
     base = FeatureOptions()
     results: list[tuple[float, float, FeatureOptions, dict[str, Any]]] = []
     for C, focus, scale in itertools.product(c_grid, OPTION_GRID["focus_extra"], scale_grid):
         options = replace(base, focus_extra=focus, lexicon_scale=scale)
-        cv = cross_validate(examples, C, options)
+        cv = cross_validate(examples, C, options, groups)
         t = min(TEMPERATURES, key=lambda t: _nll(cv, t))
         s = _scores(cv, examples, t, 0.0)
-        print(f"C={C:<5} focus_extra={focus:<4} lexicon_scale={scale:<4} CV macro-F1 {s['macro_f1']:.3f} "
+        print(f"C={C:<5} focus_extra={focus:<4} lexicon_scale={scale:<4} grouped CV macro-F1 {s['macro_f1']:.3f} "
               f"(weakest {min(s['languages'].values()):.3f}) T={t}", file=out, flush=True)
         results.append((s["macro_f1"], C, options, cv))
     f1, C, options, cv = max(results, key=lambda r: r[0])
     t = min(TEMPERATURES, key=lambda t: _nll(cv, t))
-    plain = _scores(cross_validate(examples, C, replace(options, lexicon=False)), examples, t, 0.0)
-    print(f"the same without the lexicon features: CV macro-F1 {plain['macro_f1']:.3f}", file=out)
     print(f"\nchosen: C={C}, {options}, temperature {t}", file=out)
-    print(f"calibration (ECE of the top probability): {_ece(cv, 1.0):.3f} raw, {_ece(cv, t):.3f} scaled", file=out)
-    for threshold in (0.0, 0.4):
-        s = _scores(cv, examples, t, threshold)
-        langs = " ".join(f"{lang} {v:.3f}" for lang, v in s["languages"].items())
-        print(f"CV ({FOLDS} folds, threshold {threshold}): macro-F1 {s['macro_f1']:.3f}, accuracy {s['accuracy']:.3f};"
-              f" {langs}", file=out)
+    print(f"calibration (ECE of the top probability, grouped CV): {_ece(cv, 1.0):.3f} raw, {_ece(cv, t):.3f} scaled",
+          file=out)
+    _report("grouped", cv, examples, t, out)
+    plain = cross_validate(examples, C, options)
+    _report("plain (optimistic)", plain, examples, min(TEMPERATURES, key=lambda t: _nll(plain, t)), out)
     probs = _softmax_rows(cv["z"], t)
     wrong = [(float(probs[i].max()), i) for i in range(len(examples))
              if cv["classes"][int(probs[i].argmax())] != cv["y"][i]]
@@ -199,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training set: {len(examples)} messages; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     C, options, t = args.C, FeatureOptions(args.focus_extra, True, args.lexicon_scale), args.temperature
     if args.cv:
-        C, options, t = choose(examples, c_grid=args.C_grid, scale_grid=args.lexicon_scale_grid,
+        groups = example_groups(DATA_DIR)
+        assert len(groups) == len(examples)
+        print(f"{len(set(groups))} CV groups (a sentence and its translations in one)")
+        C, options, t = choose(examples, groups, c_grid=args.C_grid, scale_grid=args.lexicon_scale_grid,
                                show_errors=args.errors)
     if args.write:
         model = fit_all(examples, C, options, t)
