@@ -42,6 +42,7 @@ class FeatureOptions:
     focus_extra: float = 0.5  # extra weight of n-grams after "but"/"still"/"the main thing"
     lexicon: bool = True
     lexicon_scale: float = 1.0
+    char5: bool = False  # character 5-grams besides the 4-grams
 
 
 def data_digest(data_dir: Path) -> str:
@@ -120,7 +121,7 @@ class LinearModel:
             "intercept": [round(x, 4) for x in self.intercept],
             "temperature": round(self.temperature, 4),
             "options": {"focus_extra": self.options.focus_extra, "lexicon": self.options.lexicon,
-                        "lexicon_scale": self.options.lexicon_scale},
+                        "lexicon_scale": self.options.lexicon_scale, "char5": self.options.char5},
             "weights": {f: [round(x, 4) for x in w] for f, w in sorted(self.weights.items())},
         }
 

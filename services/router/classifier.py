@@ -287,9 +287,9 @@ class Classifier:
                     hit["near"] = segment[start]
                 hits.append(hit)
 
-        grams = ngram_features(body_tokens if is_reply else subject_tokens + body_tokens)
+        grams = ngram_features(body_tokens if is_reply else subject_tokens + body_tokens, options.char5)
         focus = focus_start(body_tokens, language)
-        focus_grams = ngram_features(body_tokens[focus:]) if focus and options.focus_extra else set()
+        focus_grams = ngram_features(body_tokens[focus:], options.char5) if focus and options.focus_extra else set()
         # Unit length: a long email is no more certain than an SMS for having more n-grams.
         norm = 1.0 / math.sqrt(len(grams) + options.focus_extra ** 2 * len(focus_grams)) if grams else 0.0
         dense: dict[str, float] = {}

@@ -135,8 +135,8 @@ def focus_start(tokens: Sequence[str], language: str | None = None) -> int:
 # Features for the linear model
 
 
-def ngram_features(tokens: Sequence[str]) -> set[str]:
-    """Word skeletons, 5-letter prefixes, prefix bigrams and character 4-grams.
+def ngram_features(tokens: Sequence[str], char5: bool = False) -> set[str]:
+    """Word skeletons, 5-letter prefixes, prefix bigrams and character 4-grams (and 5-grams if asked).
 
     Skeletons make Cyrillic training text useful for transliterated messages and let the
     Slavic languages share evidence (посылка / przesyłka / posylka share "silk").
@@ -162,5 +162,8 @@ def ngram_features(tokens: Sequence[str]) -> set[str]:
         if len(padded) > 4:
             for k in range(len(padded) - 3):
                 feats.add(padded[k:k + 4])
+            if char5:
+                for k in range(len(padded) - 4):
+                    feats.add(padded[k:k + 5])
     return feats
 

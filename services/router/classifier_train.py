@@ -44,8 +44,8 @@ from services.router.classifier import (
 
 FOLDS = 5
 SEED = 17
-C_GRID = (10.0, 30.0, 100.0)
-OPTION_GRID = {"focus_extra": (0.5,), "lexicon_scale": (0.5, 1.0)}
+C_GRID = (100.0, 300.0)
+OPTION_GRID = {"focus_extra": (0.5,), "lexicon_scale": (0.5,)}
 TEMPERATURES = tuple(round(0.3 + 0.05 * k, 2) for k in range(75))
 BLOCK = 8  # positions of a category's list in one batch file that count as one group
 LINE_BLOCK = 5  # line indexes (per language) of a JSON Lines set that count as one group
@@ -191,9 +191,9 @@ def _report(label: str, cv: dict[str, Any], examples: Sequence[Example], t: floa
 
 def choose(examples: Sequence[Example], groups: Sequence[str], out: Any = sys.stdout,
            c_grid: Sequence[float] = C_GRID, scale_grid: Sequence[float] = OPTION_GRID["lexicon_scale"],
-           show_errors: int = 0) -> tuple[float, FeatureOptions, float]:
+           show_errors: int = 0, char5: bool = False) -> tuple[float, FeatureOptions, float]:
     """Grid search on grouped cross-validated macro-F1; then the temperature minimising its log loss."""
-    base = FeatureOptions()
+    base = FeatureOptions(char5=char5)
     results: list[tuple[float, float, FeatureOptions, dict[str, Any]]] = []
     for C, focus, scale in itertools.product(c_grid, OPTION_GRID["focus_extra"], scale_grid):
         options = replace(base, focus_extra=focus, lexicon_scale=scale)
@@ -243,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--focus-extra", type=float, default=FeatureOptions.focus_extra)
     p.add_argument("--lexicon-scale", type=float, default=FeatureOptions.lexicon_scale)
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--char5", action=argparse.BooleanOptionalAction, default=FeatureOptions.char5,
+                   help="character 5-grams besides the 4-grams")
     p.add_argument("--C-grid", type=float, nargs="+", default=list(C_GRID), help="with --cv: the values of C tried")
     p.add_argument("--lexicon-scale-grid", type=float, nargs="+", default=list(OPTION_GRID["lexicon_scale"]))
     p.add_argument("--errors", type=int, default=0, help="with --cv: list the N most confident CV mistakes")
@@ -252,13 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     for e in examples:
         counts[e.language or "?"] = counts.get(e.language or "?", 0) + 1
     print(f"training set: {len(examples)} messages; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    C, options, t = args.C, FeatureOptions(args.focus_extra, True, args.lexicon_scale), args.temperature
+    C, options, t = args.C, FeatureOptions(args.focus_extra, True, args.lexicon_scale, args.char5), args.temperature
     if args.cv:
         groups = example_groups(DATA_DIR)
         assert len(groups) == len(examples)
         print(f"{len(set(groups))} CV groups (a sentence and its translations in one)")
         C, options, t = choose(examples, groups, c_grid=args.C_grid, scale_grid=args.lexicon_scale_grid,
-                               show_errors=args.errors)
+                               show_errors=args.errors, char5=args.char5)
     if args.write:
         model = fit_all(examples, C, options, t)
         model.save(DATA_DIR / MODEL_FILE)

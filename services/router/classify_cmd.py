@@ -119,7 +119,8 @@ def evaluate(records: Sequence[Mapping[str, Any]], classifier: Classifier | None
 
     Returns {"n", "macro_f1", "accuracy", "languages": {lang: {"n", "macro_f1", "accuracy"}},
     "categories": {cat: {"precision", "recall", "f1", "support"}}, "confusion": {truth: {pred: n}},
-    "errors": [...]}. Records are grouped by their "lang" field (the detected language otherwise).
+    "errors": [...]}, and "kinds" ({kind: {"n", "macro_f1", "accuracy"}}) when records carry a "kind"
+    (plain, hard, translit, mixed, voicemail in the blind sets). Records are grouped by their "lang" field (the detected language otherwise).
     Records without a "category" are ignored. ``predictions`` (parallel to ``records``) skips
     classifying again when the caller already has them.
     """
@@ -132,12 +133,15 @@ def evaluate(records: Sequence[Mapping[str, Any]], classifier: Classifier | None
         predictions = predict(labelled, classifier, languages, default_language)
     pairs: list[tuple[str, str]] = []
     by_lang: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    by_kind: dict[str, list[tuple[str, str]]] = defaultdict(list)
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
     errors: list[dict[str, Any]] = []
     for rec, pred in zip(labelled, predictions, strict=True):
         truth, guess = str(rec["category"]), pred["category"]
         pairs.append((truth, guess))
         by_lang[rec.get("lang") or pred["language"]].append((truth, guess))
+        if rec.get("kind"):
+            by_kind[str(rec["kind"])].append((truth, guess))
         confusion[truth][guess] += 1
         if truth != guess:
             errors.append({"line": rec.get("_line"), "lang": rec.get("lang") or pred["language"], "expected": truth,
@@ -150,6 +154,9 @@ def evaluate(records: Sequence[Mapping[str, Any]], classifier: Classifier | None
         "languages": {lang: {"n": len(p), "macro_f1": macro_f1(p),
                              "accuracy": round(sum(g == q for g, q in p) / len(p), 4)}
                       for lang, p in sorted(by_lang.items())},
+        "kinds": {kind: {"n": len(p), "macro_f1": macro_f1(p),
+                         "accuracy": round(sum(g == q for g, q in p) / len(p), 4)}
+                  for kind, p in sorted(by_kind.items())},
         "categories": _f1_table(pairs),
         "confusion": {t: dict(c) for t, c in sorted(confusion.items())},
         "errors": errors,
@@ -162,6 +169,11 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append(f"{lang:<10}{row['n']:>6}{row['macro_f1']:>10.3f}{row['accuracy']:>10.3f}")
     lines.append(f"{'overall':<10}{report['n']:>6}{report['macro_f1']:>10.3f}{report['accuracy']:>10.3f}")
     lines.append("")
+    if report.get("kinds"):
+        lines.append(f"{'kind':<10}{'n':>6}{'macro-F1':>10}{'accuracy':>10}")
+        for kind, row in report["kinds"].items():
+            lines.append(f"{kind:<10}{row['n']:>6}{row['macro_f1']:>10.3f}{row['accuracy']:>10.3f}")
+        lines.append("")
     lines.append(f"{'category':<12}{'support':>8}{'precision':>11}{'recall':>8}{'F1':>8}")
     for cat, row in report["categories"].items():
         lines.append(f"{cat:<12}{row['support']:>8}{row['precision']:>11.3f}{row['recall']:>8.3f}{row['f1']:>8.3f}")

@@ -274,6 +274,20 @@ def test_cli_eval_prints_a_table_to_stderr(tmp_path: Path) -> None:
     assert any(line.startswith("de ") for line in err.splitlines())
 
 
+def test_cli_eval_scores_each_kind_of_message_when_lines_say_their_kind(tmp_path: Path) -> None:
+    # The blind sets label every line plain/hard/translit/...: the table shows where the model fails.
+    src = tmp_path / "kinds.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in [
+        {"text": "where is my parcel", "lang": "en", "category": "delivery", "kind": "plain"},
+        {"text": "gde moya posylka", "lang": "ru", "category": "delivery", "kind": "translit"},
+        {"text": "the bank declined my card", "lang": "en", "category": "payment", "kind": "plain"},
+    ]) + "\n", encoding="utf-8")
+    code, _, err = _run([str(src), "--eval"])
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1] for line in err.splitlines() if line.split()[:1] in (["plain"], ["translit"])}
+    assert rows == {"plain": "2", "translit": "1"}
+
+
 def test_cli_bad_json_names_the_line(tmp_path: Path) -> None:
     src = tmp_path / "bad.jsonl"
     src.write_text('{"text": "fine"}\n{"text": broken\n["not", "an object"]\n', encoding="utf-8")
