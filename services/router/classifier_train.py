@@ -49,7 +49,7 @@ OPTION_GRID = {"focus_extra": (0.5,), "lexicon_scale": (0.5,)}
 TEMPERATURES = tuple(round(0.3 + 0.05 * k, 2) for k in range(75))
 BLOCK = 8  # positions of a category's list in one batch file that count as one group
 LINE_BLOCK = 5  # line indexes (per language) of a JSON Lines set that count as one group
-MIN_DOCS = 2  # an n-gram seen in one training message only is noise, and bloats the model
+MIN_DOCS = 3  # an n-gram seen in fewer training messages is mostly noise, and bloats the model (and start-up)
 PRUNE_BELOW = 0.002
 
 
