@@ -20,6 +20,8 @@ class Received:
 @dataclass
 class SmtpServer:
     received: list[Received] = field(default_factory=list)
+    #: The client connections messages came on (their address and port): few when a client reuses one.
+    sessions: set[tuple[str, int]] = field(default_factory=set)
     port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Controller | None = None
@@ -27,6 +29,7 @@ class SmtpServer:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
         with self._lock:
             self.received.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.content))
+            self.sessions.add(tuple(session.peer))
         return "250 Message accepted for delivery"
 
     def start(self) -> SmtpServer:

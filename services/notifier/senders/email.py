@@ -1,7 +1,8 @@
 """SMTP sender: acknowledgements, agent replies and surveys as threaded, loop-safe e-mail.
 
-`build_message` is pure (tests check headers without a server); `SmtpSender.send` opens one SMTP
-connection per message (STARTTLS, implicit TLS or plain), so concurrent sends share nothing.
+`build_message` is pure (tests check headers without a server); `SmtpSender.send` sends on an SMTP
+connection (STARTTLS, implicit TLS or plain) that consecutive sends reuse while it is young and
+still answers NOOP; sends at once each hold their own connection.
 
 Options understood by `send(address, text, options=...)`:
 - `subject`: the subject line; `reference` ("SB-XXXXXXXXXX"): appended as "[SB-…]" so that a reply
@@ -22,6 +23,8 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email import policy
@@ -107,7 +110,8 @@ class SmtpSender:
 
     def __init__(self, host: str, port: int | None, user: str | None, password: str | None, *,
                  from_address: str, domain: str, security: Security = "starttls", timeout: float = 10,
-                 ssl_context: ssl.SSLContext | None = None, local_hostname: str | None = None):
+                 ssl_context: ssl.SSLContext | None = None, local_hostname: str | None = None,
+                 max_idle: float = 30.0, max_messages: int = 100, max_kept: int = 8):
         if security not in DEFAULT_PORTS:
             raise ValueError(f"security must be one of {sorted(DEFAULT_PORTS)}, not {security!r}")
         if security == "none" and user:
@@ -126,14 +130,29 @@ class SmtpSender:
         # EHLO with our domain: smtplib's default socket.getfqdn() can stall for seconds on DNS in a
         # container and yields a name that means nothing to the receiving server.
         self.local_hostname = local_hostname or domain
+        # Consecutive sends share a connection (one connect, TLS handshake and login for many
+        # messages). Kept idle at most `max_idle` seconds: servers drop idle sessions (RFC 5321
+        # §4.5.3.2.7 lets them after 5 minutes, some sooner); at most `max_messages` per connection,
+        # a cap many relays enforce; at most `max_kept` idle at once. max_idle=0: a connection per send.
+        self.max_idle = max_idle
+        self.max_messages = max_messages
+        self.max_kept = max_kept
+        self._idle: list[_Session] = []
+        self._lock = threading.Lock()
 
     def send(self, address: str, text: str, *, options: dict[str, Any] | None = None) -> SendResult:
         msg = build_message(self.from_address, address, text, domain=self.domain, options=options)
         try:
-            with self._connect() as smtp:
-                if self.user:
-                    smtp.login(self.user, self.password or "")
-                refused = smtp.send_message(msg)
+            session = self._checkout()
+            try:
+                refused = session.smtp.send_message(msg)
+            except BaseException:
+                # Whatever state the server is in after a refusal or a broken exchange, this
+                # connection is not used again.
+                session.close()
+                raise
+            session.sent += 1
+            self._checkin(session)
         except smtplib.SMTPRecipientsRefused as exc:
             raise _classify_refusals(exc.recipients, address) from exc
         except smtplib.SMTPAuthenticationError as exc:
@@ -163,6 +182,50 @@ class SmtpSender:
             raise _classify_refusals(refused, address)
         return SendResult(provider_message_id=str(msg["Message-ID"]).strip().strip("<>"))
 
+    def _checkout(self) -> _Session:
+        """A connection for one send: the most recently used idle one that is still young and
+        still answers NOOP, else a new one (connected, TLS, logged in).
+
+        Reuse is safe for exactly-once: a kept connection is proven alive (NOOP, 250) before MAIL
+        FROM, so a server that dropped it while idle costs a reconnect, never a resend; a failure
+        after that point is the same as on a new connection (transient: the outbox retries)."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                session = self._idle.pop() if self._idle else None
+            if session is None:
+                break
+            if now - session.last_used > self.max_idle or session.sent >= self.max_messages:
+                session.quit()
+                continue
+            try:
+                code, _ = session.smtp.noop()
+            except (smtplib.SMTPException, OSError):
+                code = 0
+            if code == 250:
+                return session
+            session.close()
+        smtp = self._connect()
+        try:
+            if self.user:
+                smtp.login(self.user, self.password or "")
+        except BaseException:
+            smtp.close()
+            raise
+        return _Session(smtp)
+
+    def _checkin(self, session: _Session) -> None:
+        session.last_used = time.monotonic()
+        if self.max_idle <= 0 or session.sent >= self.max_messages:
+            session.quit()
+            return
+        with self._lock:
+            self._idle.append(session)
+            surplus = self._idle[:-self.max_kept] if len(self._idle) > self.max_kept else []
+            del self._idle[:len(surplus)]
+        for old in surplus:
+            old.quit()
+
     def _connect(self) -> smtplib.SMTP:
         if self.security == "tls":
             return smtplib.SMTP_SSL(self.host, self.port, local_hostname=self.local_hostname,
@@ -179,7 +242,29 @@ class SmtpSender:
         return smtp
 
     def close(self) -> None:
-        """Nothing is held between sends; here for the registry's close()."""
+        """QUIT the connections kept for the next sends."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for session in idle:
+            session.quit()
+
+
+class _Session:
+    """One SMTP connection, with what decides whether it may carry the next message."""
+
+    def __init__(self, smtp: smtplib.SMTP):
+        self.smtp = smtp
+        self.sent = 0
+        self.last_used = time.monotonic()
+
+    def quit(self) -> None:
+        try:
+            self.smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            self.smtp.close()
+
+    def close(self) -> None:
+        self.smtp.close()
 
 
 def _classify_refusals(recipients: Mapping[str, tuple[int, bytes | str]], address: str) -> Exception:

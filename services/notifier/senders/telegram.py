@@ -1,7 +1,9 @@
 """Telegram sender on python-telegram-bot, pointed at TELEGRAM_API_BASE.
 
 PTB is asyncio-only and one Bot cannot be reused across asyncio.run() calls, so the sender owns
-one long-lived event loop in a thread and the synchronous notifier submits coroutines to it.
+one long-lived event loop in a thread and the synchronous notifier submits coroutines to it. One
+Bot and one HTTPXRequest (an httpx pool of `pool_size` kept-alive connections) serve every send:
+the consumer threads' sends share its connections instead of opening one each.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class TelegramSender:
             raise TransientSendError("telegram call timed out") from exc
 
     def _ensure_initialized(self) -> None:
+        if self._initialized:  # every send after the first: no lock to take
+            return
         with self._init_lock:
             if not self._initialized:
                 self._call(self.bot.initialize())  # getMe: proves the token once

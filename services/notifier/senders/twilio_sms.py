@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
@@ -57,9 +58,14 @@ class _TimedHttpClient(TwilioHttpClient):
     """TwilioHttpClient with a timeout (its default is none at all) that remembers, per thread, the
     last response's headers: Twilio's exceptions drop them, and Retry-After lives there."""
 
-    def __init__(self, timeout: float):
-        super().__init__(timeout=timeout)
+    def __init__(self, timeout: float, pool_size: int):
+        super().__init__(timeout=timeout)  # pool_connections: one requests.Session, kept alive
         self._local = threading.local()
+        if self.session is not None:
+            # As many kept connections as sends may be in flight at once (requests keeps 10).
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+            self.session.mount("https://", adapter)
+            self.session.mount("http://", adapter)
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
         self._local.headers = None
@@ -80,10 +86,10 @@ class TwilioSmsSender:
     channel = "sms"
 
     def __init__(self, account_sid: str, auth_token: str, from_number: str | None, *, api_base: str | None = None,
-                 status_callback: str | None = None, timeout: float = 10.0):
+                 status_callback: str | None = None, timeout: float = 10.0, pool_size: int = 16):
         self.from_number = from_number
         self.status_callback = status_callback
-        self._http = _TimedHttpClient(timeout)
+        self._http = _TimedHttpClient(timeout, pool_size)
         self.client = Client(account_sid, auth_token, http_client=self._http)
         if api_base:
             # Client has no base_url argument: "https://api.twilio.com" is hard-coded in the Api domain.
