@@ -4,6 +4,7 @@ acknowledgement composer, the events consumer."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 from datetime import datetime
 from functools import partial
 from typing import TextIO
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.notifier import promises
 from services.notifier.ack import compose_ack
 from services.notifier.deps import NotifierDeps
-from services.notifier.handlers import handle_event
+from services.notifier.handlers import handle_batch
 from services.notifier.outbox import MAX_SEND_ATTEMPTS
 from services.notifier.senders import Registry, Sender
 from services.notifier.senders.sandbox import SandboxSender
@@ -71,9 +72,12 @@ def build_senders(settings: Settings, config: Config, *, sandbox_out: TextIO | N
 
 
 def build_deps(config: Config, sessions: sessionmaker[Session], senders: Registry,
-               clock: Callable[[], datetime], *, survey_links: SurveyLinks | None = None) -> NotifierDeps:
+               clock: Callable[[], datetime], *, survey_links: SurveyLinks | None = None,
+               send_pool: Executor | None = None) -> NotifierDeps:
+    """`send_pool`: the threads a batch's conversations are sent on at once (None: one by one)."""
     return NotifierDeps(config=config, sessions=sessions, senders=senders,
-                        compose_ack=partial(compose_ack, config=config), clock=clock, survey_links=survey_links)
+                        compose_ack=partial(compose_ack, config=config), clock=clock, survey_links=survey_links,
+                        send_pool=send_pool)
 
 
 def build_survey_links(settings: Settings, *, embedded: bool) -> SurveyLinks | None:
@@ -97,8 +101,12 @@ def build_ticker(deps: NotifierDeps, *, interval: float = 5.0, publisher: Publis
     return Ticker(jobs, deps.clock, interval=interval)
 
 
-def build_worker(broker_url: str, deps: NotifierDeps, publisher: Publisher, *, prefetch: int = 1) -> Worker:
-    # One message at a time per consumer: a message prefetched by a consumer that waits on a slow
-    # provider would wait behind it, whatever its own channel.
-    return Worker(url=broker_url, spec=NOTIFIER_EVENTS, handler=partial(handle_event, deps=deps),
-                  publisher=publisher, prefetch=prefetch, name="notifier", max_attempts=MAX_SEND_ATTEMPTS)
+def build_worker(broker_url: str, deps: NotifierDeps, publisher: Publisher, *, batch_size: int = 32,
+                 batch_wait_ms: float = 10.0) -> Worker:
+    """The events consumer in micro-batches (SWITCHBOARD_BATCH_SIZE, SWITCHBOARD_BATCH_WAIT_MS): a
+    batch's conversations are sent at once on `deps.send_pool`, each conversation's in order
+    (handlers.handle_batch); its events are published with their confirms awaited together and the
+    batch acked at once. Each event keeps its own outbox claim and commit: a send is never undone."""
+    return Worker(url=broker_url, spec=NOTIFIER_EVENTS, batch_handler=partial(handle_batch, deps=deps),
+                  publisher=publisher, name="notifier", max_attempts=MAX_SEND_ATTEMPTS,
+                  batch_size=batch_size, batch_wait=batch_wait_ms / 1000)

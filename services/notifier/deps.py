@@ -5,6 +5,7 @@ can name it without importing the others."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,3 +26,5 @@ class NotifierDeps:
     compose_ack: Callable[[ConversationOpened, datetime], str]
     clock: Callable[[], datetime]
     survey_links: SurveyLinks | None = None  # signs e-mail survey links; None: no e-mail surveys
+    #: Where a batch's conversations are handled at once (handlers.handle_batch); None: one by one.
+    send_pool: Executor | None = None

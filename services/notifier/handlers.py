@@ -8,7 +8,7 @@ providers' reports (delivery_reports), promises and agent notices (promises), su
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from services.notifier import customer_messages, delivery_reports, promises, survey_flow
 from services.notifier.deps import NotifierDeps
@@ -32,10 +32,11 @@ from shared.contracts import (
     SurveyAnswer,
     SurveyOptOut,
 )
+from shared.log import correlated
 
 # Named here too: the consumer's wiring and its callers know the notifier by this module.
 __all__ = ["HANDLERS", "MAX_SEND_ATTEMPTS", "SENDING_LOCK", "NotifierDeps", "UnknownEvent", "WaitingForEarlier",
-           "handle_event"]
+           "handle_batch", "handle_event"]
 
 
 class UnknownEvent(Exception):
@@ -96,3 +97,52 @@ def handle_event(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
         result = handler(envelope, deps, notices)
         promises.send_now(notices, deps)
         return result + announced
+
+
+def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list[Envelope] | Exception]:
+    """A micro-batch from the consumer: per event (in the order given) its events to publish, or
+    the exception it failed with alone (the worker retries or dead-letters that one by itself).
+
+    Sends are in flight together while a conversation's messages still leave in order: the events
+    of one conversation are handled one after another, in the order they came; different
+    conversations at once on `deps.send_pool`. Each event is handled exactly as `handle_event`
+    handles it alone — its own claim in the outbox, its sending lock, its record — so exactly once
+    and the outbox's order rule (WaitingForEarlier, for a conversation's messages in other batches
+    or consumers) are what they are for one event."""
+    results: list[list[Envelope] | Exception] = [[] for _ in envelopes]
+
+    def run(indexes: list[int]) -> None:
+        for i in indexes:
+            envelope = envelopes[i]
+            with correlated(envelope.correlation_id):
+                try:
+                    results[i] = handle_event(envelope, deps)
+                except Exception as exc:  # noqa: BLE001 - this event's failure alone, settled by the worker
+                    results[i] = exc
+
+    lanes = list(_by_conversation(envelopes).values())
+    if deps.send_pool is None or len(lanes) == 1:
+        for lane in lanes:
+            run(lane)
+    else:
+        for future in [deps.send_pool.submit(run, lane) for lane in lanes]:
+            future.result()  # run() keeps every Exception: only a BaseException comes out here
+    return results
+
+
+def _by_conversation(envelopes: Sequence[Envelope]) -> dict[str, list[int]]:
+    """The batch's events (their indexes, in order) by what orders them: the conversation, else the
+    address written to (a redirect note), else nothing (a delivery status: a lane of its own)."""
+    lanes: dict[str, list[int]] = {}
+    for i, envelope in enumerate(envelopes):
+        payload = envelope.payload
+        conversation = getattr(payload, "conversation_id", None)
+        address = getattr(payload, "reply_to", None) or getattr(payload, "address", None)
+        if conversation:
+            key = f"conversation:{conversation}"
+        elif address:
+            key = f"address:{getattr(payload, 'channel', '')}:{address}"
+        else:
+            key = f"event:{i}"
+        lanes.setdefault(key, []).append(i)
+    return lanes
