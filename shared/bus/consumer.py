@@ -177,14 +177,9 @@ class Worker:
     def _collect(self, pending: list[_Delivery], body, message) -> None:
         """A delivery joins the batch being gathered; poison goes to Q.dlq at once, alone."""
         headers = dict(message.headers or {})
-        try:
-            envelope = decode(body)
-        except ContractError as exc:
-            log.error("poison message on %s: %s", self.spec.name, exc)
-            self._dead_letter(body, message, headers, f"contract: {exc}")
-            DEAD_LETTERS.labels(self.spec.name, "contract").inc()
-            return
-        pending.append(_Delivery(body, message, headers, int(headers.get(ATTEMPTS_HEADER, 0) or 0), envelope))
+        envelope = self._decode_or_dead_letter(body, message, headers)
+        if envelope is not None:
+            pending.append(_Delivery(body, message, headers, int(headers.get(ATTEMPTS_HEADER, 0) or 0), envelope))
 
     def _gather(self, conn: Connection, pending: list[_Delivery]) -> None:
         """More deliveries while the prefetch has them at hand, up to batch_size or batch_wait.
@@ -254,12 +249,8 @@ class Worker:
     def _on_message(self, body, message) -> None:
         headers = dict(message.headers or {})
         attempts = int(headers.get(ATTEMPTS_HEADER, 0) or 0)
-        try:
-            envelope = decode(body)
-        except ContractError as exc:
-            log.error("poison message on %s: %s", self.spec.name, exc)
-            self._dead_letter(body, message, headers, f"contract: {exc}")
-            DEAD_LETTERS.labels(self.spec.name, "contract").inc()
+        envelope = self._decode_or_dead_letter(body, message, headers)
+        if envelope is None:
             return
         assert self.handler is not None
         with correlated(envelope.correlation_id):
@@ -277,6 +268,16 @@ class Worker:
             MESSAGES_HANDLED.labels(self.spec.name, envelope.type, label(channel)).inc()
             if self.stage:
                 observe_stage(self.stage, channel, envelope.occurred_at, datetime.now(UTC))
+
+    def _decode_or_dead_letter(self, body, message, headers: dict) -> Envelope | None:
+        """The delivery's envelope; a body that breaks its contract is poison: to Q.dlq, acked, None."""
+        try:
+            return decode(body)
+        except ContractError as exc:
+            log.error("poison message on %s: %s", self.spec.name, exc)
+            self._dead_letter(body, message, headers, f"contract: {exc}")
+            DEAD_LETTERS.labels(self.spec.name, "contract").inc()
+            return None
 
     def _on_decode_error(self, message, exc: Exception) -> None:
         log.error("undecodable message on %s: %s", self.spec.name, exc)

@@ -21,6 +21,7 @@ from shared.contracts import Identity as Sender
 from shared.db import make_engine, migrate, session_factory
 from tests.integration.test_router_store import count, envelope, fake_classify
 from tests.support import infra
+from tests.support.db import assert_one_open_conversation_and_owner_each
 from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
@@ -156,13 +157,8 @@ def test_two_batching_routers_racing_on_the_same_customers(example_config, rabbi
         stop.set()
         for t in threads:
             t.join(10)
+    assert_one_open_conversation_and_owner_each(sessions, customers)
     with sessions() as s:
-        per_customer_open = s.execute(select(Conversation.customer_id, func.count()).where(Conversation.status == "open")
-                                      .group_by(Conversation.customer_id)).all()
-        assert len(per_customer_open) == customers and all(n == 1 for _, n in per_customer_open)
-        owners = s.execute(select(Assignment.conversation_id, func.count()).group_by(Assignment.conversation_id)).all()
-        assert len(owners) == customers and all(n == 1 for _, n in owners)
-        assert s.scalar(select(func.count()).where(Conversation.owner_id.is_(None))) == 0
         # Every customer message once, in its one conversation.
         assert s.scalar(select(func.count(func.distinct(Message.conversation_id)))) == customers
     assert count(sessions, Customer) == customers

@@ -11,13 +11,14 @@ import pytest
 from sqlalchemy import func, select
 
 from services.router.handlers import RouterDeps, handle_inbound
-from services.router.models import Assignment, Conversation, Message
+from services.router.models import Message
 from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher, connect
 from shared.bus.topology import ROUTER_INBOUND, declare
 from shared.contracts import Envelope, Identity, InboundMessage, derive_id
 from shared.db import make_engine, migrate, session_factory
 from tests.integration.test_router_store import fake_classify
+from tests.support.db import assert_one_open_conversation_and_owner_each
 from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
@@ -63,11 +64,5 @@ def test_two_routers_racing_on_the_same_customers(example_config, rabbit_url, pg
         stop.set()
         for t in threads:
             t.join(10)
-    with sessions() as s:
-        per_customer_open = s.execute(select(Conversation.customer_id, func.count()).where(Conversation.status == "open")
-                                      .group_by(Conversation.customer_id)).all()
-        assert len(per_customer_open) == customers and all(n == 1 for _, n in per_customer_open)
-        owners = s.execute(select(Assignment.conversation_id, func.count()).group_by(Assignment.conversation_id)).all()
-        assert len(owners) == customers and all(n == 1 for _, n in owners)
-        assert s.scalar(select(func.count()).where(Conversation.owner_id.is_(None))) == 0
+    assert_one_open_conversation_and_owner_each(sessions, customers)
     engine.dispose()

@@ -35,3 +35,17 @@ def count(sessions: sessionmaker[Session], model: type) -> int:
     """How many rows a model's table holds."""
     with sessions() as s:
         return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def assert_one_open_conversation_and_owner_each(sessions: sessionmaker[Session], customers: int) -> None:
+    """Router replicas racing on the same customers: each customer has exactly one open
+    conversation, and each conversation exactly one owner (SPEC §4: claimed atomically)."""
+    from services.router.models import Assignment, Conversation
+
+    with sessions() as s:
+        per_customer_open = s.execute(select(Conversation.customer_id, func.count()).where(Conversation.status == "open")
+                                      .group_by(Conversation.customer_id)).all()
+        assert len(per_customer_open) == customers and all(n == 1 for _, n in per_customer_open)
+        owners = s.execute(select(Assignment.conversation_id, func.count()).group_by(Assignment.conversation_id)).all()
+        assert len(owners) == customers and all(n == 1 for _, n in owners)
+        assert s.scalar(select(func.count()).where(Conversation.owner_id.is_(None))) == 0
