@@ -45,6 +45,7 @@ from shared.locale import (
     format_when,
     language_code,
 )
+from shared.vocabulary import CATEGORIES
 
 __all__ = [
     "AGENT_NOTICE_KINDS",
@@ -64,7 +65,6 @@ __all__ = [
     "validate_overrides",
 ]
 
-CATEGORIES = ("product", "delivery", "returns", "payment", "technical", "other")
 AGENT_NOTICE_KINDS = ("assigned", "customer_message", "promise_warning", "promise_breached", "queued")
 SURVEY_KINDS = ("csat", "nps")
 SMS_LIMIT = 320

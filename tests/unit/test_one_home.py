@@ -21,11 +21,9 @@ from shared.phone import country_language, to_e164
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Copies known to remain, each with whose it is; an entry that is no longer a copy fails too, so
-#: the list only shrinks. The notifier's texts.py and surveys.py are edited by their own owner this
-#: round: its CATEGORIES, and three Python dicts of words keyed by language (a second way to store
-#: translations beside the YAML files).
-KNOWN_COPIES = {("services/notifier/texts.py", "CATEGORIES"),
-                ("services/notifier/surveys.py", "TRANSLATIONS_IN_PYTHON")}
+#: the list only shrinks. Left: the notifier's surveys.py keeps three Python dicts of words keyed by
+#: language (a second way to store translations beside the YAML files).
+KNOWN_COPIES = {("services/notifier/surveys.py", "TRANSLATIONS_IN_PYTHON")}
 
 
 def sources() -> Iterator[tuple[str, ast.Module]]:
