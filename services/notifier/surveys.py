@@ -19,28 +19,22 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from services.notifier.senders.meta import within_customer_window
 from shared.config import WhatsAppTemplate
+from shared.locale import words
 from shared.survey_links import SCALES, SurveyLinks, callback_data, sign_link
+from shared.vocabulary import LANGUAGES
 
 #: Buttons one WhatsApp template may have.
 MAX_TEMPLATE_BUTTONS = 10
 
-#: Subject of an e-mail survey, per language; the business name follows.
-EMAIL_SUBJECTS = {
-    "en": "How did we do?", "de": "Wie waren wir?", "pl": "Jak nam poszło?", "ru": "Как мы справились?",
-    "uk": "Як ми впоралися?", "bg": "Как се справихме?", "lt": "Kaip mums sekėsi?",
-}
-_UNSUBSCRIBE = {
-    "en": "No more surveys", "de": "Keine Umfragen mehr", "pl": "Nie chcę więcej ankiet",
-    "ru": "Больше не присылать опросы", "uk": "Більше не надсилати опитування", "bg": "Без повече анкети",
-    "lt": "Daugiau apklausų nesiųsti",
-}
-_LIST_BUTTON = {
-    "en": "Rate", "de": "Bewerten", "pl": "Oceń", "ru": "Оценить", "uk": "Оцінити", "bg": "Оценка", "lt": "Įvertinti",
-}
+#: The survey's words per language (e-mail subject, unsubscribe line, WhatsApp's list button), from
+#: services/notifier/locale/<language>.yaml (shared.locale.words), the one way translations are stored.
+LOCALE_DIR = Path(__file__).with_name("locale")
+WORDS: dict[str, dict[str, str]] = {language: words(LOCALE_DIR, language)["survey"] for language in LANGUAGES}
 
 
 def survey_kind(conversation_id: str, nps_sample: float) -> str:
@@ -72,7 +66,7 @@ def compose(*, kind: str, channel: str, token: str, language: str, question: str
     """The survey's text and its sender options: the answer's way back, native to the channel.
 
     Raises ValueError for an e-mail survey without links (no SURVEY_SECRET): it could not be answered."""
-    lang = language if language in EMAIL_SUBJECTS else "en"
+    lang = language if language in WORDS else "en"
     scale = SCALES[kind]
     pairs = [(str(i), callback_data(token, i)) for i in scale]
     if channel == "telegram":
@@ -85,7 +79,7 @@ def compose(*, kind: str, channel: str, token: str, language: str, question: str
         # Up to ten choices fit an interactive list; NPS has eleven, so it is answered by a number
         # in reply, as the question says (the router turns a bare number into the answer).
         if len(pairs) <= 10:
-            return question, {"buttons": pairs, "list_button": _LIST_BUTTON[lang]}
+            return question, {"buttons": pairs, "list_button": WORDS[lang]["list_button"]}
         return question, {}
     if channel == "email":
         if links is None:
@@ -95,8 +89,8 @@ def compose(*, kind: str, channel: str, token: str, language: str, question: str
         unsubscribe = links.url(token, lang, unsubscribe=True, now=now)
         lines = [question.rstrip(), ""]
         lines += [f"  {i}  {links.url(token, lang, score=i, kind=kind, now=now)}" for i in scale]
-        lines += ["", f"{_UNSUBSCRIBE[lang]}: {unsubscribe}"]
-        return "\n".join(lines) + "\n", {"subject": f"{EMAIL_SUBJECTS[lang]} — {business_name}", "automatic": True,
+        lines += ["", f"{WORDS[lang]['unsubscribe']}: {unsubscribe}"]
+        return "\n".join(lines) + "\n", {"subject": f"{WORDS[lang]['email_subject']} — {business_name}", "automatic": True,
                                           "list_unsubscribe": unsubscribe}
     return question, {}  # SMS (and a phone caller, answered by SMS): "reply with a number"
 
