@@ -225,11 +225,37 @@ _REPLY_PREFIX = re.compile(
 )
 
 
-def clean_subject(subject: str) -> str:
-    """The subject without its reply and forward prefixes."""
+#: A tag a receiving server or mail gateway puts before the subject: "[SPAM]", "[External]",
+#: "***SPAM***". The star runs are possessive and need a word between them, so a run of stars is
+#: read one way only (tests/unit/test_regex_safety.py refuses two runs that may meet). Anchored, and
+#: matched against at most MAX_MARKER_LINE characters from where the tag would start.
+_SERVER_TAG = re.compile(r"^(?:\[[^\]\n]{0,40}\]|\*{3,}+[^*\n]{1,20}\*{3,}+)")
+
+
+def clean_subject(subject: str, *, server_tags: bool = False) -> str:
+    """The subject without its reply and forward prefixes.
+
+    With ``server_tags`` the tags servers add ("[SPAM] Fw: ***SPAM*** Re: ...") go too, in any
+    order with the prefixes: the gateway's automatic-mail check reads what the sender wrote. The
+    router's categoriser keeps them (they are words of the subject it was trained on).
+    """
     stripped = (subject or "").lstrip()
-    found = _REPLY_PREFIX.match(stripped)
-    return stripped[found.end():] if found else stripped
+    if not server_tags:
+        found = _REPLY_PREFIX.match(stripped)
+        return stripped[found.end():] if found else stripped
+    # A position, not a shorter copy per step: a subject of 100 k tags is read once; a tag is looked
+    # for in a window of MAX_MARKER_LINE characters only (no tag is longer).
+    position = 0
+    while True:
+        if found := _REPLY_PREFIX.match(stripped, position):
+            position = found.end()
+        elif tag := _SERVER_TAG.match(stripped[position:position + MAX_MARKER_LINE]):
+            position += tag.end()
+        else:
+            break
+        while position < len(stripped) and stripped[position].isspace():
+            position += 1
+    return stripped[position:]
 
 
 def is_reply_subject(subject: str | None) -> bool:

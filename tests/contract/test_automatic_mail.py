@@ -142,6 +142,8 @@ def mail(headers: str, body: str = "Hello") -> bytes:
     "Odpowiedź automatyczna: paczka", "Автоответ: заказ", "Автоматический ответ: возврат",
     "Автоматична відповідь: замовлення", "Автоматичен отговор: поръчка", "Automatinis atsakymas: užsakymas",
     "RE: Out of office (until Monday)",
+    # Server tags and reply prefixes in any order, read by shared.text.clean_subject like the router's
+    "[SPAM] Fw: ***SPAM*** Re: Abwesenheitsnotiz", "Odp: Automatyczna odpowiedź: zwrot", "Re[2]: Out of office",
 ])
 def test_auto_reply_subjects_in_the_business_languages(subject: str) -> None:
     verdict = classify_bytes(mail(f"Subject: {subject}"), ())

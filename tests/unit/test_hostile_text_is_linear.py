@@ -55,6 +55,8 @@ HOSTILE = {
     "header look-alikes": _fill("From: a\n"),
     "reply prefixes": _fill("Re: "),
     "reply prefixes and spaces": _fill("re" + " " * 1000),
+    "server tags and prefixes": _fill("[SPAM] ***x*** Fw: "),
+    "server tag look-alikes": _fill("[" + "*" * 50),
     "address without an end": ("<" + _fill("a@"))[:N],
     "dots and letters": _fill("a."),
     "digits and spaces": _fill("1 "),
@@ -99,6 +101,7 @@ def _messenger(text: str) -> object:
 STEPS: dict[str, Callable[[str], object]] = {
     "shared.text.strip_quotes_and_signature": strip_quotes_and_signature,
     "shared.text.clean_subject": clean_subject,
+    "shared.text.clean_subject with server tags": lambda t: clean_subject(t, server_tags=True),
     "shared.text.is_reply_subject": is_reply_subject,
     "gateway e-mail body": lambda t: parse_mime(_mail(t), received_at=NOW, our_domains=["northwind.example"]),
     "gateway e-mail subject and name": lambda t: parse_mime(_mail("hi", subject=t[:20_000].replace("\n", " "),

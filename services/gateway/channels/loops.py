@@ -40,6 +40,7 @@ from email.parser import HeaderParser
 from email.utils import getaddresses
 
 from services.gateway.channels.mail_tolerance import decode_bytes
+from shared.text import clean_subject
 
 #: The kinds, as stored in an InboundMessage's meta["automatic_kind"] and shown to agents.
 KINDS = ("loop", "bounce", "complaint", "read-receipt", "spam", "vacation", "list", "auto")
@@ -392,11 +393,6 @@ _BOUNCE_BODY = re.compile(
     r"|this is a permanent error|message could not be delivered|undeliverable message",
     re.IGNORECASE,
 )
-# The star runs are possessive and need a word between them, so a run of stars is read one way only
-# (tests/unit/test_regex_safety.py refuses two runs over the same characters that may meet).
-_SUBJECT_PREFIX = re.compile(r"^(?:\s*(?:\[[^\]\n]{0,40}\]|\*{3,}+[^*\n]{1,20}\*{3,}+|(?:fw|fwd|re|aw|wg)\s?:))*\s*",
-                             re.IGNORECASE)
-
 #: Auto-reply subjects in the business's languages, anchored at the subject's start and followed by
 #: the end, a colon, a dash or a bracket — "Out of office chairs in stock?" is a customer's question.
 _VACATION_SUBJECT = re.compile(
@@ -421,11 +417,6 @@ def _subject(msg: Message) -> str:
     return _decoded_header(msg, "Subject")[:500]
 
 
-def _stripped_subject(subject: str) -> str:
-    prefix = _SUBJECT_PREFIX.match(subject)  # always matches (everything in it is optional)
-    return subject[prefix.end():] if prefix else subject
-
-
 def _spam(msg: Message) -> str | None:
     for name in _SPAM_HEADERS:
         value = (_header(msg, name) or "").lower()
@@ -446,7 +437,7 @@ def _vacation(msg: Message, subject: str) -> str | None:
     auto = (_header(msg, "Auto-Submitted") or "").split(";")[0].strip().lower()
     if auto == "auto-replied":
         return "Auto-Submitted: auto-replied"
-    if subject and _VACATION_SUBJECT.match(_stripped_subject(subject)):
+    if subject and _VACATION_SUBJECT.match(clean_subject(subject, server_tags=True)):
         return f"auto-reply subject: {subject[:80]}"
     return None
 
@@ -480,7 +471,7 @@ def classify(msg: Message, our_domains: Iterable[str]) -> Verdict | None:
     return_path = _header(msg, "Return-Path")
     empty_return_path = return_path is not None and return_path.strip() in ("<>", "")
     failed_header = _header(msg, "X-Failed-Recipients") is not None
-    bounce_subject = bool(subject) and bool(_BOUNCE_SUBJECT.match(_stripped_subject(subject)))
+    bounce_subject = bool(subject) and bool(_BOUNCE_SUBJECT.match(clean_subject(subject, server_tags=True)))
     from_server = bool(_DAEMON.match(local)) or empty_return_path or not sender
     if failed_header or (from_server and (bounce_subject or _BOUNCE_BODY.search(body[:4000]))):
         return _text_bounce(msg, body, f"non-standard bounce from {sender or 'an unnamed sender'}")
