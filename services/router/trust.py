@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Callable, Collection
 from typing import Any
 
+from shared import reference
 from shared.contracts import Identity, InboundMessage
 
 #: The identity kind of an e-mail address our mail server did not vouch for (fits String(16)).
@@ -60,8 +61,9 @@ def reply_address(sender: str, reply_to: str | None, customer_addresses: Collect
 
 def new_reference(random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
     """"SB-" + 10 base32 characters (50 random bits): short enough to quote, impossible to guess
-    in the number of mails anyone could send. The format is the one the gateway looks for."""
-    return "SB-" + base64.b32encode(random_bytes(10)).decode()[:10]
+    in the number of mails anyone could send. The format is shared.reference's, which the gateway
+    looks for in a subject."""
+    return reference.PREFIX + base64.b32encode(random_bytes(10)).decode()[:reference.LENGTH]
 
 
 def quoted_reference(own: str | None, foreign: str | None, subject_reference: Any) -> str | None:

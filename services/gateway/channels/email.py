@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -35,12 +34,10 @@ from services.gateway.channels import Malformed, RawRequest, Unauthenticated, lo
 from services.gateway.channels.mail_auth import verdict_for
 from services.gateway.channels.mail_tolerance import repair_headers
 from shared.contracts import Attachment, Identity, InboundMessage
+from shared.reference import find_in_subject
 from shared.text import strip_quotes_and_signature
 
 SECRET_HEADER = "X-Switchboard-Relay-Secret"
-
-#: The router's conversation reference ("SB-" + 10 base32 characters, services.router.handlers).
-REFERENCE_RE = re.compile(r"\[\s*(SB-[A-Z2-7]{10})\s*\]", re.IGNORECASE)
 
 #: Bodies beyond this are cut: a 5 MB HTML newsletter must not become a 5 MB bus message.
 MAX_TEXT_CHARS = 100_000
@@ -112,8 +109,8 @@ def parse_mime(raw: bytes, *, received_at: datetime, our_domains: Iterable[str],
                             "sender_auth": verdict_for(msg, sender_addr, tuple(authserv_ids)).as_meta()}
     if truncated:
         meta["truncated"] = True
-    if subject and (ref := REFERENCE_RE.search(subject)):
-        meta["reference"] = ref.group(1).upper()
+    if reference := find_in_subject(subject):
+        meta["reference"] = reference
     verdict = loops.classify(msg, domains)
     reason = verdict.reason if verdict else None
     if verdict:

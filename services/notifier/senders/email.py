@@ -20,7 +20,6 @@ puts in an InboundMessage's thread_refs, so a reply's In-Reply-To matches it as 
 
 from __future__ import annotations
 
-import re
 import smtplib
 import ssl
 import threading
@@ -33,13 +32,11 @@ from email.utils import format_datetime, make_msgid
 from typing import Any, Literal
 
 from services.notifier.senders import PermanentSendError, SendResult, TransientSendError
+from shared.reference import subject_token
 
 Security = Literal["starttls", "tls", "none"]
 
 DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
-
-_REFERENCE = re.compile(r"^\[?\s*(SB-[A-Z2-7]{10})\s*\]?$", re.IGNORECASE)
-
 
 def build_message(from_address: str, to: str, text: str, *, domain: str,
                   options: Mapping[str, Any] | None = None, date: datetime | None = None) -> EmailMessage:
@@ -80,10 +77,7 @@ def build_message(from_address: str, to: str, text: str, *, domain: str,
 def _subject(subject: Any, reference: Any) -> str:
     text = " ".join(str(subject or "").split())
     if reference:
-        match = _REFERENCE.match(str(reference).strip())
-        if not match:
-            raise ValueError(f"not a conversation reference: {reference!r}")
-        token = f"[{match.group(1).upper()}]"
+        token = subject_token(reference)
         if token.lower() not in text.lower():
             text = f"{text} {token}".strip()
     return text
