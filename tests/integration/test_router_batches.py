@@ -4,24 +4,22 @@ batching replicas still give every conversation exactly one owner."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 import pytest
 from sqlalchemy import func, select
 
 from services.router.handlers import RouterDeps, handle_inbound, handle_inbound_batch
 from services.router.models import Assignment, Conversation, Customer, Identity, Message, RouterOutbox
-from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher, connect
-from shared.bus.topology import ROUTER_INBOUND, declare
+from shared.bus.topology import declare
 from shared.contracts import Envelope, InboundMessage, derive_id
 from shared.contracts import Identity as Sender
 from shared.db import make_engine, migrate, session_factory
 from tests.integration.test_router_store import count, envelope, fake_classify
 from tests.support import infra
 from tests.support.db import assert_one_open_conversation_and_owner_each
+from tests.support.routers import router_replicas
 from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
@@ -131,17 +129,6 @@ def test_two_batching_routers_racing_on_the_same_customers(example_config, rabbi
             pub.publish(env)
             if k == 2 and c == 3:
                 pub.publish(env)  # a duplicate from the gateway
-    stop = threading.Event()
-    threads = []
-    for name in ("router-a", "router-b"):
-        # Each replica has its own engine: separate connections, real concurrent transactions.
-        deps = RouterDeps(config=example_config, sessions=session_factory(make_engine(pg_url)),
-                          classify=fake_classify, detect_language=lambda text, hints: "en")
-        worker = Worker(url=rabbit_url, spec=ROUTER_INBOUND, batch_handler=partial(handle_inbound_batch, deps=deps),
-                        publisher=Publisher(rabbit_url), name=name, batch_size=8)
-        t = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-        t.start()
-        threads.append(t)
     sessions = session_factory(engine)
 
     def settled() -> bool:
@@ -151,12 +138,8 @@ def test_two_batching_routers_racing_on_the_same_customers(example_config, rabbi
             waiting = conn.default_channel.queue_declare(queue="router.inbound", passive=True).message_count
         return stored == customers * per_customer and waiting == 0
 
-    try:
+    with router_replicas(example_config, rabbit_url, pg_url, classify=fake_classify, batched=True, batch_size=8):
         until(settled, timeout=120, interval=0.2, message="every message stored")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
     assert_one_open_conversation_and_owner_each(sessions, customers)
     with sessions() as s:
         # Every customer message once, in its one conversation.
