@@ -8,6 +8,8 @@ Create Date: 2026-12-06
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrations.backfill import mark_every_day_dirty
+
 revision = "0017"
 down_revision = "0016"
 branch_labels = None
@@ -48,13 +50,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_kpi_dirty_days_utc_day", "kpi_dirty_days", ["utc_day"], unique=False)
-    # The backfill: every UTC day of the history is marked, set-based; the router's roll-up job
-    # (services/router/kpi_store.refresh_rollups) builds the local days around them, because the
-    # business's zone is in the config, not in the database. Until a day is built the report reads
-    # its conversations, so the figures are exact before, during and after.
-    utc_day = ("CAST(opened_at AT TIME ZONE 'UTC' AS date)" if op.get_bind().dialect.name == "postgresql"
-               else "date(opened_at)")
-    op.execute(f"INSERT INTO kpi_dirty_days (utc_day) SELECT DISTINCT {utc_day} FROM conversations")
+    # The backfill: every day of the history is marked to be built.
+    mark_every_day_dirty()
 
 
 def downgrade() -> None:

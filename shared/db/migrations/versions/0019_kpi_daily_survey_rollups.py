@@ -8,6 +8,8 @@ Create Date: 2026-12-06
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrations.backfill import mark_every_day_dirty
+
 revision = "0019"
 down_revision = "0018"
 branch_labels = None
@@ -35,9 +37,7 @@ def upgrade() -> None:
     op.create_index("ix_kpi_daily_surveys_team_day", "kpi_daily_surveys", ["team_id", "day"], unique=False)
     op.create_index("ix_kpi_daily_surveys_owner_day", "kpi_daily_surveys", ["owner_id", "day"], unique=False)
     # The days built by 0017's job have no survey rows yet: every day is marked again (the backfill).
-    utc_day = ("CAST(opened_at AT TIME ZONE 'UTC' AS date)" if op.get_bind().dialect.name == "postgresql"
-               else "date(opened_at)")
-    op.execute(f"INSERT INTO kpi_dirty_days (utc_day) SELECT DISTINCT {utc_day} FROM conversations")
+    mark_every_day_dirty()
 
 
 def downgrade() -> None:
