@@ -6,12 +6,13 @@ classes, so the three cannot drift apart.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from services.router.assignment import AVAILABILITY_STATUS
-from shared.contracts import CHANNELS, AwareDateTime
+from shared.contracts import CHANNELS
 from shared.vocabulary import LANGUAGES
 
 # --- schemas: requests ------------------------------------------------------------------------
@@ -20,6 +21,13 @@ from shared.vocabulary import LANGUAGES
 class _Strict(Schema):
     class Meta:
         unknown = RAISE
+
+
+class AwareDateTime(fields.AwareDateTime):
+    """ISO 8601; without an offset it is UTC."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(format="iso", default_timezone=UTC, **kwargs)
 
 
 class ConversationQuery(_Strict):

@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from shared.contracts import (
+    PAYLOAD_TYPES,
     ContractError,
     ConversationOpened,
     Envelope,
     Identity,
     InboundMessage,
+    SurveyAnswer,
     decode,
     derive_id,
     encode,
+    load,
 )
+from tests.contract.bus_samples import envelopes
 
 AT = datetime(2026, 11, 20, 16, 55, tzinfo=UTC)
 
@@ -123,3 +128,58 @@ def test_what_postgresql_cannot_store_never_reaches_the_bus() -> None:
     assert (msg.text, msg.sender_name, msg.meta) == ("Where is my parcel?", "Olena", {"caption": ["ab"]})
     envelope = Envelope.wrap(msg, message_id="m", correlation_id="c", occurred_at=msg.received_at)
     assert decode(json.loads(json.dumps(encode(envelope)))).payload == msg
+
+
+# --- the wire form is pinned, and the schemas are the dataclasses' ------------------------------
+
+WIRE = Path(__file__).resolve().parent.parent / "fixtures" / "bus" / "wire.json"
+
+
+def test_every_message_type_has_a_pinned_wire_form() -> None:
+    assert {env.type for env in envelopes()} == {event_type for event_type, _version in PAYLOAD_TYPES}
+    assert [f"{env.message_id} {env.type}" for env in envelopes()] == list(json.loads(WIRE.read_text()))
+
+
+@pytest.mark.parametrize("envelope", envelopes(), ids=lambda env: f"{env.message_id} {env.type}")
+def test_the_wire_form_is_byte_for_byte_the_pinned_one(envelope) -> None:
+    # wire.json was written by the marshmallow schemas the dataclass-made ones replaced: stored
+    # outbox rows, dead letters and other versions' consumers read the same bytes as before.
+    pinned = json.loads(WIRE.read_text())[f"{envelope.message_id} {envelope.type}"]
+    assert json.dumps(encode(envelope), ensure_ascii=False) == json.dumps(pinned, ensure_ascii=False)
+    assert decode(pinned) == envelope
+
+
+def test_a_body_may_leave_out_what_may_be_none_but_not_what_is_required() -> None:
+    body = encode(Envelope.wrap(inbound(), message_id="m", correlation_id="c", occurred_at=AT))
+    opened = json.loads(WIRE.read_text())["m3 conversation.opened"]
+    lean = {k: v for k, v in opened["payload"].items() if v is not None and k != "excerpt"}
+    assert decode({**opened, "payload": lean}).payload.owner_id is None  # a nullable field without a default
+    with pytest.raises(ContractError, match=r"payload\.sender: Field required"):
+        decode({**body, "payload": {k: v for k, v in body["payload"].items() if k != "sender"}})
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"extra": 1}, r"payload\.extra: Unknown field"),
+    ({"sender": {"kind": "telegram", "value": "42", "x": 1}}, r"payload\.sender\.x: Unknown field"),
+    ({"sender": {"kind": "fax", "value": "42"}}, r"payload\.sender\.kind: Must be one of"),
+    ({"external_id": "x" * 256}, r"payload\.external_id: Length must be between 1 and 255"),
+    ({"received_at": 1764000000}, r"payload\.received_at: Not a valid datetime"),
+    ({"attachments": [{"url": "https://x"}]}, r"payload\.attachments\.0\.content_type: Field required"),
+    ({"thread_refs": "<a@b>"}, r"payload\.thread_refs"),
+])
+def test_each_problem_is_named_by_its_place(change, problem) -> None:
+    body = json.loads(json.dumps(encode(Envelope.wrap(inbound(), message_id="m", correlation_id="c",
+                                                      occurred_at=AT))))
+    with pytest.raises(ContractError, match=problem):
+        decode({**body, "payload": {**body["payload"], **change}})
+
+
+def test_load_checks_one_payload_against_its_dataclass() -> None:
+    answer = load(SurveyAnswer, {"channel": "sms", "external_id": "SM1", "token": "abcdefgh12",
+                                 "received_at": "2026-11-20T16:55:00"})
+    assert answer == SurveyAnswer(channel="sms", external_id="SM1", token="abcdefgh12", received_at=AT.replace(second=0))
+    with pytest.raises(ContractError, match="token: is not a survey token"):
+        load(SurveyAnswer, {"channel": "sms", "external_id": "SM1", "token": "short", "received_at": AT.isoformat()})
+    # A comment is a customer's words: a lone surrogate in it counts as one character, not a reason to refuse.
+    assert load(SurveyAnswer, {"channel": "sms", "external_id": "SM1", "token": "abcdefgh12",
+                               "received_at": AT.isoformat(), "comment": "ok \ud800"}).comment == "ok \ud800"

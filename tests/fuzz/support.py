@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from services.gateway.channels import Malformed
-from shared.contracts import PAYLOAD_SCHEMAS, DeliveryStatus, Envelope, decode, derive_id, encode
+from shared.contracts import PAYLOAD_TYPES, DeliveryStatus, Envelope, decode, derive_id, encode
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 
@@ -45,7 +45,7 @@ def assert_publishable(items: list[Any]) -> None:
     with it: wrapped, encoded against its contract, serialised to JSON for the bus, and decoded by
     the consumer into the very same value."""
     for item in items:
-        assert (item.TYPE, item.VERSION) in PAYLOAD_SCHEMAS, f"{type(item).__name__} has no contract"
+        assert (item.TYPE, item.VERSION) in PAYLOAD_TYPES, f"{type(item).__name__} has no contract"
         key = item.provider_message_id if isinstance(item, DeliveryStatus) else item.external_id
         envelope = Envelope.wrap(item, message_id=derive_id(item.channel, key), correlation_id="fuzz",
                                  occurred_at=NOW)

@@ -26,7 +26,7 @@ from services.router import models as router_models
 from services.router.handlers import RouterDeps, handle_inbound
 from shared import contracts
 from shared.config import WhatsAppTemplate
-from shared.contracts import ConversationResolved, Envelope, InboundMessage, SurveyAnswer, SurveyOptOutSchema
+from shared.contracts import ConversationResolved, Envelope, InboundMessage, SurveyAnswer, load
 from shared.db import transaction
 from shared.survey_links import SurveyLinks, read_link
 
@@ -186,7 +186,7 @@ def test_an_email_unsubscribe_link_finds_the_customer_by_the_survey(config, sess
     assert mail.options["automatic"] is True and "https://support.example/survey/" in mail.text
     assert mail.options["list_unsubscribe"].startswith("https://support.example/survey/")
     assert mail.options["list_unsubscribe"] in mail.text
-    link = SurveyOptOutSchema().load({"channel": "email", "external_id": f"link:{survey.token}:unsubscribe",
+    link = load(contracts.SurveyOptOut, {"channel": "email", "external_id": f"link:{survey.token}:unsubscribe",
                                       "address": None, "received_at": RESOLVED.isoformat(), "token": survey.token})
     handle_event(Envelope.wrap(link, message_id="o2", correlation_id="c", occurred_at=RESOLVED), deps)
     with sessions() as s:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from services.notifier import promises
 from services.notifier.handlers import HANDLERS
 from shared.bus.topology import NOTIFIER_EVENTS
-from shared.contracts import PAYLOAD_SCHEMAS
+from shared.contracts import PAYLOAD_TYPES
 
 
 def _event_types() -> set[str]:
-    return {event_type for event_type, _version in PAYLOAD_SCHEMAS}
+    return {event_type for event_type, _version in PAYLOAD_TYPES}
 
 
 def _bound_to_the_notifier(event_type: str) -> bool:
