@@ -238,13 +238,39 @@ def _touched_days(session: Session) -> set[date]:
     return days
 
 
+#: session.info key: the UTC days already marked in the session's current transaction.
+_MARKED = "kpi_marked_days"
+
+
 @event.listens_for(Session, "after_flush")
 def _mark_touched_days(session: Session, _flush_context) -> None:
     """In the flush's own transaction: the change and its mark commit or roll back together.
-    (after_flush still sees what the flush wrote as new/dirty, with each attribute's history.)"""
+    (after_flush still sees what the flush wrote as new/dirty, with each attribute's history.)
+    A day is marked once per transaction: the router's batch flushes every message's conversation,
+    mostly of today, and one row says as much as ten (the job rebuilds a marked day whole)."""
     days = _touched_days(session)
-    if days:
-        session.connection().execute(sa_insert(KpiDirtyDay), [{"utc_day": d} for d in sorted(days)])
+    if not days:
+        return
+    marked: set[date] = session.info.setdefault(_MARKED, set())
+    new = sorted(days - marked)
+    if new:
+        # inline(): no RETURNING of the ids, which nothing reads.
+        session.connection().execute(sa_insert(KpiDirtyDay).inline(), [{"utc_day": d} for d in new])
+        marked.update(new)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_marks_rolled_back(session: Session, _previous_transaction) -> None:
+    """A rollback, to a savepoint too (a batch's failed message), may have taken marks with it:
+    the next flush that touches their days writes them again. A missed mark would let a report
+    read a stale roll-up; a repeated one only costs the job a rebuild."""
+    session.info.pop(_MARKED, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_marks_of_ended_transaction(session: Session, transaction) -> None:
+    if transaction.parent is None:  # the outer transaction: the next one marks afresh
+        session.info.pop(_MARKED, None)
 
 
 def _utc_day_of(s: Session, column):
