@@ -18,11 +18,17 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 def _settings_and_config(config_path: str | None = None):
@@ -142,28 +148,43 @@ def cmd_hours(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _agents_transaction(database_url: str) -> Iterator[Session]:
+    """One transaction on the migrated database, for the commands that change an agent's sign-in."""
+    from shared.db import make_engine, migrate, session_factory, transaction
+
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        with transaction(session_factory(engine)) as s:
+            yield s
+    finally:
+        engine.dispose()
+
+
+def _known_agent(config, agent_id: str) -> bool:
+    """Whether the config has this agent; says which it has when not."""
+    if agent_id in config.agents:
+        return True
+    print(f"switchboard: unknown agent {agent_id!r} (known: {', '.join(config.agents)})", file=sys.stderr)
+    return False
+
+
 def cmd_agents_token(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from services.router.operations import issue_token
-    from shared.db import make_engine, migrate, session_factory, transaction
     from shared.runtime import utc_now
 
     settings, config = _settings_and_config(args.config)
-    if args.agent_id not in config.agents:
-        print(f"switchboard: unknown agent {args.agent_id!r} (known: {', '.join(config.agents)})", file=sys.stderr)
+    if not _known_agent(config, args.agent_id):
         return 2
     days = args.days if args.days is not None else settings.agent_token_days
     if days is not None and days < 1:
         print("switchboard: --days must be at least 1", file=sys.stderr)
         return 2
-    engine = make_engine(settings.database_url)
-    try:
-        migrate(engine)
-        with transaction(session_factory(engine)) as s:
-            token = issue_token(s, args.agent_id, utc_now(), valid_for=timedelta(days=days) if days else None)
-    finally:
-        engine.dispose()
+    with _agents_transaction(settings.database_url) as s:
+        token = issue_token(s, args.agent_id, utc_now(), valid_for=timedelta(days=days) if days else None)
     # Shown once: only its hash is stored. Earlier tokens of this agent no longer work, nor do the
     # inbox sessions opened with them.
     print(token)
@@ -174,18 +195,12 @@ def cmd_agents_token(args: argparse.Namespace) -> int:
 
 def cmd_agents_revoke(args: argparse.Namespace) -> int:
     from services.router.operations import revoke_tokens
-    from shared.db import make_engine, migrate, session_factory, transaction
     from shared.runtime import utc_now
 
-    settings, config = _settings_and_config(args.config)
+    settings, _ = _settings_and_config(args.config)
     # An agent already removed from the config may still hold a token: revoke by id whatever the config says.
-    engine = make_engine(settings.database_url)
-    try:
-        migrate(engine)
-        with transaction(session_factory(engine)) as s:
-            count = revoke_tokens(s, args.agent_id, utc_now())
-    finally:
-        engine.dispose()
+    with _agents_transaction(settings.database_url) as s:
+        count = revoke_tokens(s, args.agent_id, utc_now())
     print(f"revoked {count} token(s) of {args.agent_id} and ended the inbox sessions opened with them")
     return 0
 
@@ -194,12 +209,10 @@ def cmd_agents_password(args: argparse.Namespace) -> int:
     import getpass
 
     from services.router.inbox import set_password
-    from shared.db import make_engine, migrate, session_factory, transaction
     from shared.runtime import utc_now
 
     settings, config = _settings_and_config(args.config)
-    if args.agent_id not in config.agents:
-        print(f"switchboard: unknown agent {args.agent_id!r} (known: {', '.join(config.agents)})", file=sys.stderr)
+    if not _known_agent(config, args.agent_id):
         return 2
     # From a terminal: asked twice, not echoed. Piped (scripts, tests): the first line of stdin.
     if sys.stdin.isatty():
@@ -209,16 +222,12 @@ def cmd_agents_password(args: argparse.Namespace) -> int:
             return 2
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    engine = make_engine(settings.database_url)
     try:
-        migrate(engine)
-        with transaction(session_factory(engine)) as s:
+        with _agents_transaction(settings.database_url) as s:
             set_password(s, args.agent_id, password, utc_now())
     except ValueError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
-    finally:
-        engine.dispose()
     print(f"inbox password set for {args.agent_id}; their open inbox sessions have ended")
     return 0
 
