@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session
-
 from services.notifier import outbox, promises
 from services.notifier.deps import NotifierDeps
 from services.notifier.models import Outbox
 from services.notifier.texts import render_redirect
+from services.notifier.unit_of_work import NotifierUnitOfWork
 from shared.config import Config, template_language
 from shared.contracts import ConversationOpened, ConversationReply, Envelope, Redirected
-from shared.db import transaction
 from shared.metrics import MESSAGES_OUT, observe_stage
 
 
@@ -25,9 +22,9 @@ def acknowledge(envelope: Envelope, deps: NotifierDeps, *, notices: list[int] | 
     ev: ConversationOpened = envelope.payload
     key = f"ack:{ev.conversation_id}:{ev.opening}"
     now = deps.clock()
-    with transaction(deps.sessions) as s:
+    with deps.uow() as uow:
         if notices is not None:
-            notices += promises.record_in(s, envelope, deps, now)
+            notices += promises.record_in(uow, envelope, deps.config, now)
         if not ev.acknowledge:
             return []
 
@@ -41,11 +38,11 @@ def acknowledge(envelope: Envelope, deps: NotifierDeps, *, notices: list[int] | 
 
         def over_cap() -> str | None:
             cap = deps.config.limits.ack_daily_cap
-            if _acks_today(s, ev.channel, ev.reply_to, now, customer_id=ev.customer_id) >= cap:
+            if _acks_today(uow, ev.channel, ev.reply_to, now, customer_id=ev.customer_id) >= cap:
                 return "daily acknowledgement cap reached for this customer"
             return None
 
-        claim = outbox.claim(s, key, build, now, refuse=over_cap)
+        claim = outbox.claim(uow, key, build, now, refuse=over_cap)
     if claim.created and claim.status == "skipped":
         MESSAGES_OUT.labels(ev.channel, "skipped").inc()
     # The wording is computed again at the moment of sending: after a broker outage, a retry or a
@@ -72,10 +69,10 @@ def redirect(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
                       correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
                       created_at=now, options=outbox.send_options(ev.channel, ev.reply_from, ev.received_at))
 
-    with transaction(deps.sessions) as s:
+    with deps.uow() as uow:
         # Every message from one address shares this key: only the event that made the row (its
         # bus retry, its DLQ replay) sends it again; the customer's next message sends nothing.
-        claim = outbox.claim(s, key, build, now, only_for_source=envelope.message_id)
+        claim = outbox.claim(uow, key, build, now, only_for_source=envelope.message_id)
     if claim.send is not None:
         outbox.deliver(claim.row_id, deps, claimed=claim.send)
     return []
@@ -88,25 +85,24 @@ def send_reply(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     now = deps.clock()
     # Without the customer's last message time a WhatsApp window counts as closed, never as open.
     last = ev.last_customer_message_at or datetime.min.replace(tzinfo=UTC)
-    with transaction(deps.sessions) as s:
-        claim = outbox.claim(s, key, lambda: Outbox(
+    with deps.uow() as uow:
+        claim = outbox.claim(uow, key, lambda: Outbox(
             idempotency_key=key, kind="reply", conversation_id=ev.conversation_id, channel=ev.channel,
             address=ev.reply_to, body=ev.text, status="pending", attempts=0,
             correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
-            created_at=now, options=_reply_options(s, ev, deps.config, last)), now)
+            created_at=now, options=_reply_options(uow, ev, deps.config, last)), now)
     if claim.send is not None:
         outbox.deliver(claim.row_id, deps, claimed=claim.send)
     return []
 
 
-def _reply_options(s: Session, ev: ConversationReply, config: Config, last: datetime) -> dict | None:
+def _reply_options(uow: NotifierUnitOfWork, ev: ConversationReply, config: Config, last: datetime) -> dict | None:
     """An agent's reply continues the thread the acknowledgement started: the same subject and
     reference, In-Reply-To the customer's mail, References our acknowledgement; and it is a human
     answer, so no Auto-Submitted header. On WhatsApp, the reply template for a closed window."""
     email = None
     if ev.channel == "email":
-        ack = s.scalar(select(Outbox).where(Outbox.conversation_id == ev.conversation_id, Outbox.kind == "ack",
-                                            Outbox.channel == "email").order_by(Outbox.id.desc()).limit(1))
+        ack = uow.outbox.last_email_ack(ev.conversation_id)
         previous = dict(ack.options or {}) if ack is not None else {}
         email = {k: previous[k] for k in ("subject", "reference", "in_reply_to") if previous.get(k)}
         if ack is not None and ack.provider_message_id:
@@ -132,11 +128,8 @@ def _ack_email_options(ev: ConversationOpened) -> dict:
     return options
 
 
-def _acks_today(s: Session, channel: str, address: str, now: datetime, *, customer_id: str | None = None) -> int:
+def _acks_today(uow: NotifierUnitOfWork, channel: str, address: str, now: datetime, *,
+                customer_id: str | None = None) -> int:
     """Acknowledgements in the last day to this address or, given the customer, to any of the
     customer's addresses: a sender who writes from several addresses (or channels) is capped once."""
-    recipient = and_(Outbox.channel == channel, Outbox.address == address)
-    return s.scalar(select(func.count()).select_from(Outbox).where(
-        Outbox.kind == "ack", or_(recipient, Outbox.customer_id == customer_id) if customer_id else recipient,
-        Outbox.created_at >= now - timedelta(days=1), Outbox.status.in_(("pending", "sent")),
-    )) or 0
+    return uow.outbox.acks_since(channel, address, now - timedelta(days=1), customer_id=customer_id)

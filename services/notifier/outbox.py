@@ -2,7 +2,7 @@
 
 The interface, for every part of the notifier that sends (the event handlers, agent notices,
 surveys):
-- `claim(s, key, build_row, now)`: in the caller's transaction, find the row of an idempotency key
+- `claim(uow, key, build_row, now)`: in the caller's unit of work, find the row of an idempotency key
   or make it (skipped with the reason when the address is suppressed or the caller refuses), and
   say whether to send it now (`Claim.send`), with the conversation's order checked;
 - `deliver(row_id, deps)`: send one pending (or dead, on a DLQ replay) row through its channel's
@@ -35,6 +35,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from services.notifier.deps import NotifierDeps
 from services.notifier.models import Outbox, Suppression
 from services.notifier.senders import ChannelBusy, PermanentSendError, Sender, TransientSendError
+from services.notifier.unit_of_work import NotifierUnitOfWork, OutboxRepository, SqlOutbox
 from shared.contracts import AddressSuppressed, Envelope, derive_id
 from shared.db import transaction
 from shared.metrics import MESSAGES_OUT
@@ -76,8 +77,8 @@ def send_options(channel: str, reply_from: str | None, last_customer_message_at:
     return options or None
 
 
-def _suppressed(s: Session, channel: str, address: str, now: datetime) -> str | None:
-    row = s.scalar(select(Suppression).where(Suppression.channel == channel, Suppression.address == address))
+def _suppressed(uow: NotifierUnitOfWork, channel: str, address: str, now: datetime) -> str | None:
+    row = uow.suppressions.get(channel, address)
     if row is None or (row.until is not None and row.until <= now):
         return None
     return row.reason
@@ -133,39 +134,36 @@ class Claim:
     send: Claimed | None  # what to send now; None: nothing (sent, failed, skipped, or not this event's)
 
 
-def claim(s: Session, key: str, build_row: Callable[[], Outbox], now: datetime, *,
+def claim(uow: NotifierUnitOfWork, key: str, build_row: Callable[[], Outbox], now: datetime, *,
           refuse: Callable[[], str | None] | None = None, only_for_source: str | None = None) -> Claim:
     """Find the outbox row of `key`, or make it with `build_row()`; decide whether to send it now.
 
     A new row is skipped, with the reason recorded, when its address is suppressed or `refuse()`
     names a reason. An existing row is sent again while it is pending (a bus retry) or dead (a DLQ
     replay); with `only_for_source`, only when that event (message id) is the one that made it."""
-    row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
+    row = uow.outbox.by_key(key)
     created = row is None
     if row is None:
         row = build_row()
-        suppressed = _suppressed(s, row.channel, row.address, now)
+        suppressed = _suppressed(uow, row.channel, row.address, now)
         reason = f"the address is suppressed: {suppressed}" if suppressed else (refuse() if refuse else None)
         if reason:
             row.status, row.last_error = "skipped", reason
-        s.add(row)
-        s.flush()
+        uow.outbox.add(row)
     send = None
     if row.status in SENDABLE and (only_for_source is None or row.source_message_id == only_for_source):
-        send = _claimed(s, row)
+        send = _claimed(uow.outbox, row)
     return Claim(row.id, row.status, created, send)
 
 
-def _claimed(s: Session, row: Outbox) -> Claimed:
+def _claimed(rows: OutboxRepository, row: Outbox) -> Claimed:
     """The row to send, read in the claiming transaction, with the per-conversation order checked
     there too: one transaction instead of a second session for the check. An earlier pending row
     of the conversation is visible to this query exactly when it was to the separate one (both run
     after this row is flushed, under read committed), so the order holds as it did."""
     waits_for = None
     if row.conversation_id is not None:
-        waits_for = s.scalar(select(Outbox.id).where(
-            Outbox.conversation_id == row.conversation_id, Outbox.channel == row.channel,
-            Outbox.address == row.address, Outbox.status == "pending", Outbox.id < row.id).limit(1))
+        waits_for = rows.earlier_unsent(row)
         if waits_for is not None:
             _count_attempt(row, "pending", error=_waiting(waits_for))
     return Claimed(row.channel, row.address, row.body, dict(row.options or {}), row.conversation_id, waits_for)
@@ -188,14 +186,19 @@ def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None,
     `claimed`: the row as the caller's committed claim read it (pending or dead, its order checked),
     which spares reading it again. `compose`: the text as of a moment, rendered again just before
     the provider is called (an acknowledgement talks about "now"); the row records what was sent.
-    Returns the row's new status ("sent", "failed"), or None when it was not pending."""
+    Returns the row's new status ("sent", "failed"), or None when it was not pending.
+
+    `deps.deliver`, when given, is called instead: the unit tests' in-memory provider edge."""
+    if deps.deliver is not None:
+        result: str | None = deps.deliver(row_id, deps, claimed=claimed, compose=compose)
+        return result
     if claimed is None:
         with transaction(deps.sessions) as s:
             row = s.get(Outbox, row_id)
             # "dead": out of tries and dead-lettered; a replay from the DLQ tries it again.
             if row is None or row.status not in SENDABLE:
                 return None
-            claimed = _claimed(s, row)
+            claimed = _claimed(SqlOutbox(s), row)
     if claimed.waits_for is not None:
         raise WaitingForEarlier(_waiting(claimed.waits_for))
     channel, address, body, options = claimed.channel, claimed.address, claimed.body, dict(claimed.options)

@@ -9,7 +9,7 @@ until the shift starts.
 
 The module has three layers:
 - pure decisions (`warn_time`, `deliverable_at`, `plan`, `notice_language`), table-tested;
-- `record`: the promise and notice rows an event makes, in one transaction, idempotent per event;
+- `record`: the promise and notice rows an event makes, in one unit of work, idempotent per event;
 - the ticker's jobs `check_promises(now)` and `deliver_notices(now)`: claim due rows with
   `FOR UPDATE SKIP LOCKED` and a lease, so two tickers (or a restart) send each notice once.
 
@@ -25,14 +25,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
-
 from services.notifier.deps import NotifierDeps
 from services.notifier.models import AgentNotice, Outbox, Promise
 from services.notifier.outbox import deliver
 from services.notifier.senders import TransientSendError, UnknownChannel
 from services.notifier.texts import LANGUAGES, render_agent_notice
+from services.notifier.unit_of_work import NotifierUnitOfWork
 from shared.bus.consumer import backoff
 from shared.calendar import Calendar
 from shared.config import Agent, Config
@@ -45,7 +43,6 @@ from shared.contracts import (
     ConversationResolved,
     Envelope,
 )
-from shared.db import transaction
 from shared.metrics import promise_breached
 from shared.redact import mask_secrets
 
@@ -139,31 +136,31 @@ def record(envelope: Envelope, deps: NotifierDeps) -> list[int]:
     Idempotent: a redelivered event finds its promise and its notice keys and adds nothing."""
     if envelope.type not in TRACKED:
         return []
-    with transaction(deps.sessions) as s:
-        return record_in(s, envelope, deps, deps.clock())
+    with deps.uow() as uow:
+        return record_in(uow, envelope, deps.config, deps.clock())
 
 
-def record_in(s: Session, envelope: Envelope, deps: NotifierDeps, now: datetime) -> list[int]:
-    """`record` inside the caller's transaction (the acknowledgement claims its outbox row in the
+def record_in(uow: NotifierUnitOfWork, envelope: Envelope, config: Config, now: datetime) -> list[int]:
+    """`record` inside the caller's unit of work (the acknowledgement claims its outbox row in the
     same one: one commit per event instead of two)."""
     ev = envelope.payload
     if envelope.type == ConversationOpened.TYPE:
-        return _on_opened(s, ev, envelope.correlation_id, deps.config, now)
+        return _on_opened(uow, ev, envelope.correlation_id, config, now)
     if envelope.type == ConversationMessage.TYPE:
-        return _on_message(s, ev, envelope.correlation_id, deps.config, now)
+        return _on_message(uow, ev, envelope.correlation_id, config, now)
     if envelope.type in (ConversationReply.TYPE, ConversationCalledBack.TYPE):
         # A call back is a human response as much as a written reply: it keeps the promise.
-        _on_reply(s, ev, envelope.occurred_at)
+        _on_reply(uow, ev, envelope.occurred_at)
     elif envelope.type == ConversationResolved.TYPE:
-        _on_resolved(s, ev)
+        _on_resolved(uow, ev)
     elif envelope.type == ConversationAssigned.TYPE:
-        return _on_assigned(s, ev, envelope.correlation_id, deps.config, now)
+        return _on_assigned(uow, ev, envelope.correlation_id, config, now)
     return []
 
 
-def _on_opened(s: Session, ev: ConversationOpened, correlation: str, config: Config, now: datetime) -> list[int]:
-    if s.scalar(select(Promise.id).where(Promise.conversation_id == ev.conversation_id,
-                                         Promise.opening == ev.opening)) is not None:
+def _on_opened(uow: NotifierUnitOfWork, ev: ConversationOpened, correlation: str, config: Config,
+               now: datetime) -> list[int]:
+    if uow.promises.exists(ev.conversation_id, ev.opening):
         return []
     team_id = _team_of(config, ev.team_id, ev.owner_id)
     lead_id = config.teams[team_id].lead if team_id else None
@@ -175,7 +172,7 @@ def _on_opened(s: Session, ev: ConversationOpened, correlation: str, config: Con
         # time and no reply can keep one, so there is no promise, no reminder and no breach. The
         # owner still hears of it, with the router's target time to listen by (notices are idempotent
         # by their own key).
-        notices = [_notice(s, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
+        notices = [_notice(uow, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
                    for kind, agent in plan("opened", ev.owner_id, lead_id)]
         return _due(notices, now)
     promise = Promise(
@@ -184,49 +181,47 @@ def _on_opened(s: Session, ev: ConversationOpened, correlation: str, config: Con
         team_id=team_id, lead_id=lead_id, received_at=ev.received_at, due_at=ev.promise_due,
         warn_at=warn_time(ev.received_at, ev.promise_due, _calendar_of(config, team_id)), status="open",
         created_at=now)
-    s.add(promise)
-    notices = [_notice(s, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
+    uow.promises.add(promise)
+    notices = [_notice(uow, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
                for kind, agent in plan("opened", ev.owner_id, lead_id)]
     return _due(notices, now)
 
 
-def _on_message(s: Session, ev: ConversationMessage, correlation: str, config: Config, now: datetime) -> list[int]:
+def _on_message(uow: NotifierUnitOfWork, ev: ConversationMessage, correlation: str, config: Config,
+                now: datetime) -> list[int]:
     fields = {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
               "excerpt": ev.excerpt or "…",
               "promise_due": ev.promise_due.isoformat() if ev.promise_due else None}
-    notices = [_notice(s, config, kind, agent, ev.conversation_id, 0, fields, correlation, now,
+    notices = [_notice(uow, config, kind, agent, ev.conversation_id, 0, fields, correlation, now,
                        message_id=ev.inbound_message_id)
                for kind, agent in plan("message", ev.owner_id, None)]
     return _due(notices, now)
 
 
-def _on_assigned(s: Session, ev: ConversationAssigned, correlation: str, config: Config, now: datetime) -> list[int]:
+def _on_assigned(uow: NotifierUnitOfWork, ev: ConversationAssigned, correlation: str, config: Config,
+                 now: datetime) -> list[int]:
     """The promise follows the conversation to its new owner (warnings and breach go to them); the
     previous owner's waiting notices are dropped; the new owner, or the lead of a queue, is told."""
-    promise = s.scalar(select(Promise).where(Promise.conversation_id == ev.conversation_id,
-                                             Promise.opening == ev.opening).with_for_update())
+    promise = uow.promises.for_update(ev.conversation_id, ev.opening)
     team_id = _team_of(config, ev.team_id, ev.owner_id)
     lead_id = config.teams[team_id].lead if team_id else None
     if promise is not None and promise.closed_at is None:
         promise.owner_id, promise.team_id, promise.lead_id = ev.owner_id, team_id, lead_id
     if ev.previous_owner_id and ev.previous_owner_id != ev.owner_id:
-        s.execute(update(AgentNotice).where(AgentNotice.conversation_id == ev.conversation_id,
-                                            AgentNotice.agent_id == ev.previous_owner_id,
-                                            AgentNotice.status == "pending").values(status="cancelled"))
+        uow.notices.cancel_pending(ev.conversation_id, agent_id=ev.previous_owner_id)
     if ev.owner_id == ev.previous_owner_id:
         return []
     fields = {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
               "category": ev.category, "promise_due": ev.promise_due.isoformat() if ev.promise_due else None,
               "excerpt": "", "team_name": config.teams[team_id].name if team_id else None}
-    notices = [_notice(s, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
+    notices = [_notice(uow, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
                for kind, agent in plan("opened", ev.owner_id, lead_id)]
     return _due(notices, now)
 
 
-def _on_reply(s: Session, ev: ConversationReply | ConversationCalledBack, at: datetime) -> None:
+def _on_reply(uow: NotifierUnitOfWork, ev: ConversationReply | ConversationCalledBack, at: datetime) -> None:
     """The first human reply keeps the promise (or, after the due time, ends it breached)."""
-    promise = s.scalar(select(Promise).where(Promise.conversation_id == ev.conversation_id)
-                       .order_by(Promise.opening.desc()).limit(1).with_for_update())
+    promise = uow.promises.latest_for_update(ev.conversation_id)
     if promise is None or promise.kept_at is not None:
         return
     promise.kept_at = at
@@ -235,31 +230,22 @@ def _on_reply(s: Session, ev: ConversationReply | ConversationCalledBack, at: da
             promise.status = "kept"
         else:
             promise.status, promise.breached_at = "breached", promise.due_at
-    _cancel(s, ev.conversation_id, kinds=PROMISE_KINDS)
+    # Notices still waiting for a shift that no longer mean anything.
+    uow.notices.cancel_pending(ev.conversation_id, kinds=PROMISE_KINDS)
 
 
-def _on_resolved(s: Session, ev: ConversationResolved) -> None:
-    for promise in s.scalars(select(Promise).where(Promise.conversation_id == ev.conversation_id,
-                                                   Promise.closed_at.is_(None)).with_for_update()):
+def _on_resolved(uow: NotifierUnitOfWork, ev: ConversationResolved) -> None:
+    for promise in uow.promises.unclosed_for_update(ev.conversation_id):
         promise.closed_at = ev.resolved_at
         if promise.status == "open":
             promise.status = "closed"
-    _cancel(s, ev.conversation_id)
+    uow.notices.cancel_pending(ev.conversation_id)
 
 
-def _cancel(s: Session, conversation_id: str, kinds: Iterable[str] | None = None) -> None:
-    """Notices still waiting for a shift that no longer mean anything."""
-    query = update(AgentNotice).where(AgentNotice.conversation_id == conversation_id,
-                                      AgentNotice.status == "pending")
-    if kinds is not None:
-        query = query.where(AgentNotice.kind.in_(tuple(kinds)))
-    s.execute(query.values(status="cancelled"))
-
-
-def _notice(s: Session, config: Config, kind: str, agent_id: str, conversation_id: str, opening: int,
+def _notice(uow: NotifierUnitOfWork, config: Config, kind: str, agent_id: str, conversation_id: str, opening: int,
             fields: dict[str, Any], correlation: str, now: datetime, message_id: str | None = None) -> AgentNotice:
     key = notice_key(kind, conversation_id, opening, agent_id, message_id)
-    row = s.scalar(select(AgentNotice).where(AgentNotice.idempotency_key == key))
+    row = uow.notices.by_key(key)
     if row is not None:
         return row
     agent = config.agents.get(agent_id)
@@ -271,8 +257,7 @@ def _notice(s: Session, config: Config, kind: str, agent_id: str, conversation_i
         row.status, row.last_error = "skipped", f"agent {agent_id!r} has no notify channel in the config"
     elif when is None:
         row.status, row.last_error = "skipped", f"agent {agent_id!r} has no shift in the next two years"
-    s.add(row)
-    s.flush()
+    uow.notices.add(row)
     return row
 
 
@@ -290,23 +275,19 @@ def check_promises(now: datetime, deps: NotifierDeps) -> int:
     breach notice. Rows are claimed with SKIP LOCKED, so a second ticker takes other rows or none."""
     config = deps.config
     breached: list[tuple[str | None, str]] = []
-    with transaction(deps.sessions) as s:
-        due = s.scalars(select(Promise).where(Promise.status == "open", Promise.due_at <= now)
-                        .order_by(Promise.due_at).limit(BATCH).with_for_update(skip_locked=True)).all()
-        for p in due:
+    with deps.uow() as uow:
+        for p in uow.promises.to_breach(now, BATCH):
             p.status, p.breached_at = "breached", p.due_at
             owner = config.agents.get(p.owner_id) if p.owner_id else None
             fields = _promise_fields(p) | {"owner_name": owner.name if owner else None}
             for kind, agent in plan("breach", p.owner_id, p.lead_id):
-                _notice(s, config, kind, agent, p.conversation_id, p.opening, fields, f"promise:{p.id}", now)
+                _notice(uow, config, kind, agent, p.conversation_id, p.opening, fields, f"promise:{p.id}", now)
             breached.append((p.team_id, p.category))
-        warn = s.scalars(select(Promise).where(Promise.status == "open", Promise.warned_at.is_(None),
-                                               Promise.warn_at <= now, Promise.due_at > now)
-                         .order_by(Promise.warn_at).limit(BATCH).with_for_update(skip_locked=True)).all()
+        warn = uow.promises.to_warn(now, BATCH)
         for p in warn:
             p.warned_at = now
             for kind, agent in plan("warning", p.owner_id, p.lead_id):
-                _notice(s, config, kind, agent, p.conversation_id, p.opening, _promise_fields(p),
+                _notice(uow, config, kind, agent, p.conversation_id, p.opening, _promise_fields(p),
                         f"promise:{p.id}", now)
     for team, category in breached:  # counted once the breach is committed
         promise_breached(team, category)
@@ -329,11 +310,8 @@ def deliver_notices(now: datetime, deps: NotifierDeps) -> int:
 def claim(deps: NotifierDeps, now: datetime, ids: Iterable[int] | None = None) -> list[int]:
     """Take due notices for this process: moving `not_before` a lease ahead, in a committed
     transaction, hides them from every other ticker until sent (or the lease ends after a crash)."""
-    with transaction(deps.sessions) as s:
-        query = select(AgentNotice).where(AgentNotice.status == "pending", AgentNotice.not_before <= now)
-        if ids is not None:
-            query = query.where(AgentNotice.id.in_(list(ids)))
-        rows = s.scalars(query.order_by(AgentNotice.not_before).limit(BATCH).with_for_update(skip_locked=True)).all()
+    with deps.uow() as uow:
+        rows = uow.notices.due(now, BATCH, ids)
         for row in rows:
             row.not_before = now + LEASE
         return [row.id for row in rows]
@@ -352,23 +330,22 @@ def send_now(ids: list[int], deps: NotifierDeps) -> None:
 
 def send_notice(notice_id: int, deps: NotifierDeps, now: datetime) -> str | None:
     """Render a claimed notice, put it in the outbox under its key and deliver it."""
-    with transaction(deps.sessions) as s:
-        notice = s.get(AgentNotice, notice_id)
+    with deps.uow() as uow:
+        notice = uow.notices.get(notice_id)
         if notice is None or notice.status != "pending":
             return None
         agent = deps.config.agents.get(notice.agent_id)
         if agent is None or agent.notify is None:
             notice.status, notice.last_error = "skipped", f"agent {notice.agent_id!r} has no notify channel"
             return "skipped"
-        row = s.scalar(select(Outbox).where(Outbox.idempotency_key == notice.idempotency_key))
+        row = uow.outbox.by_key(notice.idempotency_key)
         if row is None:
             body = render_notice(notice.kind, notice.fields, agent, now, deps.config)
             row = Outbox(idempotency_key=notice.idempotency_key, kind="notice", conversation_id=notice.conversation_id,
                          channel=agent.notify.channel, address=agent.notify.address, body=body, status="pending",
                          attempts=0, correlation_id=notice.correlation_id, source_message_id=f"notice:{notice.id}",
                          created_at=now, options=_options(agent.notify.channel, body, notice.fields.get("reference")))
-            s.add(row)
-            s.flush()
+            uow.outbox.add(row)
         row_id = row.id
     try:
         status = deliver(row_id, deps)
@@ -378,12 +355,12 @@ def send_notice(notice_id: int, deps: NotifierDeps, now: datetime) -> str | None
     except UnknownChannel as exc:
         # A wiring mistake, not the agent's fault: recorded and visible, not retried forever.
         status = "failed"
-        with transaction(deps.sessions) as s:
-            row = s.get_one(Outbox, row_id)
+        with deps.uow() as uow:
+            row = uow.outbox.one(row_id)
             row.status, row.last_error = "failed", mask_secrets(str(exc))
-    with transaction(deps.sessions) as s:
-        notice = s.get_one(AgentNotice, notice_id)
-        row = s.get_one(Outbox, row_id)
+    with deps.uow() as uow:
+        notice = uow.notices.one(notice_id)
+        row = uow.outbox.one(row_id)
         # None: the outbox row was no longer pending (sent before a crash): take its outcome.
         notice.status = status or ("sent" if row.status == "sent" else row.status)
         notice.attempts += 1
@@ -394,13 +371,13 @@ def send_notice(notice_id: int, deps: NotifierDeps, now: datetime) -> str | None
 
 
 def _retry_later(deps: NotifierDeps, notice_id: int, row_id: int, now: datetime, exc: TransientSendError) -> None:
-    with transaction(deps.sessions) as s:
-        notice = s.get_one(AgentNotice, notice_id)
+    with deps.uow() as uow:
+        notice = uow.notices.one(notice_id)
         notice.attempts += 1
         notice.last_error = mask_secrets(str(exc))[:2000]
         if notice.attempts >= MAX_ATTEMPTS:
             notice.status = "dead"
-            s.get_one(Outbox, row_id).status = "dead"
+            uow.outbox.one(row_id).status = "dead"
             log.error("agent notice %s dead after %d attempts: %s", notice.idempotency_key, notice.attempts, exc)
             return
         delay = max(backoff(notice.attempts, base=5.0, cap=900.0), exc.retry_after or 0.0)

@@ -1,0 +1,342 @@
+"""The notifier's unit of work: the repositories its notifying rules read and write, and one commit.
+
+The rules (services.notifier.promises, survey_flow, customer_messages and the outbox's claim) decide
+what to record for an event, which notices to plan, when a survey is due, whether to acknowledge;
+they take a `NotifierUnitOfWork` instead of a Session, so tests/unit runs them against an
+in-memory one (tests/support/notifier_fakes.py) and the PostgreSQL tests are left for the SQL.
+
+`SqlNotifierUnitOfWork` is the one in production: one session, one transaction, and each
+repository method is exactly one of the statements the rules ran before (the throughput work counts
+round trips: none is added, none is split). Like shared.db.transaction it commits on a clean exit
+and rolls back on an exception; `commit()` and `rollback()` are there for a caller that must settle
+earlier. The provider send and its sending lock are not here: they stay at the edge
+(services.notifier.outbox.deliver).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.notifier.models import AgentNotice, Outbox, Promise, Suppression, Survey, SurveyOptOut
+
+
+class PromiseRepository(Protocol):
+    def exists(self, conversation_id: str, opening: int) -> bool: ...
+    def for_update(self, conversation_id: str, opening: int) -> Promise | None: ...
+    def latest_for_update(self, conversation_id: str) -> Promise | None:
+        """The conversation's promise of its latest opening, locked."""
+    def unclosed_for_update(self, conversation_id: str) -> Sequence[Promise]: ...
+    def add(self, promise: Promise) -> None: ...
+    def to_breach(self, now: datetime, limit: int) -> Sequence[Promise]:
+        """Open promises due by `now`, earliest first, claimed (SKIP LOCKED: another ticker takes others)."""
+    def to_warn(self, now: datetime, limit: int) -> Sequence[Promise]:
+        """Open, unwarned promises past their warning time and not yet due, claimed likewise."""
+
+
+class NoticeRepository(Protocol):
+    def by_key(self, key: str) -> AgentNotice | None: ...
+    def add(self, notice: AgentNotice) -> None:
+        """Stored at once: the notice has its id when this returns."""
+    def get(self, notice_id: int) -> AgentNotice | None: ...
+    def one(self, notice_id: int) -> AgentNotice: ...
+    def cancel_pending(self, conversation_id: str, *, agent_id: str | None = None,
+                       kinds: Iterable[str] | None = None) -> None:
+        """Pending notices of the conversation (of one agent, of some kinds) are cancelled."""
+    def due(self, now: datetime, limit: int, ids: Iterable[int] | None = None) -> Sequence[AgentNotice]:
+        """Pending notices due by `now` (among `ids`), earliest first, claimed (SKIP LOCKED)."""
+
+
+class OutboxRepository(Protocol):
+    def by_key(self, key: str) -> Outbox | None: ...
+    def has_key(self, key: str) -> bool: ...
+    def add(self, row: Outbox) -> None:
+        """Stored at once: the row has its id when this returns."""
+    def get(self, row_id: int) -> Outbox | None: ...
+    def one(self, row_id: int) -> Outbox: ...
+    def earlier_unsent(self, row: Outbox) -> int | None:
+        """A pending row of the same conversation to the same address, older than `row`: it goes first."""
+    def acks_since(self, channel: str, address: str, since: datetime, *, customer_id: str | None = None) -> int:
+        """Acknowledgements pending or sent since `since` to this address or, given the customer, to
+        any of the customer's addresses."""
+    def last_email_ack(self, conversation_id: str) -> Outbox | None: ...
+
+
+class SuppressionRepository(Protocol):
+    def get(self, channel: str, address: str) -> Suppression | None: ...
+    def reason_at(self, channel: str, address: str, now: datetime) -> str | None:
+        """Why the address is suppressed at `now`, or None."""
+    def add(self, suppression: Suppression) -> None: ...
+
+
+class SurveyRepository(Protocol):
+    def exists(self, conversation_id: str, opening: int) -> bool: ...
+    def add(self, survey: Survey) -> None: ...
+    def get(self, survey_id: int) -> Survey | None: ...
+    def due(self, now: datetime, limit: int) -> Sequence[Survey]:
+        """Scheduled surveys due by `now`, earliest first, claimed (SKIP LOCKED)."""
+    def sending(self, limit: int) -> Sequence[Survey]: ...
+    def by_token(self, token: str, *, for_update: bool = False) -> Survey | None: ...
+    def last_sent_at(self, customer_id: str, exclude: int | None = None) -> datetime | None:
+        """When this customer last got (or is being sent) a survey: the cooldown counts from it."""
+    def opt_out_scheduled(self, customer_id: str | None, channel: str, address: str) -> None:
+        """The customer's (or, without one, the address's) scheduled surveys become opted_out."""
+
+
+class SurveyOptOutRepository(Protocol):
+    def any_for(self, customer_id: str | None, channel: str, address: str) -> bool: ...
+    def by_address(self, channel: str, address: str) -> SurveyOptOut | None: ...
+    def add(self, opt_out: SurveyOptOut) -> None: ...
+
+
+class NotifierUnitOfWork(Protocol):
+    # Read-only: an implementation's own repository classes satisfy them.
+    @property
+    def promises(self) -> PromiseRepository: ...
+    @property
+    def notices(self) -> NoticeRepository: ...
+    @property
+    def outbox(self) -> OutboxRepository: ...
+    @property
+    def suppressions(self) -> SuppressionRepository: ...
+    @property
+    def surveys(self) -> SurveyRepository: ...
+    @property
+    def opt_outs(self) -> SurveyOptOutRepository: ...
+
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+
+
+# --- SQL ------------------------------------------------------------------------------------------
+
+
+class SqlPromises:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def exists(self, conversation_id: str, opening: int) -> bool:
+        return self.s.scalar(select(Promise.id).where(Promise.conversation_id == conversation_id,
+                                                      Promise.opening == opening)) is not None
+
+    def for_update(self, conversation_id: str, opening: int) -> Promise | None:
+        return self.s.scalar(select(Promise).where(Promise.conversation_id == conversation_id,
+                                                   Promise.opening == opening).with_for_update())
+
+    def latest_for_update(self, conversation_id: str) -> Promise | None:
+        return self.s.scalar(select(Promise).where(Promise.conversation_id == conversation_id)
+                             .order_by(Promise.opening.desc()).limit(1).with_for_update())
+
+    def unclosed_for_update(self, conversation_id: str) -> Sequence[Promise]:
+        return self.s.scalars(select(Promise).where(Promise.conversation_id == conversation_id,
+                                                    Promise.closed_at.is_(None)).with_for_update()).all()
+
+    def add(self, promise: Promise) -> None:
+        self.s.add(promise)
+
+    def to_breach(self, now: datetime, limit: int) -> Sequence[Promise]:
+        return self.s.scalars(select(Promise).where(Promise.status == "open", Promise.due_at <= now)
+                              .order_by(Promise.due_at).limit(limit).with_for_update(skip_locked=True)).all()
+
+    def to_warn(self, now: datetime, limit: int) -> Sequence[Promise]:
+        return self.s.scalars(select(Promise).where(Promise.status == "open", Promise.warned_at.is_(None),
+                                                    Promise.warn_at <= now, Promise.due_at > now)
+                              .order_by(Promise.warn_at).limit(limit).with_for_update(skip_locked=True)).all()
+
+
+class SqlNotices:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def by_key(self, key: str) -> AgentNotice | None:
+        return self.s.scalar(select(AgentNotice).where(AgentNotice.idempotency_key == key))
+
+    def add(self, notice: AgentNotice) -> None:
+        self.s.add(notice)
+        self.s.flush()
+
+    def get(self, notice_id: int) -> AgentNotice | None:
+        return self.s.get(AgentNotice, notice_id)
+
+    def one(self, notice_id: int) -> AgentNotice:
+        return self.s.get_one(AgentNotice, notice_id)
+
+    def cancel_pending(self, conversation_id: str, *, agent_id: str | None = None,
+                       kinds: Iterable[str] | None = None) -> None:
+        query = update(AgentNotice).where(AgentNotice.conversation_id == conversation_id)
+        if agent_id is not None:
+            query = query.where(AgentNotice.agent_id == agent_id)
+        query = query.where(AgentNotice.status == "pending")
+        if kinds is not None:
+            query = query.where(AgentNotice.kind.in_(tuple(kinds)))
+        self.s.execute(query.values(status="cancelled"))
+
+    def due(self, now: datetime, limit: int, ids: Iterable[int] | None = None) -> Sequence[AgentNotice]:
+        query = select(AgentNotice).where(AgentNotice.status == "pending", AgentNotice.not_before <= now)
+        if ids is not None:
+            query = query.where(AgentNotice.id.in_(list(ids)))
+        return self.s.scalars(query.order_by(AgentNotice.not_before).limit(limit)
+                              .with_for_update(skip_locked=True)).all()
+
+
+class SqlOutbox:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def by_key(self, key: str) -> Outbox | None:
+        return self.s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
+
+    def has_key(self, key: str) -> bool:
+        return self.s.scalar(select(Outbox.id).where(Outbox.idempotency_key == key)) is not None
+
+    def add(self, row: Outbox) -> None:
+        self.s.add(row)
+        self.s.flush()
+
+    def get(self, row_id: int) -> Outbox | None:
+        return self.s.get(Outbox, row_id)
+
+    def one(self, row_id: int) -> Outbox:
+        return self.s.get_one(Outbox, row_id)
+
+    def earlier_unsent(self, row: Outbox) -> int | None:
+        return self.s.scalar(select(Outbox.id).where(
+            Outbox.conversation_id == row.conversation_id, Outbox.channel == row.channel,
+            Outbox.address == row.address, Outbox.status == "pending", Outbox.id < row.id).limit(1))
+
+    def acks_since(self, channel: str, address: str, since: datetime, *, customer_id: str | None = None) -> int:
+        recipient = and_(Outbox.channel == channel, Outbox.address == address)
+        return self.s.scalar(select(func.count()).select_from(Outbox).where(
+            Outbox.kind == "ack", or_(recipient, Outbox.customer_id == customer_id) if customer_id else recipient,
+            Outbox.created_at >= since, Outbox.status.in_(("pending", "sent")),
+        )) or 0
+
+    def last_email_ack(self, conversation_id: str) -> Outbox | None:
+        return self.s.scalar(select(Outbox).where(Outbox.conversation_id == conversation_id, Outbox.kind == "ack",
+                                                  Outbox.channel == "email").order_by(Outbox.id.desc()).limit(1))
+
+
+class SqlSuppressions:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def get(self, channel: str, address: str) -> Suppression | None:
+        return self.s.scalar(select(Suppression).where(Suppression.channel == channel,
+                                                       Suppression.address == address))
+
+    def reason_at(self, channel: str, address: str, now: datetime) -> str | None:
+        return self.s.scalar(select(Suppression.reason).where(
+            Suppression.channel == channel, Suppression.address == address,
+            or_(Suppression.until.is_(None), Suppression.until > now)))
+
+    def add(self, suppression: Suppression) -> None:
+        self.s.add(suppression)
+
+
+class SqlSurveys:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def exists(self, conversation_id: str, opening: int) -> bool:
+        return self.s.scalar(select(Survey.id).where(Survey.conversation_id == conversation_id,
+                                                     Survey.opening == opening)) is not None
+
+    def add(self, survey: Survey) -> None:
+        self.s.add(survey)
+
+    def get(self, survey_id: int) -> Survey | None:
+        return self.s.get(Survey, survey_id)
+
+    def due(self, now: datetime, limit: int) -> Sequence[Survey]:
+        return list(self.s.scalars(select(Survey).where(Survey.status == "scheduled", Survey.due_at <= now)
+                                   .order_by(Survey.due_at).limit(limit).with_for_update(skip_locked=True)))
+
+    def sending(self, limit: int) -> Sequence[Survey]:
+        return self.s.scalars(select(Survey).where(Survey.status == "sending").limit(limit)).all()
+
+    def by_token(self, token: str, *, for_update: bool = False) -> Survey | None:
+        query = select(Survey).where(Survey.token == token)
+        return self.s.scalar(query.with_for_update() if for_update else query)
+
+    def last_sent_at(self, customer_id: str, exclude: int | None = None) -> datetime | None:
+        query = select(Survey.sent_at, Survey.due_at).where(Survey.customer_id == customer_id,
+                                                            Survey.status.in_(("sending", "sent", "answered")))
+        if exclude is not None:
+            query = query.where(Survey.id != exclude)
+        times = [sent or due for sent, due in self.s.execute(query)]
+        return max(times, default=None)
+
+    def opt_out_scheduled(self, customer_id: str | None, channel: str, address: str) -> None:
+        who = or_(Survey.customer_id == customer_id, (Survey.channel == channel) & (Survey.address == address)) \
+            if customer_id else ((Survey.channel == channel) & (Survey.address == address))
+        self.s.execute(update(Survey).where(Survey.status == "scheduled", who)
+                       .values(status="opted_out", reason="the customer opted out of surveys"))
+
+
+class SqlSurveyOptOuts:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def any_for(self, customer_id: str | None, channel: str, address: str) -> bool:
+        by_address = (SurveyOptOut.channel == channel) & (SurveyOptOut.address == address)
+        who = or_(SurveyOptOut.customer_id == customer_id, by_address) if customer_id else by_address
+        return (self.s.scalar(select(func.count()).select_from(SurveyOptOut).where(who)) or 0) > 0
+
+    def by_address(self, channel: str, address: str) -> SurveyOptOut | None:
+        return self.s.scalar(select(SurveyOptOut).where(SurveyOptOut.channel == channel,
+                                                        SurveyOptOut.address == address))
+
+    def add(self, opt_out: SurveyOptOut) -> None:
+        self.s.add(opt_out)
+
+
+class SqlNotifierUnitOfWork:
+    """One session and its transaction; the repositories over it."""
+
+    session: Session
+    promises: SqlPromises
+    notices: SqlNotices
+    outbox: SqlOutbox
+    suppressions: SqlSuppressions
+    surveys: SqlSurveys
+    opt_outs: SqlSurveyOptOuts
+
+    def __init__(self, sessions: sessionmaker[Session]):
+        self._sessions = sessions
+
+    def __enter__(self) -> Self:
+        self.session = self._sessions()
+        self.session.begin()
+        self.promises = SqlPromises(self.session)
+        self.notices = SqlNotices(self.session)
+        self.outbox = SqlOutbox(self.session)
+        self.suppressions = SqlSuppressions(self.session)
+        self.surveys = SqlSurveys(self.session)
+        self.opt_outs = SqlSurveyOptOuts(self.session)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        # As shared.db.transaction: commit on a clean exit (an early return included), roll back on
+        # any exception; the session is closed either way.
+        try:
+            if exc_type is None:
+                self.session.commit()
+            else:
+                self.session.rollback()
+        finally:
+            self.session.close()
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
