@@ -55,6 +55,15 @@ class RawRequest:
     form: Mapping[str, list[str]]
     received_at: datetime
 
+    def header(self, name: str) -> str:
+        """The header's value, "" when absent. HTTP names are case-insensitive, and so is this
+        whatever carried the request: Flask's headers are, a test's plain dict is not."""
+        value = self.headers.get(name)
+        if value is None:
+            lowered = name.lower()
+            value = next((v for k, v in self.headers.items() if k.lower() == lowered), None)
+        return value or ""
+
 
 class InboundAdapter(Protocol):
     channel_family: str

@@ -60,7 +60,7 @@ class EmailRelayAdapter:
         self.authserv_ids = tuple(authserv_ids)
 
     def verify(self, request: RawRequest) -> None:
-        got = request.headers.get(SECRET_HEADER, "")
+        got = request.header(SECRET_HEADER)
         # No configured secret means nothing can be verified: refuse everything rather than trust.
         if not self.secret or not hmac.compare_digest(got.encode(), self.secret.encode()):
             raise Unauthenticated(f"missing or wrong {SECRET_HEADER}")

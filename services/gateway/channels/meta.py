@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
-from services.gateway.channels import Headers, Inbound, Malformed, RawRequest, Unauthenticated
+from services.gateway.channels import Inbound, Malformed, RawRequest, Unauthenticated
 from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage, SurveyAnswer
 from shared.phone import to_e164
 from shared.survey_links import parse_callback_data
@@ -95,7 +95,7 @@ class MetaAdapter:
     def verify(self, request: RawRequest) -> None:
         if not self.app_secret:
             raise Unauthenticated("no Meta app secret is configured")
-        got = _header(request.headers, SIGNATURE_HEADER)
+        got = request.header(SIGNATURE_HEADER)
         if not got:
             raise Unauthenticated(f"missing {SIGNATURE_HEADER}")
         expected = _SIGNATURE_PREFIX + signature(self.app_secret, request.body)
@@ -620,15 +620,6 @@ def _load(body: bytes) -> Any:
         raise Malformed(f"the body is not JSON: {exc}") from exc
     except RecursionError as exc:
         raise Malformed("the body nests too deeply") from exc
-
-
-def _header(headers: Headers, name: str) -> str:
-    got = headers.get(name)
-    if got is None:
-        # Plain dicts (tests, other WSGI layers) are case-sensitive; Flask's headers are not.
-        lower = name.lower()
-        got = next((v for k, v in headers.items() if k.lower() == lower), None)
-    return got or ""
 
 
 def _get(obj: Any, *path: str) -> Any:

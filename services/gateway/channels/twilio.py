@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from services.gateway.channels import Headers, Malformed, RawRequest, Unauthenticated
+from services.gateway.channels import Malformed, RawRequest, Unauthenticated
 from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage
 from shared.delivery import STATUS_RANK, status_moves_forward
 from shared.phone import country_language, to_e164
@@ -74,14 +74,6 @@ def form_params(request: RawRequest) -> _MultiForm:
     return _MultiForm()
 
 
-def _header(headers: Headers, name: str) -> str:
-    value = headers.get(name)
-    if value is None:  # plain dicts are case-sensitive; HTTP header names are not
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value or ""
-
-
 class TwilioSignature:
     """Checks X-Twilio-Signature with twilio's own RequestValidator, over all received parameters."""
 
@@ -92,7 +84,7 @@ class TwilioSignature:
         # No configured token means nothing can be verified: refuse everything rather than trust.
         if not self.auth_token:
             raise Unauthenticated("no Twilio auth token is configured: every Twilio webhook is refused")
-        signature = _header(request.headers, SIGNATURE_HEADER)
+        signature = request.header(SIGNATURE_HEADER)
         if not signature:
             raise Unauthenticated(f"missing {SIGNATURE_HEADER}")
         # The URL must be the public one Twilio called, query string included; the validator tries it
