@@ -143,6 +143,22 @@ def render_redirect(language: str, channel_name: str, where_to_write: list[str],
 # --- surveys ------------------------------------------------------------------------------------
 
 
+def survey_question_variables(language: str, kind: str, channel: str, business_name: str,
+                              customer_name: str | None) -> dict[str, Any]:
+    """What the survey question's template sees (the scale: CSAT 1–5, NPS 0–10)."""
+    name = clean_name(customer_name)
+    return {
+        "kind": kind,
+        "channel": channel,
+        "business_name": business_name,
+        "customer_name": name,
+        "address": address(name, language),
+        "low": 1 if kind == "csat" else 0,
+        "high": 5 if kind == "csat" else 10,
+        "language": language,
+    }
+
+
 def render_survey_question(language: str, kind: Literal["csat", "nps"], channel: str, business_name: str,
                            customer_name: str | None, *, overrides: dict[str, str] | None = None) -> str:
     """The one survey question after resolution: CSAT 1–5 or NPS 0–10.
@@ -153,17 +169,7 @@ def render_survey_question(language: str, kind: Literal["csat", "nps"], channel:
     lang = language_code(language)
     if kind not in SURVEY_KINDS:
         raise ValueError(f"survey kind must be one of {SURVEY_KINDS}, not {kind!r}")
-    name = clean_name(customer_name)
-    variables = {
-        "kind": kind,
-        "channel": channel,
-        "business_name": business_name,
-        "customer_name": name,
-        "address": address(name, lang),
-        "low": 1 if kind == "csat" else 0,
-        "high": 5 if kind == "csat" else 10,
-        "language": lang,
-    }
+    variables = survey_question_variables(lang, kind, channel, business_name, customer_name)
 
     def render(v: Mapping[str, Any]) -> str:
         return render_template(f"{lang}/survey_question.txt.j2", v, overrides)

@@ -14,9 +14,13 @@ from typing import Any
 import jinja2
 
 from services.notifier.texts.agent import AGENT_NOTICE_KINDS, AGENT_REQUIRED
-from services.notifier.texts.customer import SURVEY_KINDS, AckContext, ack_variables
+from services.notifier.texts.customer import (
+    SURVEY_KINDS,
+    AckContext,
+    ack_variables,
+    survey_question_variables,
+)
 from services.notifier.texts.templating import TemplateError, base_environment, environment
-from services.notifier.texts.words import address
 from shared.locale import LANGUAGES, WEEKDAYS, language_code
 
 TEMPLATE_FILES = (
@@ -57,9 +61,7 @@ def _samples(name: str) -> list[Mapping[str, Any]]:
         return [{"channel_name": "Instagram", "where_to_write": ["support@example.test"],
                  "business_name": "Northwind"}]
     if file.startswith("survey_question"):
-        return [{"kind": kind, "channel": channel, "business_name": "Northwind", "customer_name": person,
-                 "address": address(person, lang), "low": 1 if kind == "csat" else 0,
-                 "high": 5 if kind == "csat" else 10, "language": lang}
+        return [survey_question_variables(lang, kind, channel, "Northwind", person)
                 for kind in SURVEY_KINDS for channel in ("sms", "email", "telegram") for person in ("Anna", None)]
     if file == "survey_thanks.txt.j2":
         return [{"kind": kind} for kind in SURVEY_KINDS]
