@@ -85,11 +85,9 @@ def _in_range(low: int, high: int | None = None) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _matching(pattern: str, problem: str) -> AfterValidator:
-    compiled = re.compile(pattern)
-
+def _matching(pattern: re.Pattern[str], problem: str) -> AfterValidator:
     def check(value: str) -> str:
-        if compiled.match(value) is None:
+        if pattern.match(value) is None:
             raise ValueError(problem)
         return value
     return AfterValidator(check)
@@ -126,7 +124,7 @@ Address = Annotated[str, _length(0, 320)]  # an e-mail address, a phone number, 
 Reason = Annotated[str, _length(0, 2000)]  # free text that reaches an agent or a store
 Opening = Annotated[int, _in_range(1)]
 Score = Annotated[int, _in_range(0, 10)]
-SurveyToken = Annotated[str, _matching(r"^[A-Za-z0-9_-]{8,40}$", "is not a survey token")]
+SurveyToken = Annotated[str, _matching(re.compile(r"^[A-Za-z0-9_-]{8,40}$"), "is not a survey token")]
 
 #: On every contract dataclass: a body with a field the dataclass does not have is refused.
 _closed = with_config(ConfigDict(extra="forbid"))
