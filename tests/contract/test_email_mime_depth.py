@@ -10,7 +10,6 @@ import pytest
 from services.gateway.app import GatewayDeps, create_app
 from services.gateway.channels.email import EmailRelayAdapter
 from services.gateway.channels.mail_mime import MAX_MIME_DEPTH
-from tests.contract.test_gateway_http import RecordingIntake
 
 SECRET = "relay-s3cret"
 NOW = datetime(2026, 11, 20, 16, 55, tzinfo=UTC)
@@ -28,11 +27,6 @@ def nested(depth: int, kind: str = "multipart/mixed") -> bytes:
     if kind != "message/rfc822":
         out.extend(b"--b%d--\r\n" % level for level in reversed(range(depth)))
     return b"".join(out)
-
-
-@pytest.fixture
-def intake() -> RecordingIntake:
-    return RecordingIntake()
 
 
 @pytest.fixture

@@ -11,27 +11,10 @@ import pytest
 
 from services.gateway.app import GatewayDeps, create_app
 from services.gateway.channels.telegram import TelegramAdapter
-from shared.contracts import Envelope
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "telegram"
 SECRET = "test-secret_1"
 NOW = datetime(2026, 11, 20, 16, 55, tzinfo=UTC)
-
-
-class RecordingIntake:
-    """A fake of our own Intake: records instead of publishing."""
-
-    def __init__(self) -> None:
-        self.accepted: list[Envelope] = []
-
-    def accept(self, envelope: Envelope) -> str:
-        self.accepted.append(envelope)
-        return "published"
-
-
-@pytest.fixture
-def intake() -> RecordingIntake:
-    return RecordingIntake()
 
 
 @pytest.fixture

@@ -10,17 +10,11 @@ import pytest
 
 from services.gateway.app import GatewayDeps, create_app
 from services.gateway.channels.meta import MetaAdapter, signature
-from tests.contract.test_gateway_http import RecordingIntake
 
 SECRET = "meta-app-secret"
 VERIFY = "meta-verify-token"
 NOW = datetime(2026, 11, 20, 16, 55, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-
-
-@pytest.fixture
-def intake() -> RecordingIntake:
-    return RecordingIntake()
 
 
 @pytest.fixture

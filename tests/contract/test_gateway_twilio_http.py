@@ -10,7 +10,6 @@ from twilio.request_validator import RequestValidator
 
 from services.gateway.app import GatewayDeps, create_app
 from services.gateway.channels.twilio import TwilioSmsAdapter, TwilioStatusAdapter
-from tests.contract.test_gateway_http import RecordingIntake
 
 TOKEN = "twilio-auth-token-0123456789abcdef"
 PUBLIC = "https://support.example"
@@ -18,11 +17,6 @@ NOW = datetime(2026, 11, 20, 16, 55, tzinfo=UTC)
 SMS = {"MessageSid": "SM" + "a" * 32, "AccountSid": "AC" + "b" * 32, "From": "+48601234567", "To": "+48221002030",
        "Body": "Gdzie jest moja paczka?", "NumMedia": "0"}
 STATUS = {"MessageSid": "SM" + "c" * 32, "MessageStatus": "delivered", "AccountSid": "AC" + "b" * 32}
-
-
-@pytest.fixture
-def intake() -> RecordingIntake:
-    return RecordingIntake()
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from services.gateway.channels.telegram import TelegramAdapter
 from shared.service import service_app
 from shared.settings import load_settings
 from shared.web import HttpServer, server_options
-from tests.contract.test_gateway_http import NOW, SECRET, RecordingIntake
+from tests.contract.test_gateway_http import NOW, SECRET
+from tests.support.gateway import RecordingIntake
 
 LIMIT = 256 * 1024
 HUNDRED_MB = 100 * 1024 * 1024

@@ -131,21 +131,6 @@ def test_stop_is_the_whole_message_only(text: str, stop: bool) -> None:
 # --- over HTTP ----------------------------------------------------------------------------------
 
 
-class RecordingIntake:
-    def __init__(self) -> None:
-        self.accepted: list[Envelope] = []
-
-    def accept(self, envelope: Envelope) -> str:
-        encode(envelope)  # what the real intake does first: a contract violation would raise here
-        self.accepted.append(envelope)
-        return "published"
-
-
-@pytest.fixture
-def intake() -> RecordingIntake:
-    return RecordingIntake()
-
-
 @pytest.fixture
 def client(example_config, intake):
     deps = GatewayDeps(config=example_config, intake=intake,

@@ -28,7 +28,6 @@ from services.gateway.channels.twilio_voice import (
     spoken_hours,
 )
 from shared.contracts import Attachment, Envelope, Identity, InboundMessage, derive_id, encode
-from tests.contract.test_gateway_http import RecordingIntake
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "phone"
 TOKEN = "12345678901234567890123456789012"
@@ -351,11 +350,6 @@ def test_out_of_hours_every_language_says_hours_and_reopening(example_config, ca
 
 
 # --- through the HTTP edge ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def intake() -> RecordingIntake:
-    return RecordingIntake()
 
 
 @pytest.fixture

@@ -32,9 +32,9 @@ from services.gateway.channels.twilio import form_params
 from shared.config import load_config
 from shared.settings import Settings
 from tests.conftest import EXAMPLE_CONFIG
-from tests.contract.test_gateway_http import RecordingIntake
 from tests.fuzz.settings import fuzz
 from tests.fuzz.support import NOW
+from tests.support.gateway import RecordingIntake
 
 PUBLIC = "https://support.example"
 TELEGRAM_SECRET = "fuzz-telegram-secret"
