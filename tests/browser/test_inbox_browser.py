@@ -8,7 +8,6 @@ arrives at the fake Bot API. Screenshots of the inbox and the dashboard go to te
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import ARTIFACTS
-from tests.support.procs import ROOT, free_port
+from tests.support.procs import ROOT, embedded_run
 from tests.support.wait import until
 
 BIN = Path(sys.executable).parent
@@ -30,32 +29,12 @@ XSS = "<script>alert(1)</script> Where is my parcel? <img src=x onerror=alert(2)
 
 @pytest.fixture
 def embedded(tmp_path, fake_bot_api):
-    port = free_port()
     # The example config, with the survey due one second after resolution instead of an hour.
     config = tmp_path / "switchboard.yaml"
     config.write_text((ROOT / "deploy" / "switchboard.yaml").read_text().replace("  delay: 1h", "  delay: 1s"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "BROKER_", "DATABASE_"))}
-    env.update({"PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path}/switchboard.db",
-                "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"), "PYTHONUNBUFFERED": "1",
-                "SWITCHBOARD_CONFIG": str(config),
-                "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE": fake_bot_api.base_url,
-                "TELEGRAM_WEBHOOK_SECRET": SECRET})
-    out = open(tmp_path / "run.out", "w+")
-    proc = subprocess.Popen([str(BIN / "switchboard"), "run"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError((tmp_path / "run.out").read_text())
-        try:
-            return httpx.get(base + "/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    until(ready, timeout=60, interval=0.2, message="embedded mode ready")
-    yield base, env
-    proc.terminate()
-    proc.wait(timeout=20)
+    with embedded_run(tmp_path, config, {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE": fake_bot_api.base_url,
+                                         "TELEGRAM_WEBHOOK_SECRET": SECRET}) as run:
+        yield run.base, run.env
 
 
 def customer_writes(base: str, text: str) -> None:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.db import query
-from tests.support.procs import ROOT, free_port
+from tests.support.procs import ROOT, embedded_run
 from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e
@@ -24,28 +24,9 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def embedded(tmp_path):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "BROKER_", "DATABASE_"))}
-    env.update({"PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path}/switchboard.db",
-                "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"), "PYTHONUNBUFFERED": "1",
-                "SWITCHBOARD_CONFIG": str(ROOT / "deploy" / "switchboard.yaml")})
-    out = open(tmp_path / "run.out", "w+")
-    proc = subprocess.Popen([str(BIN / "switchboard"), "run"], cwd=ROOT, env=env, stdout=out,
-                            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError((tmp_path / "run.out").read_text())
-        try:
-            return httpx.get(base + "/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    until(ready, timeout=60, interval=0.2, message="embedded mode ready")
-    yield base, env, (tmp_path / "run.out")
-    proc.terminate()
-    assert proc.wait(timeout=20) == 0  # Ctrl-C / SIGTERM is a clean stop
+    with embedded_run(tmp_path, ROOT / "deploy" / "switchboard.yaml") as run:
+        yield run.base, run.env, run.log
+    assert run.proc.returncode == 0  # Ctrl-C / SIGTERM is a clean stop
 
 
 def simulate(base: str, env: dict, *args: str) -> subprocess.CompletedProcess:

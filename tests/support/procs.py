@@ -27,6 +27,48 @@ def free_port() -> int:
 
 
 @dataclass
+class Embedded:
+    """`switchboard run` as a process: where it answers, its environment, its output."""
+
+    base: str
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen
+
+
+@contextmanager
+def embedded_run(tmp_path: Path, config: Path, extra_env: dict[str, str] | None = None) -> Iterator[Embedded]:
+    """The embedded mode (one process, SQLite in tmp_path, no broker) on a free port, ready when the
+    block starts and sent SIGTERM when it ends; `proc.returncode` then says whether it stopped cleanly.
+    The caller's TELEGRAM_, BROKER_ and DATABASE_ variables are left out."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "BROKER_", "DATABASE_"))}
+    env.update({"PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path}/switchboard.db",
+                "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"), "PYTHONUNBUFFERED": "1",
+                "SWITCHBOARD_CONFIG": str(config), **(extra_env or {})})
+    log = tmp_path / "run.out"
+    with open(log, "w+") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "switchboard"), "run"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(log.read_text())
+            try:
+                return httpx.get(base + "/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            until(ready, timeout=60, interval=0.2, message="embedded mode ready")
+            yield Embedded(base, env, log, proc)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+@dataclass
 class Services:
     env: dict[str, str]
     workdir: Path
