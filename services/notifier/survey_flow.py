@@ -22,11 +22,10 @@ import logging
 from datetime import datetime
 from typing import Literal, cast
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
 
 from services.notifier.deps import NotifierDeps
-from services.notifier.models import Outbox, Suppression, Survey, SurveyOptOut
+from services.notifier.models import Outbox, Survey, SurveyOptOut
 from services.notifier.outbox import deliver, send_options
 from services.notifier.senders import TransientSendError
 from services.notifier.surveys import (
@@ -37,6 +36,7 @@ from services.notifier.surveys import (
     whatsapp_survey_options,
 )
 from services.notifier.texts import render_survey_question, render_survey_thanks
+from services.notifier.unit_of_work import NotifierUnitOfWork
 from shared.bus.publisher import BusUnavailable, Publisher
 from shared.contracts import ConversationResolved, Envelope, SurveyAnswer, SurveyResult, derive_id
 from shared.contracts import SurveyOptOut as OptOutEvent
@@ -55,16 +55,14 @@ def schedule_survey(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     opening = ev.opening or 1
     now = deps.clock()
     survey_cfg = deps.config.survey
-    with transaction(deps.sessions) as s:
-        existing = s.scalar(select(Survey.id).where(Survey.conversation_id == ev.conversation_id,
-                                                    Survey.opening == opening))
-        if existing is not None:
+    with deps.uow() as uow:
+        if uow.surveys.exists(ev.conversation_id, opening):
             return []  # a redelivered resolution: scheduled once
         reason = skip_reason(human_replied=ev.human_replied,
-                             opted_out=_opted_out(s, ev.customer_id, ev.channel, ev.reply_to),
-                             last_survey_at=_last_survey_at(s, ev.customer_id), now=ev.resolved_at,
+                             opted_out=uow.opt_outs.any_for(ev.customer_id, ev.channel, ev.reply_to),
+                             last_survey_at=uow.surveys.last_sent_at(ev.customer_id), now=ev.resolved_at,
                              cooldown=survey_cfg.cooldown)
-        s.add(Survey(conversation_id=ev.conversation_id, opening=opening, customer_id=ev.customer_id,
+        uow.surveys.add(Survey(conversation_id=ev.conversation_id, opening=opening, customer_id=ev.customer_id,
                      customer_name=ev.customer_name, channel=ev.channel, address=ev.reply_to,
                      reply_from=ev.reply_from, language=ev.language,
                      kind=survey_kind(ev.conversation_id, survey_cfg.nps_sample), token=new_token(),
@@ -79,17 +77,15 @@ def schedule_survey(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
 def send_due_surveys(now: datetime, deps: NotifierDeps) -> int:
     """Send every survey that is due; returns how many were sent."""
     work: list[tuple[int, int]] = []
-    with transaction(deps.sessions) as s:
-        due = list(s.scalars(select(Survey).where(Survey.status == "scheduled", Survey.due_at <= now)
-                             .order_by(Survey.due_at).limit(BATCH).with_for_update(skip_locked=True)))
-        for survey in due:
-            outbox_id = _claim(s, survey, now, deps)
+    with deps.uow() as uow:
+        for survey in uow.surveys.due(now, BATCH):
+            outbox_id = _claim(uow, survey, now, deps)
             if outbox_id is not None:
                 work.append((survey.id, outbox_id))
         # Sends that failed transiently before (attempted, still pending): try again now. A first
         # attempt in flight elsewhere has no attempt recorded yet, so it is not picked twice.
-        for survey in s.scalars(select(Survey).where(Survey.status == "sending").limit(BATCH)):
-            row = s.scalar(select(Outbox).where(Outbox.idempotency_key == survey_key(survey)))
+        for survey in uow.surveys.sending(BATCH):
+            row = uow.outbox.by_key(survey_key(survey))
             if row is not None and row.status == "pending" and row.attempts >= 1:
                 work.append((survey.id, row.id))
     sent = 0
@@ -106,15 +102,13 @@ def survey_key(survey: Survey) -> str:
     return f"survey:{survey.conversation_id}:{survey.opening}"
 
 
-def _claim(s: Session, survey: Survey, now: datetime, deps: NotifierDeps) -> int | None:
+def _claim(uow: NotifierUnitOfWork, survey: Survey, now: datetime, deps: NotifierDeps) -> int | None:
     config = deps.config
-    opted = _opted_out(s, survey.customer_id, survey.channel, survey.address)
+    opted = uow.opt_outs.any_for(survey.customer_id, survey.channel, survey.address)
     reason = skip_reason(human_replied=True, opted_out=opted,
-                         last_survey_at=_last_survey_at(s, survey.customer_id, exclude=survey.id), now=now,
+                         last_survey_at=uow.surveys.last_sent_at(survey.customer_id, exclude=survey.id), now=now,
                          cooldown=config.survey.cooldown)
-    suppressed = s.scalar(select(Suppression.reason).where(
-        Suppression.channel == survey.channel, Suppression.address == survey.address,
-        or_(Suppression.until.is_(None), Suppression.until > now)))
+    suppressed = uow.suppressions.reason_at(survey.channel, survey.address, now)
     reason = reason or (f"the address is suppressed: {suppressed}" if suppressed else None)
     body = options = None
     if reason is None:
@@ -139,7 +133,7 @@ def _claim(s: Session, survey: Survey, now: datetime, deps: NotifierDeps) -> int
         log.info("survey %s not sent: %s", survey.id, reason)
         return None
     key = survey_key(survey)
-    row = s.scalar(select(Outbox).where(Outbox.idempotency_key == key))
+    row = uow.outbox.by_key(key)
     if row is None:
         base = send_options(survey.channel, survey.reply_from, now) or {}
         base.pop("last_customer_message_at", None)  # WhatsApp's window: whatsapp_survey_options judged it
@@ -147,16 +141,15 @@ def _claim(s: Session, survey: Survey, now: datetime, deps: NotifierDeps) -> int
                      channel=survey.channel, address=survey.address, body=body, status="pending", attempts=0,
                      correlation_id=key, source_message_id=f"survey:{survey.id}", created_at=now,
                      options={**base, **(options or {})} or None)
-        s.add(row)
-        s.flush()
+        uow.outbox.add(row)
     survey.status = "sending"
     return row.id
 
 
 def _settle(survey_id: int, outbox_id: int, deps: NotifierDeps) -> int:
     """Carry the outbox row's fate over to the survey; 1 if it was sent."""
-    with transaction(deps.sessions) as s:
-        survey, row = s.get(Survey, survey_id), s.get(Outbox, outbox_id)
+    with deps.uow() as uow:
+        survey, row = uow.surveys.get(survey_id), uow.outbox.get(outbox_id)
         if survey is None or row is None or survey.status != "sending":
             return 0
         if row.status == "sent":
@@ -173,8 +166,8 @@ def record_answer(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     ans: SurveyAnswer = envelope.payload
     now = deps.clock()
     thanks: int | None = None
-    with transaction(deps.sessions) as s:
-        survey = s.scalar(select(Survey).where(Survey.token == ans.token).with_for_update())
+    with deps.uow() as uow:
+        survey = uow.surveys.by_token(ans.token, for_update=True)
         if survey is None:
             log.info("an answer for an unknown survey", extra={"channel": ans.channel})
             return []
@@ -192,7 +185,7 @@ def record_answer(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
                     survey.comment = ans.comment
                     survey.comment_source = f"{ans.channel}:{ans.external_id}"[:300]
                 if ans.channel != "email":  # a link's own page says thank you
-                    thanks = _thanks(s, survey, envelope, now, deps)
+                    thanks = _thanks(uow, survey, envelope, now, deps)
         elif ans.comment and survey.answered_at is not None and survey.comment is None:
             survey.comment, survey.comment_source = ans.comment, f"{ans.channel}:{ans.external_id}"[:300]
     if thanks is not None:
@@ -229,9 +222,10 @@ def report_surveys(now: datetime, deps: NotifierDeps, publisher: Publisher, *, b
     return told
 
 
-def _thanks(s: Session, survey: Survey, envelope: Envelope, now: datetime, deps: NotifierDeps) -> int | None:
+def _thanks(uow: NotifierUnitOfWork, survey: Survey, envelope: Envelope, now: datetime,
+            deps: NotifierDeps) -> int | None:
     key = f"survey-thanks:{survey.conversation_id}:{survey.opening}"
-    if s.scalar(select(Outbox.id).where(Outbox.idempotency_key == key)) is not None:
+    if uow.outbox.has_key(key):
         return None
     body = render_survey_thanks(survey.language, survey.kind,
                                 overrides=deps.config.templates or None)
@@ -241,49 +235,29 @@ def _thanks(s: Session, survey: Survey, envelope: Envelope, now: datetime, deps:
                  channel=survey.channel, address=survey.address, body=body, status="pending", attempts=0,
                  correlation_id=envelope.correlation_id, source_message_id=envelope.message_id, created_at=now,
                  options=options or None)
-    s.add(row)
-    s.flush()
+    uow.outbox.add(row)
     return row.id
 
 
 def record_opt_out(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     ev: OptOutEvent = envelope.payload
     now = deps.clock()
-    with transaction(deps.sessions) as s:
+    with deps.uow() as uow:
         customer_id, channel, address = ev.customer_id, ev.channel, ev.address
         if ev.token:
-            survey = s.scalar(select(Survey).where(Survey.token == ev.token))
+            survey = uow.surveys.by_token(ev.token)
             if survey is not None:
                 customer_id = customer_id or survey.customer_id
                 channel, address = (survey.channel, survey.address) if not address else (channel, address)
         if not address:
             log.info("an opt-out nobody can be found for", extra={"channel": ev.channel})
             return []
-        row = s.scalar(select(SurveyOptOut).where(SurveyOptOut.channel == channel, SurveyOptOut.address == address))
+        row = uow.opt_outs.by_address(channel, address)
         if row is None:
-            s.add(SurveyOptOut(customer_id=customer_id, channel=channel, address=address,
+            uow.opt_outs.add(SurveyOptOut(customer_id=customer_id, channel=channel, address=address,
                                source=f"{ev.channel}:{ev.external_id}"[:255], created_at=now))
         elif customer_id and row.customer_id is None:
             row.customer_id = customer_id
-        who = or_(Survey.customer_id == customer_id, (Survey.channel == channel) & (Survey.address == address)) \
-            if customer_id else ((Survey.channel == channel) & (Survey.address == address))
-        s.execute(update(Survey).where(Survey.status == "scheduled", who)
-                  .values(status="opted_out", reason="the customer opted out of surveys"))
+        uow.surveys.opt_out_scheduled(customer_id, channel, address)
     log.info("opted out of surveys on %s", ev.channel)
     return []
-
-
-def _opted_out(s: Session, customer_id: str | None, channel: str, address: str) -> bool:
-    by_address = (SurveyOptOut.channel == channel) & (SurveyOptOut.address == address)
-    who = or_(SurveyOptOut.customer_id == customer_id, by_address) if customer_id else by_address
-    return (s.scalar(select(func.count()).select_from(SurveyOptOut).where(who)) or 0) > 0
-
-
-def _last_survey_at(s: Session, customer_id: str, exclude: int | None = None) -> datetime | None:
-    """When this customer last got (or is being sent) a survey: the cooldown counts from it."""
-    query = select(Survey.sent_at, Survey.due_at).where(Survey.customer_id == customer_id,
-                                                        Survey.status.in_(("sending", "sent", "answered")))
-    if exclude is not None:
-        query = query.where(Survey.id != exclude)
-    times = [sent or due for sent, due in s.execute(query)]
-    return max(times, default=None)
