@@ -7,11 +7,9 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 import pytest
-from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 from services import simulate
@@ -28,9 +26,9 @@ from services.gateway.channels.twilio_voice import (
     spoken_hours,
 )
 from shared.contracts import Attachment, Envelope, Identity, InboundMessage, derive_id, encode
+from tests.contract.test_twilio_fixtures import TOKEN, form_of, sign
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "phone"
-TOKEN = "12345678901234567890123456789012"
 PUBLIC = "https://support.northwind.example"
 WARSAW = ZoneInfo("Europe/Warsaw")
 IN_HOURS = datetime(2026, 11, 23, 10, 0, tzinfo=WARSAW)  # Monday morning
@@ -137,14 +135,6 @@ MALFORMED = {
 
 def body(name: str) -> bytes:
     return (FIXTURES / f"{name}.txt").read_bytes()
-
-
-def form_of(raw: bytes) -> dict[str, list[str]]:
-    return parse_qs(raw.decode("utf-8"), keep_blank_values=True)
-
-
-def sign(url: str, form: dict[str, list[str]], token: str = TOKEN) -> str:
-    return RequestValidator(token).compute_signature(url, MultiDict([(k, v) for k, vs in form.items() for v in vs]))
 
 
 def request(stage: str, form: dict[str, list[str]], at: datetime, *, token: str = TOKEN) -> RawRequest:
