@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.router.models import Conversation, Customer, Message
+from services.router.unit_of_work import RouterUnitOfWork
 from shared.contracts import AddressSuppressed, Envelope, InboundMessage, MailReport, derive_id
 
 log = logging.getLogger(__name__)
@@ -76,17 +77,17 @@ def report_event(msg: InboundMessage, envelope: Envelope) -> list[Envelope]:
                           correlation_id=envelope.correlation_id, occurred_at=msg.received_at)]
 
 
-def record_suppression(s: Session, envelope: Envelope) -> None:
+def record_suppression(uow: RouterUnitOfWork, envelope: Envelope) -> None:
     """The notifier's suppression, as a note in the conversation of the failed message (once per
     event: the note's id is the event's). Without a known conversation it is only logged."""
     ev: AddressSuppressed = envelope.payload
-    conv = s.get(Conversation, ev.conversation_id) if ev.conversation_id else None
+    conv = uow.conversations.get(ev.conversation_id) if ev.conversation_id else None
     if conv is None:
         log.info("%s address suppressed outside any conversation: %s", ev.channel, ev.reason)
         return
-    if s.get(Message, envelope.message_id) is not None:
+    if uow.messages.get(envelope.message_id) is not None:
         return
-    s.add(Message(id=envelope.message_id, conversation_id=conv.id, direction="note", channel=ev.channel,
+    uow.messages.add(Message(id=envelope.message_id, conversation_id=conv.id, direction="note", channel=ev.channel,
                   external_id=f"suppressed:{envelope.message_id}", sender_kind="system", sender_value="notifier",
                   text=f"No more messages are sent to {ev.address}: {ev.reason}", received_at=ev.suppressed_at,
                   correlation_id=envelope.correlation_id,

@@ -13,7 +13,6 @@ call (`_call_notice`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,28 +20,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Select, func, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.router import automatic, flood, trust
 from services.router.assignment import Decision, choose_owner, with_availability
-from services.router.kpi_store import record_reopening, record_survey_result
+from services.router.kpi_store import record_reopening
 from services.router.models import (
-    AgentAvailability,
     Assignment,
     CallbackTask,
     Conversation,
     Customer,
     Identity,
     Message,
-    PhoneCall,
     RouterOutbox,
-    SenderBucket,
 )
-from services.router.ownership import PHONE, opening_ownership_id, record_phone_ownership
+from services.router.ownership import PHONE, opening_ownership_id, ownership_event, pending_row
 from services.router.revisions import apply_revision, revision_of
+from services.router.sql_unit_of_work import SqlRouterUnitOfWork
 from services.router.survey_replies import survey_reply
+from services.router.unit_of_work import RouterUnitOfWork
 from shared.config import Config, Limits
 from shared.contracts import (
     AddressSuppressed,
@@ -56,7 +52,6 @@ from shared.contracts import (
     derive_id,
     encode,
 )
-from shared.db import UTCDateTime, transaction
 from shared.log import correlated
 
 log = logging.getLogger(__name__)
@@ -83,11 +78,18 @@ class RouterDeps:
     classify: Classify  # returns an object with .category, .confidence, .reason
     detect_language: DetectLanguage
     learn: Callable[[str, str, str | None], None] | None = None  # (text, category, language): a correction
+    #: A new unit of work per call; None: SQL over `sessions` (tests/support/router_uow.py has a fake).
+    unit_of_work: Callable[[], RouterUnitOfWork] | None = None
+
+    def start(self) -> RouterUnitOfWork:
+        return self.unit_of_work() if self.unit_of_work is not None else SqlRouterUnitOfWork(self.sessions)
 
 
 def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
-    with transaction(deps.sessions) as s:
-        return _handle(s, envelope, deps)
+    with deps.start() as uow:
+        events = _handle(uow, envelope, deps)
+        uow.commit()
+    return events
 
 
 def handle_inbound_batch(envelopes: Sequence[Envelope], deps: RouterDeps) -> list[list[Envelope] | Exception]:
@@ -99,23 +101,23 @@ def handle_inbound_batch(envelopes: Sequence[Envelope], deps: RouterDeps) -> lis
     messages and returns their stored events."""
     if len(envelopes) == 1:
         return [handle_inbound(envelopes[0], deps)]
-    with deps.sessions() as probe:
-        if probe.get_bind().dialect.name == "sqlite":
-            # pysqlite's own transaction handling breaks SAVEPOINTs; SQLite (embedded mode) has one
-            # writer anyway: one transaction per message.
-            return [_one(envelope, deps) for envelope in envelopes]
     results: list[list[Envelope] | Exception] = []
-    with transaction(deps.sessions) as s:
-        for envelope in envelopes:
-            with correlated(envelope.correlation_id):
-                try:
-                    with s.begin_nested():
-                        results.append(_handle(s, envelope, deps))
-                except Exception as exc:  # noqa: BLE001 - this message's failure, rolled back to its savepoint
-                    log.warning("message %s failed in its batch, rolled back alone: %s: %s", envelope.message_id,
-                                type(exc).__name__, str(exc)[:300])
-                    results.append(exc)
-    return results
+    with deps.start() as uow:
+        if uow.savepoints:
+            for envelope in envelopes:
+                with correlated(envelope.correlation_id):
+                    try:
+                        with uow.savepoint():
+                            results.append(_handle(uow, envelope, deps))
+                    except Exception as exc:  # noqa: BLE001 - this message's failure, rolled back to its savepoint
+                        log.warning("message %s failed in its batch, rolled back alone: %s: %s", envelope.message_id,
+                                    type(exc).__name__, str(exc)[:300])
+                        results.append(exc)
+            uow.commit()
+            return results
+    # pysqlite's own transaction handling breaks SAVEPOINTs; SQLite (embedded mode) has one writer
+    # anyway: one transaction per message.
+    return [_one(envelope, deps) for envelope in envelopes]
 
 
 def _one(envelope: Envelope, deps: RouterDeps) -> list[Envelope] | Exception:
@@ -126,50 +128,45 @@ def _one(envelope: Envelope, deps: RouterDeps) -> list[Envelope] | Exception:
             return exc
 
 
-def _handle(s: Session, envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
-    """One inbound message's work in the caller's transaction; the events to publish after its commit."""
+def _handle(uow: RouterUnitOfWork, envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
+    """One inbound message's work in the caller's unit of work; the events to publish after its commit."""
     if envelope.type == AddressSuppressed.TYPE:
-        automatic.record_suppression(s, envelope)
+        automatic.record_suppression(uow, envelope)
         return []
     if isinstance(envelope.payload, SurveyResult):  # the notifier's word on a survey, for the KPIs
-        record_survey_result(s, envelope.payload)
+        uow.surveys.record_result(envelope.payload)
         return []
     msg: InboundMessage = envelope.payload
     if msg.channel == "phone" and msg.meta.get("call") in CALL_NOTICES:
-        return _call_notice(s, envelope, msg, deps)
+        return _call_notice(uow, envelope, msg, deps)
     revision = revision_of(msg)
     if revision is not None:
         # An edit or deletion of a stored message: applied to it, nothing opened, nothing sent.
-        apply_revision(s, msg, revision)
+        apply_revision(uow.messages.customer_message(msg.channel, revision["of"]), msg, revision)
         return []
     if deps.config.channel_mode(msg.channel) == "redirect" and not msg.automatic:
         return [_redirect(envelope, msg, deps)]
-    stored = _stored_id(s, msg)
+    stored = uow.messages.stored_id(msg.channel, msg.external_id)
     if stored is not None:
         log.info("duplicate %s message %s: re-publishing its events", msg.channel, msg.external_id)
         if msg.channel == "phone":
-            _complete_call(s, stored, msg)
-        return _stored_events(s, stored)
-    if _agent_note(s, envelope, msg, deps.config):
+            _complete_call(uow, stored, msg)
+        return _stored_events(uow, stored)
+    if _agent_note(uow, envelope, msg, deps.config):
         return []
     # From here on an unverified e-mail is filed under its own identity: it answers no survey
     # and joins no conversation of the customer who owns that address.
     sender = trust.sender_identity(msg)
     if sender != msg.sender:
         msg = dataclasses.replace(msg, sender=sender)
-    survey_event, route = survey_reply(s, envelope, msg)
+    survey_event, route = survey_reply(uow, envelope, msg)
     if not route:  # a survey answer or STOP: no conversation, nothing stored
         return [survey_event] if survey_event is not None else []
     # A survey comment is routed as well: it may be a new question too.
     store = _store_automatic if msg.automatic else _route_new
-    events = ([survey_event] if survey_event else []) + store(s, envelope, msg, deps)
-    _store_events(s, envelope, events)
+    events = ([survey_event] if survey_event else []) + store(uow, envelope, msg, deps)
+    _store_events(uow, envelope, events)
     return events
-
-
-def _stored_id(s: Session, msg: InboundMessage) -> str | None:
-    """The id of the message already stored for this provider id (channel, external_id), if any."""
-    return s.scalar(select(Message.id).where(Message.channel == msg.channel, Message.external_id == msg.external_id))
 
 
 def _details(msg: InboundMessage, **extra: Any) -> dict[str, Any]:
@@ -195,7 +192,7 @@ def agent_by_email(config: Config, address: str) -> str | None:
     return None
 
 
-def _agent_note(s: Session, envelope: Envelope, msg: InboundMessage, config: Config) -> bool:
+def _agent_note(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage, config: Config) -> bool:
     """An agent's mail answering a notice ([SB-…] in the subject, or In-Reply-To): kept in that
     conversation as the agent's note. Never sent to the customer — replies to customers go through
     the authenticated API and inbox — and never a customer's message, which would open a
@@ -209,11 +206,11 @@ def _agent_note(s: Session, envelope: Envelope, msg: InboundMessage, config: Con
     agent_id = agent_by_email(config, msg.sender.value)
     if agent_id is None:
         return False
-    found = _thread_candidates(s, msg)
+    found = _thread_candidates(uow, msg)
     conv = found[0] if found else None
     if conv is None:
         return False
-    s.add(Message(
+    uow.messages.add(Message(
         id=envelope.message_id, conversation_id=conv.id, direction="note", channel="email",
         external_id=msg.external_id, sender_kind="agent", sender_value=agent_id, text=msg.text,
         subject=msg.subject, received_at=msg.received_at, correlation_id=envelope.correlation_id,
@@ -227,27 +224,27 @@ def _agent_note(s: Session, envelope: Envelope, msg: InboundMessage, config: Con
     return True
 
 
-def _store_events(s: Session, envelope: Envelope, events: list[Envelope]) -> None:
+def _store_events(uow: RouterUnitOfWork, envelope: Envelope, events: list[Envelope]) -> None:
     for event in events:
-        s.add(RouterOutbox(message_id=event.message_id, source_message_id=envelope.message_id,
+        uow.outbox.add(RouterOutbox(message_id=event.message_id, source_message_id=envelope.message_id,
                            body=encode(event), created_at=envelope.occurred_at))
 
 
-def _call_notice(s: Session, envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> list[Envelope]:
+def _call_notice(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> list[Envelope]:
     """A call was answered by a person, or it ended. "answered" is recorded and nothing more: no
     conversation, no acknowledgement. "ended" is a missed call (message and call-back task) only
     when nothing else is known of the call: no person answered it, and no voicemail or missed
     message of it is stored (then it only adds its facts to that message, never downgrading a
     voicemail). A redelivered notice finds what the first one did and changes nothing."""
     sid, at = msg.external_id, msg.received_at
-    call = _claim_call(s, sid)
+    call = uow.calls.claim(sid)
     if msg.meta["call"] == "answered":
         if call.answered_at is None:
             call.answered_at = at
         # Twilio calls the <Dial> action before the status callback, so "answered" normally comes
         # first; when "ended" was handled first anyway (a redelivery, a slow replica), it made a
         # missed call of a call a person took: its call-back task is done.
-        task = s.scalar(select(CallbackTask).where(CallbackTask.call_sid == sid, CallbackTask.done_at.is_(None)))
+        task = uow.calls.open_task(sid)
         if task is not None:
             task.done_at, task.done_by = at, "answered"
         return []
@@ -259,45 +256,29 @@ def _call_notice(s: Session, envelope: Envelope, msg: InboundMessage, deps: Rout
         # As any missed call in redirect mode: one note; its id is the call's, so a missed or
         # voicemail message of the same call made the very same note.
         return [_redirect(envelope, msg, deps)]
-    stored = _stored_id(s, msg)
+    stored = uow.messages.stored_id(msg.channel, msg.external_id)
     if stored is not None:
-        _complete_call(s, stored, msg)
-        return _stored_events(s, stored)
+        _complete_call(uow, stored, msg)
+        return _stored_events(uow, stored)
     missed = dataclasses.replace(msg, meta={**msg.meta, "call": "missed"})
-    events = _route_new(s, envelope, missed, deps)
-    _store_events(s, envelope, events)
+    events = _route_new(uow, envelope, missed, deps)
+    _store_events(uow, envelope, events)
     return events
 
 
-def _claim_call(s: Session, call_sid: str) -> PhoneCall:
-    """The call's row, locked for this transaction. INSERT … ON CONFLICT DO UPDATE, not DO NOTHING:
-    it waits for a concurrent inserter to commit and locks an existing row as well, so the notices
-    of one call are handled one after the other. SQLite (embedded mode) has one writer at a time."""
-    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(PhoneCall).values(call_sid=call_sid)
-    s.execute(stmt.on_conflict_do_update(index_elements=[PhoneCall.call_sid],
-                                         set_={"call_sid": stmt.excluded.call_sid}))
-    call = s.get(PhoneCall, call_sid, populate_existing=True)
-    assert call is not None  # just written in this transaction
-    return call
+def _stored_events(uow: RouterUnitOfWork, message_id: str) -> list[Envelope]:
+    return [decode(r.body) for r in uow.outbox.events_of(message_id)]
 
 
-def _stored_events(s: Session, message_id: str) -> list[Envelope]:
-    rows = s.scalars(select(RouterOutbox).where(RouterOutbox.source_message_id == message_id)
-                     .order_by(RouterOutbox.created_at, RouterOutbox.message_id))
-    return [decode(r.body) for r in rows]
-
-
-def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> list[Envelope]:
+def _route_new(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> list[Envelope]:
     config = deps.config
     at = msg.received_at
-    customer, known = _customer(s, msg, at)
+    customer, known = _customer(uow, msg, at)
     # A customer made just now has no conversations yet: two queries fewer on the commonest path.
-    conv = s.scalar(select(Conversation).where(Conversation.customer_id == customer.id,
-                                               Conversation.status == "open")) if known else None
+    conv = uow.conversations.open_of(customer.id) if known else None
     # A thread (its reference token, In-Reply-To, References) counts only when it is this
     # customer's own: anyone can quote a reference. Another's is shown to the agent, not joined.
-    found = _thread_candidates(s, msg)
+    found = _thread_candidates(uow, msg)
     threaded = next((c for c in found if c.customer_id == customer.id), None)
     foreign = next((c for c in found if c.customer_id != customer.id), None)
     quoted = trust.quoted_reference(threaded.reference if threaded else None,
@@ -313,9 +294,7 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
     events: list[Envelope] = []
     opened = False
     if conv is None:
-        last = s.scalar(select(Conversation).where(Conversation.customer_id == customer.id,
-                                                   Conversation.resolved_at.is_not(None))
-                        .order_by(Conversation.resolved_at.desc()).limit(1)) if known else None
+        last = uow.conversations.last_resolved_of(customer.id) if known else None
         if threaded is not None and threaded.customer_id == customer.id and threaded.resolved_at is not None:
             # An answer to a resolved thread reopens it whatever its age: the customer said which one.
             last, explicit_reopen = threaded, True
@@ -324,11 +303,11 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         category = result.category if result.category in config.categories else "other"
         reopen = last is not None and last.resolved_at is not None and (
             explicit_reopen or at - last.resolved_at <= config.limits.reopen_window)
-        decision = _decide(s, deps, category, language, at, previous_owner=last.owner_id if last else None)
+        decision = _decide(uow, deps, category, language, at, previous_owner=last.owner_id if last else None)
         team_id = decision.team_id
         calendar = config.calendars[config.teams[team_id].calendar] if team_id in config.teams else config.business_calendar
         promise = calendar.add_business_time(at, config.categories[category].target_for(msg.channel))
-        reply_to, pending = _reply_address(s, msg, customer.id)
+        reply_to, pending = _reply_address(uow, msg, customer.id)
         if last is not None and reopen:  # reopen implies last; said again for the type checker
             conv = last
             record_reopening(conv)
@@ -344,31 +323,31 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
                 language=language, category=category, category_reason=_reason(result), opened_at=at,
                 last_message_at=at,
             )
-            s.add(conv)
+            uow.conversations.add(conv)
         conv.reply_to_pending, conv.unverified_sender = pending, not verified
         conv.owner_id, conv.team_id, conv.assignment_reason = decision.agent_id, team_id, decision.reason
         conv.promise_due = promise
-        s.flush()  # claims the one-open-conversation index now: a racing replica fails here and retries
+        uow.flush()  # claims the one-open-conversation index now: a racing replica fails here and retries
         assignment = Assignment(conversation_id=conv.id, agent_id=decision.agent_id, team_id=team_id,
                                 reason=f"{decision.rule}: {decision.reason}", assigned_at=at)
-        s.add(assignment)
+        uow.roster.add_assignment(assignment)
         opened = True
     else:
         if not verified:
             conv.unverified_sender = True
         if msg.channel == "email" and msg.channel == conv.channel:
-            _, pending = _reply_address(s, msg, customer.id)
+            _, pending = _reply_address(uow, msg, customer.id)
             if pending and pending != conv.reply_to:
                 conv.reply_to_pending = pending
     conv.last_message_at = at
-    s.add(Message(
+    uow.messages.add(Message(
         id=envelope.message_id, conversation_id=conv.id, direction="in", channel=msg.channel,
         external_id=msg.external_id, sender_kind=msg.sender.kind, sender_value=msg.sender.value, text=msg.text,
         subject=msg.subject, received_at=at, correlation_id=envelope.correlation_id,
         details=_details(msg, quoted_reference=quoted),
     ))
     if _to_call_back(msg):
-        s.add(_callback_task(conv, msg, at))
+        uow.calls.add_task(_callback_task(conv, msg, at))
     if opened:
         owner = config.agents.get(conv.owner_id) if conv.owner_id else None
         event = ConversationOpened(
@@ -386,13 +365,16 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
         )
         events.append(Envelope.wrap(event, message_id=derive_id("event", event.TYPE, envelope.message_id),
                                     correlation_id=envelope.correlation_id, occurred_at=at))
-        s.flush()  # the assignment's id orders the gateway's view of this phone's owner
+        uow.flush()  # the assignment's id orders the gateway's view of this phone's owner
         # A customer made by this message has only the identities it brought: no query for them.
-        phones = None if known else [i.value for i in (msg.sender, *msg.linked_identities) if i.kind == PHONE]
-        record_phone_ownership(s, conv, at=at, sequence=assignment.id, phones=phones,
-                               message_id=opening_ownership_id(envelope.message_id),
-                               correlation_id=envelope.correlation_id)
-    elif not msg.automatic and _earns_notice(s, customer.id, msg, deps.config.limits, at):
+        phones = uow.customers.phones(customer.id) if known else [
+            i.value for i in (msg.sender, *msg.linked_identities) if i.kind == PHONE]
+        ownership = ownership_event(conv, phones, at=at, sequence=assignment.id,
+                                    message_id=opening_ownership_id(envelope.message_id),
+                                    correlation_id=envelope.correlation_id)
+        if ownership is not None:
+            uow.outbox.add(pending_row(conv, ownership, at))
+    elif not msg.automatic and _earns_notice(uow, customer.id, msg, deps.config.limits, at):
         # The owner hears of a new customer message (an auto-reply is not one worth a notice; a
         # burst from one sender is stored but tells the owner only at the flood control's pace).
         joined = ConversationMessage(
@@ -405,20 +387,13 @@ def _route_new(s: Session, envelope: Envelope, msg: InboundMessage, deps: Router
     return events
 
 
-def _earns_notice(s: Session, customer_id: str, msg: InboundMessage, limits: Limits, at: datetime) -> bool:
-    """Takes a token from the customer's and the sender address's buckets (services/router/flood.py).
-    The rows are claimed with INSERT … ON CONFLICT, as `_claim_call` does, so two router replicas
-    with messages of one sender take turns instead of both reading a full bucket."""
+def _earns_notice(uow: RouterUnitOfWork, customer_id: str, msg: InboundMessage, limits: Limits, at: datetime) -> bool:
+    """Takes a token from the customer's and the sender address's buckets (services/router/flood.py),
+    claimed for this transaction, so two router replicas with messages of one sender take turns
+    instead of both reading a full bucket."""
     policy = flood.Policy(burst=limits.notice_burst, refill=limits.notice_refill)
     keys = [f"customer:{customer_id}", f"address:{msg.sender.kind}:{msg.sender.value}"[:400]]
-    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-    rows = []
-    for key in keys:
-        stmt = insert(SenderBucket).values(key=key, tokens=float(policy.burst), at=at)
-        s.execute(stmt.on_conflict_do_update(index_elements=[SenderBucket.key], set_={"key": stmt.excluded.key}))
-        row = s.get(SenderBucket, key, populate_existing=True)
-        assert row is not None  # just written in this transaction
-        rows.append(row)
+    rows = uow.buckets.claim(keys, float(policy.burst), at)
     allowed, after = flood.take([flood.Bucket(r.tokens, r.at) for r in rows], policy, at)
     for row, bucket in zip(rows, after, strict=True):
         row.tokens, row.at = bucket.tokens, max(row.at, bucket.at)
@@ -427,18 +402,18 @@ def _earns_notice(s: Session, customer_id: str, msg: InboundMessage, limits: Lim
     return allowed
 
 
-def _store_automatic(s: Session, envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> list[Envelope]:
+def _store_automatic(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> list[Envelope]:
     """Automatic mail (services.router.automatic): stored in a conversation of its own, visible
     under the "automatic" filter; no owner, no promise, no acknowledgement, no notice. The only
     event is a bounce's or complaint's report to the notifier about the message of ours it quotes."""
     config = deps.config
-    customer, _ = _customer(s, msg, msg.received_at)
-    s.flush()  # the customer row first: nothing else orders these inserts (no ORM relationships)
+    customer, _ = _customer(uow, msg, msg.received_at)
+    uow.flush()  # the customer row first: nothing else orders these inserts (no ORM relationships)
     conv = automatic.conversation(msg, envelope, customer, reference=trust.new_reference(),
                                   language=config.business.default_language,
                                   team_id=next(iter(config.teams), None), reply_from=_reply_from(msg))
-    s.add(conv)
-    s.add(Message(
+    uow.conversations.add(conv)
+    uow.messages.add(Message(
         id=envelope.message_id, conversation_id=conv.id, direction="in", channel=msg.channel,
         external_id=msg.external_id, sender_kind=msg.sender.kind, sender_value=msg.sender.value, text=msg.text,
         subject=msg.subject, received_at=msg.received_at, correlation_id=envelope.correlation_id,
@@ -460,7 +435,7 @@ def _redirect(envelope: Envelope, msg: InboundMessage, deps: RouterDeps) -> Enve
                          correlation_id=envelope.correlation_id, occurred_at=msg.received_at)
 
 
-def _thread_candidates(s: Session, msg: InboundMessage) -> list[Conversation]:
+def _thread_candidates(uow: RouterUnitOfWork, msg: InboundMessage) -> list[Conversation]:
     """The conversations an e-mail says it answers, strongest first: the [SB-…] token in its subject,
     then those of the Message-IDs it refers to (In-Reply-To/References carry the customer's earlier
     Message-IDs, which we store), newest first. Whose they are is the caller's question."""
@@ -469,98 +444,67 @@ def _thread_candidates(s: Session, msg: InboundMessage) -> list[Conversation]:
     found: list[Conversation] = []
     reference = msg.meta.get("reference")
     if isinstance(reference, str) and reference:
-        conv = s.scalar(select(Conversation).where(Conversation.reference == reference.upper()))
+        conv = uow.conversations.by_reference(reference.upper())
         if conv is not None:
             found.append(conv)
     if msg.thread_refs:
-        conv_ids = s.scalars(select(Message.conversation_id).where(
-            Message.channel == "email", Message.external_id.in_(list(msg.thread_refs)[-50:]))
-            .order_by(Message.received_at.desc()).limit(5))
+        conv_ids = uow.messages.email_conversation_ids(list(msg.thread_refs)[-50:], limit=5)
         for conv_id in dict.fromkeys(conv_ids):
-            conv = s.get(Conversation, conv_id)
+            conv = uow.conversations.get(conv_id)
             if conv is not None and conv not in found:
                 found.append(conv)
     return found
 
 
-def _reply_address(s: Session, msg: InboundMessage, customer_id: str) -> tuple[str, str | None]:
+def _reply_address(uow: RouterUnitOfWork, msg: InboundMessage, customer_id: str) -> tuple[str, str | None]:
     """Where answers go, and a Reply-To that waits for an agent (services/router/trust.py). Only
     e-mail has a Reply-To; the customer's addresses are read only when it names another one."""
     if msg.channel != "email":
         return msg.reply_to, None
     addresses: list[str] = []
     if msg.reply_to and msg.reply_to.lower() != msg.sender.value.lower():
-        addresses = list(s.scalars(select(Identity.value).where(Identity.customer_id == customer_id,
-                                                                Identity.kind.in_(trust.EMAIL_KINDS))))
+        addresses = uow.customers.addresses(customer_id, trust.EMAIL_KINDS)
     return trust.reply_address(msg.sender.value, msg.reply_to, addresses)
 
 
-def _customer(s: Session, msg: InboundMessage, at: datetime) -> tuple[Customer, bool]:
+def _customer(uow: RouterUnitOfWork, msg: InboundMessage, at: datetime) -> tuple[Customer, bool]:
     """The customer behind the sender's identity; verified linked identities join the same one.
 
     Returns (customer, known): known is False for a customer made here, who has no history. One
     query finds the sender's and every linked identity with its customer; the rows are written by
     the caller's flush (the unit of work orders customer, identities, conversation)."""
     wanted = [(i.kind, i.value) for i in (msg.sender, *msg.linked_identities)]
-    rows = s.execute(select(Identity.kind, Identity.value, Customer).join(Customer, Customer.id == Identity.customer_id)
-                     .where(tuple_(Identity.kind, Identity.value).in_(wanted))).all()
+    rows = uow.customers.by_identities(wanted)
     by_identity = {(kind, value): customer for kind, value, customer in rows}
     # The sender's own identity first, then the linked ones in the order the channel gave them.
     customer = next((by_identity[w] for w in wanted if w in by_identity), None)
     known = customer is not None
     if customer is None:
         customer = Customer(id=str(uuid.uuid4()), name=msg.sender_name, created_at=at)
-        s.add(customer)
+        uow.customers.add(customer)
         have: set[tuple[str, str]] = set()
     else:
         if msg.sender_name and not customer.name:
             customer.name = msg.sender_name
         have = {k for k, c in by_identity.items() if c.id == customer.id}
         if len(have) < len(set(wanted)):
-            have = {(i.kind, i.value) for i in s.scalars(select(Identity).where(Identity.customer_id == customer.id))}
+            have = {(i.kind, i.value) for i in uow.customers.identities(customer.id)}
     for kind, value in wanted:
         if (kind, value) not in have:
-            s.add(Identity(customer_id=customer.id, kind=kind, value=value, created_at=at))
+            uow.customers.add_identity(Identity(customer_id=customer.id, kind=kind, value=value, created_at=at))
             have.add((kind, value))
     return customer, known
 
 
-def _decide(s: Session, deps: RouterDeps, category: str, language: str, at: datetime,
+def _decide(uow: RouterUnitOfWork, deps: RouterDeps, category: str, language: str, at: datetime,
             previous_owner: str | None) -> Decision:
-    """The owner, from one round trip: per configured agent their own availability (agent API,
-    overrides the config's status), their open conversations (the (owner_id, status) index) and
-    their last assignment (one max() on the (agent_id, assigned_at) index from its end: a GROUP BY
-    over every assignment ever made would grow with history)."""
+    """The owner, from the roster's standing (one round trip: `Roster.standing`) and the pure rules."""
     config_agents = list(deps.config.agents.values())
-    values = s.execute(_roster_query(tuple(a.id for a in config_agents))).one() if config_agents else ()
-    availability, loads, last = {}, {}, {}
-    for i, a in enumerate(config_agents):
-        status, load, last_at = values[3 * i: 3 * i + 3]
-        if status is not None:
-            availability[a.id] = status
-        if load:
-            loads[a.id] = load
-        if last_at is not None:
-            last[a.id] = last_at
-    agents = with_availability(config_agents, availability)
-    return choose_owner(agents=agents, category=category, language=language, at=at, loads=loads,
-                        last_assigned=last, previous_owner=previous_owner,
+    standing = uow.roster.standing(tuple(a.id for a in config_agents))
+    agents = with_availability(config_agents, standing.availability)
+    return choose_owner(agents=agents, category=category, language=language, at=at, loads=standing.loads,
+                        last_assigned=standing.last_assigned, previous_owner=previous_owner,
                         default_team=next(iter(deps.config.teams), None))
-
-
-@functools.lru_cache(maxsize=8)
-def _roster_query(agent_ids: tuple[str, ...]) -> Select:
-    """Built once per roster: a fresh statement per message costs more CPU than running it."""
-    columns = []
-    for agent_id in agent_ids:
-        columns += [
-            select(AgentAvailability.status).where(AgentAvailability.agent_id == agent_id).scalar_subquery(),
-            select(func.count()).select_from(Conversation)
-            .where(Conversation.owner_id == agent_id, Conversation.status == "open").scalar_subquery(),
-            select(func.max(Assignment.assigned_at, type_=UTCDateTime())).where(Assignment.agent_id == agent_id)
-            .scalar_subquery(),
-        ]
-    return select(*columns)
 
 
 def _to_call_back(msg: InboundMessage) -> bool:
@@ -574,21 +518,21 @@ def _callback_task(conv: Conversation, msg: InboundMessage, at: datetime, kind: 
                         call_sid=msg.external_id, kind=kind or msg.meta["call"], created_at=at)
 
 
-def _complete_call(s: Session, message_id: str, msg: InboundMessage) -> None:
+def _complete_call(uow: RouterUnitOfWork, message_id: str, msg: InboundMessage) -> None:
     """Another callback of a call already stored (the gateway publishes at the dial, recording,
     transcription and status callbacks, keyed by the CallSid): it completes the one message and the one task
     instead of making seconds, so a transcript that comes last is kept and a lost one loses nothing."""
-    row = s.get(Message, message_id)
+    row = uow.messages.get(message_id)
     if row is None:
         return
     row.text, row.details = merge_call(row.text, row.details or {}, msg)
     kind = row.details.get("meta", {}).get("call")
-    task = s.scalar(select(CallbackTask).where(CallbackTask.call_sid == msg.external_id))
+    task = uow.calls.task(msg.external_id)
     if task is None and kind in CALLBACK_KINDS and msg.reply_to:
-        conv = s.get(Conversation, row.conversation_id)
+        conv = uow.conversations.get(row.conversation_id)
         if conv is not None:
             # The stored kind: this callback may be an "ended" notice adding to a missed call.
-            s.add(_callback_task(conv, msg, msg.received_at, kind=kind))
+            uow.calls.add_task(_callback_task(conv, msg, msg.received_at, kind=kind))
     elif task is not None and kind == "voicemail":
         task.kind = "voicemail"
 

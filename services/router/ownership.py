@@ -44,17 +44,35 @@ def phone_ownership(s: Session, conv: Conversation, *, at: datetime, message_id:
     `sequence`: the assignment just flushed, when the caller has it; `phones`: the customer's phones
     when the caller knows them (a customer made by this message: the identities it brought).
     """
-    found = phones if phones is not None else customer_phones(s, conv.customer_id)
-    # What the contract takes (E.164 is at most 16 characters): an odd stored value must never make
-    # the router's own transaction fail.
-    numbers = tuple(sorted({p for p in found if 0 < len(p) <= PHONE_MAX}))[:MAX_PHONES]
+    found = tuple(phones) if phones is not None else customer_phones(s, conv.customer_id)
+    if not _numbers(found):
+        return None  # and no look-up of the sequence
+    return ownership_event(conv, found, at=at, message_id=message_id, correlation_id=correlation_id,
+                           sequence=sequence if sequence is not None else last_assignment(s, conv.id))
+
+
+def ownership_event(conv: Conversation, phones: Iterable[str], *, at: datetime, message_id: str, correlation_id: str,
+                    sequence: int) -> Envelope | None:
+    """The event for the conversation with these phones of its customer, or None without one."""
+    numbers = _numbers(phones)
     if not numbers:
         return None
     is_open = conv.status == "open"
     event = PhoneOwnership(conversation_id=conv.id, phones=numbers, owner_id=conv.owner_id if is_open else None,
-                           open=is_open, sequence=sequence if sequence is not None else last_assignment(s, conv.id),
-                           changed_at=at)
+                           open=is_open, sequence=sequence, changed_at=at)
     return Envelope.wrap(event, message_id=message_id, correlation_id=correlation_id, occurred_at=at)
+
+
+def _numbers(phones: Iterable[str]) -> tuple[str, ...]:
+    # What the contract takes (E.164 is at most 16 characters): an odd stored value must never make
+    # the router's own transaction fail.
+    return tuple(sorted({p for p in phones if 0 < len(p) <= PHONE_MAX}))[:MAX_PHONES]
+
+
+def pending_row(conv: Conversation, envelope: Envelope, at: datetime) -> RouterOutbox:
+    """The event's outbox row, pending until the broker confirmed it."""
+    return RouterOutbox(message_id=envelope.message_id, source_message_id=conv.id, body=encode(envelope),
+                        created_at=at, pending_since=at)
 
 
 def record_phone_ownership(s: Session, conv: Conversation, *, at: datetime, message_id: str, correlation_id: str,
@@ -64,8 +82,7 @@ def record_phone_ownership(s: Session, conv: Conversation, *, at: datetime, mess
                                sequence=sequence, phones=phones)
     if envelope is None:
         return None
-    s.add(RouterOutbox(message_id=envelope.message_id, source_message_id=conv.id, body=encode(envelope),
-                       created_at=at, pending_since=at))
+    s.add(pending_row(conv, envelope, at))
     return envelope.message_id
 
 

@@ -19,9 +19,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from services.router.models import Message
 from shared.contracts import InboundMessage
 
@@ -41,9 +38,8 @@ def revision_of(msg: InboundMessage) -> dict[str, str] | None:
     return None
 
 
-def apply_revision(s: Session, msg: InboundMessage, rev: dict[str, str]) -> None:
-    original = s.scalar(select(Message).where(Message.channel == msg.channel, Message.external_id == rev["of"],
-                                              Message.direction == "in").with_for_update())
+def apply_revision(original: Message | None, msg: InboundMessage, rev: dict[str, str]) -> None:
+    """`original`: the stored customer message the revision names (locked by the caller), if any."""
     if original is None:
         raise OriginalNotStoredYet(f"{msg.channel} message {rev['of']} to {rev['kind']} is not stored yet")
     if (original.sender_kind, original.sender_value) != (msg.sender.kind, msg.sender.value):

@@ -22,11 +22,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from services.router.models import ConversationSurvey as Survey
-from services.router.models import Identity
+from services.router.unit_of_work import RouterUnitOfWork
 from shared.contracts import Envelope, InboundMessage, SurveyAnswer, SurveyOptOut, derive_id
 from shared.survey_links import in_scale
 
@@ -60,15 +56,14 @@ def is_stop(msg: InboundMessage) -> bool:
     return msg.meta.get("opt") == "out" or normalise(msg.text) in STOP_WORDS
 
 
-def survey_reply(s: Session, envelope: Envelope, msg: InboundMessage) -> tuple[Envelope | None, bool]:
+def survey_reply(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage) -> tuple[Envelope | None, bool]:
     """(the survey event this message is or carries, whether it is to be routed as well)."""
     if msg.automatic or msg.channel == "phone":
         # A voicemail's transcript is what the caller said for a person ("stop the delivery",
         # "5 o'clock"), never a keyword or a rating typed for us: it is always the owner's message.
         return None, True
     if is_stop(msg):
-        customer_id = s.scalar(select(Identity.customer_id).where(Identity.kind == msg.sender.kind,
-                                                                  Identity.value == msg.sender.value))
+        customer_id = uow.customers.customer_id(msg.sender.kind, msg.sender.value)
         return _wrap(envelope, SurveyOptOut(channel=msg.channel, external_id=msg.external_id, address=msg.reply_to,
                                             received_at=msg.received_at, customer_id=customer_id)), False
     text = normalise(msg.text)
@@ -77,16 +72,12 @@ def survey_reply(s: Session, envelope: Envelope, msg: InboundMessage) -> tuple[E
     # An SMS answers a survey sent by SMS, or one sent to a caller (by SMS, to the number they called from).
     channels = ("sms", "phone") if msg.channel == "sms" else (msg.channel,)
     if _NUMBER.match(text):
-        survey = s.scalar(select(Survey).where(
-            Survey.channel.in_(channels), Survey.address == msg.reply_to, Survey.sent_at.is_not(None),
-            Survey.sent_at >= msg.received_at - ANSWER_WINDOW).order_by(Survey.sent_at.desc()).limit(1))
+        survey = uow.surveys.last_sent(channels, msg.reply_to, since=msg.received_at - ANSWER_WINDOW)
         if survey is not None and survey.token and in_scale(survey.kind, int(text)):
             return _wrap(envelope, SurveyAnswer(channel=msg.channel, external_id=msg.external_id, token=survey.token,
                                                 score=int(text), received_at=msg.received_at)), False
         return None, True
-    answered = s.scalar(select(Survey).where(
-        Survey.channel.in_(channels), Survey.address == msg.reply_to, Survey.answered_at.is_not(None),
-        Survey.answered_at >= msg.received_at - COMMENT_WINDOW).order_by(Survey.answered_at.desc()).limit(1))
+    answered = uow.surveys.last_answered(channels, msg.reply_to, since=msg.received_at - COMMENT_WINDOW)
     # Only the first text after the answer (a redelivery is re-published from the router's outbox).
     if answered is not None and answered.token and not answered.commented and not msg.attachments:
         answered.commented = True

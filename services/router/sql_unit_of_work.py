@@ -1,0 +1,290 @@
+"""The router's unit of work over SQLAlchemy (services/router/unit_of_work.py says what it is for):
+the statements the handlers sent themselves before it, one for one."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+
+from services.router.kpi_store import record_survey_result
+from services.router.models import (
+    AgentAvailability,
+    Assignment,
+    CallbackTask,
+    Conversation,
+    ConversationSurvey,
+    Customer,
+    Identity,
+    Message,
+    PhoneCall,
+    RouterOutbox,
+    SenderBucket,
+)
+from services.router.ownership import customer_phones
+from services.router.unit_of_work import (
+    Buckets,
+    Calls,
+    Conversations,
+    Customers,
+    Messages,
+    Outbox,
+    Roster,
+    Standing,
+    Surveys,
+)
+from shared.contracts import SurveyResult
+from shared.db import UTCDateTime
+
+
+def _insert(s: Session):
+    return postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+class _SqlCustomers:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def by_identities(self, wanted: Sequence[tuple[str, str]]) -> list[tuple[str, str, Customer]]:
+        rows = self.s.execute(select(Identity.kind, Identity.value, Customer)
+                              .join(Customer, Customer.id == Identity.customer_id)
+                              .where(tuple_(Identity.kind, Identity.value).in_(list(wanted)))).all()
+        return [(kind, value, customer) for kind, value, customer in rows]
+
+    def identities(self, customer_id: str) -> list[Identity]:
+        return list(self.s.scalars(select(Identity).where(Identity.customer_id == customer_id)))
+
+    def customer_id(self, kind: str, value: str) -> str | None:
+        return self.s.scalar(select(Identity.customer_id).where(Identity.kind == kind, Identity.value == value))
+
+    def addresses(self, customer_id: str, kinds: Sequence[str]) -> list[str]:
+        return list(self.s.scalars(select(Identity.value).where(Identity.customer_id == customer_id,
+                                                                Identity.kind.in_(list(kinds)))))
+
+    def phones(self, customer_id: str) -> tuple[str, ...]:
+        return customer_phones(self.s, customer_id)
+
+    def add(self, customer: Customer) -> None:
+        self.s.add(customer)
+
+    def add_identity(self, identity: Identity) -> None:
+        self.s.add(identity)
+
+
+class _SqlConversations:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def get(self, conversation_id: str) -> Conversation | None:
+        return self.s.get(Conversation, conversation_id)
+
+    def open_of(self, customer_id: str) -> Conversation | None:
+        return self.s.scalar(select(Conversation).where(Conversation.customer_id == customer_id,
+                                                        Conversation.status == "open"))
+
+    def last_resolved_of(self, customer_id: str) -> Conversation | None:
+        return self.s.scalar(select(Conversation).where(Conversation.customer_id == customer_id,
+                                                        Conversation.resolved_at.is_not(None))
+                             .order_by(Conversation.resolved_at.desc()).limit(1))
+
+    def by_reference(self, reference: str) -> Conversation | None:
+        return self.s.scalar(select(Conversation).where(Conversation.reference == reference))
+
+    def add(self, conversation: Conversation) -> None:
+        self.s.add(conversation)
+
+
+class _SqlMessages:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def get(self, message_id: str) -> Message | None:
+        return self.s.get(Message, message_id)
+
+    def stored_id(self, channel: str, external_id: str) -> str | None:
+        return self.s.scalar(select(Message.id).where(Message.channel == channel, Message.external_id == external_id))
+
+    def customer_message(self, channel: str, external_id: str) -> Message | None:
+        return self.s.scalar(select(Message).where(Message.channel == channel, Message.external_id == external_id,
+                                                   Message.direction == "in").with_for_update())
+
+    def email_conversation_ids(self, external_ids: Sequence[str], limit: int) -> list[str]:
+        return list(self.s.scalars(select(Message.conversation_id).where(
+            Message.channel == "email", Message.external_id.in_(list(external_ids)))
+            .order_by(Message.received_at.desc()).limit(limit)))
+
+    def add(self, message: Message) -> None:
+        self.s.add(message)
+
+
+class _SqlRoster:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def standing(self, agent_ids: tuple[str, ...]) -> Standing:
+        """One round trip: per agent their own availability (agent API, overrides the config's
+        status), their open conversations (the (owner_id, status) index) and their last assignment
+        (one max() on the (agent_id, assigned_at) index from its end: a GROUP BY over every
+        assignment ever made would grow with history)."""
+        standing = Standing()
+        if not agent_ids:
+            return standing
+        values = self.s.execute(_roster_query(agent_ids)).one()
+        for i, agent_id in enumerate(agent_ids):
+            status, load, last_at = values[3 * i: 3 * i + 3]
+            if status is not None:
+                standing.availability[agent_id] = status
+            if load:
+                standing.loads[agent_id] = load
+            if last_at is not None:
+                standing.last_assigned[agent_id] = last_at
+        return standing
+
+    def add_assignment(self, assignment: Assignment) -> None:
+        self.s.add(assignment)
+
+
+@functools.lru_cache(maxsize=8)
+def _roster_query(agent_ids: tuple[str, ...]) -> Select:
+    """Built once per roster: a fresh statement per message costs more CPU than running it."""
+    columns = []
+    for agent_id in agent_ids:
+        columns += [
+            select(AgentAvailability.status).where(AgentAvailability.agent_id == agent_id).scalar_subquery(),
+            select(func.count()).select_from(Conversation)
+            .where(Conversation.owner_id == agent_id, Conversation.status == "open").scalar_subquery(),
+            select(func.max(Assignment.assigned_at, type_=UTCDateTime())).where(Assignment.agent_id == agent_id)
+            .scalar_subquery(),
+        ]
+    return select(*columns)
+
+
+class _SqlOutbox:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def events_of(self, source_message_id: str) -> list[RouterOutbox]:
+        return list(self.s.scalars(select(RouterOutbox).where(RouterOutbox.source_message_id == source_message_id)
+                                   .order_by(RouterOutbox.created_at, RouterOutbox.message_id)))
+
+    def add(self, row: RouterOutbox) -> None:
+        self.s.add(row)
+
+
+class _SqlBuckets:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def claim(self, keys: Sequence[str], tokens: float, at: datetime) -> list[SenderBucket]:
+        """INSERT … ON CONFLICT DO UPDATE per key, as `_SqlCalls.claim`: two router replicas with
+        messages of one sender take turns instead of both reading a full bucket."""
+        insert = _insert(self.s)
+        rows = []
+        for key in keys:
+            stmt = insert(SenderBucket).values(key=key, tokens=tokens, at=at)
+            self.s.execute(stmt.on_conflict_do_update(index_elements=[SenderBucket.key],
+                                                      set_={"key": stmt.excluded.key}))
+            row = self.s.get(SenderBucket, key, populate_existing=True)
+            assert row is not None  # just written in this transaction
+            rows.append(row)
+        return rows
+
+
+class _SqlCalls:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def claim(self, call_sid: str) -> PhoneCall:
+        """INSERT … ON CONFLICT DO UPDATE, not DO NOTHING: it waits for a concurrent inserter to
+        commit and locks an existing row as well, so the notices of one call are handled one after
+        the other. SQLite (embedded mode) has one writer at a time."""
+        stmt = _insert(self.s)(PhoneCall).values(call_sid=call_sid)
+        self.s.execute(stmt.on_conflict_do_update(index_elements=[PhoneCall.call_sid],
+                                                  set_={"call_sid": stmt.excluded.call_sid}))
+        call = self.s.get(PhoneCall, call_sid, populate_existing=True)
+        assert call is not None  # just written in this transaction
+        return call
+
+    def task(self, call_sid: str) -> CallbackTask | None:
+        return self.s.scalar(select(CallbackTask).where(CallbackTask.call_sid == call_sid))
+
+    def open_task(self, call_sid: str) -> CallbackTask | None:
+        return self.s.scalar(select(CallbackTask).where(CallbackTask.call_sid == call_sid,
+                                                        CallbackTask.done_at.is_(None)))
+
+    def add_task(self, task: CallbackTask) -> None:
+        self.s.add(task)
+
+
+class _SqlSurveys:
+    def __init__(self, s: Session):
+        self.s = s
+
+    def last_sent(self, channels: Sequence[str], address: str, since: datetime) -> ConversationSurvey | None:
+        return self.s.scalar(select(ConversationSurvey).where(
+            ConversationSurvey.channel.in_(list(channels)), ConversationSurvey.address == address,
+            ConversationSurvey.sent_at.is_not(None), ConversationSurvey.sent_at >= since)
+            .order_by(ConversationSurvey.sent_at.desc()).limit(1))
+
+    def last_answered(self, channels: Sequence[str], address: str, since: datetime) -> ConversationSurvey | None:
+        return self.s.scalar(select(ConversationSurvey).where(
+            ConversationSurvey.channel.in_(list(channels)), ConversationSurvey.address == address,
+            ConversationSurvey.answered_at.is_not(None), ConversationSurvey.answered_at >= since)
+            .order_by(ConversationSurvey.answered_at.desc()).limit(1))
+
+    def record_result(self, result: SurveyResult) -> None:
+        record_survey_result(self.s, result)
+
+
+class SqlRouterUnitOfWork:
+    """One SQLAlchemy session and its transaction (begun on enter, as shared.db.transaction does);
+    `commit` ends it, leaving without one rolls back."""
+
+    customers: Customers
+    conversations: Conversations
+    messages: Messages
+    roster: Roster
+    outbox: Outbox
+    buckets: Buckets
+    calls: Calls
+    surveys: Surveys
+
+    def __init__(self, sessions: sessionmaker[Session]):
+        self._sessions = sessions
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> SqlRouterUnitOfWork:
+        self.session = s = self._stack.enter_context(self._sessions())
+        self._transaction: SessionTransaction = s.begin()
+        self.savepoints = s.get_bind().dialect.name != "sqlite"
+        self.customers, self.conversations, self.messages = _SqlCustomers(s), _SqlConversations(s), _SqlMessages(s)
+        self.roster, self.outbox, self.buckets = _SqlRoster(s), _SqlOutbox(s), _SqlBuckets(s)
+        self.calls, self.surveys = _SqlCalls(s), _SqlSurveys(s)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._transaction.is_active:
+                self._transaction.rollback()
+        finally:
+            self._stack.close()
+
+    def flush(self) -> None:
+        self.session.flush()
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        # pysqlite's own transaction handling breaks SAVEPOINTs: callers ask `savepoints` first.
+        with self.session.begin_nested():
+            yield
+
+    def commit(self) -> None:
+        self._transaction.commit()
+
+    def rollback(self) -> None:
+        self._transaction.rollback()
