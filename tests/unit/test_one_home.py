@@ -1,6 +1,7 @@
 """One home for each piece of knowledge: the vocabularies (languages, categories, weekdays, the
 country → language hints) live in shared/vocabulary.py, phone numbers are read in shared/phone.py,
-quoted mail is recognised in shared/text.py and an hours table is loaded by one WeeklyHoursSchema.
+quoted mail and reply prefixes are recognised in shared/text.py, the "[SB-…]" conversation reference
+in shared/reference.py, and an hours table is loaded by one WeeklyHoursSchema.
 
 Read from the code (like test_boundaries): a second literal copy of one of these lists, a second
 E.164 reader or a second hours schema anywhere in services/ or shared/ fails here, naming the place.
@@ -135,6 +136,30 @@ def test_one_quote_stripper() -> None:
                 and ("Original Message" in node.value or "napisał" in node.value) for node in ast.walk(tree)):
             spelled.add(rel)
     assert spelled == set()
+
+
+#: Regexes with one home: a pattern containing the marker (case-folded) anywhere else is a copy.
+PATTERN_HOMES = {"sb-": "shared/reference.py",  # the "[SB-…]" conversation reference
+                 "fwd": "shared/text.py"}  # the reply and forward prefixes ("Re:", "AW:", "Odp:" …)
+
+
+def pattern_copies(root: Path) -> list[str]:
+    from tests.support.regex_lint import patterns_in
+
+    return sorted(f"{f.where} ({marker})" for f in patterns_in(root, ("services", "shared"))
+                  for marker, home in PATTERN_HOMES.items()
+                  if isinstance(f.pattern, str) and marker in f.pattern.lower() and not f.where.startswith(f"{home}:"))
+
+
+def test_one_reader_of_subjects_and_conversation_references() -> None:
+    assert pattern_copies(ROOT) == []
+
+
+def test_a_second_reference_pattern_is_found(tmp_path: Path) -> None:
+    (tmp_path / "services").mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "services" / "x.py").write_text('import re\nREF = re.compile(r"\\[(SB-[A-Z2-7]{10})\\]")\n')
+    assert pattern_copies(tmp_path) == ["services/x.py:2 (sb-)"]
 
 
 @pytest.mark.parametrize(("raw", "region", "e164"), [
