@@ -27,7 +27,7 @@ Instants may be given in any zone; the returned ones are in the calendar's zone.
 Searches forward without an end stop after `SEARCH_DAYS` days in a row without open time, so a
 calendar that never opens answers "never" instead of looping.
 
-The marshmallow schemas at the end load the YAML form of a calendar (see `CalendarSchema`).
+Its YAML form is read by `CalendarSchema` in shared/config.py, next to the config file's schemas.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays as holidays_package
-from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
 
 from shared.vocabulary import WEEKDAYS
 
@@ -53,7 +52,7 @@ Span = tuple[datetime, datetime]
 """A stretch of real time (start, end), end exclusive."""
 
 _ONE_DAY = timedelta(days=1)
-_MIDNIGHT = time(0, 0)
+MIDNIGHT = time(0, 0)
 
 
 # --- parsing helpers usable on their own ------------------------------------------------------
@@ -69,7 +68,7 @@ def _clock(text: str, *, allow_24: bool) -> time | None:
         return None
     hour, minute = int(m[1]), int(m[2])
     if allow_24 and (hour, minute) == (24, 0):
-        return _MIDNIGHT
+        return MIDNIGHT
     if hour > 23 or minute > 59:
         return None
     return time(hour, minute)
@@ -133,7 +132,7 @@ def parse_zone(name: Any) -> ZoneInfo:
         raise ValueError(f'"{name}" is not a known timezone') from exc
 
 
-def _holiday_country(country: Any) -> str:
+def holiday_country(country: Any) -> str:
     supported = holidays_package.list_supported_countries()
     code = country.strip().upper() if isinstance(country, str) else None
     if code not in supported:
@@ -141,7 +140,7 @@ def _holiday_country(country: Any) -> str:
     return code
 
 
-def _holiday_subdivision(country: str, subdivision: Any) -> str:
+def holiday_subdivision(country: str, subdivision: Any) -> str:
     known = holidays_package.list_supported_countries()[country]
     # The package is case-sensitive ("BY", but "Augsburg"); people are not.
     by_upper = {s.upper(): s for s in known}
@@ -185,7 +184,7 @@ class Closure:
     def __post_init__(self) -> None:
         if isinstance(self.day, datetime) or not isinstance(self.day, date):
             raise TypeError(f"a closure's day must be a date, got {self.day!r}")
-        if self.end == _MIDNIGHT:
+        if self.end == MIDNIGHT:
             object.__setattr__(self, "end", None)
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError(f"a closure on {self.day} must end after it starts "
@@ -222,8 +221,8 @@ class Calendar:
         )
         if subdivision is not None and country is None:
             raise ValueError("a holiday subdivision needs a country")
-        self._country = _holiday_country(country) if country is not None else None
-        self._subdivision = (_holiday_subdivision(self._country, subdivision)
+        self._country = holiday_country(country) if country is not None else None
+        self._subdivision = (holiday_subdivision(self._country, subdivision)
                              if self._country is not None and subdivision is not None else None)
         self._closures = tuple(c if isinstance(c, Closure) else Closure(c) for c in closures)
         self._closures_by_day: dict[date, tuple[Closure, ...]] = {}
@@ -424,7 +423,7 @@ class Calendar:
             # Days are produced in order but their spans are not quite: a bound in a DST gap moves
             # forward in real time. Nothing from a later day can start before yesterday's midnight,
             # so whatever starts before it is final.
-            settled = self._resolve(day - _ONE_DAY, _MIDNIGHT)
+            settled = self._resolve(day - _ONE_DAY, MIDNIGHT)
             while pending and pending[0][0] < settled:
                 yield heapq.heappop(pending)
             day += _ONE_DAY
@@ -456,8 +455,8 @@ class Calendar:
 
     def _closure_spans(self, day: date) -> list[Span]:
         return [
-            (self._resolve(day, c.start or _MIDNIGHT),
-             self._resolve(day + _ONE_DAY, _MIDNIGHT) if c.end is None else self._resolve(day, c.end))
+            (self._resolve(day, c.start or MIDNIGHT),
+             self._resolve(day + _ONE_DAY, MIDNIGHT) if c.end is None else self._resolve(day, c.end))
             for c in self._closures_by_day.get(day, ())
         ]
 
@@ -492,144 +491,3 @@ def _subtract(span: Span, hole: Span) -> list[Span]:
 
 def _format_intervals(intervals: Iterable[Interval]) -> str:
     return ", ".join(f"{a:%H:%M}-{b:%H:%M}" for a, b in intervals)
-
-
-# --- the YAML form -----------------------------------------------------------------------------
-
-
-class _Hours(fields.Field):
-    """A day's intervals: a list of "HH:MM-HH:MM" strings or one comma-separated string."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Interval]:
-        try:
-            return parse_hours(value)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-
-
-class _TimeOfDay(fields.Field):
-    def __init__(self, *, allow_24: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.allow_24 = allow_24
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> time:
-        try:
-            return parse_time(value, allow_24=self.allow_24)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-
-
-class _Day(fields.Field):
-    """A date as PyYAML gives it (a date object) or as an ISO string."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date:
-        if isinstance(value, date) and not isinstance(value, datetime):
-            return value
-        if isinstance(value, str):
-            try:
-                return date.fromisoformat(value.strip())
-            except ValueError:
-                pass
-        raise ValidationError(f'"{value}" is not a date (YYYY-MM-DD)')
-
-
-class _Timezone(fields.Field):
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        try:
-            parse_zone(value)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-        return value
-
-
-class WeeklyHoursSchema(Schema):
-    """Weekday keys mon..sun; a missing day is closed. The one hours table of the YAML: a calendar's
-    `hours` and an agent's own `hours` in the config both load through it."""
-
-    error_messages = {"unknown": f"is not a weekday key (use {', '.join(WEEKDAYS)})"}
-
-    mon = _Hours(load_default=list)
-    tue = _Hours(load_default=list)
-    wed = _Hours(load_default=list)
-    thu = _Hours(load_default=list)
-    fri = _Hours(load_default=list)
-    sat = _Hours(load_default=list)
-    sun = _Hours(load_default=list)
-
-
-class HolidaysSchema(Schema):
-    country = fields.String(required=True)
-    subdivision = fields.String(load_default=None, allow_none=True)
-
-    @validates_schema
-    def _known(self, data: dict[str, Any], **_: Any) -> None:
-        try:
-            country = _holiday_country(data.get("country"))
-        except ValueError as exc:
-            raise ValidationError(str(exc), "country") from exc
-        if data.get("subdivision") is not None:
-            try:
-                _holiday_subdivision(country, data["subdivision"])
-            except ValueError as exc:
-                raise ValidationError(str(exc), "subdivision") from exc
-
-
-class ClosureSchema(Schema):
-    date = _Day(required=True)
-    start = _TimeOfDay(data_key="from", load_default=None)
-    end = _TimeOfDay(data_key="until", allow_24=True, load_default=None)
-
-    @validates_schema
-    def _ends_after_start(self, data: dict[str, Any], **_: Any) -> None:
-        start, end = data.get("start"), data.get("end")
-        if start is not None and end is not None and end != _MIDNIGHT and end <= start:
-            raise ValidationError(f'"{end:%H:%M}" is not after "from" ({start:%H:%M})', "until")
-
-    @post_load
-    def _make(self, data: dict[str, Any], **_: Any) -> Closure:
-        return Closure(data["date"], data["start"], data["end"])
-
-
-class OpeningSchema(Schema):
-    date = _Day(required=True)
-    hours = _Hours(required=True)
-
-
-class CalendarSchema(Schema):
-    """Loads a calendar's YAML/dict form into a `Calendar`:
-
-        timezone: Europe/Warsaw
-        hours: {mon: ["09:00-17:00"], tue: "09:00-12:00, 13:00-17:00", fri: ["22:00-02:00"]}
-        holidays: {country: PL, subdivision: null}   # optional
-        closures: [{date: 2026-12-24, from: "14:00"}, {date: 2026-12-31}]   # optional
-        openings: [{date: 2026-12-20, hours: ["10:00-14:00"]}]              # optional
-    """
-
-    timezone = _Timezone(required=True)
-    hours = fields.Nested(WeeklyHoursSchema, required=True)
-    holidays = fields.Nested(HolidaysSchema, load_default=None, allow_none=True)
-    closures = fields.List(fields.Nested(ClosureSchema), load_default=list)
-    openings = fields.List(fields.Nested(OpeningSchema), load_default=list)
-
-    @validates_schema
-    def _one_special_opening_per_date(self, data: dict[str, Any], **_: Any) -> None:
-        seen: dict[date, int] = {}
-        errors: dict[int, dict[str, list[str]]] = {}
-        for i, opening in enumerate(data.get("openings") or []):
-            if opening["date"] in seen:
-                errors[i] = {"date": [f'"{opening["date"]}" already has special hours at openings[{seen[opening["date"]]}]']}
-            seen.setdefault(opening["date"], i)
-        if errors:
-            raise ValidationError({"openings": errors})
-
-    @post_load
-    def _make(self, data: dict[str, Any], **_: Any) -> Calendar:
-        holidays = data["holidays"] or {}
-        try:
-            return Calendar(
-                data["timezone"], data["hours"],
-                country=holidays.get("country"), subdivision=holidays.get("subdivision"),
-                closures=data["closures"], openings={o["date"]: o["hours"] for o in data["openings"]},
-            )
-        except (TypeError, ValueError) as exc:  # the fields above should have caught it already
-            raise ValidationError(str(exc)) from exc

@@ -1,8 +1,10 @@
 """The YAML config: how the business works (hours, teams, agents, categories, channels, survey).
 
 Validated by marshmallow at start; every problem is reported as `key.path: what is wrong`
-(`agents[2].hours.mon: "9-17" is not HH:MM-HH:MM`) and the program exits with code 2. Secrets are
-never here: they come from the environment (shared.settings).
+(`agents[2].hours.mon: "9-17" is not HH:MM-HH:MM`) and the program exits with code 2. The schemas of
+the file sit together at the end of this module, a calendar's among them (shared.calendar is the
+calendar itself, without its YAML form). Secrets are never here: they come from the environment
+(shared.settings).
 """
 
 from __future__ import annotations
@@ -10,42 +12,32 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from shared.calendar import Calendar, CalendarSchema, WeeklyHoursSchema
+from shared.calendar import (
+    MIDNIGHT,
+    Calendar,
+    Closure,
+    Interval,
+    holiday_country,
+    holiday_subdivision,
+    parse_hours,
+    parse_time,
+    parse_zone,
+)
 from shared.contracts import CHANNELS
 from shared.errors import ConfigError
-from shared.vocabulary import CATEGORIES, LANGUAGES
+from shared.vocabulary import CATEGORIES, LANGUAGES, WEEKDAYS
 
 # The vocabularies live in shared.vocabulary; these names are the same objects, kept for importers.
 DEFAULT_CATEGORIES = CATEGORIES
 SUPPORTED_LANGUAGES = LANGUAGES
 CHANNEL_MODES = ("active", "redirect", "off")
-
-# Each unit takes the spaces after it, so no two optional space runs meet (that would be quadratic).
-_DURATION = re.compile(r"^\s*(?:(\d+)\s*d\s*)?(?:(\d+)\s*h\s*)?(?:(\d+)\s*m\s*)?(?:(\d+)\s*s\s*)?$")
-
-
-class Duration(fields.Field):
-    """`4h`, `30m`, `1h30m`, `7d`: the way people write targets and delays."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> timedelta:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return timedelta(seconds=value)
-        m = _DURATION.match(str(value)) if isinstance(value, str) else None
-        if not m or not any(m.groups()):
-            raise ValidationError(f'"{value}" is not a duration like 4h, 30m, 1h30m or 7d')
-        d, h, mi, s = (int(g or 0) for g in m.groups())
-        return timedelta(days=d, hours=h, minutes=mi, seconds=s)
-
-    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str:
-        return f"{int(value.total_seconds())}s"
-
 
 # --- the objects the services use -------------------------------------------------------------
 
@@ -202,7 +194,11 @@ class Config:
         return ch.mode if ch else "off"
 
 
-# --- schemas --------------------------------------------------------------------------------
+# --- the YAML forms: a calendar's and the config file's, side by side -------------------------
+#
+# Every schema of the file is here, each once: a calendar's (calendars.<name>, and an agent's own
+# `hours` through the one WeeklyHoursSchema), then the config's sections, which use it. The rules
+# they check (times of day, zones, holiday countries) are shared.calendar's parsers.
 
 
 class _Strict(Schema):
@@ -210,10 +206,180 @@ class _Strict(Schema):
         unknown = RAISE
 
 
+_ID = validate.Regexp(r"^[a-z0-9_-]+$", error="must be lower-case a-z, 0-9, _ or -")
+_LANGUAGE = validate.OneOf(SUPPORTED_LANGUAGES)
+_TEMPLATE_NAME = validate.Regexp(r"^[a-z0-9_]{1,512}$", error="is not a WhatsApp template name")
+_TEMPLATE_LANGUAGE = validate.Regexp(r"^[a-z]{2,3}(_[A-Z]{2})?$", error="is not a template language code like en or pt_BR")
+
+
+# Each unit takes the spaces after it, so no two optional space runs meet (that would be quadratic).
+_DURATION = re.compile(r"^\s*(?:(\d+)\s*d\s*)?(?:(\d+)\s*h\s*)?(?:(\d+)\s*m\s*)?(?:(\d+)\s*s\s*)?$")
+
+
+class Duration(fields.Field):
+    """`4h`, `30m`, `1h30m`, `7d`: the way people write targets and delays."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> timedelta:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        m = _DURATION.match(str(value)) if isinstance(value, str) else None
+        if not m or not any(m.groups()):
+            raise ValidationError(f'"{value}" is not a duration like 4h, 30m, 1h30m or 7d')
+        d, h, mi, s = (int(g or 0) for g in m.groups())
+        return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str:
+        return f"{int(value.total_seconds())}s"
+
+
+# a calendar
+
+
+class _Hours(fields.Field):
+    """A day's intervals: a list of "HH:MM-HH:MM" strings or one comma-separated string."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Interval]:
+        try:
+            return parse_hours(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class _TimeOfDay(fields.Field):
+    def __init__(self, *, allow_24: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.allow_24 = allow_24
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> time:
+        try:
+            return parse_time(value, allow_24=self.allow_24)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class _Day(fields.Field):
+    """A date as PyYAML gives it (a date object) or as an ISO string."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date:
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        raise ValidationError(f'"{value}" is not a date (YYYY-MM-DD)')
+
+
+class _Timezone(fields.Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        try:
+            parse_zone(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        return value
+
+
+class WeeklyHoursSchema(_Strict):
+    """Weekday keys mon..sun; a missing day is closed. The one hours table of the YAML: a calendar's
+    `hours` and an agent's own `hours` in the config both load through it."""
+
+    error_messages = {"unknown": f"is not a weekday key (use {', '.join(WEEKDAYS)})"}
+
+    mon = _Hours(load_default=list)
+    tue = _Hours(load_default=list)
+    wed = _Hours(load_default=list)
+    thu = _Hours(load_default=list)
+    fri = _Hours(load_default=list)
+    sat = _Hours(load_default=list)
+    sun = _Hours(load_default=list)
+
+
+class HolidaysSchema(_Strict):
+    country = fields.String(required=True)
+    subdivision = fields.String(load_default=None, allow_none=True)
+
+    @validates_schema
+    def _known(self, data: dict[str, Any], **_: Any) -> None:
+        try:
+            country = holiday_country(data.get("country"))
+        except ValueError as exc:
+            raise ValidationError(str(exc), "country") from exc
+        if data.get("subdivision") is not None:
+            try:
+                holiday_subdivision(country, data["subdivision"])
+            except ValueError as exc:
+                raise ValidationError(str(exc), "subdivision") from exc
+
+
+class ClosureSchema(_Strict):
+    date = _Day(required=True)
+    start = _TimeOfDay(data_key="from", load_default=None)
+    end = _TimeOfDay(data_key="until", allow_24=True, load_default=None)
+
+    @validates_schema
+    def _ends_after_start(self, data: dict[str, Any], **_: Any) -> None:
+        start, end = data.get("start"), data.get("end")
+        if start is not None and end is not None and end != MIDNIGHT and end <= start:
+            raise ValidationError(f'"{end:%H:%M}" is not after "from" ({start:%H:%M})', "until")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Closure:
+        return Closure(data["date"], data["start"], data["end"])
+
+
+class OpeningSchema(_Strict):
+    date = _Day(required=True)
+    hours = _Hours(required=True)
+
+
+class CalendarSchema(_Strict):
+    """Loads a calendar's YAML/dict form into a `Calendar`:
+
+        timezone: Europe/Warsaw
+        hours: {mon: ["09:00-17:00"], tue: "09:00-12:00, 13:00-17:00", fri: ["22:00-02:00"]}
+        holidays: {country: PL, subdivision: null}   # optional
+        closures: [{date: 2026-12-24, from: "14:00"}, {date: 2026-12-31}]   # optional
+        openings: [{date: 2026-12-20, hours: ["10:00-14:00"]}]              # optional
+    """
+
+    timezone = _Timezone(required=True)
+    hours = fields.Nested(WeeklyHoursSchema, required=True)
+    holidays = fields.Nested(HolidaysSchema, load_default=None, allow_none=True)
+    closures = fields.List(fields.Nested(ClosureSchema), load_default=list)
+    openings = fields.List(fields.Nested(OpeningSchema), load_default=list)
+
+    @validates_schema
+    def _one_special_opening_per_date(self, data: dict[str, Any], **_: Any) -> None:
+        seen: dict[date, int] = {}
+        errors: dict[int, dict[str, list[str]]] = {}
+        for i, opening in enumerate(data.get("openings") or []):
+            if opening["date"] in seen:
+                errors[i] = {"date": [f'"{opening["date"]}" already has special hours at openings[{seen[opening["date"]]}]']}
+            seen.setdefault(opening["date"], i)
+        if errors:
+            raise ValidationError({"openings": errors})
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Calendar:
+        holidays = data["holidays"] or {}
+        try:
+            return Calendar(
+                data["timezone"], data["hours"],
+                country=holidays.get("country"), subdivision=holidays.get("subdivision"),
+                closures=data["closures"], openings={o["date"]: o["hours"] for o in data["openings"]},
+            )
+        except (TypeError, ValueError) as exc:  # the fields above should have caught it already
+            raise ValidationError(str(exc)) from exc
+
+
+# the config file
+
+
 class BusinessSchema(_Strict):
     name = fields.String(required=True, validate=validate.Length(min=1))
     timezone = fields.String(load_default="UTC")
-    languages = fields.List(fields.String(validate=validate.OneOf(SUPPORTED_LANGUAGES)), load_default=["en"],
+    languages = fields.List(fields.String(validate=_LANGUAGE), load_default=["en"],
                             validate=validate.Length(min=1))
     default_language = fields.String(load_default="en")
     urgent_contact = fields.String(load_default=None, allow_none=True)
@@ -234,7 +400,7 @@ class BusinessSchema(_Strict):
 
 
 class TeamSchema(_Strict):
-    id = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9_-]+$", error="must be lower-case a-z, 0-9, _ or -"))
+    id = fields.String(required=True, validate=_ID)
     name = fields.String(load_default=None)
     lead = fields.String(load_default=None, allow_none=True)
     calendar = fields.String(load_default="business")
@@ -256,11 +422,11 @@ class NotifySchema(_Strict):
 
 
 class AgentSchema(_Strict):
-    id = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9_-]+$", error="must be lower-case a-z, 0-9, _ or -"))
+    id = fields.String(required=True, validate=_ID)
     name = fields.String(required=True)
     team = fields.String(required=True)
     role = fields.String(load_default="agent", validate=validate.OneOf(("agent", "lead")))
-    languages = fields.List(fields.String(validate=validate.OneOf(SUPPORTED_LANGUAGES)), load_default=["en"])
+    languages = fields.List(fields.String(validate=_LANGUAGE), load_default=["en"])
     skills = fields.List(fields.String(), load_default=None, allow_none=True)
     capacity = fields.Integer(load_default=10, validate=validate.Range(min=1))
     status = fields.String(load_default="active", validate=validate.OneOf(("active", "off", "leave")))
@@ -281,12 +447,12 @@ class SelfHelpSchema(_Strict):
 
 
 class CategorySchema(_Strict):
-    id = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9_-]+$", error="must be lower-case a-z, 0-9, _ or -"))
+    id = fields.String(required=True, validate=_ID)
     target = Duration(load_default=timedelta(hours=4))
     targets_by_channel = fields.Dict(keys=fields.String(validate=validate.OneOf(CHANNELS)), values=Duration(),
                                      load_default=dict)
     self_help = fields.List(fields.Nested(SelfHelpSchema), load_default=list)
-    keywords = fields.Dict(keys=fields.String(validate=validate.OneOf(SUPPORTED_LANGUAGES)),
+    keywords = fields.Dict(keys=fields.String(validate=_LANGUAGE),
                            values=fields.List(fields.String()), load_default=dict)
 
     @post_load
@@ -295,10 +461,6 @@ class CategorySchema(_Strict):
             id=d["id"], target=d["target"], targets_by_channel=d["targets_by_channel"],
             self_help=tuple(d["self_help"]), keywords={k: tuple(v) for k, v in d["keywords"].items()},
         )
-
-
-_TEMPLATE_NAME = validate.Regexp(r"^[a-z0-9_]{1,512}$", error="is not a WhatsApp template name")
-_TEMPLATE_LANGUAGE = validate.Regexp(r"^[a-z]{2,3}(_[A-Z]{2})?$", error="is not a template language code like en or pt_BR")
 
 
 class WhatsAppTemplateSchema(_Strict):
@@ -418,7 +580,7 @@ class ConfigSchema(_Strict):
                     add(("agents", i, "skills"), f'"{skill}" is not a category')
             if a.get("timezone"):
                 try:
-                    _zone(a["timezone"])
+                    parse_zone(a["timezone"])
                 except ValueError as exc:
                     add(("agents", i, "timezone"), str(exc))
         for name, channel in (data.get("channels") or {}).items():
@@ -453,15 +615,6 @@ class ConfigSchema(_Strict):
             categories={c.id: c for c in categories}, channels=d["channels"], templates=d["templates"],
             survey=d["survey"], limits=d["limits"], macros=d["macros"],
         )
-
-
-def _zone(name: str):
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f'"{name}" is not a known timezone') from exc
 
 
 def format_errors(messages: Any, prefix: str = "") -> list[str]:

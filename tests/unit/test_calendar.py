@@ -14,7 +14,8 @@ import pytest
 import yaml
 from marshmallow import ValidationError
 
-from shared.calendar import SEARCH_DAYS, WEEKDAYS, Calendar, CalendarSchema, Closure, parse_hours
+from shared.calendar import SEARCH_DAYS, WEEKDAYS, Calendar, Closure, parse_hours
+from shared.config import CalendarSchema
 
 WARSAW = ZoneInfo("Europe/Warsaw")
 H = timedelta(hours=1)

@@ -54,6 +54,10 @@ def test_bad_shift_names_the_key_path() -> None:
     (lambda d: d["business"].update(default_language="fr"), "business.default_language"),
     (lambda d: d["calendars"]["business"].update(timezone="Mars/Olympus"),
      'calendars.business.timezone: "Mars/Olympus" is not a known timezone'),
+    # One zone check for calendars and agents (shared.calendar.parse_zone): "localtime" passed the
+    # agent's own copy and then failed building the shift, a ValueError instead of a config error.
+    (lambda d: d["agents"][0].update(timezone="localtime"), 'agents[0].timezone: "localtime" is not a known timezone'),
+    (lambda d: d["agents"][0].update(timezone="Mars/Olympus"), 'agents[0].timezone: "Mars/Olympus" is not a known timezone'),
     (lambda d: d["categories"][1].update(target="soon"), 'categories[1].target: "soon" is not a duration'),
     (lambda d: d["channels"].update(fax={"mode": "active"}), "channels.fax"),
     (lambda d: d["channels"]["sms"].update(mode="redirect"), "channels.sms.redirect_to: a channel in redirect mode needs redirect_to"),

@@ -123,7 +123,7 @@ def test_one_weekly_hours_schema() -> None:
                    if isinstance(node, ast.ClassDef)
                    and {t.id for s in node.body if isinstance(s, ast.Assign) for t in s.targets
                         if isinstance(t, ast.Name)} >= set(vocabulary.WEEKDAYS))
-    assert homes == ["shared/calendar.py:WeeklyHoursSchema"]
+    assert homes == ["shared/config.py:WeeklyHoursSchema"]
 
 
 def test_one_quote_stripper() -> None:
