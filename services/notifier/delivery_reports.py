@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
-
 from services.notifier.deps import NotifierDeps
-from services.notifier.models import Outbox, Suppression
+from services.notifier.models import Suppression
 from shared.contracts import AddressSuppressed, DeliveryStatus, Envelope, MailReport, derive_id
-from shared.db import transaction
 from shared.delivery import status_moves_forward
 
 log = logging.getLogger(__name__)
@@ -19,11 +16,10 @@ log = logging.getLogger(__name__)
 def record_delivery(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     """A provider's status callback: only ever moves the recorded status forward."""
     st: DeliveryStatus = envelope.payload
-    with transaction(deps.sessions) as s:
+    with deps.uow() as uow:
         # A caller's acknowledgement went out as an SMS: its status callback says "sms".
         channels = ("sms", "phone") if st.channel == "sms" else (st.channel,)
-        row = s.scalar(select(Outbox).where(Outbox.channel.in_(channels),
-                                            Outbox.provider_message_id == st.provider_message_id))
+        row = uow.outbox.by_provider_id(channels, st.provider_message_id)
         if row is None:
             log.info("status %s for an unknown %s message %s", st.status, st.channel, st.provider_message_id)
             return []
@@ -44,9 +40,8 @@ def record_mail_report(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]
     redelivery finds the row failed and the suppression in place, and yields the same event id."""
     ev: MailReport = envelope.payload
     now = deps.clock()
-    with transaction(deps.sessions) as s:
-        row = s.scalar(select(Outbox).where(Outbox.channel == "email",
-                                            Outbox.provider_message_id == ev.original_message_id))
+    with deps.uow() as uow:
+        row = uow.outbox.by_provider_id(("email",), ev.original_message_id)
         if row is None:
             log.info("a %s about a message that is not ours (%s): nothing to mark", ev.kind, ev.original_message_id)
             return []
@@ -56,9 +51,9 @@ def record_mail_report(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]
         if not ev.permanent:
             return []
         reason = f"{'complained (spam report)' if ev.kind == 'complaint' else 'bounced'}: {ev.reason}"[:2000]
-        existing = s.scalar(select(Suppression).where(Suppression.channel == "email", Suppression.address == row.address))
+        existing = uow.suppressions.get("email", row.address)
         if existing is None:
-            s.add(Suppression(channel="email", address=row.address, reason=reason, created_at=now, until=None))
+            uow.suppressions.add(Suppression(channel="email", address=row.address, reason=reason, created_at=now, until=None))
         else:
             existing.reason, existing.until = reason, None
         suppressed = AddressSuppressed(channel="email", address=row.address, reason=reason, suppressed_at=now,

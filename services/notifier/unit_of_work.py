@@ -65,6 +65,8 @@ class OutboxRepository(Protocol):
         """Acknowledgements pending or sent since `since` to this address or, given the customer, to
         any of the customer's addresses."""
     def last_email_ack(self, conversation_id: str) -> Outbox | None: ...
+    def by_provider_id(self, channels: Sequence[str], provider_message_id: str) -> Outbox | None:
+        """The row a provider's report is about: the id it gave the message, on one of `channels`."""
 
 
 class SuppressionRepository(Protocol):
@@ -222,6 +224,10 @@ class SqlOutbox:
     def last_email_ack(self, conversation_id: str) -> Outbox | None:
         return self.s.scalar(select(Outbox).where(Outbox.conversation_id == conversation_id, Outbox.kind == "ack",
                                                   Outbox.channel == "email").order_by(Outbox.id.desc()).limit(1))
+
+    def by_provider_id(self, channels: Sequence[str], provider_message_id: str) -> Outbox | None:
+        return self.s.scalar(select(Outbox).where(Outbox.channel.in_(tuple(channels)),
+                                                  Outbox.provider_message_id == provider_message_id))
 
 
 class SqlSuppressions:

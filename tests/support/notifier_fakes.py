@@ -157,6 +157,10 @@ class FakeOutbox:
         acks = [r for r in self.all if r.conversation_id == conversation_id and r.kind == "ack" and r.channel == "email"]
         return max(acks, key=lambda r: r.id, default=None)
 
+    def by_provider_id(self, channels: Sequence[str], provider_message_id: str) -> Outbox | None:
+        return next((r for r in self.all if r.channel in channels and r.provider_message_id == provider_message_id),
+                    None)
+
 
 class FakeSuppressions:
     def __init__(self, table: _Table):

@@ -20,12 +20,14 @@ from services.notifier.bootstrap import build_ticker
 from services.notifier.handlers import handle_event
 from shared import contracts
 from shared.contracts import (
+    AddressSuppressed,
     ConversationAssigned,
     ConversationMessage,
     ConversationOpened,
     ConversationReply,
     ConversationResolved,
     Envelope,
+    MailReport,
 )
 from tests.support.notifier_fakes import InMemoryNotifier, in_memory_notifier
 
@@ -74,12 +76,12 @@ def mail(notifier: InMemoryNotifier, address: str) -> list[str]:
     return notifier.senders["email"].to(address)
 
 
-def opened(at: datetime, *, owner: str | None = "maria", conv: str = "conv-1",
-           due: datetime | None = None) -> Envelope:
+def opened(at: datetime, *, owner: str | None = "maria", conv: str = "conv-1", due: datetime | None = None,
+           channel: str = "telegram", reply_to: str = CUSTOMER) -> Envelope:
     # Delivery: 4 business hours promised, from `at` (the router's count, in business time).
     ev = ConversationOpened(
         conversation_id=conv, opening=1, reference=REFERENCE, customer_id="cust-1", customer_name="Piotr Nowak",
-        channel="telegram", reply_to=CUSTOMER, language="pl", category="delivery", owner_id=owner, owner_name=None,
+        channel=channel, reply_to=reply_to, language="pl", category="delivery", owner_id=owner, owner_name=None,
         assignment_reason="test", received_at=at, promise_due=due or at + timedelta(hours=4),
         inbound_message_id=f"in-{conv}", acknowledge=True, excerpt="Gdzie jest moja paczka?", team_id="support")
     return Envelope.wrap(ev, message_id=f"ev-{conv}", correlation_id="corr", occurred_at=at)
@@ -163,6 +165,29 @@ def test_the_acknowledgement_the_customer_reads_says_the_promise_as_of_when_it_l
     handle_event(opened(w(25, 10)), notifier.deps)
     [ack] = telegram(notifier, CUSTOMER)
     assert "do godz. 14:00" not in ack and "jak najszybciej" in ack and REFERENCE in ack
+
+
+def test_at_most_three_acknowledgements_a_day_to_one_customer(notifier) -> None:
+    for n in range(4):
+        handle_event(opened(w(25, 10, n), conv=f"conv-{n}"), notifier.deps)
+    assert len(telegram(notifier, CUSTOMER)) == 3  # limits.ack_daily_cap
+    assert len(telegram(notifier, MARIA_CHAT)) == 4  # the owner hears of every one
+
+
+def test_a_bounced_acknowledgement_stops_mail_to_that_address_and_agents_are_told(notifier, clock) -> None:
+    piotr = "piotr@example.pl"
+    handle_event(opened(w(25, 10), channel="email", reply_to=piotr), notifier.deps)
+    assert len(mail(notifier, piotr)) == 1
+    [row] = [r for r in notifier.uow.outbox.all if r.address == piotr]  # what our Message-ID is
+    bounce = MailReport(original_message_id=row.provider_message_id, kind="bounce", permanent=True,
+                        reason="550 5.1.1 user unknown", occurred_at=w(25, 10, 1), recipient=piotr)
+    [told] = handle_event(Envelope.wrap(bounce, message_id="bounce-1", correlation_id="corr",
+                                        occurred_at=w(25, 10, 1)), notifier.deps)
+    assert told.type == AddressSuppressed.TYPE and told.payload.address == piotr
+
+    clock.now = w(25, 11)
+    handle_event(opened(w(25, 11), conv="conv-2", channel="email", reply_to=piotr), notifier.deps)
+    assert len(mail(notifier, piotr)) == 1  # the first acknowledgement only
 
 
 # --- while it is open -----------------------------------------------------------------------------
