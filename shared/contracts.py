@@ -111,7 +111,8 @@ def _aware_datetime(value: Any) -> datetime:
 @dataclass(frozen=True)
 class _IfAbsent:
     """Annotated metadata: what a body that lacks the field gets (a field followed by required
-    ones cannot have a dataclass default). A field that may be None gets None without it."""
+    ones cannot have a dataclass default). A field that may be None gets None without it. Read on
+    a payload's own fields only: a nested dataclass (Identity, Attachment) needs real defaults."""
 
     value: Any
 
