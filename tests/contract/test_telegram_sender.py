@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from services.notifier.senders import PermanentSendError, TransientSendError
@@ -61,3 +66,45 @@ def test_blocked_bot_and_bad_chat_are_permanent(sender, fake_bot_api, status) ->
     with pytest.raises(PermanentSendError):
         sender.send("42", "hello")
     assert fake_bot_api.sent_to("42") == []
+
+
+def test_an_api_that_does_not_answer_is_transient_within_the_timeout() -> None:
+    # Accepts connections (the kernel's backlog) and never answers: the client's read timeout ends the call.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        sender = TelegramSender("123456:TEST-token", api_base=f"http://127.0.0.1:{port}/bot", timeout=0.5)
+        try:
+            started = time.monotonic()
+            with pytest.raises(TransientSendError, match="timed out|Timed out"):
+                sender.send("42", "hello")
+            assert time.monotonic() - started < 5
+        finally:
+            sender.close()
+
+
+def test_an_unreachable_api_is_transient() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sender = TelegramSender("123456:TEST-token", api_base=f"http://127.0.0.1:{port}/bot", timeout=2)
+    try:
+        with pytest.raises(TransientSendError, match="unreachable"):
+            sender.send("42", "hello")
+    finally:
+        sender.close()
+
+
+def test_each_sending_thread_sends_on_its_own_and_close_ends_them_all(fake_bot_api) -> None:
+    # No thread of the sender's own: a send runs on its caller's thread, so none is left behind.
+    before = set(threading.enumerate())
+    sender = TelegramSender("123456:TEST-token", api_base=fake_bot_api.base_url, timeout=5)
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda n: sender.send(str(n), f"message {n}").provider_message_id, range(9)))
+    sender.close()
+    assert sorted(results, key=int) == [str(n) for n in range(1, 10)]
+    assert sorted(s.chat_id for s in fake_bot_api.sent) == sorted(str(n) for n in range(9))
+    # (The fake API's threads serving the kept-alive connections are the fake's, not the sender's.)
+    left = [t for t in set(threading.enumerate()) - before if "process_request" not in t.name]
+    assert left == []

@@ -1,9 +1,13 @@
 """Telegram sender on python-telegram-bot, pointed at TELEGRAM_API_BASE.
 
-PTB is asyncio-only and one Bot cannot be reused across asyncio.run() calls, so the sender owns
-one long-lived event loop in a thread and the synchronous notifier submits coroutines to it. One
-Bot and one HTTPXRequest (an httpx pool of `pool_size` kept-alive connections) serve every send:
-the consumer threads' sends share its connections instead of opening one each.
+PTB is asyncio-only; the notifier sends from plain threads. Each sending thread runs PTB's
+coroutines on an event loop of its own, and PTB's HTTP goes through `_SyncHTTPRequest`, a
+`telegram.request.BaseRequest` (PTB's extension point for the transport) over one synchronous
+httpx.Client: its pool of `pool_size` kept-alive connections is shared by every thread, and a
+thread's call needs no other thread. (Before, one loop thread ran every thread's sends through
+an async client: the hand-over of each call and its result between threads, and the async
+client's own machinery, were a third of the notifier's CPU under load.) PTB still builds the
+request, reads the answer and raises its errors, which `_call` maps as before.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import (
     BadRequest,
@@ -23,9 +28,58 @@ from telegram.error import (
     TelegramError,
     TimedOut,
 )
-from telegram.request import HTTPXRequest
+from telegram.request import BaseRequest, RequestData
 
 from services.notifier.senders import PermanentSendError, SendResult, TransientSendError
+
+
+class _SyncHTTPRequest(BaseRequest):
+    """PTB's transport on a synchronous httpx.Client (thread-safe, pooled, kept alive): `do_request`
+    blocks its caller's thread, whose own event loop runs nothing else meanwhile. Errors as PTB's
+    HTTPXRequest raises them: a timeout is TimedOut, any other failure NetworkError."""
+
+    def __init__(self, *, pool_size: int, timeout: float, connect_timeout: float):
+        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self._pool_size = pool_size
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._timeout.read
+
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx.Client(timeout=self._timeout, limits=httpx.Limits(
+                        max_connections=self._pool_size, max_keepalive_connections=self._pool_size))
+        return self._client
+
+    async def initialize(self) -> None:
+        self.client()
+
+    async def shutdown(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def do_request(self, url: str, method: str, request_data: RequestData | None = None,
+                         read_timeout: Any = BaseRequest.DEFAULT_NONE, write_timeout: Any = BaseRequest.DEFAULT_NONE,
+                         connect_timeout: Any = BaseRequest.DEFAULT_NONE,
+                         pool_timeout: Any = BaseRequest.DEFAULT_NONE) -> tuple[int, bytes]:
+        # PTB's per-call timeouts are left at their defaults by our calls: the client's apply.
+        try:
+            res = self.client().request(
+                method, url, headers={"User-Agent": self.USER_AGENT},
+                files=request_data.multipart_data if request_data else None,
+                data=request_data.json_parameters if request_data else None)
+        except httpx.TimeoutException as exc:
+            raise TimedOut(f"httpx.{type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"httpx.{type(exc).__name__}: {exc}") from exc
+        return res.status_code, res.content
 
 
 class TelegramSender:
@@ -34,23 +88,24 @@ class TelegramSender:
     def __init__(self, token: str, *, api_base: str | None = None, timeout: float = 10.0, pool_size: int = 16):
         base = (api_base or "https://api.telegram.org/bot").rstrip("/")
         file_base = base[: -len("/bot")] + "/file/bot" if base.endswith("/bot") else base + "/file/bot"
-        request = HTTPXRequest(connection_pool_size=pool_size, connect_timeout=min(5.0, timeout),
-                               read_timeout=timeout, write_timeout=timeout, pool_timeout=timeout)
-        self.bot = Bot(token, base_url=base, base_file_url=file_base, request=request)
+        request = _SyncHTTPRequest(pool_size=pool_size, timeout=timeout, connect_timeout=min(5.0, timeout))
+        self.bot = Bot(token, base_url=base, base_file_url=file_base, request=request, get_updates_request=request)
         self.timeout = timeout
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="telegram-sender", daemon=True)
-        self._thread.start()
+        self._local = threading.local()
+        self._loops: list[asyncio.AbstractEventLoop] = []  # every thread's, closed by close()
+        self._loops_lock = threading.Lock()
         self._initialized = False
         self._init_lock = threading.Lock()
 
     def _run(self, coro) -> Any:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(self.timeout * 2 + 5)
-        except TimeoutError as exc:
-            future.cancel()
-            raise TransientSendError("telegram call timed out") from exc
+        """PTB's coroutine to its end on this thread's own loop (the HTTP inside blocks this thread
+        alone; the client's timeouts bound it)."""
+        loop = getattr(self._local, "loop", None)
+        if loop is None or loop.is_closed():
+            loop = self._local.loop = asyncio.new_event_loop()
+            with self._loops_lock:
+                self._loops.append(loop)
+        return loop.run_until_complete(coro)
 
     def _ensure_initialized(self) -> None:
         if self._initialized:  # every send after the first: no lock to take
@@ -96,5 +151,10 @@ class TelegramSender:
             if self._initialized:
                 self._run(self.bot.shutdown())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
+            with self._loops_lock:
+                loops, self._loops = self._loops, []
+            for loop in loops:
+                try:
+                    loop.close()
+                except RuntimeError:  # another thread's, running a send right now: it ends with the process
+                    pass
