@@ -21,7 +21,17 @@ from sqlalchemy.orm import sessionmaker
 
 from services.router.handlers import RouterDeps, handle_inbound, handle_inbound_batch
 from services.router.kpi_store import record_resolution
-from shared.contracts import Envelope, Identity, InboundMessage, derive_id
+from shared.contracts import (
+    ConversationOpened,
+    Envelope,
+    Identity,
+    InboundMessage,
+    Redirected,
+    SurveyAnswer,
+    SurveyOptOut,
+    SurveyResult,
+    derive_id,
+)
 from tests.support.classify import Verdict
 from tests.support.router_uow import RouterStore
 
@@ -62,6 +72,13 @@ def email(n: int, at: datetime, *, sender: str = "ola@example.com", text: str = 
                          reply_to=sender, received_at=at, text=text, subject=subject, language_hint="pl", meta=meta,
                          **extra)
     return Envelope.wrap(msg, message_id=derive_id("email", msg.external_id), correlation_id=f"e{n}", occurred_at=at)
+
+
+def message(channel: str, external_id: str, at: datetime, *, sender: str, text: str = "", **extra) -> Envelope:
+    msg = InboundMessage(channel=channel, external_id=external_id, sender=Identity(channel, sender), reply_to=sender,
+                         received_at=at, text=text, **extra)
+    return Envelope.wrap(msg, message_id=derive_id(channel, external_id), correlation_id=f"x-{external_id}",
+                         occurred_at=at)
 
 
 def only(events: list[Envelope], type_: str):
@@ -257,6 +274,82 @@ def test_a_verified_reply_joins_the_customers_own_thread(deps, store) -> None:
                   meta={"reference": mine.reference}, thread_refs=("<m1@example.com>",))
     joined = only(handle_inbound(reply, deps), "conversation.message")
     assert joined.conversation_id == mine.conversation_id and joined.owner_id == "anna"
+
+
+# --- surveys, revisions, calls, redirect ---------------------------------------------------------------
+
+
+def test_stop_opts_out_of_surveys_and_opens_nothing(deps, store) -> None:
+    opened = only(handle_inbound(telegram(1, MONDAY_10), deps), "conversation.opened")
+    opt_out = only(handle_inbound(telegram(2, MONDAY_13, text="STOP"), deps), SurveyOptOut.TYPE)
+    assert opt_out.customer_id == opened.customer_id and opt_out.channel == "telegram"
+    assert len(store.messages) == 1 and len(store.conversations) == 1  # no notice for the owner either
+
+
+def test_an_sms_digit_answers_the_survey_sent_there_and_the_next_text_is_its_comment(deps, store) -> None:
+    sent = MONDAY_10 - timedelta(days=1)
+    # The notifier's word that it sent a survey by SMS (its feedback.survey_result event).
+    result = SurveyResult(conversation_id="c-1", opening=1, kind="csat", sent_at=sent, channel="sms",
+                          address="+48600100200", token="tok-12345678")
+    assert handle_inbound(Envelope.wrap(result, message_id="r1", correlation_id="r1", occurred_at=sent), deps) == []
+    answer = only(handle_inbound(message("sms", "SM1", MONDAY_10, sender="+48600100200", text="5"), deps),
+                  SurveyAnswer.TYPE)
+    assert (answer.token, answer.score) == ("tok-12345678", 5)
+    assert store.conversations == {}  # a rating opens no conversation
+    # The notifier's word that it was answered; the next text is its comment, and routed as well.
+    answered = SurveyResult(conversation_id="c-1", opening=1, kind="csat", sent_at=sent, score=5,
+                            answered_at=MONDAY_10)
+    handle_inbound(Envelope.wrap(answered, message_id="r2", correlation_id="r2", occurred_at=MONDAY_10), deps)
+    events = handle_inbound(message("sms", "SM2", MONDAY_10 + timedelta(minutes=1), sender="+48600100200",
+                                    text="Quick delivery, thanks"), deps)
+    assert [e.type for e in events] == [SurveyAnswer.TYPE, ConversationOpened.TYPE]
+    assert events[0].payload.comment == "Quick delivery, thanks" and events[0].payload.score is None
+
+
+def test_a_customers_edit_revises_the_stored_message_and_tells_nobody(deps, store) -> None:
+    first = message("whatsapp", "wamid.1", MONDAY_10, sender="48600100200", text="parcel to Krakow")
+    only(handle_inbound(first, deps), "conversation.opened")
+    edit = message("whatsapp", "wamid.2", MONDAY_10 + timedelta(minutes=1), sender="48600100200",
+                   text="parcel to Gdansk", meta={"revision": {"kind": "edit", "of": "wamid.1"}})
+    assert handle_inbound(edit, deps) == []
+    stored = store.messages[first.message_id]
+    assert stored.text == "parcel to Gdansk" and stored.details["revisions"][0]["previous_text"] == "parcel to Krakow"
+    assert len(store.messages) == 1
+    # Somebody else cannot revise it.
+    forged = message("whatsapp", "wamid.3", MONDAY_10 + timedelta(minutes=2), sender="48999999999",
+                     text="parcel to Narnia", meta={"revision": {"kind": "edit", "of": "wamid.1"}})
+    assert handle_inbound(forged, deps) == [] and stored.text == "parcel to Gdansk"
+
+
+def test_a_call_that_ended_unanswered_is_a_missed_call_with_a_call_back_task(deps, store) -> None:
+    ended = message("phone", "CA1", MONDAY_10, sender="+48600100200", meta={"call": "ended", "call_status": "no-answer"})
+    opened = only(handle_inbound(ended, deps), "conversation.opened")
+    assert opened.channel == "phone" and opened.owner_id == "anna" and opened.acknowledge is True
+    [task] = store.tasks
+    assert (task.call_sid, task.kind, task.phone, task.owner_id, task.done_at) == (
+        "CA1", "missed", "+48600100200", "anna", None)
+    # The gateway hears whom this phone now reaches (stored pending for the relay).
+    [ownership] = [r for r in store.outbox.values() if r.pending_since is not None]
+    assert ownership.body["payload"]["owner_id"] == "anna"
+    # The <Dial> action said a person took it after all: the task is done, nothing is sent.
+    answered = message("phone", "CA1", MONDAY_10 + timedelta(seconds=5), sender="+48600100200",
+                       meta={"call": "answered"})
+    assert handle_inbound(answered, deps) == [] and (task.done_at, task.done_by) == (answered.occurred_at, "answered")
+
+
+def test_a_call_answered_by_a_person_is_no_missed_call(deps, store) -> None:
+    for n, kind in enumerate(("answered", "ended")):
+        notice = message("phone", "CA2", MONDAY_10 + timedelta(minutes=n), sender="+48600100200",
+                         meta={"call": kind, "call_status": "completed"})
+        assert handle_inbound(notice, deps) == []
+    assert store.conversations == {} and store.tasks == []
+
+
+def test_a_channel_in_redirect_mode_answers_where_to_write_and_stores_nothing(deps, store) -> None:
+    dm = message("instagram", "ig-1", MONDAY_10, sender="1789", text="Where is my parcel?")
+    redirected = only(handle_inbound(dm, deps), Redirected.TYPE)
+    assert redirected.channel == "instagram" and redirected.reply_to == "1789"
+    assert store.conversations == {} and store.messages == {} and store.outbox == {}
 
 
 # --- the batch is one unit of work ------------------------------------------------------------------------
