@@ -104,6 +104,7 @@ def handle_inbound_batch(envelopes: Sequence[Envelope], deps: RouterDeps) -> lis
     results: list[list[Envelope] | Exception] = []
     with deps.start() as uow:
         if uow.savepoints:
+            uow.prepare([e.payload for e in envelopes if isinstance(e.payload, InboundMessage)])
             for envelope in envelopes:
                 with correlated(envelope.correlation_id):
                     try:

@@ -27,6 +27,7 @@ from services.router.models import (
     SenderBucket,
 )
 from services.router.ownership import customer_phones
+from services.router.survey_replies import answer_channels
 from services.router.unit_of_work import (
     Buckets,
     Calls,
@@ -38,7 +39,7 @@ from services.router.unit_of_work import (
     Standing,
     Surveys,
 )
-from shared.contracts import SurveyResult
+from shared.contracts import InboundMessage, SurveyResult
 from shared.db import UTCDateTime
 
 
@@ -96,17 +97,47 @@ class _SqlConversations:
         return self.s.scalar(select(Conversation).where(Conversation.reference == reference))
 
     def add(self, conversation: Conversation) -> None:
+        # No ORM relationships order the inserts: a customer made by this message goes first. (A
+        # query's autoflush did this before; the batch's roster is read once, `_SqlRoster`.)
+        self.s.flush()
         self.s.add(conversation)
 
 
 class _SqlMessages:
     def __init__(self, s: Session):
         self.s = s
+        #: Provider ids read ahead (`read_ahead`): stored then (with the message's id), or not; those
+        #: this unit of work stores itself are asked again (`_added`), as is everything after a
+        #: rolled-back savepoint.
+        self._stored: dict[tuple[str, str], str] = {}
+        self._absent: set[tuple[str, str]] = set()
+        self._added: set[tuple[str, str]] = set()
+
+    def read_ahead(self, keys: Sequence[tuple[str, str]]) -> None:
+        """One query for the idempotency keys of a whole batch, instead of one per message. A
+        message another replica stores meanwhile fails this one's insert on uq_message_external,
+        and its retry alone finds it stored: exactly once, as with a look-up per message."""
+        wanted = set(keys)
+        if not wanted:
+            return
+        self._stored = {(channel, external_id): message_id for channel, external_id, message_id in self.s.execute(
+            select(Message.channel, Message.external_id, Message.id)
+            .where(tuple_(Message.channel, Message.external_id).in_(list(wanted)))).tuples()}
+        self._absent = wanted - self._stored.keys()
+
+    def forget(self) -> None:
+        self._stored.clear()
+        self._absent.clear()
 
     def get(self, message_id: str) -> Message | None:
         return self.s.get(Message, message_id)
 
     def stored_id(self, channel: str, external_id: str) -> str | None:
+        key = (channel, external_id)
+        if key in self._stored:
+            return self._stored[key]  # stored messages stay: nothing in the message path deletes one
+        if key in self._absent and key not in self._added:
+            return None
         return self.s.scalar(select(Message.id).where(Message.channel == channel, Message.external_id == external_id))
 
     def customer_message(self, channel: str, external_id: str) -> Message | None:
@@ -119,14 +150,29 @@ class _SqlMessages:
             .order_by(Message.received_at.desc()).limit(limit)))
 
     def add(self, message: Message) -> None:
+        self._added.add((message.channel, message.external_id))
         self.s.add(message)
 
 
 class _SqlRoster:
     def __init__(self, s: Session):
         self.s = s
+        self._read: tuple[tuple[str, ...], Standing] | None = None
 
     def standing(self, agent_ids: tuple[str, ...]) -> Standing:
+        """Read once per unit of work, then kept up to date by `add_assignment`: a batch that opens
+        several conversations asks once, and each of its decisions still sees the ones before it.
+        What other replicas or the agent API change meanwhile is seen by the next batch (they race
+        as before: the one-open-conversation index, not the standing, keeps one owner each)."""
+        if self._read is None or self._read[0] != agent_ids:
+            self._read = (agent_ids, self._query(agent_ids))
+        read = self._read[1]
+        return Standing(dict(read.availability), dict(read.loads), dict(read.last_assigned))
+
+    def forget(self) -> None:
+        self._read = None
+
+    def _query(self, agent_ids: tuple[str, ...]) -> Standing:
         """One round trip: per agent their own availability (agent API, overrides the config's
         status), their open conversations (the (owner_id, status) index) and their last assignment
         (one max() on the (agent_id, assigned_at) index from its end: a GROUP BY over every
@@ -146,6 +192,13 @@ class _SqlRoster:
         return standing
 
     def add_assignment(self, assignment: Assignment) -> None:
+        # The standing as the query would read it now: an assignment comes with its conversation
+        # opened (or reopened) under that agent.
+        if self._read is not None and assignment.agent_id is not None:
+            read, agent = self._read[1], assignment.agent_id
+            read.loads[agent] = read.loads.get(agent, 0) + 1
+            last = read.last_assigned.get(agent)
+            read.last_assigned[agent] = assignment.assigned_at if last is None else max(last, assignment.assigned_at)
         self.s.add(assignment)
 
 
@@ -222,20 +275,45 @@ class _SqlCalls:
 class _SqlSurveys:
     def __init__(self, s: Session):
         self.s = s
+        #: (channel, address) pairs read ahead (`read_ahead`) that no survey went to.
+        self._none: set[tuple[str, str]] = set()
+
+    def read_ahead(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Which of a batch's senders were ever sent a survey, in one query on the (channel,
+        address) index: most never were, and their messages then ask nothing more of surveys.
+        Survey rows are the router's own (`record_result`), so only its own writes change this."""
+        wanted = set(pairs)
+        if not wanted:
+            return
+        surveyed = set(self.s.execute(select(ConversationSurvey.channel, ConversationSurvey.address).distinct()
+                                      .where(tuple_(ConversationSurvey.channel, ConversationSurvey.address)
+                                             .in_(list(wanted)))).tuples())
+        self._none = wanted - surveyed
+
+    def forget(self) -> None:
+        self._none.clear()
+
+    def _never(self, channels: Sequence[str], address: str) -> bool:
+        return all((channel, address) in self._none for channel in channels)
 
     def last_sent(self, channels: Sequence[str], address: str, since: datetime) -> ConversationSurvey | None:
+        if self._never(channels, address):
+            return None
         return self.s.scalar(select(ConversationSurvey).where(
             ConversationSurvey.channel.in_(list(channels)), ConversationSurvey.address == address,
             ConversationSurvey.sent_at.is_not(None), ConversationSurvey.sent_at >= since)
             .order_by(ConversationSurvey.sent_at.desc()).limit(1))
 
     def last_answered(self, channels: Sequence[str], address: str, since: datetime) -> ConversationSurvey | None:
+        if self._never(channels, address):
+            return None
         return self.s.scalar(select(ConversationSurvey).where(
             ConversationSurvey.channel.in_(list(channels)), ConversationSurvey.address == address,
             ConversationSurvey.answered_at.is_not(None), ConversationSurvey.answered_at >= since)
             .order_by(ConversationSurvey.answered_at.desc()).limit(1))
 
     def record_result(self, result: SurveyResult) -> None:
+        self.forget()  # a survey sent just now: ask the database again
         record_survey_result(self.s, result)
 
 
@@ -260,9 +338,10 @@ class SqlRouterUnitOfWork:
         self.session = s = self._stack.enter_context(self._sessions())
         self._transaction: SessionTransaction = s.begin()
         self.savepoints = s.get_bind().dialect.name != "sqlite"
-        self.customers, self.conversations, self.messages = _SqlCustomers(s), _SqlConversations(s), _SqlMessages(s)
-        self.roster, self.outbox, self.buckets = _SqlRoster(s), _SqlOutbox(s), _SqlBuckets(s)
-        self.calls, self.surveys = _SqlCalls(s), _SqlSurveys(s)
+        self._messages, self._roster, self._surveys = _SqlMessages(s), _SqlRoster(s), _SqlSurveys(s)
+        self.customers, self.conversations, self.messages = _SqlCustomers(s), _SqlConversations(s), self._messages
+        self.roster, self.outbox, self.buckets = self._roster, _SqlOutbox(s), _SqlBuckets(s)
+        self.calls, self.surveys = _SqlCalls(s), self._surveys
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -272,14 +351,32 @@ class SqlRouterUnitOfWork:
         finally:
             self._stack.close()
 
+    def prepare(self, messages: Sequence[InboundMessage]) -> None:
+        """Two queries for the batch: which of its messages are stored (the idempotency key) and
+        which of its senders were ever sent a survey, instead of one of each per message."""
+        self._messages.read_ahead([(m.channel, m.external_id) for m in messages])
+        self._surveys.read_ahead([(channel, m.reply_to) for m in messages if m.reply_to
+                                  for channel in answer_channels(m.channel)])
+
+    def forget(self) -> None:
+        """Drops what was read ahead: the following look-ups ask the database."""
+        self._messages.forget()
+        self._surveys.forget()
+        self._roster.forget()
+
     def flush(self) -> None:
         self.session.flush()
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
         # pysqlite's own transaction handling breaks SAVEPOINTs: callers ask `savepoints` first.
-        with self.session.begin_nested():
-            yield
+        try:
+            with self.session.begin_nested():
+                yield
+        except BaseException:
+            # What was read ahead may count rows the rollback took back: ask the database again.
+            self.forget()
+            raise
 
     def commit(self) -> None:
         self._transaction.commit()

@@ -69,8 +69,7 @@ def survey_reply(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage)
     text = normalise(msg.text)
     if not text:
         return None, True
-    # An SMS answers a survey sent by SMS, or one sent to a caller (by SMS, to the number they called from).
-    channels = ("sms", "phone") if msg.channel == "sms" else (msg.channel,)
+    channels = answer_channels(msg.channel)
     if _NUMBER.match(text):
         survey = uow.surveys.last_sent(channels, msg.reply_to, since=msg.received_at - ANSWER_WINDOW)
         if survey is not None and survey.token and in_scale(survey.kind, int(text)):
@@ -84,6 +83,12 @@ def survey_reply(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage)
         return _wrap(envelope, SurveyAnswer(channel=msg.channel, external_id=msg.external_id, token=answered.token,
                                             received_at=msg.received_at, comment=(msg.text or "").strip()[:2000])), True
     return None, True
+
+
+def answer_channels(channel: str) -> tuple[str, ...]:
+    """The channels of the surveys a message on this channel may answer: an SMS answers a survey
+    sent by SMS, or one sent to a caller (by SMS, to the number they called from)."""
+    return ("sms", "phone") if channel == "sms" else (channel,)
 
 
 def _wrap(envelope: Envelope, event: SurveyAnswer | SurveyOptOut) -> Envelope:

@@ -37,7 +37,7 @@ from services.router.models import (
     RouterOutbox,
     SenderBucket,
 )
-from shared.contracts import SurveyResult
+from shared.contracts import InboundMessage, SurveyResult
 
 # --- what the rules ask, as protocols ----------------------------------------------------------------
 
@@ -127,6 +127,9 @@ class RouterUnitOfWork(Protocol):
     def __enter__(self) -> RouterUnitOfWork: ...
     def __exit__(self, *exc: object) -> None:
         """Rolls back what was not committed."""
+    def prepare(self, messages: Sequence[InboundMessage]) -> None:
+        """The messages a batch is about to handle: an implementation may read ahead what their
+        look-ups need, in one go. Changes no answer any repository gives."""
     def flush(self) -> None:
         """Writes what was added so far: claims the unique indexes now (the one open conversation
         per customer) and gives new assignments their ids."""

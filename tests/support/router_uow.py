@@ -274,6 +274,9 @@ class FakeRouterUnitOfWork:
         if not self.committed:
             self.rollback()
 
+    def prepare(self, messages: Sequence[Any]) -> None:
+        """Nothing to read ahead: every look-up is in memory."""
+
     def flush(self) -> None:
         """Column defaults and autoincrement ids, and the unique constraints the rules lean on."""
         for row in self.db.rows():
