@@ -28,6 +28,7 @@ from services.router.models import (
 )
 from services.router.ownership import customer_phones
 from services.router.survey_replies import answer_channels
+from services.router.trust import sender_identity
 from services.router.unit_of_work import (
     Buckets,
     Calls,
@@ -50,8 +51,37 @@ def _insert(s: Session):
 class _SqlCustomers:
     def __init__(self, s: Session):
         self.s = s
+        #: Identities read ahead (`read_ahead`) with their customer, or None when unknown then;
+        #: kept up to date by `add`/`add_identity`. An identity not in it is asked for.
+        self._known: dict[tuple[str, str], Customer | None] = {}
+        self._made: dict[str, Customer] = {}
+
+    def read_ahead(self, wanted: Sequence[tuple[str, str]], conversations: _SqlConversations) -> None:
+        """One query for the identities of a whole batch, their customers and those customers' open
+        conversations, instead of two per message. A customer or conversation another replica makes
+        meanwhile fails this one's insert on its unique index (uq_identity, uq_one_open_conversation)
+        and the message's retry alone finds it, as with a look-up per message."""
+        keys = set(wanted)
+        if not keys:
+            return
+        rows = self.s.execute(select(Identity.kind, Identity.value, Customer, Conversation)
+                              .join(Customer, Customer.id == Identity.customer_id)
+                              .outerjoin(Conversation, (Conversation.customer_id == Customer.id)
+                                         & (Conversation.status == "open"))
+                              .where(tuple_(Identity.kind, Identity.value).in_(list(keys)))).all()
+        self._known = dict.fromkeys(keys)
+        for kind, value, customer, conv in rows:
+            self._known[(kind, value)] = customer
+            conversations.known_open(customer.id, conv)
+
+    def forget(self) -> None:
+        self._known.clear()
+        self._made.clear()
 
     def by_identities(self, wanted: Sequence[tuple[str, str]]) -> list[tuple[str, str, Customer]]:
+        if wanted and all(w in self._known for w in wanted):
+            return [(kind, value, customer) for (kind, value) in dict.fromkeys(wanted)
+                    if (customer := self._known[(kind, value)]) is not None]
         rows = self.s.execute(select(Identity.kind, Identity.value, Customer)
                               .join(Customer, Customer.id == Identity.customer_id)
                               .where(tuple_(Identity.kind, Identity.value).in_(list(wanted)))).all()
@@ -71,35 +101,69 @@ class _SqlCustomers:
         return customer_phones(self.s, customer_id)
 
     def add(self, customer: Customer) -> None:
+        self._made[customer.id] = customer
         self.s.add(customer)
 
     def add_identity(self, identity: Identity) -> None:
+        key = (identity.kind, identity.value)
+        if key in self._known:
+            customer = self._made.get(identity.customer_id) or self._by_id(identity.customer_id)
+            if customer is None:
+                del self._known[key]  # ask the database next time
+            else:
+                self._known[key] = customer
         self.s.add(identity)
+
+    def _by_id(self, customer_id: str) -> Customer | None:
+        return next((c for c in self._known.values() if c is not None and c.id == customer_id), None)
 
 
 class _SqlConversations:
     def __init__(self, s: Session):
         self.s = s
+        #: Customers' open conversations (or None) read ahead with their identities; a customer
+        #: whose conversation the caller may reopen (it read one that is not open) is asked again.
+        self._open: dict[str, Conversation | None] = {}
+
+    def known_open(self, customer_id: str, conversation: Conversation | None) -> None:
+        self._open[customer_id] = conversation
+
+    def forget(self) -> None:
+        self._open.clear()
+
+    def _may_reopen(self, conversation: Conversation | None) -> Conversation | None:
+        if conversation is not None:
+            self._open.pop(conversation.customer_id, None)
+        return conversation
 
     def get(self, conversation_id: str) -> Conversation | None:
-        return self.s.get(Conversation, conversation_id)
+        return self._may_reopen(self.s.get(Conversation, conversation_id))
 
     def open_of(self, customer_id: str) -> Conversation | None:
+        if customer_id in self._open:
+            conv = self._open[customer_id]
+            if conv is None or conv.status == "open":
+                return conv
         return self.s.scalar(select(Conversation).where(Conversation.customer_id == customer_id,
                                                         Conversation.status == "open"))
 
     def last_resolved_of(self, customer_id: str) -> Conversation | None:
+        self._open.pop(customer_id, None)
         return self.s.scalar(select(Conversation).where(Conversation.customer_id == customer_id,
                                                         Conversation.resolved_at.is_not(None))
                              .order_by(Conversation.resolved_at.desc()).limit(1))
 
     def by_reference(self, reference: str) -> Conversation | None:
-        return self.s.scalar(select(Conversation).where(Conversation.reference == reference))
+        return self._may_reopen(self.s.scalar(select(Conversation).where(Conversation.reference == reference)))
 
     def add(self, conversation: Conversation) -> None:
         # No ORM relationships order the inserts: a customer made by this message goes first. (A
         # query's autoflush did this before; the batch's roster is read once, `_SqlRoster`.)
         self.s.flush()
+        if conversation.status == "open":
+            self._open[conversation.customer_id] = conversation
+        else:
+            self._open.pop(conversation.customer_id, None)
         self.s.add(conversation)
 
 
@@ -124,6 +188,10 @@ class _SqlMessages:
             select(Message.channel, Message.external_id, Message.id)
             .where(tuple_(Message.channel, Message.external_id).in_(list(wanted)))).tuples()}
         self._absent = wanted - self._stored.keys()
+
+    def stored(self, key: tuple[str, str]) -> bool:
+        """Whether the message was stored when read ahead."""
+        return key in self._stored
 
     def forget(self) -> None:
         self._stored.clear()
@@ -339,7 +407,8 @@ class SqlRouterUnitOfWork:
         self._transaction: SessionTransaction = s.begin()
         self.savepoints = s.get_bind().dialect.name != "sqlite"
         self._messages, self._roster, self._surveys = _SqlMessages(s), _SqlRoster(s), _SqlSurveys(s)
-        self.customers, self.conversations, self.messages = _SqlCustomers(s), _SqlConversations(s), self._messages
+        self._customers, self._conversations = _SqlCustomers(s), _SqlConversations(s)
+        self.customers, self.conversations, self.messages = self._customers, self._conversations, self._messages
         self.roster, self.outbox, self.buckets = self._roster, _SqlOutbox(s), _SqlBuckets(s)
         self.calls, self.surveys = _SqlCalls(s), self._surveys
         return self
@@ -352,15 +421,22 @@ class SqlRouterUnitOfWork:
             self._stack.close()
 
     def prepare(self, messages: Sequence[InboundMessage]) -> None:
-        """Two queries for the batch: which of its messages are stored (the idempotency key) and
-        which of its senders were ever sent a survey, instead of one of each per message."""
+        """Three queries for the batch: which of its messages are stored (the idempotency key), which
+        of its senders were ever sent a survey, and its senders' customers with their open
+        conversations, instead of those per message."""
         self._messages.read_ahead([(m.channel, m.external_id) for m in messages])
+        # A stored one (a redelivery) asks for its stored events only.
+        messages = [m for m in messages if not self._messages.stored((m.channel, m.external_id))]
+        self._customers.read_ahead([(i.kind, i.value) for m in messages
+                                    for i in (m.sender, sender_identity(m), *m.linked_identities)], self._conversations)
         self._surveys.read_ahead([(channel, m.reply_to) for m in messages if m.reply_to
                                   for channel in answer_channels(m.channel)])
 
     def forget(self) -> None:
         """Drops what was read ahead: the following look-ups ask the database."""
         self._messages.forget()
+        self._customers.forget()
+        self._conversations.forget()
         self._surveys.forget()
         self._roster.forget()
 

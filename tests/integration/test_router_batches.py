@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from services.router.handlers import RouterDeps, handle_inbound, handle_inbound_batch
 from services.router.models import Assignment, Conversation, Customer, Identity, Message, RouterOutbox
+from services.router.operations import resolve
 from shared.bus.publisher import Publisher, connect
 from shared.bus.topology import declare
 from shared.contracts import Envelope, InboundMessage, derive_id
@@ -146,3 +147,43 @@ def test_two_batching_routers_racing_on_the_same_customers(example_config, rabbi
         assert s.scalar(select(func.count(func.distinct(Message.conversation_id)))) == customers
     assert count(sessions, Customer) == customers
     engine.dispose()
+
+
+def test_a_batch_sees_its_own_openings_and_reopenings(example_config) -> None:
+    """What a batch reads ahead (customers, open conversations, the roster) follows its own writes: a
+    customer's resolved conversation reopened by one message is joined by their next message in the
+    same batch, a new customer's second message joins the conversation their first opened, and the
+    owners are those one message at a time gives (the roster's loads count the batch's assignments)."""
+    one_by_one, db1 = fresh_deps(example_config)
+    batched, db2 = fresh_deps(example_config)
+    try:
+        batch = [envelope(2, AT + timedelta(minutes=10), user="a", text="still no parcel"),
+                 envelope(3, AT + timedelta(minutes=10), user="b"),
+                 envelope(4, AT + timedelta(minutes=10), user="c", text="my parcel is late"),
+                 envelope(5, AT + timedelta(minutes=11), user="a", text="order 48213"),
+                 envelope(6, AT + timedelta(minutes=11), user="b", text="order 777")] + [
+                 envelope(10 + k, AT + timedelta(minutes=12), user=f"n{k}") for k in range(6)]
+        outcomes = []
+        for deps, handle in ((one_by_one, lambda: [handle_inbound(e, one_by_one) for e in batch]),
+                             (batched, lambda: handle_inbound_batch(batch, batched))):
+            [first] = handle_inbound(envelope(1, AT, user="a"), deps)
+            with deps.sessions.begin() as s:
+                conv = s.get(Conversation, first.payload.conversation_id)
+                resolve(s, example_config, conv, at=AT + timedelta(minutes=5), correlation_id="r")
+            results = handle()
+            assert not [r for r in results if isinstance(r, Exception)]
+            outcomes.append([[(ev.type, ev.payload.conversation_id, ev.payload.owner_id) for ev in r] for r in results])
+            reopened = results[0][0].payload
+            assert reopened.conversation_id == first.payload.conversation_id and reopened.opening == 2
+        assert outcomes[1] == outcomes[0]
+        assert [[t for t, _, _ in r] for r in outcomes[1]] == \
+            [["conversation.opened"]] * 3 + [["conversation.message"]] * 2 + [["conversation.opened"]] * 6
+        assert len({owner for r in outcomes[1] for _, _, owner in r}) > 1  # the loads moved them on
+        (_, conv_a, _), (_, conv_b, _) = outcomes[1][0][0], outcomes[1][1][0]
+        assert outcomes[1][3][0][1] == conv_a and outcomes[1][4][0][1] == conv_b
+        # The same rows (the resolution's own event has an id of its own in each database).
+        assert {**stored_rows(batched), "outbox": None} == {**stored_rows(one_by_one), "outbox": None}
+    finally:
+        for deps, name in ((one_by_one, db1), (batched, db2)):
+            deps.sessions.kw["bind"].dispose()
+            infra.drop_database(name)

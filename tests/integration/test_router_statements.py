@@ -53,22 +53,22 @@ def test_statements_per_message_of_a_batch(deps) -> None:
     nexts = [envelope(200 + i, AT + timedelta(seconds=5), user=f"u{i}", text="order 48213") for i in range(BATCH)]
 
     # New Telegram customers, each opening a conversation. Per batch: which messages are stored,
-    # which senders were surveyed, the roster, the day's KPI mark. Per message: SAVEPOINT, the
-    # identities, INSERT customer, identity, conversation (the one-open index claimed), assignment,
-    # message, outbox (conversation.opened), RELEASE.
+    # the senders' identities (with customer and open conversation), which senders were surveyed,
+    # the roster, the day's KPI mark. Per message: SAVEPOINT, INSERT customer, identity,
+    # conversation (the one-open index claimed), assignment, message, outbox (conversation.opened),
+    # RELEASE.
     with statements(deps) as sent:
         routed(deps, firsts)
-    assert len(sent) == 4 + 9 * BATCH, "\n".join(sent)
+    assert len(sent) == 5 + 8 * BATCH, "\n".join(sent)
 
-    # Their next messages, each joining the open conversation. Per batch: stored, surveyed. Per
-    # message: SAVEPOINT, the identities, the open conversation, UPDATE its last message, INSERT
-    # message, the flood buckets (one upsert for both), outbox (conversation.message), UPDATE the
-    # buckets, RELEASE.
+    # Their next messages, each joining the open conversation. Per batch: stored, identities,
+    # surveyed. Per message: SAVEPOINT, UPDATE the conversation's last message, INSERT message, the
+    # flood buckets (one upsert for both), outbox (conversation.message), UPDATE the buckets, RELEASE.
     with statements(deps) as sent:
         routed(deps, nexts)
-    assert len(sent) == 2 + 9 * BATCH, "\n".join(sent)
+    assert len(sent) == 3 + 7 * BATCH, "\n".join(sent)
 
     # The same batch redelivered: one look-up of what is stored, then each message's stored events.
     with statements(deps) as sent:
         routed(deps, nexts)
-    assert len(sent) == 2 + 3 * BATCH, "\n".join(sent)
+    assert len(sent) == 1 + 3 * BATCH, "\n".join(sent)
