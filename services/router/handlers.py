@@ -366,15 +366,16 @@ def _route_new(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage, d
         )
         events.append(Envelope.wrap(event, message_id=derive_id("event", event.TYPE, envelope.message_id),
                                     correlation_id=envelope.correlation_id, occurred_at=at))
-        uow.flush()  # the assignment's id orders the gateway's view of this phone's owner
         # A customer made by this message has only the identities it brought: no query for them.
         phones = uow.customers.phones(customer.id) if known else [
             i.value for i in (msg.sender, *msg.linked_identities) if i.kind == PHONE]
-        ownership = ownership_event(conv, phones, at=at, sequence=assignment.id,
-                                    message_id=opening_ownership_id(envelope.message_id),
-                                    correlation_id=envelope.correlation_id)
-        if ownership is not None:
-            uow.outbox.add(pending_row(conv, ownership, at))
+        if phones:  # without a phone there is no event, and no flush for the assignment's id now
+            uow.flush()  # the assignment's id orders the gateway's view of this phone's owner
+            ownership = ownership_event(conv, phones, at=at, sequence=assignment.id,
+                                        message_id=opening_ownership_id(envelope.message_id),
+                                        correlation_id=envelope.correlation_id)
+            if ownership is not None:
+                uow.outbox.add(pending_row(conv, ownership, at))
     elif not msg.automatic and _earns_notice(uow, customer.id, msg, deps.config.limits, at):
         # The owner hears of a new customer message (an auto-reply is not one worth a notice; a
         # burst from one sender is stored but tells the owner only at the flood control's pace).
