@@ -94,7 +94,7 @@ def message(at: datetime, *, owner: str = "maria", n: int = 2) -> Envelope:
     return Envelope.wrap(ev, message_id=f"msg-{n}", correlation_id="corr", occurred_at=at)
 
 
-def assigned(at: datetime, *, owner: str, previous: str, due: datetime) -> Envelope:
+def assigned(at: datetime, *, owner: str, previous: str, due: datetime | None) -> Envelope:
     ev = ConversationAssigned(conversation_id="conv-1", opening=1, owner_id=owner, team_id="support",
                               previous_owner_id=previous, reason="manual", assigned_at=at, channel="telegram",
                               category="delivery", reference=REFERENCE, customer_name="Piotr Nowak",
@@ -214,6 +214,29 @@ def test_a_reassigned_conversation_is_told_to_the_new_owner_and_the_old_owners_w
     assert REFERENCE in notice
     tick(notifier, clock, w(25, 9, 30))
     assert telegram(notifier, MARIA_CHAT) == []
+
+
+def test_a_reassignment_after_the_first_reply_tells_the_new_owner_without_a_promise_and_blocks_no_other_notice(
+        notifier, clock) -> None:
+    # Wednesday: Maria owns it and replies; then it moves to Taras, whose shift starts at 12:00. The
+    # promise is met, so the router's event has no due time (services/router/operations.py, assign).
+    handle_event(opened(w(25, 10)), notifier.deps)
+    clock.now = w(25, 10, 30)
+    handle_event(reply(w(25, 10, 30)), notifier.deps)
+    clock.now = w(25, 10, 45)
+    handle_event(assigned(w(25, 10, 45), owner="taras", previous="maria", due=None), notifier.deps)
+    clock.now = w(25, 11)
+    handle_event(opened(w(25, 11), owner="taras", conv="conv-2"), notifier.deps)  # due 15:00
+    assert telegram(notifier, TARAS_CHAT) == []  # both wait for his shift
+
+    tick(notifier, clock, w(25, 12))  # one tick finds both due
+
+    reassigned, new = telegram(notifier, TARAS_CHAT)  # in Ukrainian
+    assert reassigned.startswith("Вам призначено") and REFERENCE in reassigned
+    assert "Відповісти потрібно" not in reassigned and "None" not in reassigned  # the promise is met
+    assert new.startswith("Вам призначено") and "Відповісти потрібно" in new and "15:00" in new
+    tick(notifier, clock, w(25, 12, 10))
+    assert len(telegram(notifier, TARAS_CHAT)) == 2  # and nothing comes twice
 
 
 def test_a_reply_reaches_the_customer_and_keeps_the_promise_no_reminder_no_breach(notifier, clock) -> None:

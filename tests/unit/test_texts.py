@@ -418,6 +418,16 @@ def test_agent_notices_render_in_every_language(language, kind):
         assert "Piotr" in text
 
 
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_an_assignment_whose_promise_is_met_says_whose_it_is_without_a_due_line(language):
+    # A reassignment after the first human reply: the router sends no due time (it is met).
+    promised = render_agent_notice(language, "assigned", **agent_fields("assigned"))
+    fields = {k: v for k, v in agent_fields("assigned").items() if k not in ("promise_due", "now")}
+    met = render_agent_notice(language, "assigned", **fields)
+    assert [line for line in promised.splitlines() if MONDAY_DEADLINE[language] not in line] == met.splitlines()
+    assert met.splitlines()[0] == promised.splitlines()[0] and "SB-7K2Q" in met and "None" not in met
+
+
 def test_an_assignment_notice_shows_the_first_lines_of_the_message():
     text = render_agent_notice(None, "assigned", **agent_fields("assigned"))
     assert text.startswith("New conversation assigned to you: SB-7K2Q")

@@ -16,14 +16,15 @@ _EXCERPT_CHARS = 280
 
 # Required fields per kind; everything else a kind accepts is optional and defaults to None.
 AGENT_REQUIRED: dict[str, tuple[str, ...]] = {
-    "assigned": ("reference", "channel", "category", "promise_due", "now", "excerpt"),
+    # No promise on an assignment made after the first human reply: it is met, nothing is due.
+    "assigned": ("reference", "channel", "category", "excerpt"),
     "customer_message": ("reference", "channel", "excerpt"),
     "promise_warning": ("reference", "promise_due", "now"),
     "promise_breached": ("reference", "promise_due", "now"),
     "queued": ("reference", "channel", "category", "team_name"),
 }
 _AGENT_OPTIONAL: dict[str, tuple[str, ...]] = {
-    "assigned": ("customer_name", "link"),
+    "assigned": ("customer_name", "promise_due", "now", "link"),
     "customer_message": ("customer_name", "link", "promise_due", "now"),
     "promise_warning": ("customer_name", "channel", "link"),
     "promise_breached": ("customer_name", "channel", "owner_name", "link"),
@@ -48,7 +49,8 @@ def render_agent_notice(language: str | None, kind: str, *, overrides: dict[str,
 
     Kinds and fields (required, then optional):
 
-    * ``assigned``: reference, channel, category, promise_due, now, excerpt; customer_name, link
+    * ``assigned``: reference, channel, category, excerpt; customer_name, promise_due, now, link
+      (no promise_due once the first human reply has met the promise: a later reassignment)
     * ``customer_message``: reference, channel, excerpt; customer_name, link, promise_due, now
     * ``promise_warning`` (75 % of the promised time gone): reference, promise_due, now;
       customer_name, channel, link
