@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import yaml
@@ -68,51 +68,7 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
         if token is not None:
             correlation_id.reset(token)
 
-    @bp.post("/webhooks/telegram")
-    def telegram():
-        return _handle("telegram", "telegram")
-
-    @bp.post("/webhooks/twilio/sms")
-    def twilio_sms():
-        return _handle("twilio_sms", "sms")
-
-    @bp.post("/webhooks/twilio/status")
-    def twilio_status():
-        return _handle("twilio_status", "sms", statuses_only=True)
-
-    # Twilio Voice: the incoming call, the <Dial> and <Record> actions, the transcription callback
-    # and the call's status callback; each answers TwiML that depends on the request
-    # (services/gateway/channels/twilio_voice.py).
-    @bp.post("/webhooks/twilio/voice")
-    def twilio_voice():
-        return _handle("twilio_voice", "phone")
-
-    @bp.post("/webhooks/twilio/voice/dial")
-    def twilio_voice_dial():
-        return _handle("twilio_voice_dial", "phone")
-
-    @bp.post("/webhooks/twilio/voice/recording")
-    def twilio_voice_recording():
-        return _handle("twilio_voice_recording", "phone")
-
-    @bp.post("/webhooks/twilio/voice/transcription")
-    def twilio_voice_transcription():
-        return _handle("twilio_voice_transcription", "phone")
-
-    @bp.post("/webhooks/twilio/voice/status")
-    def twilio_voice_status():
-        return _handle("twilio_voice_status", "phone")
-
-    @bp.post("/webhooks/email")
-    def email():
-        # Raw RFC 5322 bytes from a mail relay; the shared secret header is the signature.
-        return _handle("email", "email")
-
-    @bp.get("/webhooks/meta")
-    def meta_handshake():
-        adapter = deps.adapters.get("meta")
-        if not isinstance(adapter, HandshakeVerifier):
-            return error(404, "channel_not_configured", "no meta adapter is configured")
+    def _handshake(adapter: HandshakeVerifier):
         try:
             challenge = adapter.verify_handshake(request.args)
         except Unauthenticated as exc:
@@ -122,17 +78,9 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
         # Plain text, never HTML: the challenge is the caller's own string echoed back.
         return Response(challenge, 200, content_type="text/plain; charset=utf-8")
 
-    @bp.post("/webhooks/meta")
-    def meta():
-        # One endpoint for Messenger, Instagram and WhatsApp: the channel is in the payload.
-        return _handle("meta", None)
-
-    def _handle(adapter_name: str, channel: str | None, *, statuses_only: bool = False):
+    def _handle(adapter_name: str, adapter: InboundAdapter, channel: str | None):
         if channel is not None and deps.config.channel_mode(channel) == "off":
             return error(404, "channel_off", f"the {channel} channel is switched off")
-        adapter = deps.adapters.get(adapter_name)
-        if adapter is None:
-            return error(404, "channel_not_configured", f"no {adapter_name} adapter is configured")
         if request.content_length is not None and request.content_length > deps.max_body_bytes:
             WEBHOOKS_REJECTED.labels(adapter_name, "too_large").inc()
             return error(413, "too_large", f"the body is over {deps.max_body_bytes} bytes")
@@ -153,10 +101,8 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
         try:
             envelopes: list[Envelope] = []
             statuses: list[DeliveryStatus]
-            if statuses_only:
-                if not isinstance(adapter, StatusParser):
-                    # A wiring mistake in build_adapters, not the provider's: a 500 is right.
-                    raise TypeError(f"the {adapter_name} adapter parses no delivery statuses")
+            if isinstance(adapter, StatusParser):
+                # A status-only endpoint (Twilio's StatusCallback): the request is one delivery status.
                 statuses = [adapter.parse_status(raw)]
             else:
                 messages = adapter.parse(raw)
@@ -202,6 +148,17 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
     def _wrap(payload: Inbound | DeliveryStatus, message_id: str, received_at: datetime) -> Envelope:
         return Envelope.wrap(payload, message_id=message_id, correlation_id=correlation_id.get() or str(uuid.uuid4()),
                              occurred_at=received_at)
+
+    # One route per adapter, from what the adapter declares (its `webhook`, its handshake): adding
+    # a channel adds no route here. Routes exist for the adapters given, so `build_adapters` is the
+    # one list of what the gateway serves; the OpenAPI document is checked against it
+    # (tests/contract/test_gateway_openapi.py).
+    for name, adapter in deps.adapters.items():
+        hook = adapter.webhook
+        bp.add_url_rule(hook.path, endpoint=name, view_func=partial(_handle, name, adapter, hook.channel), methods=["POST"])
+        if isinstance(adapter, HandshakeVerifier):
+            bp.add_url_rule(hook.path, endpoint=f"{name}_handshake", view_func=partial(_handshake, adapter),
+                            methods=["GET"])
 
     return bp
 

@@ -52,6 +52,8 @@ def build_adapters(settings: Settings, config: Config, *, embedded: bool,
     # Local numbers written without a country code are read as the business's country.
     region = config.channels["sms"].region if "sms" in config.channels else "PL"
     secret = settings.telegram_webhook_secret or (DEV_TELEGRAM_SECRET if embedded else None)
+    # The gateway's channel registry: one line per adapter, keyed by its name (metrics, logs). Each
+    # adapter declares its own route (`webhook`), so this list is also what the gateway serves.
     return {
         "telegram": TelegramAdapter(secret=secret, bot_id=settings.telegram_bot_id),
         "twilio_sms": TwilioSmsAdapter(settings.twilio_auth_token, default_region=region),

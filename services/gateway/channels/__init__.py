@@ -7,7 +7,7 @@ layer can answer the provider with the right status:
 - `Malformed` → 400 with the problem named,
 - an empty result → 200, nothing published (a known but irrelevant event: edits, statuses, typing).
 
-`InboundAdapter` is what every adapter offers. What only some offer is declared once each below
+`InboundAdapter` is what every adapter offers, its `webhook` (where providers call it) included. What only some offer is declared once each below
 (a handshake, delivery statuses, a request-dependent answer); the web layer asks with isinstance,
 so an adapter states its abilities by having the method, and the type checker sees the signature.
 """
@@ -65,8 +65,21 @@ class RawRequest:
         return value or ""
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """Where the provider calls an adapter: the web layer makes one route per adapter from this, so
+    a new channel adds no route by hand. POST always; GET too when the adapter is a
+    HandshakeVerifier (the provider's subscription check on the same path)."""
+
+    path: str
+    # The channel whose switch (config `mode: off`) closes this route with a 404 before anything
+    # is read; None when only the payload names the channel (Meta: Messenger, Instagram, WhatsApp).
+    channel: str | None
+
+
 class InboundAdapter(Protocol):
     channel_family: str
+    webhook: Webhook
 
     def verify(self, request: RawRequest) -> None: ...
 

@@ -30,7 +30,15 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from services.gateway.channels import Malformed, RawRequest, Unauthenticated, loops, mail_body, mail_mime
+from services.gateway.channels import (
+    Malformed,
+    RawRequest,
+    Unauthenticated,
+    Webhook,
+    loops,
+    mail_body,
+    mail_mime,
+)
 from services.gateway.channels.mail_auth import verdict_for
 from services.gateway.channels.mail_tolerance import repair_headers
 from shared.contracts import Attachment, Identity, InboundMessage
@@ -53,6 +61,8 @@ class EmailRelayAdapter:
     the raw message; the shared secret in X-Switchboard-Relay-Secret proves it is ours."""
 
     channel_family = "email"
+    # Raw RFC 5322 bytes from a mail relay; the shared secret header is the signature.
+    webhook = Webhook("/webhooks/email", "email")
 
     def __init__(self, secret: str | None, our_domains: Iterable[str], authserv_ids: Iterable[str] = ()):
         self.secret = secret

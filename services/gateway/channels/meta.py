@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
-from services.gateway.channels import Inbound, Malformed, RawRequest, Unauthenticated
+from services.gateway.channels import Inbound, Malformed, RawRequest, Unauthenticated, Webhook
 from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage, SurveyAnswer
 from shared.phone import to_e164
 from shared.survey_links import parse_callback_data
@@ -73,6 +73,8 @@ _BSUID = re.compile(r"[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}")
 
 class MetaAdapter:
     channel_family = "meta"
+    # One endpoint for Messenger, Instagram and WhatsApp: the channel is in the payload.
+    webhook = Webhook("/webhooks/meta", None)
 
     def __init__(self, app_secret: str | None, verify_token: str | None):
         self.app_secret = app_secret

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
-from services.gateway.channels import Inbound, Malformed, RawRequest, Unauthenticated
+from services.gateway.channels import Inbound, Malformed, RawRequest, Unauthenticated, Webhook
 from shared.contracts import Attachment, Identity, InboundMessage, SurveyAnswer
 from shared.phone import to_e164
 from shared.survey_links import parse_callback_data
@@ -49,6 +49,7 @@ IRRELEVANT = frozenset({
 
 class TelegramAdapter:
     channel_family = "telegram"
+    webhook = Webhook("/webhooks/telegram", "telegram")
 
     def __init__(self, *, secret: str | None, bot_id: str):
         self.secret = secret

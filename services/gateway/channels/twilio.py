@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from services.gateway.channels import Malformed, RawRequest, Unauthenticated
+from services.gateway.channels import Malformed, RawRequest, Unauthenticated, Webhook
 from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage
 from shared.delivery import STATUS_RANK, status_moves_forward
 from shared.phone import country_language, to_e164
@@ -107,6 +107,7 @@ class TwilioSmsAdapter:
     """`POST /webhooks/twilio/sms`: an inbound SMS or MMS becomes one InboundMessage."""
 
     channel_family = "sms"
+    webhook = Webhook("/webhooks/twilio/sms", "sms")
 
     def success_response(self) -> tuple[str, str]:
         return empty_twiml(), TWIML_CONTENT_TYPE
@@ -228,6 +229,7 @@ class TwilioStatusAdapter:
     """
 
     channel_family = "sms"
+    webhook = Webhook("/webhooks/twilio/status", "sms")
 
     def __init__(self, auth_token: str | None):
         self.signature = TwilioSignature(auth_token)

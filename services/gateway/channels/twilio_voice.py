@@ -47,7 +47,7 @@ from typing import Any
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from services.gateway.channels import Malformed, RawRequest
+from services.gateway.channels import Malformed, RawRequest, Webhook
 from services.gateway.channels.twilio import TWIML_CONTENT_TYPE, TwilioSignature, form_params
 from shared.config import Config
 from shared.contracts import WITHHELD_CALL, Attachment, Identity, InboundMessage
@@ -62,7 +62,9 @@ PATH_DIAL = "/webhooks/twilio/voice/dial"
 PATH_RECORDING = "/webhooks/twilio/voice/recording"
 PATH_TRANSCRIPTION = "/webhooks/twilio/voice/transcription"
 PATH_STATUS = "/webhooks/twilio/voice/status"
-STAGES = ("call", "dial", "recording", "transcription", "status")
+STAGE_PATHS = {"call": PATH_CALL, "dial": PATH_DIAL, "recording": PATH_RECORDING,
+               "transcription": PATH_TRANSCRIPTION, "status": PATH_STATUS}
+STAGES = tuple(STAGE_PATHS)
 
 DIAL_TIMEOUT_SECONDS = 20  # about four rings: long enough to pick up, short of the caller giving up
 # Twilio transcribes recordings of at most two minutes; a longer limit would silently lose transcripts.
@@ -230,6 +232,7 @@ class TwilioVoiceAdapter:
             raise ValueError(f"unknown voice stage {stage!r}; stages: {', '.join(STAGES)}")
         self.signature = TwilioSignature(auth_token)
         self.stage = stage
+        self.webhook = Webhook(STAGE_PATHS[stage], "phone")  # one endpoint, one adapter, per stage
         self.config = config
         self.urls = VoiceUrls(public_base_url.rstrip("/"))
         self.owner_lookup = owner_lookup
