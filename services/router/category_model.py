@@ -43,6 +43,9 @@ class FeatureOptions:
     lexicon: bool = True
     lexicon_scale: float = 1.0
     char5: bool = False  # character 5-grams besides the 4-grams
+    # The last question of a message that says more than its question gets the focus weight too:
+    # "The lamp came this morning. How do I change the bulb?" asks about the lamp, not the delivery.
+    question_focus: bool = False
 
 
 def data_digest(data_dir: Path) -> str:
@@ -121,7 +124,8 @@ class LinearModel:
             "intercept": [round(x, 4) for x in self.intercept],
             "temperature": round(self.temperature, 4),
             "options": {"focus_extra": self.options.focus_extra, "lexicon": self.options.lexicon,
-                        "lexicon_scale": self.options.lexicon_scale, "char5": self.options.char5},
+                        "lexicon_scale": self.options.lexicon_scale, "char5": self.options.char5,
+                        "question_focus": self.options.question_focus},
             "weights": {f: [round(x, 4) for x in w] for f, w in sorted(self.weights.items())},
         }
 

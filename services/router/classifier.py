@@ -55,6 +55,7 @@ from services.router.classifier_lexicon import Term, TermIndex, best_matches, pa
 from services.router.classifier_text import (
     FOCUS_WEIGHT,
     focus_start,
+    last_question,
     ngram_features,
     script_share,
     skeleton,
@@ -290,6 +291,10 @@ class Classifier:
         grams = ngram_features(body_tokens if is_reply else subject_tokens + body_tokens, options.char5)
         focus = focus_start(body_tokens, language)
         focus_grams = ngram_features(body_tokens[focus:], options.char5) if focus and options.focus_extra else set()
+        if not focus_grams and options.question_focus and options.focus_extra:
+            question = last_question(body)
+            if question:
+                focus_grams = ngram_features(tokenize(question), options.char5)
         # Unit length: a long email is no more certain than an SMS for having more n-grams.
         norm = 1.0 / math.sqrt(len(grams) + options.focus_extra ** 2 * len(focus_grams)) if grams else 0.0
         dense: dict[str, float] = {}

@@ -131,6 +131,25 @@ def focus_start(tokens: Sequence[str], language: str | None = None) -> int:
 
 
 
+_SENTENCE_ENDS = ".!?\n"
+
+
+def last_question(body: str) -> str | None:
+    """The last sentence that ends in a question mark, when the message has more before it.
+
+    Plain string scans (rfind), no regex: linear in the message's length whatever it holds."""
+    q = body.rfind("?")
+    if q < 0:
+        return None
+    end = q
+    while end > 0 and body[end - 1] == "?":  # "??" and "?!?" end one question
+        end -= 1
+    start = max(body.rfind(c, 0, end) for c in _SENTENCE_ENDS) + 1
+    if not body[:start].strip():
+        return None  # the question is the whole message: nothing to focus away from
+    return body[start:end]
+
+
 # --------------------------------------------------------------------------------------------
 # Features for the linear model
 

@@ -337,3 +337,12 @@ def test_macro_f1_definition() -> None:
 def test_missing_data_files_fail_loudly(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="classifier data missing"):
         Classifier(data_dir=tmp_path)
+
+
+def test_the_last_question_is_the_focus_only_when_the_message_says_more() -> None:
+    from services.router.classifier_text import last_question
+
+    assert last_question("The lamp came this morning. How do I change the bulb?").strip() == "How do I change the bulb"
+    assert last_question("Order 4471 arrived\nis it real leather??") == "is it real leather"
+    assert last_question("Where is my parcel?") is None  # the whole message: nothing to focus away from
+    assert last_question("No question in this one.") is None
