@@ -22,10 +22,13 @@ when they change and the model was not rebuilt (``make classifier-model``).
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
 import math
+import sys
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +129,12 @@ class LinearModel:
             "options": {"focus_extra": self.options.focus_extra, "lexicon": self.options.lexicon,
                         "lexicon_scale": self.options.lexicon_scale, "char5": self.options.char5,
                         "question_focus": self.options.question_focus},
-            "weights": {f: [round(x, 4) for x in w] for f, w in sorted(self.weights.items())},
+            # The weights as one little-endian float32 matrix (a row per feature, a column per class)
+            # and the feature names as one string: start-up parses two strings instead of ~40 000
+            # JSON lists (about 4 × less CPU to load), and float32 is ample for a dot product.
+            "features": "\n".join(sorted(self.weights)),
+            "matrix": base64.b64encode(_le(array("f", [x for f in sorted(self.weights) for x in self.weights[f]]))
+                                       .tobytes()).decode("ascii"),
         }
 
     @classmethod
@@ -134,7 +142,13 @@ class LinearModel:
         if data.get("feature_version") != FEATURE_VERSION:
             raise RuntimeError(f"category model has features v{data.get('feature_version')}, this code v{FEATURE_VERSION}:"
                                " rebuild it with `make classifier-model`")
-        return cls(data["classes"], data["intercept"], data["weights"], data["temperature"],
+        weights = data.get("weights")
+        if weights is None:  # the compact form (to_json)
+            names = data["features"].split("\n") if data["features"] else []
+            flat = iter(_le(array("f", base64.b64decode(data["matrix"]))).tolist())
+            # zip of one iterator n times: the rows as tuples of n, built in C.
+            weights = dict(zip(names, zip(*[flat] * len(data["classes"]), strict=True), strict=True))
+        return cls(data["classes"], data["intercept"], weights, data["temperature"],
                    FeatureOptions(**data.get("options", {})), data.get("digest", ""))
 
     def save(self, path: Path) -> None:
@@ -142,6 +156,13 @@ class LinearModel:
         # mtime=0: the same model gives the same bytes, so a rebuild without changes is no diff.
         with open(path, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
             gz.write(raw)
+
+
+def _le(a: array) -> array:
+    """The array in little-endian byte order (the file's), whatever this machine's order."""
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a
 
 
 def load_model(data_dir: Path) -> LinearModel | None:
