@@ -28,46 +28,87 @@ from shared.settings import Settings
 from shared.survey_links import SurveyLinks, survey_secret
 
 
+def _twilio_sms(settings: Settings, config: Config) -> Sender | None:
+    if not (settings.twilio_account_sid and settings.twilio_auth_token):
+        return None
+    from services.notifier.senders.twilio_sms import TwilioSmsSender
+
+    sms = config.channels.get("sms")
+    return TwilioSmsSender(
+        settings.twilio_account_sid, settings.twilio_auth_token, sms.from_number if sms else None,
+        api_base=settings.twilio_api_base, status_callback=settings.public_base_url + "/webhooks/twilio/status")
+
+
+def _messenger(settings: Settings, config: Config, channel: str = "messenger") -> Sender | None:
+    if not settings.meta_page_token:
+        return None
+    from services.notifier.senders.meta import MessengerSender
+
+    return MessengerSender(settings.meta_page_token, settings.meta_graph_base, channel=channel)
+
+
+def _whatsapp(settings: Settings, config: Config) -> Sender | None:
+    if not settings.whatsapp_token:
+        return None
+    from services.notifier.senders.meta import WhatsAppSender
+
+    wa = config.channels.get("whatsapp")
+    return WhatsAppSender(settings.whatsapp_token, settings.meta_graph_base,
+                          wa.phone_number_id if wa and wa.phone_number_id else "")
+
+
+def _telegram(settings: Settings, config: Config) -> Sender | None:
+    if not settings.telegram_bot_token:
+        return None
+    from services.notifier.senders.telegram import TelegramSender
+
+    return TelegramSender(settings.telegram_bot_token, api_base=settings.telegram_api_base)
+
+
+def _smtp(settings: Settings, config: Config) -> Sender | None:
+    if not settings.smtp_host:
+        return None
+    from email.utils import formataddr
+
+    from services.notifier.senders.email import Security, SmtpSender
+
+    domain = config.business.email_domain
+    security: Security = settings.smtp_security or ("tls" if settings.smtp_port == 465 else "starttls")
+    return SmtpSender(
+        settings.smtp_host, settings.smtp_port, settings.smtp_user, settings.smtp_password,
+        from_address=formataddr((config.business.name, settings.smtp_from or f"support@{domain}")),
+        domain=domain, security=security)
+
+
+#: The notifier's channel registry, one line a channel: the channel's real sender, or None when
+#: its credentials are unset (build_senders puts the sandbox there). Imports are inside each maker:
+#: a provider's client library loads only when its credentials are set.
+SENDERS: dict[str, Callable[[Settings, Config], Sender | None]] = {
+    "sms": _twilio_sms,
+    "messenger": _messenger,
+    "instagram": partial(_messenger, channel="instagram"),
+    "whatsapp": _whatsapp,
+    "telegram": _telegram,
+    "email": _smtp,
+}
+#: A caller is answered by SMS to the number they called from (and from the number they called:
+#: the event's reply_from): a voice call cannot carry an acknowledgement. The same sender object,
+#: so the two share one provider's bulkhead (Registry).
+SENT_AS = {"phone": "sms"}
+
+
 def build_senders(settings: Settings, config: Config, *, sandbox_out: TextIO | None = None,
                   max_in_flight: int | None = None) -> Registry:
-    """`max_in_flight`: the bulkhead, how many sends may wait on one provider at once (None: no limit)."""
-    senders: dict[str, Sender] = {ch: SandboxSender(ch, out=sandbox_out) for ch in CHANNELS}
-    if settings.twilio_account_sid and settings.twilio_auth_token:
-        from services.notifier.senders.twilio_sms import TwilioSmsSender
-
-        sms = config.channels.get("sms")
-        senders["sms"] = TwilioSmsSender(
-            settings.twilio_account_sid, settings.twilio_auth_token, sms.from_number if sms else None,
-            api_base=settings.twilio_api_base, status_callback=settings.public_base_url + "/webhooks/twilio/status")
-    if settings.meta_page_token:
-        from services.notifier.senders.meta import MessengerSender
-
-        senders["messenger"] = MessengerSender(settings.meta_page_token, settings.meta_graph_base)
-        senders["instagram"] = MessengerSender(settings.meta_page_token, settings.meta_graph_base, channel="instagram")
-    if settings.whatsapp_token:
-        from services.notifier.senders.meta import WhatsAppSender
-
-        wa = config.channels.get("whatsapp")
-        senders["whatsapp"] = WhatsAppSender(settings.whatsapp_token, settings.meta_graph_base,
-                                             wa.phone_number_id if wa and wa.phone_number_id else "")
-    if settings.telegram_bot_token:
-        from services.notifier.senders.telegram import TelegramSender
-
-        senders["telegram"] = TelegramSender(settings.telegram_bot_token, api_base=settings.telegram_api_base)
-    if settings.smtp_host:
-        from email.utils import formataddr
-
-        from services.notifier.senders.email import Security, SmtpSender
-
-        domain = config.business.email_domain
-        security: Security = settings.smtp_security or ("tls" if settings.smtp_port == 465 else "starttls")
-        senders["email"] = SmtpSender(
-            settings.smtp_host, settings.smtp_port, settings.smtp_user, settings.smtp_password,
-            from_address=formataddr((config.business.name, settings.smtp_from or f"support@{domain}")),
-            domain=domain, security=security)
-    # A caller is answered by SMS to the number they called from (and from the number they called:
-    # the event's reply_from): a voice call cannot carry an acknowledgement.
-    senders["phone"] = senders["sms"]
+    """Every channel's sender from SENDERS, the sandbox where there is none (credentials unset).
+    `max_in_flight`: the bulkhead, how many sends may wait on one provider at once (None: no limit)."""
+    senders: dict[str, Sender] = {}
+    for channel in CHANNELS:
+        if channel not in SENT_AS:
+            make = SENDERS.get(channel)
+            sender = make(settings, config) if make is not None else None
+            senders[channel] = sender if sender is not None else SandboxSender(channel, out=sandbox_out)
+    for channel, via in SENT_AS.items():
+        senders[channel] = senders[via]
     return Registry(senders, max_in_flight=max_in_flight)
 
 
