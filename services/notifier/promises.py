@@ -303,7 +303,12 @@ def deliver_notices(now: datetime, deps: NotifierDeps) -> int:
     """Send every pending notice whose time has come (a shift started, a backoff ended)."""
     sent = 0
     for notice_id in claim(deps, now):
-        sent += send_notice(notice_id, deps, now) == "sent"
+        try:
+            sent += send_notice(notice_id, deps, now) == "sent"
+        except Exception:  # noqa: BLE001 - one notice must not hold back the others claimed with it
+            # Its claim expires after LEASE and a later tick tries it again; the outbox row's key and
+            # sending lock keep that from sending it twice.
+            log.exception("agent notice %s not sent; the ticker tries it again after its lease", notice_id)
     return sent
 
 
@@ -340,7 +345,14 @@ def send_notice(notice_id: int, deps: NotifierDeps, now: datetime) -> str | None
             return "skipped"
         row = uow.outbox.by_key(notice.idempotency_key)
         if row is None:
-            body = render_notice(notice.kind, notice.fields, agent, now, deps.config)
+            try:
+                body = render_notice(notice.kind, notice.fields, agent, now, deps.config)
+            except Exception as exc:  # noqa: BLE001 - the same fields fail again: recorded, never retried
+                notice.status, notice.last_error = "failed", mask_secrets(f"not rendered: {exc}")[:2000]
+                log.exception("agent notice %s for conversation %s could not be rendered; recorded as failed",
+                              notice.idempotency_key, notice.conversation_id,
+                              extra={"conversation_id": notice.conversation_id})
+                return "failed"
             row = Outbox(idempotency_key=notice.idempotency_key, kind="notice", conversation_id=notice.conversation_id,
                          channel=agent.notify.channel, address=agent.notify.address, body=body, status="pending",
                          attempts=0, correlation_id=notice.correlation_id, source_message_id=f"notice:{notice.id}",

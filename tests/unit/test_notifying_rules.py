@@ -18,6 +18,8 @@ import pytest
 
 from services.notifier.bootstrap import build_ticker
 from services.notifier.handlers import handle_event
+from services.notifier.models import AgentNotice
+from services.notifier.promises import LEASE
 from shared import contracts
 from shared.contracts import (
     AddressSuppressed,
@@ -237,6 +239,47 @@ def test_a_reassignment_after_the_first_reply_tells_the_new_owner_without_a_prom
     assert new.startswith("Вам призначено") and "Відповісти потрібно" in new and "15:00" in new
     tick(notifier, clock, w(25, 12, 10))
     assert len(telegram(notifier, TARAS_CHAT)) == 2  # and nothing comes twice
+
+
+def test_a_notice_that_cannot_be_rendered_is_recorded_failed_and_the_ticks_other_notices_go_out(
+        notifier, clock, caplog) -> None:
+    # Tuesday: Maria's notices wait for her Wednesday 09:00 shift. The first one claimed has fields
+    # its kind cannot render (a reminder stored without its due time).
+    clock.now = w(24, 10)
+    broken = AgentNotice(idempotency_key="notice:warn:conv-9:1", kind="promise_warning", conversation_id="conv-9",
+                         agent_id="maria", fields={"reference": "SB-BROKEN"}, not_before=w(25, 9), status="pending",
+                         attempts=0, correlation_id="corr", created_at=w(24, 10))
+    notifier.uow.notices.add(broken)
+    handle_event(opened(w(24, 10), due=w(25, 12)), notifier.deps)
+
+    tick(notifier, clock, w(25, 9))
+
+    [notice] = telegram(notifier, MARIA_CHAT)
+    assert REFERENCE in notice
+    assert broken.status == "failed" and "missing promise_due" in (broken.last_error or "")
+    assert any("conv-9" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    tick(notifier, clock, w(25, 9) + LEASE + timedelta(minutes=1))  # not tried again, nothing sent twice
+    assert len(telegram(notifier, MARIA_CHAT)) == 1 and broken.status == "failed"
+    assert [r.idempotency_key for r in notifier.uow.outbox.all if r.address == MARIA_CHAT] == \
+        ["notice:assigned:conv-1:1:maria"]
+
+
+def test_a_notice_whose_send_breaks_unexpectedly_holds_back_no_other_and_is_sent_once_after_its_lease(
+        notifier, clock) -> None:
+    clock.now = w(24, 10)  # Tuesday: both notices wait for Maria's Wednesday shift
+    handle_event(opened(w(24, 10), due=w(25, 12)), notifier.deps)
+    handle_event(opened(w(24, 10), conv="conv-2", due=w(25, 12)), notifier.deps)
+    notifier.senders["telegram"].failures.append(RuntimeError("a bug in the provider's library"))
+
+    tick(notifier, clock, w(25, 9))
+    assert len(telegram(notifier, MARIA_CHAT)) == 1  # the second one went out
+    tick(notifier, clock, w(25, 9, 1))
+    assert len(telegram(notifier, MARIA_CHAT)) == 1  # the first waits for its lease to end
+    tick(notifier, clock, w(25, 9) + LEASE)
+    tick(notifier, clock, w(25, 9) + 3 * LEASE)
+    assert len(telegram(notifier, MARIA_CHAT)) == 2
+    assert sorted((r.conversation_id, r.status) for r in notifier.uow.outbox.all if r.address == MARIA_CHAT) == \
+        [("conv-1", "sent"), ("conv-2", "sent")]
 
 
 def test_a_reply_reaches_the_customer_and_keeps_the_promise_no_reminder_no_breach(notifier, clock) -> None:
