@@ -16,13 +16,18 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 from urllib.parse import urlencode
 
-from twilio.request_validator import RequestValidator
-
+from shared import contracts
 from shared.settings import DEV_TELEGRAM_SECRET
 
 DEV_SECRET = DEV_TELEGRAM_SECRET  # what `make run` accepts for every provider whose secret is unset
 BUSINESS_NUMBER = "+48732125400"
 WHATSAPP_NUMBER_ID = "106540352242922"
+
+#: What `switchboard simulate` sends: every channel (shared/contracts.py) but phone, whose simulation
+#: is a whole call ("call", build_call). Each request goes to the path its gateway adapter declares
+#: (`webhook`); tests/unit/test_simulate_channels.py fails when a channel has no simulation or a
+#: simulation misses the gateway's routes.
+CHANNELS: tuple[str, ...] = (*(c for c in contracts.CHANNELS if c != "phone"), "call")
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,15 @@ class SimulatedRequest:
 def build(channel: str, text: str, *, name: str = "Alex Customer", lang: str = "en", sender: str | None = None,
           user_id: int = 424242, update_id: int | None = None, subject: str | None = None,
           secret: str | None = None, public_url: str = "http://127.0.0.1:8080") -> SimulatedRequest:
+    # Imported here, not at the top: the CLI reads CHANNELS to parse its arguments, and the adapters
+    # and Twilio's library are loaded only for a simulation.
+    from twilio.request_validator import RequestValidator
+
+    from services.gateway.channels.email import EmailRelayAdapter
+    from services.gateway.channels.meta import MetaAdapter
+    from services.gateway.channels.telegram import TelegramAdapter
+    from services.gateway.channels.twilio import TwilioSmsAdapter
+
     now = int(time.time())
     if channel == "telegram":
         key = secret or os.environ.get("TELEGRAM_WEBHOOK_SECRET") or DEV_SECRET
@@ -45,7 +59,7 @@ def build(channel: str, text: str, *, name: str = "Alex Customer", lang: str = "
         person = {"id": user_id, "is_bot": False, "first_name": first, "language_code": lang, **({"last_name": last} if last else {})}
         update = {"update_id": uid, "message": {"message_id": uid % 100000, "date": now, "text": text, "from": person,
                                                "chat": {"id": user_id, "type": "private", "first_name": first}}}
-        return SimulatedRequest("/webhooks/telegram", json.dumps(update).encode(),
+        return SimulatedRequest(TelegramAdapter.webhook.path, json.dumps(update).encode(),
                                 {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": key})
     if channel == "sms":
         key = secret or os.environ.get("TWILIO_AUTH_TOKEN") or DEV_SECRET
@@ -53,7 +67,7 @@ def build(channel: str, text: str, *, name: str = "Alex Customer", lang: str = "
         form = {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid, "AccountSid": "AC" + "0" * 32,
                 "From": sender or "+48601234567", "To": BUSINESS_NUMBER, "Body": text, "NumMedia": "0",
                 "NumSegments": "1", "SmsStatus": "received", "ApiVersion": "2010-04-01"}
-        path = "/webhooks/twilio/sms"
+        path = TwilioSmsAdapter.webhook.path
         signature = RequestValidator(key).compute_signature(public_url.rstrip("/") + path, form)
         return SimulatedRequest(path, urlencode(form).encode(), {
             "Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature})
@@ -76,7 +90,7 @@ def build(channel: str, text: str, *, name: str = "Alex Customer", lang: str = "
                     "timestamp": ms, "message": {"mid": "m_SIM" + uuid.uuid4().hex, "text": text}}]}]}
         body = json.dumps(payload).encode()
         signature = "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
-        return SimulatedRequest("/webhooks/meta", body, {"Content-Type": "application/json",
+        return SimulatedRequest(MetaAdapter.webhook.path, body, {"Content-Type": "application/json",
                                                         "X-Hub-Signature-256": signature})
     if channel == "email":
         key = secret or os.environ.get("EMAIL_RELAY_SECRET") or DEV_SECRET
@@ -87,10 +101,9 @@ def build(channel: str, text: str, *, name: str = "Alex Customer", lang: str = "
         mail["Date"] = format_datetime(datetime.now(UTC))
         mail["Message-ID"] = make_msgid(domain="example.com")
         mail.set_content(text)
-        return SimulatedRequest("/webhooks/email", mail.as_bytes(), {
+        return SimulatedRequest(EmailRelayAdapter.webhook.path, mail.as_bytes(), {
             "Content-Type": "message/rfc822", "X-Switchboard-Relay-Secret": key})
-    raise ValueError("simulate supports telegram, sms, whatsapp, messenger, instagram, email and call, "
-                     f"not {channel!r}")
+    raise ValueError(f"simulate supports {', '.join(CHANNELS)}, not {channel!r}")
 
 
 def build_call(text: str, *, sender: str | None = None, hang_up: bool = False, secret: str | None = None,
@@ -100,6 +113,10 @@ def build_call(text: str, *, sender: str | None = None, hang_up: bool = False, s
     the <Record> action, the transcription with `text`, the call's end — or, with `hang_up`, only
     the call's end: a caller who hung up before the beep. Each is signed like Twilio's, over
     PUBLIC_BASE_URL + path."""
+    from twilio.request_validator import RequestValidator
+
+    from services.gateway.channels.twilio_voice import STAGE_PATHS
+
     key = secret or os.environ.get("TWILIO_AUTH_TOKEN") or DEV_SECRET
     base = public_url.rstrip("/")
     account = "AC" + "0" * 32
@@ -107,22 +124,22 @@ def build_call(text: str, *, sender: str | None = None, hang_up: bool = False, s
     call = {"CallSid": call_sid, "AccountSid": account, "From": sender or "+48601234567", "To": BUSINESS_NUMBER,
             "Direction": "inbound", "ApiVersion": "2010-04-01"}
     recording_url = f"https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/{recording_sid}"
-    steps: list[tuple[str, dict[str, str], str | None]] = [("/webhooks/twilio/voice", {**call, "CallStatus": "ringing"}, None)]
+    steps: list[tuple[str, dict[str, str], str | None]] = [(STAGE_PATHS["call"], {**call, "CallStatus": "ringing"}, None)]
     if not hang_up:
         # In hours the call rings the owner or the team first; nobody answers in the simulation.
-        steps.append(("/webhooks/twilio/voice/dial", {**call, "CallStatus": "in-progress", "DialCallStatus": "no-answer",
+        steps.append((STAGE_PATHS["dial"], {**call, "CallStatus": "in-progress", "DialCallStatus": "no-answer",
                                                      "DialCallDuration": "0"}, "<Dial"))
         steps += [
-            ("/webhooks/twilio/voice/recording", {**call, "CallStatus": "in-progress", "RecordingSid": recording_sid,
+            (STAGE_PATHS["recording"], {**call, "CallStatus": "in-progress", "RecordingSid": recording_sid,
                                                   "RecordingUrl": recording_url, "RecordingDuration": "14",
                                                   "Digits": "hangup"}, None),
-            ("/webhooks/twilio/voice/transcription", {**call, "RecordingSid": recording_sid,
+            (STAGE_PATHS["transcription"], {**call, "RecordingSid": recording_sid,
                                                       "RecordingUrl": recording_url,
                                                       "TranscriptionSid": "TR" + uuid.uuid4().hex,
                                                       "TranscriptionStatus": "completed",
                                                       "TranscriptionText": text}, None),
         ]
-    steps.append(("/webhooks/twilio/voice/status", {**call, "CallStatus": "completed",
+    steps.append((STAGE_PATHS["status"], {**call, "CallStatus": "completed",
                                                     "CallDuration": "9" if hang_up else "31"}, None))
     validator = RequestValidator(key)
     return [SimulatedRequest(path, urlencode(form).encode(), {
