@@ -1,4 +1,7 @@
-"""The gateway's OpenAPI document is valid OpenAPI 3 and lists exactly the routes the gateway serves."""
+"""The gateway's OpenAPI document is valid OpenAPI 3 and lists exactly the routes the gateway serves.
+
+The routes are made from the adapters' declared webhooks in `build_adapters` (the gateway's channel
+registry), so this is what keeps the hand-written document from drifting from the registry."""
 
 from __future__ import annotations
 
