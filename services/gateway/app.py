@@ -12,12 +12,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache, partial
-from pathlib import Path
+from functools import partial
 
-import yaml
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
+from services.gateway import openapi
 from services.gateway.channels import (
     FixedAnswer,
     HandshakeVerifier,
@@ -151,8 +150,8 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
 
     # One route per adapter, from what the adapter declares (its `webhook`, its handshake): adding
     # a channel adds no route here. Routes exist for the adapters given, so `build_adapters` is the
-    # one list of what the gateway serves; the OpenAPI document is checked against it
-    # (tests/contract/test_gateway_openapi.py).
+    # one list of what the gateway serves; the OpenAPI document is assembled from the same list
+    # (services/gateway/openapi.py, tests/contract/test_gateway_openapi.py).
     for name, adapter in deps.adapters.items():
         hook = adapter.webhook
         bp.add_url_rule(hook.path, endpoint=name, view_func=partial(_handle, name, adapter, hook.channel), methods=["POST"])
@@ -163,15 +162,6 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
     return bp
 
 
-OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
-
-
-@lru_cache(maxsize=1)
-def openapi_document() -> dict:
-    """The gateway's endpoints as providers and fuzzers see them (services/gateway/openapi.yaml)."""
-    return yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
-
-
 def create_app(deps: GatewayDeps, extra_blueprints: Sequence[Blueprint] = ()) -> Flask:
     app = Flask("switchboard.gateway")
     app.config["MAX_CONTENT_LENGTH"] = deps.max_body_bytes
@@ -179,5 +169,7 @@ def create_app(deps: GatewayDeps, extra_blueprints: Sequence[Blueprint] = ()) ->
     app.register_blueprint(webhooks_blueprint(deps))
     for bp in extra_blueprints:
         app.register_blueprint(bp)
-    app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(openapi_document()))
+    # Assembled once: the base and the parts of exactly the adapters this app serves.
+    document = openapi.assemble(deps.adapters.values())
+    app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(document))
     return app
