@@ -6,7 +6,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -40,29 +40,70 @@ from shared.web import health_blueprint
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Wiring:
+    """What the adapters are made from: the settings (development secrets filled in when embedded),
+    the config, and the voice adapters' owner look-up."""
+
+    settings: Settings
+    config: Config
+    owner_lookup: Callable[[str], str | None] | None
+
+    def region(self, channel: str) -> str:
+        # Local numbers written without a country code are read as the business's country.
+        return self.config.channels[channel].region if channel in self.config.channels else "PL"
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One line of the gateway's channel registry: the adapter's name (metrics, logs, its route's
+    endpoint), its class (what it declares: `webhook`, `simulation`) and how it is made."""
+
+    name: str
+    kind: type
+    make: Callable[[Wiring], InboundAdapter]
+
+
+def _voice(stage: str) -> Registered:
+    return Registered("twilio_voice" if stage == "call" else f"twilio_voice_{stage}", TwilioVoiceAdapter,
+                      lambda w: TwilioVoiceAdapter(w.settings.twilio_auth_token, stage=stage, config=w.config,
+                                                   public_base_url=w.settings.public_base_url,
+                                                   owner_lookup=w.owner_lookup, default_region=w.region("phone")))
+
+
+#: The gateway's channel registry: one line per adapter. Each adapter declares its own route
+#: (`webhook`), its OpenAPI part and its simulation, so this list is what the gateway serves and
+#: documents and what `switchboard simulate` can send.
+ADAPTERS: tuple[Registered, ...] = (
+    Registered("telegram", TelegramAdapter, lambda w: TelegramAdapter(
+        secret=w.settings.telegram_webhook_secret, bot_id=w.settings.telegram_bot_id)),
+    Registered("twilio_sms", TwilioSmsAdapter, lambda w: TwilioSmsAdapter(
+        w.settings.twilio_auth_token, default_region=w.region("sms"))),
+    Registered("twilio_status", TwilioStatusAdapter, lambda w: TwilioStatusAdapter(w.settings.twilio_auth_token)),
+    Registered("meta", MetaAdapter, lambda w: MetaAdapter(w.settings.meta_app_secret, w.settings.meta_verify_token)),
+    # The five Twilio Voice endpoints. A call in hours rings the owner of the caller's open
+    # conversation, read from the gateway's own table (`owners`); without it, or when the read
+    # fails, the team's phone rings.
+    *(_voice(stage) for stage in VOICE_STAGES),
+    Registered("email", EmailRelayAdapter, lambda w: EmailRelayAdapter(
+        w.settings.email_relay_secret, our_domains=[w.config.business.email_domain],
+        authserv_ids=_authserv_ids(w.config))),
+)
+
+
 def build_adapters(settings: Settings, config: Config, *, embedded: bool,
                    owners: Callable[[], Engine] | None = None) -> dict[str, InboundAdapter]:
+    """The registered adapters by name, made from the settings (`owners`: see owners_engine)."""
     if embedded:
         # `make run` needs no credentials: unset webhook secrets are the well-known development
         # secret, which `switchboard simulate` signs with. Services mode never does this.
         settings = replace(settings, twilio_auth_token=settings.twilio_auth_token or DEV_TELEGRAM_SECRET,
                            meta_app_secret=settings.meta_app_secret or DEV_TELEGRAM_SECRET,
                            meta_verify_token=settings.meta_verify_token or DEV_TELEGRAM_SECRET,
-                           email_relay_secret=settings.email_relay_secret or DEV_TELEGRAM_SECRET)
-    # Local numbers written without a country code are read as the business's country.
-    region = config.channels["sms"].region if "sms" in config.channels else "PL"
-    secret = settings.telegram_webhook_secret or (DEV_TELEGRAM_SECRET if embedded else None)
-    # The gateway's channel registry: one line per adapter, keyed by its name (metrics, logs). Each
-    # adapter declares its own route (`webhook`), so this list is also what the gateway serves.
-    return {
-        "telegram": TelegramAdapter(secret=secret, bot_id=settings.telegram_bot_id),
-        "twilio_sms": TwilioSmsAdapter(settings.twilio_auth_token, default_region=region),
-        "twilio_status": TwilioStatusAdapter(settings.twilio_auth_token),
-        "meta": MetaAdapter(settings.meta_app_secret, settings.meta_verify_token),
-        **voice_adapters(settings, config, embedded=embedded, owners=owners),
-        "email": EmailRelayAdapter(settings.email_relay_secret, our_domains=[config.business.email_domain],
-                                   authserv_ids=_authserv_ids(config)),
-    }
+                           email_relay_secret=settings.email_relay_secret or DEV_TELEGRAM_SECRET,
+                           telegram_webhook_secret=settings.telegram_webhook_secret or DEV_TELEGRAM_SECRET)
+    wiring = Wiring(settings, config, owner_lookup(owners) if owners is not None else None)
+    return {line.name: line.make(wiring) for line in ADAPTERS}
 
 
 def _authserv_ids(config: Config) -> tuple[str, ...]:
@@ -77,22 +118,6 @@ def owners_engine(settings: Settings, *, embedded: bool) -> Callable[[], Engine]
     Made at first use, so a gateway whose database is down still starts."""
     shared_db = embedded or not settings.database_url.startswith("sqlite")
     return lazy_engine(settings.database_url) if shared_db else None
-
-
-def voice_adapters(settings: Settings, config: Config, *, embedded: bool,
-                   owners: Callable[[], Engine] | None = None) -> dict[str, InboundAdapter]:
-    """The five Twilio Voice endpoints. A call in hours rings the owner of the caller's open
-    conversation, read from the gateway's own table (`owners`); without it, or when the read fails,
-    the team's phone rings."""
-    phone = config.channels.get("phone")
-    region = phone.region if phone else "PL"
-    lookup = owner_lookup(owners) if owners is not None else None
-    return {
-        ("twilio_voice" if stage == "call" else f"twilio_voice_{stage}"): TwilioVoiceAdapter(
-            settings.twilio_auth_token, stage=stage, config=config, public_base_url=settings.public_base_url,
-            owner_lookup=lookup, default_region=region)
-        for stage in VOICE_STAGES
-    }
 
 
 def polled_message_intake(intake: Intake, config: Config) -> Callable[[Inbound], None]:
