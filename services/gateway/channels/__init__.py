@@ -14,7 +14,7 @@ so an adapter states its abilities by having the method, and the type checker se
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, overload, runtime_checkable
@@ -75,6 +75,43 @@ class Webhook:
     # The channel whose switch (config `mode: off`) closes this route with a 404 before anything
     # is read; None when only the payload names the channel (Meta: Messenger, Instagram, WhatsApp).
     channel: str | None
+
+
+@dataclass(frozen=True)
+class SimulatedRequest:
+    """One request as a provider would send it (`switchboard simulate`): the path, body and headers."""
+
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    # Sent only when the previous answer contains this (Twilio follows the TwiML it got): None, always.
+    only_after: str | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The customer message `switchboard simulate` makes up; each simulation uses what its provider carries."""
+
+    text: str
+    secret: str  # signs the request as the provider would (the adapter's secret_env, or the dev secret)
+    name: str = "Alex Customer"
+    lang: str = "en"
+    sender: str | None = None
+    user_id: int = 424242
+    update_id: int | None = None
+    subject: str | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    business_number: str = "+48732125400"
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """How `switchboard simulate` makes a customer's message to an adapter, kept beside the adapter
+    so a new channel is tried without a branch in services/simulate.py."""
+
+    channels: tuple[str, ...]  # the channels this adapter's requests can carry
+    secret_env: str  # the environment variable of the secret the gateway checks
+    build: Callable[[str, Sample], SimulatedRequest]  # (channel, sample) → the signed request
 
 
 class InboundAdapter(Protocol):

@@ -27,12 +27,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, make_msgid
 from typing import Any
 
 from services.gateway.channels import (
     Malformed,
     RawRequest,
+    Sample,
+    SimulatedRequest,
+    Simulation,
     Unauthenticated,
     Webhook,
     loops,
@@ -63,6 +68,7 @@ class EmailRelayAdapter:
     channel_family = "email"
     # Raw RFC 5322 bytes from a mail relay; the shared secret header is the signature.
     webhook = Webhook("/webhooks/email", "email")
+    simulation = Simulation(("email",), "EMAIL_RELAY_SECRET", lambda channel, sample: simulated_mail(sample))
 
     def __init__(self, secret: str | None, our_domains: Iterable[str], authserv_ids: Iterable[str] = ()):
         self.secret = secret
@@ -155,3 +161,16 @@ def _no_nul(text: str | None) -> str | None:
     if text is None:
         return None
     return text.replace("\x00", "") or None
+
+
+def simulated_mail(sample: Sample) -> SimulatedRequest:
+    """A plain-text mail to support as the relay posts it, with the relay's shared secret."""
+    mail = EmailMessage()
+    mail["From"] = formataddr((sample.name, sample.sender or "alex.customer@example.com"))
+    mail["To"] = "support@northwind.example"
+    mail["Subject"] = sample.subject or sample.text[:60]
+    mail["Date"] = format_datetime(datetime.now(UTC))
+    mail["Message-ID"] = make_msgid(domain="example.com")
+    mail.set_content(sample.text)
+    return SimulatedRequest(EmailRelayAdapter.webhook.path, mail.as_bytes(), {
+        "Content-Type": "message/rfc822", "X-Switchboard-Relay-Secret": sample.secret})

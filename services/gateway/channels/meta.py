@@ -28,12 +28,23 @@ import hmac
 import json
 import logging
 import re
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
-from services.gateway.channels import Inbound, Malformed, RawRequest, Unauthenticated, Webhook
+from services.gateway.channels import (
+    Inbound,
+    Malformed,
+    RawRequest,
+    Sample,
+    SimulatedRequest,
+    Simulation,
+    Unauthenticated,
+    Webhook,
+)
 from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage, SurveyAnswer
 from shared.phone import to_e164
 from shared.survey_links import parse_callback_data
@@ -75,6 +86,7 @@ class MetaAdapter:
     channel_family = "meta"
     # One endpoint for Messenger, Instagram and WhatsApp: the channel is in the payload.
     webhook = Webhook("/webhooks/meta", None)
+    simulation = Simulation(("whatsapp", "messenger", "instagram"), "META_APP_SECRET", lambda channel, sample: simulated_event(channel, sample))
 
     def __init__(self, app_secret: str | None, verify_token: str | None):
         self.app_secret = app_secret
@@ -710,3 +722,32 @@ def shape(obj: Any, depth: int = 4) -> Any:
     if obj is None:
         return "null"
     return type(obj).__name__
+
+
+#: The WhatsApp Business number id `switchboard simulate` writes to.
+SIMULATED_WHATSAPP_NUMBER_ID = "106540352242922"
+
+
+def simulated_event(channel: str, sample: Sample) -> SimulatedRequest:
+    """A customer's text as Meta posts it for WhatsApp, Messenger or Instagram, signed with the app secret."""
+    now = int(time.time())
+    payload: dict[str, Any]
+    if channel == "whatsapp":
+        wa_id = (sample.sender or "+37061234567").lstrip("+")
+        payload = {"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{
+            "field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": sample.business_number.lstrip("+"),
+                             "phone_number_id": SIMULATED_WHATSAPP_NUMBER_ID},
+                "contacts": [{"profile": {"name": sample.name}, "wa_id": wa_id}],
+                "messages": [{"from": wa_id, "id": "wamid.SIM" + uuid.uuid4().hex, "timestamp": str(now),
+                              "type": "text", "text": {"body": sample.text}}]}}]}]}
+    else:
+        ms = now * 1000
+        payload = {"object": "page" if channel == "messenger" else "instagram", "entry": [{
+            "id": "104512345678901", "time": ms, "messaging": [{
+                "sender": {"id": sample.sender or "7712345678901234"}, "recipient": {"id": "104512345678901"},
+                "timestamp": ms, "message": {"mid": "m_SIM" + uuid.uuid4().hex, "text": sample.text}}]}]}
+    body = json.dumps(payload).encode()
+    return SimulatedRequest(MetaAdapter.webhook.path, body, {"Content-Type": "application/json",
+                                                             "X-Hub-Signature-256": "sha256=" + signature(sample.secret, body)})

@@ -24,11 +24,21 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
-from services.gateway.channels import Inbound, Malformed, RawRequest, Unauthenticated, Webhook
+from services.gateway.channels import (
+    Inbound,
+    Malformed,
+    RawRequest,
+    Sample,
+    SimulatedRequest,
+    Simulation,
+    Unauthenticated,
+    Webhook,
+)
 from shared.contracts import Attachment, Identity, InboundMessage, SurveyAnswer
 from shared.phone import to_e164
 from shared.survey_links import parse_callback_data
@@ -50,6 +60,7 @@ IRRELEVANT = frozenset({
 class TelegramAdapter:
     channel_family = "telegram"
     webhook = Webhook("/webhooks/telegram", "telegram")
+    simulation = Simulation(("telegram",), "TELEGRAM_WEBHOOK_SECRET", lambda channel, sample: simulated_update(sample))
 
     def __init__(self, *, secret: str | None, bot_id: str):
         self.secret = secret
@@ -283,3 +294,16 @@ def _int(v: Any) -> int | None:
 
 def _str(v: Any) -> str | None:
     return v if isinstance(v, str) and v else None
+
+
+def simulated_update(sample: Sample) -> SimulatedRequest:
+    """A private-chat text message as Telegram sends it, with the webhook's secret header."""
+    now = int(time.time())
+    uid = sample.update_id if sample.update_id is not None else int(time.time() * 1000) % 2_000_000_000
+    first, _, last = sample.name.partition(" ")
+    person = {"id": sample.user_id, "is_bot": False, "first_name": first, "language_code": sample.lang,
+              **({"last_name": last} if last else {})}
+    update = {"update_id": uid, "message": {"message_id": uid % 100000, "date": now, "text": sample.text, "from": person,
+                                           "chat": {"id": sample.user_id, "type": "private", "first_name": first}}}
+    return SimulatedRequest(TelegramAdapter.webhook.path, json.dumps(update).encode(),
+                            {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": sample.secret})

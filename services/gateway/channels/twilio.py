@@ -13,15 +13,24 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from services.gateway.channels import Malformed, RawRequest, Unauthenticated, Webhook
+from services.gateway.channels import (
+    Malformed,
+    RawRequest,
+    Sample,
+    SimulatedRequest,
+    Simulation,
+    Unauthenticated,
+    Webhook,
+)
 from shared.contracts import Attachment, DeliveryStatus, Identity, InboundMessage
 from shared.delivery import STATUS_RANK, status_moves_forward
 from shared.phone import country_language, to_e164
@@ -108,6 +117,7 @@ class TwilioSmsAdapter:
 
     channel_family = "sms"
     webhook = Webhook("/webhooks/twilio/sms", "sms")
+    simulation = Simulation(("sms",), "TWILIO_AUTH_TOKEN", lambda channel, sample: simulated_sms(sample))
 
     def success_response(self) -> tuple[str, str]:
         return empty_twiml(), TWIML_CONTENT_TYPE
@@ -270,3 +280,15 @@ def parse_status_form(form: Mapping[str, list[str]], *, received_at: datetime) -
         error_code=_one(form, "ErrorCode") or None,
         error_message=_one(form, "ErrorMessage") or None,
     )
+
+
+def simulated_sms(sample: Sample) -> SimulatedRequest:
+    """An incoming SMS as Twilio posts it, signed over PUBLIC_BASE_URL + path like Twilio's."""
+    sid = "SM" + uuid.uuid4().hex
+    form = {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid, "AccountSid": "AC" + "0" * 32,
+            "From": sample.sender or "+48601234567", "To": sample.business_number, "Body": sample.text,
+            "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received", "ApiVersion": "2010-04-01"}
+    path = TwilioSmsAdapter.webhook.path
+    signed = RequestValidator(sample.secret).compute_signature(sample.public_url.rstrip("/") + path, form)
+    return SimulatedRequest(path, urlencode(form).encode(), {
+        "Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signed})
