@@ -29,7 +29,7 @@ from services.notifier.deps import NotifierDeps
 from services.notifier.models import AgentNotice, Outbox, Promise
 from services.notifier.outbox import deliver
 from services.notifier.senders import TransientSendError, UnknownChannel
-from services.notifier.texts import LANGUAGES, render_agent_notice
+from services.notifier.texts import LANGUAGES, agent_notice_fields, render_agent_notice
 from services.notifier.unit_of_work import NotifierUnitOfWork
 from shared.bus.consumer import backoff
 from shared.calendar import Calendar
@@ -405,13 +405,8 @@ def render_notice(kind: str, fields: dict[str, Any], agent: Agent, now: datetime
     if fields.get("promise_due"):
         args["promise_due"] = datetime.fromisoformat(fields["promise_due"]).astimezone(tz)
         args["now"] = now.astimezone(tz)
-    allowed = {
-        "assigned": ("reference", "channel", "category", "promise_due", "now", "excerpt", "customer_name"),
-        "customer_message": ("reference", "channel", "excerpt", "customer_name", "promise_due", "now"),
-        "promise_warning": ("reference", "promise_due", "now", "customer_name", "channel"),
-        "promise_breached": ("reference", "promise_due", "now", "customer_name", "channel", "owner_name"),
-        "queued": ("reference", "channel", "category", "team_name", "customer_name", "promise_due", "now"),
-    }[kind]
+    # The stored fields the notice's template takes (texts/agent.py says which), nothing else.
+    allowed = agent_notice_fields(kind)
     if kind == "assigned" and not args.get("excerpt"):
         args["excerpt"] = "…"
     return render_agent_notice(notice_language(agent), kind, overrides=config.templates or None,

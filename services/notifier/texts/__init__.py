@@ -19,7 +19,7 @@ This package's names below are the notifier's way in; import them from here.
 
 from __future__ import annotations
 
-from services.notifier.texts.agent import AGENT_NOTICE_KINDS, render_agent_notice
+from services.notifier.texts.agent import AGENT_NOTICE_KINDS, agent_notice_fields, render_agent_notice
 from services.notifier.texts.customer import (
     SMS_LIMIT,
     AckContext,
@@ -46,6 +46,7 @@ __all__ = [
     "format_weekly_hours",
     "format_when",
     "render_ack",
+    "agent_notice_fields",
     "render_agent_notice",
     "render_redirect",
     "render_survey_question",

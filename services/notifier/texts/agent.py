@@ -32,6 +32,11 @@ _AGENT_OPTIONAL: dict[str, tuple[str, ...]] = {
 }
 
 
+def agent_notice_fields(kind: str) -> tuple[str, ...]:
+    """Every field a kind of notice takes, required first (what render_agent_notice accepts)."""
+    return (*AGENT_REQUIRED[kind], *_AGENT_OPTIONAL[kind])
+
+
 def _excerpt(text: str) -> str:
     """The first few non-empty lines of a customer's message, enough to triage from a phone."""
     lines = [" ".join(line.split()) for line in text.splitlines()]
@@ -65,14 +70,14 @@ def render_agent_notice(language: str | None, kind: str, *, overrides: dict[str,
     lang = language_code(language, default="en")
     if kind not in AGENT_NOTICE_KINDS:
         raise ValueError(f"agent notice kind must be one of {AGENT_NOTICE_KINDS}, not {kind!r}")
-    required, optional = AGENT_REQUIRED[kind], _AGENT_OPTIONAL[kind]
+    required, accepted = AGENT_REQUIRED[kind], agent_notice_fields(kind)
     missing = [f for f in required if fields.get(f) is None]
-    unknown = sorted(set(fields) - set(required) - set(optional))
+    unknown = sorted(set(fields) - set(accepted))
     if missing or unknown:
         what = [f"missing {', '.join(missing)}"] if missing else []
         what += [f"unknown {', '.join(unknown)}"] if unknown else []
         raise TypeError(f"agent notice {kind!r}: {'; '.join(what)}")
-    values: dict[str, Any] = {f: fields.get(f) for f in (*required, *optional)}
+    values: dict[str, Any] = {f: fields.get(f) for f in accepted}
     if (values.get("promise_due") is None) != (values.get("now") is None):
         raise TypeError(f"agent notice {kind!r}: promise_due and now go together")
     language_words = words(lang)
