@@ -1,7 +1,7 @@
 """The fitted linear model behind the categoriser: its features, and scoring with no ML library.
 
-The model is a multinomial logistic regression (scikit-learn, fitted at build time by
-``services/router/classifier_train.py``) over
+The model is linear — a one-vs-rest linear SVM as shipped, a logistic regression if the training
+script is asked for one (scikit-learn, fitted at build time by ``services/router/classifier_train.py``) — over
 
 * word skeletons, 5-letter prefixes, prefix bigrams and character 4-grams of the message (all
   through :func:`services.router.classifier.skeleton`, so Russian, Ukrainian or Bulgarian written
