@@ -10,7 +10,7 @@ customer reading it at that moment can trust.
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -74,3 +74,51 @@ def test_the_sms_version_is_as_honest(example_config) -> None:
 def test_every_language_has_the_as_soon_as_possible_wording(example_config, language: str, phrase: str) -> None:
     text = compose_ack(dataclasses.replace(opened(), language=language), at(23, 14), config=example_config)
     assert phrase in text and "13:00" not in text
+
+
+# --- composed at the claim, composed again at the send -----------------------------------------
+
+
+def test_a_send_that_crosses_the_closing_time_is_worded_for_after_it(example_config) -> None:
+    """Drafted at 16:59:40 on Friday (open), sent at 17:00:05 (closed): the text that leaves says
+    so, not the draft's "open" wording that an earlier composition of the same event gave."""
+    ev = dataclasses.replace(opened(), received_at=at(20, 16, 59), promise_due=at(23, 11))
+    draft = compose_ack(ev, at(20, 16, 59).replace(second=40), config=example_config)
+    sent = compose_ack(ev, at(20, 17).replace(second=5), config=example_config)
+    assert "closed" not in draft
+    assert "We are closed at the moment and will be back tomorrow at 10:00." in sent
+
+
+def test_a_send_that_crosses_midnight_says_today_for_the_new_day(example_config) -> None:
+    ev = dataclasses.replace(opened(), received_at=at(22, 23, 59), promise_due=at(23, 13))
+    draft = compose_ack(ev, at(22, 23, 59).replace(second=59), config=example_config)
+    sent = compose_ack(ev, at(23, 0, 0).replace(second=1), config=example_config)
+    assert "will be back tomorrow at 09:00." in draft
+    assert "will be back today at 09:00." in sent and "tomorrow" not in sent
+
+
+def test_a_composed_text_is_what_rendering_afresh_gives_at_every_moment(example_config, monkeypatch) -> None:
+    """The text reused from the claim's composition is, at every moment of a week (openings,
+    closings, midnights, the promise's margin), the text a fresh rendering gives then."""
+    from services.notifier import ack
+
+    events = [opened(), opened("sms"), dataclasses.replace(opened(), owner_id="anna", language="pl")]
+    start = at(20, 8)
+    moments = [start + timedelta(minutes=13 * i, seconds=7 * i % 60) for i in range(800)]  # ~7 days
+    for ev in events:
+        cached = [compose_ack(ev, moment, config=example_config) for moment in moments]
+        again = [compose_ack(ev, moment, config=example_config) for moment in moments]
+        fresh = []
+        for moment in moments:
+            monkeypatch.setattr(ack, "_COMPOSED", {})
+            fresh.append(compose_ack(ev, moment, config=example_config))
+        assert cached == fresh and again == fresh
+        monkeypatch.undo()
+
+
+def test_open_means_the_next_opening_is_now(example_config) -> None:
+    # compose_ack asks the calendar once: next_opening(now) == now exactly when is_open(now).
+    for calendar in example_config.calendars.values():
+        for i in range(2000):
+            moment = at(1, 0) + timedelta(minutes=30 * i + (i % 3) * 29, seconds=(i % 2) * 59)
+            assert calendar.is_open(moment) == (calendar.next_opening(moment) == moment), (calendar, moment)
