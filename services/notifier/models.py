@@ -29,7 +29,9 @@ class Outbox(Base):
     channel: Mapped[str] = mapped_column(String(16))
     address: Mapped[str] = mapped_column(String(320))
     body: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    # No index of its own (0020): the queries that test it find their rows by recipient, customer or
+    # conversation, and each send updates it.
+    status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(255), index=True)
@@ -142,7 +144,7 @@ class Promise(Base):
     customer_name: Mapped[str | None] = mapped_column(String(200))
     channel: Mapped[str] = mapped_column(String(16))
     category: Mapped[str] = mapped_column(String(32))
-    owner_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    owner_id: Mapped[str | None] = mapped_column(String(64))  # no index: nothing looks promises up by owner (0020)
     team_id: Mapped[str | None] = mapped_column(String(64))
     lead_id: Mapped[str | None] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())

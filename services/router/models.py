@@ -122,7 +122,8 @@ class Message(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     subject: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict] = mapped_column()  # attachments, automatic flag, thread refs, provider meta
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # No index of its own (0020): the one query by arrival reads customer messages, ix_messages_in_received.
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     correlation_id: Mapped[str] = mapped_column(String(128))
 
 
