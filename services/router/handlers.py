@@ -94,31 +94,49 @@ def handle_inbound(envelope: Envelope, deps: RouterDeps) -> list[Envelope]:
 
 def handle_inbound_batch(envelopes: Sequence[Envelope], deps: RouterDeps) -> list[list[Envelope] | Exception]:
     """A micro-batch as one unit of work (shared/bus/consumer.py): one transaction and one commit,
-    each message in a SAVEPOINT of its own, in delivery order (so a conversation's messages keep
-    theirs). A message that fails rolls back to its savepoint alone and is given back as its
-    exception, for the worker to retry alone; the others are committed. Each message is handled
-    exactly as `handle_inbound` would, and stays idempotent: a redelivered batch finds its stored
-    messages and returns their stored events."""
+    its messages in delivery order (so a conversation's messages keep theirs), each handled exactly
+    as `handle_inbound` would, and idempotent: a redelivered batch finds its stored messages and
+    returns their stored events.
+
+    First at once: no savepoint, the new rows written together at the commit. When anything in it
+    fails (a poison message, a unique index another replica took first), that transaction is rolled
+    back whole and the batch is handled again with each message in a SAVEPOINT of its own: a message
+    that fails then rolls back alone and is given back as its exception, for the worker to retry
+    alone; the others are committed. A failure costs one batch's work twice; savepoints on every
+    message cost two round trips each and a write per message instead of per table."""
     if len(envelopes) == 1:
         return [handle_inbound(envelopes[0], deps)]
-    results: list[list[Envelope] | Exception] = []
+    inbound = [e.payload for e in envelopes if isinstance(e.payload, InboundMessage)]
     with deps.start() as uow:
-        if uow.savepoints:
-            uow.prepare([e.payload for e in envelopes if isinstance(e.payload, InboundMessage)])
+        if not uow.savepoints:
+            # pysqlite's own transaction handling breaks SAVEPOINTs; SQLite (embedded mode) has one
+            # writer anyway: one transaction per message.
+            return [_one(envelope, deps) for envelope in envelopes]
+        try:
+            uow.prepare(inbound, at_once=True)
+            results: list[list[Envelope] | Exception] = []
             for envelope in envelopes:
                 with correlated(envelope.correlation_id):
-                    try:
-                        with uow.savepoint():
-                            results.append(_handle(uow, envelope, deps))
-                    except Exception as exc:  # noqa: BLE001 - this message's failure, rolled back to its savepoint
-                        log.warning("message %s failed in its batch, rolled back alone: %s: %s", envelope.message_id,
-                                    type(exc).__name__, str(exc)[:300])
-                        results.append(exc)
+                    results.append(_handle(uow, envelope, deps))
             uow.commit()
             return results
-    # pysqlite's own transaction handling breaks SAVEPOINTs; SQLite (embedded mode) has one writer
-    # anyway: one transaction per message.
-    return [_one(envelope, deps) for envelope in envelopes]
+        except Exception as exc:  # noqa: BLE001 - rolled back whole; each message again in its savepoint
+            log.info("a batch of %d failed at once (%s: %s): each message again in a savepoint", len(envelopes),
+                     type(exc).__name__, str(exc)[:300])
+    results = []
+    with deps.start() as uow:
+        uow.prepare(inbound)
+        for envelope in envelopes:
+            with correlated(envelope.correlation_id):
+                try:
+                    with uow.savepoint():
+                        results.append(_handle(uow, envelope, deps))
+                except Exception as exc:  # noqa: BLE001 - this message's failure, rolled back to its savepoint
+                    log.warning("message %s failed in its batch, rolled back alone: %s: %s", envelope.message_id,
+                                type(exc).__name__, str(exc)[:300])
+                    results.append(exc)
+        uow.commit()
+    return results
 
 
 def _one(envelope: Envelope, deps: RouterDeps) -> list[Envelope] | Exception:
@@ -328,7 +346,9 @@ def _route_new(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage, d
         conv.reply_to_pending, conv.unverified_sender = pending, not verified
         conv.owner_id, conv.team_id, conv.assignment_reason = decision.agent_id, team_id, decision.reason
         conv.promise_due = promise
-        uow.flush()  # claims the one-open-conversation index now: a racing replica fails here and retries
+        # Claims the one-open-conversation index now (message by message): a racing replica fails
+        # here and retries. A batch at once claims it at its commit.
+        uow.claim()
         assignment = Assignment(conversation_id=conv.id, agent_id=decision.agent_id, team_id=team_id,
                                 reason=f"{decision.rule}: {decision.reason}", assigned_at=at)
         uow.roster.add_assignment(assignment)

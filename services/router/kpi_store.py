@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -248,7 +249,16 @@ def _mark_touched_days(session: Session, _flush_context) -> None:
     (after_flush still sees what the flush wrote as new/dirty, with each attribute's history.)
     A day is marked once per transaction: the router's batch flushes every message's conversation,
     mostly of today, and one row says as much as ten (the job rebuilds a marked day whole)."""
-    days = _touched_days(session)
+    _mark_days(session, _touched_days(session))
+
+
+def mark_opened_days(session: Session, opened: Iterable[datetime | None]) -> None:
+    """The marks of conversations inserted without the ORM's flush (the router's batch writes its
+    new rows with Core statements): their opening days, as `_mark_touched_days` would have."""
+    _mark_days(session, {_utc_day(at) for at in opened if at is not None})
+
+
+def _mark_days(session: Session, days: set[date]) -> None:
     if not days:
         return
     marked: set[date] = session.info.setdefault(_MARKED, set())

@@ -7,12 +7,20 @@ import contextlib
 import functools
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, Table, event, func, insert, inspect, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+from sqlalchemy.orm import (
+    Mapper,
+    ORMExecuteState,
+    Session,
+    SessionTransaction,
+    make_transient_to_detached,
+    sessionmaker,
+)
 
-from services.router.kpi_store import record_survey_result
+from services.router.kpi_store import mark_opened_days, record_survey_result
 from services.router.models import (
     AgentAvailability,
     Assignment,
@@ -41,16 +49,100 @@ from services.router.unit_of_work import (
     Surveys,
 )
 from shared.contracts import InboundMessage, SurveyResult
-from shared.db import UTCDateTime
+from shared.db import Base, UTCDateTime
 
 
 def _insert(s: Session):
     return postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-class _SqlCustomers:
+#: The tables the routing adds rows to, in the order their foreign keys need them written.
+_WRITE_ORDER = (Customer, Identity, Conversation, Assignment, Message, RouterOutbox, CallbackTask)
+#: Rows a later message of the batch may change in place (a customer's name, a conversation's last
+#: message): once written, they join the session, which writes such a change as an UPDATE.
+_KEPT = (Customer, Conversation)
+
+
+class _Columns:
+    """What a row of one table inserts: every column, its value from the object or else the column's
+    own scalar default (else NULL), so the rows of a table share one statement. An autoincrement key
+    is left to the database; RETURNING gives it back only where something reads it (`returned`)."""
+
+    def __init__(self, model: type[Base], returned: bool):
+        mapper: Mapper[Base] = inspect(model)
+        self.table = cast(Table, model.__table__)
+        self.serial: str | None = next((c.key for c in mapper.primary_key if c.autoincrement is True), None)
+        self.columns = [(prop.key, prop.columns[0].key,
+                         prop.columns[0].default.arg if prop.columns[0].default is not None
+                         and prop.columns[0].default.is_scalar else None)
+                        for prop in mapper.column_attrs if prop.columns[0].key != self.serial]
+        statement = insert(self.table)
+        if returned and self.serial is not None:
+            statement = statement.returning(self.table.c[self.serial], sort_by_parameter_order=True)
+        self.statement = statement
+        self.returned: str | None = self.serial if returned else None
+
+    def values(self, obj: object, keep: bool) -> dict[str, object]:
+        state = obj.__dict__
+        row = {}
+        for attr, column, default in self.columns:
+            value = state.get(attr, _MISSING)
+            if value is _MISSING:
+                value = default
+                if keep:
+                    setattr(obj, attr, value)  # what was written: nothing left to load back
+            row[column] = value
+        return row
+
+
+_MISSING = object()
+_COLUMNS = {model: _Columns(model, returned=model is Assignment) for model in _WRITE_ORDER}
+
+
+class _Pending:
+    """New rows held back and written together: one multi-row INSERT per table for as many
+    messages as came before the next read, savepoint end or commit (SQLAlchemy Core: no ORM flush,
+    which costs more CPU per row than PostgreSQL spends storing it). The ORM's own flush still writes
+    changes to rows read or kept (`_KEPT`)."""
+
     def __init__(self, s: Session):
         self.s = s
+        self.rows: dict[type, list[object]] = {}
+
+    def add(self, row: object) -> None:
+        self.rows.setdefault(type(row), []).append(row)
+
+    def clear(self) -> None:
+        self.rows = {}
+
+    def write(self) -> None:
+        if not self.rows:
+            return
+        rows, self.rows = self.rows, {}
+        connection = self.s.connection()
+        for model in _WRITE_ORDER:
+            objs = rows.pop(model, None)
+            if not objs:
+                continue
+            columns, keep = _COLUMNS[model], model in _KEPT
+            values = [columns.values(obj, keep) for obj in objs]
+            result = connection.execute(columns.statement, values)
+            if columns.returned is not None:
+                for obj, serial in zip(objs, result.scalars(), strict=True):
+                    setattr(obj, columns.returned, serial)
+            if model is Conversation:
+                # As the ORM's flush would have (kpi_store's after_flush hook).
+                mark_opened_days(self.s, [getattr(obj, "opened_at", None) for obj in objs])
+            if keep:
+                for obj in objs:
+                    make_transient_to_detached(obj)
+                    self.s.add(obj)
+        assert not rows, f"rows of no known table: {list(rows)}"
+
+
+class _SqlCustomers:
+    def __init__(self, s: Session, pending: _Pending):
+        self.s, self._pending = s, pending
         #: Identities read ahead (`read_ahead`) with their customer, or None when unknown then;
         #: kept up to date by `add`/`add_identity`. An identity not in it is asked for.
         self._known: dict[tuple[str, str], Customer | None] = {}
@@ -102,7 +194,7 @@ class _SqlCustomers:
 
     def add(self, customer: Customer) -> None:
         self._made[customer.id] = customer
-        self.s.add(customer)
+        self._pending.add(customer)
 
     def add_identity(self, identity: Identity) -> None:
         key = (identity.kind, identity.value)
@@ -112,15 +204,15 @@ class _SqlCustomers:
                 del self._known[key]  # ask the database next time
             else:
                 self._known[key] = customer
-        self.s.add(identity)
+        self._pending.add(identity)
 
     def _by_id(self, customer_id: str) -> Customer | None:
         return next((c for c in self._known.values() if c is not None and c.id == customer_id), None)
 
 
 class _SqlConversations:
-    def __init__(self, s: Session):
-        self.s = s
+    def __init__(self, s: Session, pending: _Pending):
+        self.s, self._pending = s, pending
         #: Customers' open conversations (or None) read ahead with their identities; a customer
         #: whose conversation the caller may reopen (it read one that is not open) is asked again.
         self._open: dict[str, Conversation | None] = {}
@@ -157,19 +249,16 @@ class _SqlConversations:
         return self._may_reopen(self.s.scalar(select(Conversation).where(Conversation.reference == reference)))
 
     def add(self, conversation: Conversation) -> None:
-        # No ORM relationships order the inserts: a customer made by this message goes first. (A
-        # query's autoflush did this before; the batch's roster is read once, `_SqlRoster`.)
-        self.s.flush()
         if conversation.status == "open":
             self._open[conversation.customer_id] = conversation
         else:
             self._open.pop(conversation.customer_id, None)
-        self.s.add(conversation)
+        self._pending.add(conversation)
 
 
 class _SqlMessages:
-    def __init__(self, s: Session):
-        self.s = s
+    def __init__(self, s: Session, pending: _Pending):
+        self.s, self._pending = s, pending
         #: Provider ids read ahead (`read_ahead`): stored then (with the message's id), or not; those
         #: this unit of work stores itself are asked again (`_added`), as is everything after a
         #: rolled-back savepoint.
@@ -219,12 +308,12 @@ class _SqlMessages:
 
     def add(self, message: Message) -> None:
         self._added.add((message.channel, message.external_id))
-        self.s.add(message)
+        self._pending.add(message)
 
 
 class _SqlRoster:
-    def __init__(self, s: Session):
-        self.s = s
+    def __init__(self, s: Session, pending: _Pending):
+        self.s, self._pending = s, pending
         self._read: tuple[tuple[str, ...], Standing] | None = None
 
     def standing(self, agent_ids: tuple[str, ...]) -> Standing:
@@ -267,7 +356,7 @@ class _SqlRoster:
             read.loads[agent] = read.loads.get(agent, 0) + 1
             last = read.last_assigned.get(agent)
             read.last_assigned[agent] = assignment.assigned_at if last is None else max(last, assignment.assigned_at)
-        self.s.add(assignment)
+        self._pending.add(assignment)
 
 
 @functools.lru_cache(maxsize=8)
@@ -286,37 +375,48 @@ def _roster_query(agent_ids: tuple[str, ...]) -> Select:
 
 
 class _SqlOutbox:
-    def __init__(self, s: Session):
-        self.s = s
+    def __init__(self, s: Session, pending: _Pending):
+        self.s, self._pending = s, pending
 
     def events_of(self, source_message_id: str) -> list[RouterOutbox]:
         return list(self.s.scalars(select(RouterOutbox).where(RouterOutbox.source_message_id == source_message_id)
                                    .order_by(RouterOutbox.created_at, RouterOutbox.message_id)))
 
     def add(self, row: RouterOutbox) -> None:
-        self.s.add(row)
+        self._pending.add(row)
 
 
 class _SqlBuckets:
     def __init__(self, s: Session):
         self.s = s
+        #: The rows this transaction claimed (locked) and may have changed since: taken again as
+        #: they are, with no statement (a row re-read would lose the change not yet written).
+        self._claimed: dict[str, SenderBucket] = {}
+
+    def forget(self) -> None:
+        self._claimed.clear()
 
     def claim(self, keys: Sequence[str], tokens: float, at: datetime) -> list[SenderBucket]:
         """One INSERT … ON CONFLICT DO UPDATE … RETURNING for every key (it locks existing rows, as
         `_SqlCalls.claim` does): two router replicas with messages of one sender take turns instead
         of both reading a full bucket. One round trip instead of an upsert and a get per key; the
-        rows are locked in the order of `keys`, as they were one by one."""
-        insert = _insert(self.s)
-        stmt = insert(SenderBucket).values([{"key": key, "tokens": tokens, "at": at} for key in dict.fromkeys(keys)])
-        stmt = stmt.on_conflict_do_update(index_elements=[SenderBucket.key], set_={"key": stmt.excluded.key})
-        rows = {row.key: row for row in self.s.scalars(stmt.returning(SenderBucket),
-                                                      execution_options={"populate_existing": True})}
-        return [rows[key] for key in keys]
+        rows are locked in the order of `keys`, as they were one by one. A key this transaction
+        claimed already is locked already."""
+        new = [key for key in dict.fromkeys(keys) if key not in self._claimed]
+        if new:
+            insert = _insert(self.s)
+            stmt = insert(SenderBucket).values([{"key": key, "tokens": tokens, "at": at} for key in new])
+            stmt = stmt.on_conflict_do_update(index_elements=[SenderBucket.key], set_={"key": stmt.excluded.key})
+            # No autoflush: the other rows' changes wait for the commit, written together.
+            with self.s.no_autoflush:
+                for row in self.s.scalars(stmt.returning(SenderBucket), execution_options={"populate_existing": True}):
+                    self._claimed[row.key] = row
+        return [self._claimed[key] for key in keys]
 
 
 class _SqlCalls:
-    def __init__(self, s: Session):
-        self.s = s
+    def __init__(self, s: Session, pending: _Pending):
+        self.s, self._pending = s, pending
 
     def claim(self, call_sid: str) -> PhoneCall:
         """INSERT … ON CONFLICT DO UPDATE, not DO NOTHING: it waits for a concurrent inserter to
@@ -337,7 +437,7 @@ class _SqlCalls:
                                                         CallbackTask.done_at.is_(None)))
 
     def add_task(self, task: CallbackTask) -> None:
-        self.s.add(task)
+        self._pending.add(task)
 
 
 class _SqlSurveys:
@@ -387,7 +487,12 @@ class _SqlSurveys:
 
 class SqlRouterUnitOfWork:
     """One SQLAlchemy session and its transaction (begun on enter, as shared.db.transaction does);
-    `commit` ends it, leaving without one rolls back."""
+    `commit` ends it, leaving without one rolls back.
+
+    New rows are held back (`_Pending`) and written a table at a time: before any read (a query may
+    be about them), at the end of a savepoint, at `flush` and at the commit. A batch handled at once
+    (`prepare(..., at_once=True)`) writes them all at its commit: a unique index another replica
+    took meanwhile fails the whole batch there, and the caller handles it again message by message."""
 
     customers: Customers
     conversations: Conversations
@@ -401,29 +506,42 @@ class SqlRouterUnitOfWork:
     def __init__(self, sessions: sessionmaker[Session]):
         self._sessions = sessions
         self._stack = contextlib.ExitStack()
+        self._at_once = False
 
     def __enter__(self) -> SqlRouterUnitOfWork:
         self.session = s = self._stack.enter_context(self._sessions())
         self._transaction: SessionTransaction = s.begin()
         self.savepoints = s.get_bind().dialect.name != "sqlite"
-        self._messages, self._roster, self._surveys = _SqlMessages(s), _SqlRoster(s), _SqlSurveys(s)
-        self._customers, self._conversations = _SqlCustomers(s), _SqlConversations(s)
+        self._pending = pending = _Pending(s)
+        event.listen(s, "do_orm_execute", self._before_execute)
+        self._stack.callback(event.remove, s, "do_orm_execute", self._before_execute)
+        self._messages, self._roster, self._surveys = _SqlMessages(s, pending), _SqlRoster(s, pending), _SqlSurveys(s)
+        self._customers, self._conversations = _SqlCustomers(s, pending), _SqlConversations(s, pending)
         self.customers, self.conversations, self.messages = self._customers, self._conversations, self._messages
-        self.roster, self.outbox, self.buckets = self._roster, _SqlOutbox(s), _SqlBuckets(s)
-        self.calls, self.surveys = _SqlCalls(s), self._surveys
+        self._buckets = _SqlBuckets(s)
+        self.roster, self.outbox, self.buckets = self._roster, _SqlOutbox(s, pending), self._buckets
+        self.calls, self.surveys = _SqlCalls(s, pending), self._surveys
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
+            self._pending.clear()
             if self._transaction.is_active:
                 self._transaction.rollback()
         finally:
             self._stack.close()
 
-    def prepare(self, messages: Sequence[InboundMessage]) -> None:
+    def _before_execute(self, state: ORMExecuteState) -> None:
+        """A read may be about rows still held back: they are written first (as the ORM's autoflush
+        would). An upsert of a bucket or a call is about none of them and leaves them held."""
+        if state.is_select and self._pending.rows:
+            self._pending.write()
+
+    def prepare(self, messages: Sequence[InboundMessage], *, at_once: bool = False) -> None:
         """Three queries for the batch: which of its messages are stored (the idempotency key), which
         of its senders were ever sent a survey, and its senders' customers with their open
         conversations, instead of those per message."""
+        self._at_once = at_once
         self._messages.read_ahead([(m.channel, m.external_id) for m in messages])
         # A stored one (a redelivery) asks for its stored events only.
         messages = [m for m in messages if not self._messages.stored((m.channel, m.external_id))]
@@ -439,9 +557,15 @@ class SqlRouterUnitOfWork:
         self._conversations.forget()
         self._surveys.forget()
         self._roster.forget()
+        self._buckets.forget()
 
     def flush(self) -> None:
+        self._pending.write()
         self.session.flush()
+
+    def claim(self) -> None:
+        if not self._at_once:
+            self.flush()
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -449,13 +573,17 @@ class SqlRouterUnitOfWork:
         try:
             with self.session.begin_nested():
                 yield
+                self._pending.write()
         except BaseException:
             # What was read ahead may count rows the rollback took back: ask the database again.
+            self._pending.clear()
             self.forget()
             raise
 
     def commit(self) -> None:
+        self._pending.write()
         self._transaction.commit()
 
     def rollback(self) -> None:
+        self._pending.clear()
         self._transaction.rollback()

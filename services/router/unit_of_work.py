@@ -13,8 +13,8 @@ The rows are the ORM models (services/router/models.py): plain objects outside a
 repository keeps them as they are. A row a repository returned is the unit of work's: the rules
 change it in place and the commit writes the change.
 
-A batch (`handle_inbound_batch`) is one unit of work: one transaction, one commit, each message in
-a savepoint of its own.
+A batch (`handle_inbound_batch`) is one unit of work: one transaction, one commit; only when it
+fails is it handled again with each message in a savepoint of its own.
 """
 
 from __future__ import annotations
@@ -127,12 +127,18 @@ class RouterUnitOfWork(Protocol):
     def __enter__(self) -> RouterUnitOfWork: ...
     def __exit__(self, *exc: object) -> None:
         """Rolls back what was not committed."""
-    def prepare(self, messages: Sequence[InboundMessage]) -> None:
+    def prepare(self, messages: Sequence[InboundMessage], *, at_once: bool = False) -> None:
         """The messages a batch is about to handle: an implementation may read ahead what their
-        look-ups need, in one go. Changes no answer any repository gives."""
+        look-ups need, in one go. Changes no answer any repository gives. `at_once`: the batch is
+        handled without savepoints and redone message by message if it fails, so `claim` may wait
+        for the commit."""
     def flush(self) -> None:
         """Writes what was added so far: claims the unique indexes now (the one open conversation
         per customer) and gives new assignments their ids."""
+    def claim(self) -> None:
+        """Claims the unique indexes of what was added (the one open conversation per customer) by
+        the time a conflict must fail this message alone: now in a savepoint, at the commit in a
+        batch handled at once."""
     def savepoint(self) -> contextlib.AbstractContextManager[None]:
         """What is done inside is undone alone when it raises."""
     def commit(self) -> None: ...

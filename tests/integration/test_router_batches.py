@@ -187,3 +187,33 @@ def test_a_batch_sees_its_own_openings_and_reopenings(example_config) -> None:
         for deps, name in ((one_by_one, db1), (batched, db2)):
             deps.sessions.kw["bind"].dispose()
             infra.drop_database(name)
+
+
+def test_a_customer_another_replica_opened_meanwhile_is_joined_when_the_batch_is_redone(example_config) -> None:
+    """A batch writes its new rows at its commit: when another replica stored the same customer in the
+    meantime, the commit fails on the identity's unique index and the batch is handled again, message
+    by message. Nothing fails then: the customer's message joins the conversation the other replica
+    opened, the others open theirs, and nobody has two customers or two open conversations."""
+    raced: list[Envelope] = []
+
+    def classify(text, subject, language, channel):
+        if "race" in text and not raced:  # another replica takes customer "a" while this batch works
+            raced.extend(handle_inbound(envelope(9, AT, user="a"), other))
+        return fake_classify(text, subject, language, channel)
+
+    deps, name = fresh_deps(example_config, classify)
+    other = RouterDeps(config=deps.config, sessions=deps.sessions, classify=fake_classify,
+                       detect_language=deps.detect_language)
+    try:
+        batch = [envelope(1, AT, user="b"), envelope(2, AT, user="a", text="a race, my parcel"), envelope(3, AT, user="c")]
+        results = handle_inbound_batch(batch, deps)
+        assert not [r for r in results if isinstance(r, Exception)], results
+        [opened_elsewhere] = raced
+        assert [r[0].type for r in results] == ["conversation.opened", "conversation.message", "conversation.opened"]
+        assert results[1][0].payload.conversation_id == opened_elsewhere.payload.conversation_id
+        assert count(deps.sessions, Customer) == 3 and count(deps.sessions, Conversation) == 3
+        assert count(deps.sessions, Message) == 4
+        assert_one_open_conversation_and_owner_each(deps.sessions, 3)
+    finally:
+        deps.sessions.kw["bind"].dispose()
+        infra.drop_database(name)

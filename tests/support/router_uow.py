@@ -274,8 +274,11 @@ class FakeRouterUnitOfWork:
         if not self.committed:
             self.rollback()
 
-    def prepare(self, messages: Sequence[Any]) -> None:
+    def prepare(self, messages: Sequence[Any], *, at_once: bool = False) -> None:
         """Nothing to read ahead: every look-up is in memory."""
+
+    def claim(self) -> None:
+        self.flush()
 
     def flush(self) -> None:
         """Column defaults and autoincrement ids, and the unique constraints the rules lean on."""
