@@ -4,7 +4,10 @@ idempotency key and delivered through it (services.notifier.outbox)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from services.notifier import outbox, promises
 from services.notifier.deps import NotifierDeps
@@ -16,41 +19,100 @@ from shared.contracts import ConversationOpened, ConversationReply, Envelope, Re
 from shared.metrics import MESSAGES_OUT, observe_stage
 
 
-def acknowledge(envelope: Envelope, deps: NotifierDeps, *, notices: list[int] | None = None) -> list[Envelope]:
-    """Claim the acknowledgement's outbox row, then send it. With `notices`, the event's promise and
-    agent notices are recorded in the same transaction and the notices due now are added to it."""
-    ev: ConversationOpened = envelope.payload
-    key = f"ack:{ev.conversation_id}:{ev.opening}"
-    now = deps.clock()
-    with deps.uow() as uow:
-        if notices is not None:
-            notices += promises.record_in(uow, envelope, deps.config, now)
-        if not ev.acknowledge:
-            return []
+@dataclass
+class Opening:
+    """A conversation.opened event as its claiming transaction left it: the acknowledgement's
+    outbox claim (None: none is sent for it) and the agent notices claimed with it."""
 
-        def build() -> Outbox:
-            return Outbox(idempotency_key=key, kind="ack", conversation_id=ev.conversation_id,
-                          customer_id=ev.customer_id, channel=ev.channel,
-                          address=ev.reply_to, body=deps.compose_ack(ev, now), status="pending", attempts=0,
-                          correlation_id=envelope.correlation_id, source_message_id=envelope.message_id,
-                          created_at=now, options=outbox.send_options(ev.channel, ev.reply_from, ev.received_at,
-                                                                      email=_ack_email_options(ev)))
+    envelope: Envelope
+    ack: outbox.Claim | None
+    notices: list[tuple[promises.ClaimedNotice, outbox.Claim]] = field(default_factory=list)
+    #: After the sends: what each notice came to, for promises.record_sent.
+    outcomes: list[tuple[int, str | None]] = field(default_factory=list)
 
-        def over_cap() -> str | None:
-            cap = deps.config.limits.ack_daily_cap
-            if _acks_today(uow, ev.channel, ev.reply_to, now, customer_id=ev.customer_id) >= cap:
-                return "daily acknowledgement cap reached for this customer"
+
+def claim_openings(uow: NotifierUnitOfWork, envelopes: Sequence[Envelope], deps: NotifierDeps,
+                   now: datetime) -> list[Opening]:
+    """In the caller's unit of work, for conversation.opened events of distinct conversations: the
+    promises and agent notices (promises.record_openings), the acknowledgements' daily cap, and the
+    acknowledgements' and due notices' outbox rows claimed together (outbox.claim_many) — a few
+    set-based statements for the whole batch. Committed before anything is sent."""
+    notices = promises.record_openings(uow, envelopes, deps.config, now)
+    acks: dict[int, outbox.Draft] = {}
+    for i, envelope in enumerate(envelopes):
+        ev: ConversationOpened = envelope.payload
+        if ev.acknowledge:
+            acks[i] = outbox.Draft({
+                "idempotency_key": f"ack:{ev.conversation_id}:{ev.opening}", "kind": "ack",
+                "conversation_id": ev.conversation_id, "customer_id": ev.customer_id, "channel": ev.channel,
+                "address": ev.reply_to, "body": deps.compose_ack(ev, now), "status": "pending", "attempts": 0,
+                "last_error": None, "correlation_id": envelope.correlation_id,
+                "source_message_id": envelope.message_id, "created_at": now,
+                "options": outbox.send_options(ev.channel, ev.reply_from, ev.received_at,
+                                               email=_ack_email_options(ev))})
+    drafts = list(acks.values()) + [notice.draft for event in notices for notice in event]
+    claims = outbox.claim_many(uow, drafts, now, refuse=_daily_cap(uow, list(acks.values()), deps.config, now))
+    ack_claims = dict(zip(acks, claims, strict=False))
+    notice_claims = iter(claims[len(acks):])
+    return [Opening(envelope, ack_claims.get(i), [(notice, next(notice_claims)) for notice in notices[i]])
+            for i, envelope in enumerate(envelopes)]
+
+
+def _daily_cap(uow: NotifierUnitOfWork, acks: list[outbox.Draft], config: Config,
+               now: datetime) -> Callable[[dict[str, Any]], str | None]:
+    """The refusal of a new acknowledgement over the daily cap (`_acks_today` for a batch): the
+    acknowledgements of the last day to its address or customer, those this batch claimed before
+    it included. Read in one statement, when the batch has new acknowledgements to ask about."""
+    since = now - timedelta(days=1)
+    counted: list[tuple[str, str, str | None]] | None = None  # (channel, address, customer) of each
+    cap = config.limits.ack_daily_cap
+
+    def over_cap(values: dict[str, Any]) -> str | None:
+        nonlocal counted
+        if values["kind"] != "ack":
             return None
+        if counted is None:
+            rows = uow.outbox.recent_acks({(d.values["channel"], d.values["address"]) for d in acks},
+                                          {d.values["customer_id"] for d in acks if d.values["customer_id"]}, since)
+            counted = [(channel, address, customer) for _, channel, address, customer in rows]
+        channel, address, customer = values["channel"], values["address"], values["customer_id"]
+        today = sum(1 for c, a, who in counted if (c, a) == (channel, address) or (customer and who == customer))
+        if today >= cap:
+            return "daily acknowledgement cap reached for this customer"
+        counted.append((channel, address, customer))  # pending once inserted: the batch's later ones count it
+        return None
+    return over_cap
 
-        claim = outbox.claim(uow, key, build, now, refuse=over_cap)
-    if claim.created and claim.status == "skipped":
+
+def acknowledge(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    """One conversation.opened event alone: its claims in one transaction, then its sends."""
+    with deps.uow() as uow:
+        [opening] = claim_openings(uow, [envelope], deps, deps.clock())
+    try:
+        return send_opening(opening, deps)
+    finally:
+        promises.record_sent(opening.outcomes, deps, deps.clock())
+
+
+def send_opening(opening: Opening, deps: NotifierDeps) -> list[Envelope]:
+    """After the claims' commit: the acknowledgement, then the agent notices claimed with it (sent
+    even when the acknowledgement must wait for a retry: the agent's news does not). The notices'
+    statuses are recorded by the caller, for a whole batch at once (promises.record_sent); returns
+    the events to publish (none) and appends those outcomes to `opening.outcomes`."""
+    ev: ConversationOpened = opening.envelope.payload
+    claim = opening.ack
+    if claim is not None and claim.created and claim.status == "skipped":
         MESSAGES_OUT.labels(ev.channel, "skipped").inc()
-    # The wording is computed again at the moment of sending: after a broker outage, a retry or a
-    # spooled backlog, "we are closed", "back at 09:00" and the promise must be true then.
-    if claim.send is not None and outbox.deliver(claim.row_id, deps, claimed=claim.send,
-                                                 compose=lambda at: deps.compose_ack(ev, at)) == "sent":
-        # The customer's wait, from the webhook to the provider's accepting the acknowledgement.
-        observe_stage("sent", ev.channel, envelope.occurred_at, deps.clock())
+    now = deps.clock()
+    try:
+        # The wording is computed again at the moment of sending: after a broker outage, a retry or
+        # a spooled backlog, "we are closed", "back at 09:00" and the promise must be true then.
+        if claim is not None and claim.send is not None and outbox.deliver(
+                claim.row_id, deps, claimed=claim.send, compose=lambda at: deps.compose_ack(ev, at)) == "sent":
+            # The customer's wait, from the webhook to the provider's accepting the acknowledgement.
+            observe_stage("sent", ev.channel, opening.envelope.occurred_at, deps.clock())
+    finally:
+        opening.outcomes = promises.send_claimed(opening.notices, deps, now)
     return []
 
 
@@ -126,10 +188,3 @@ def _ack_email_options(ev: ConversationOpened) -> dict:
     if ev.in_reply_to:
         options["in_reply_to"] = ev.in_reply_to
     return options
-
-
-def _acks_today(uow: NotifierUnitOfWork, channel: str, address: str, now: datetime, *,
-                customer_id: str | None = None) -> int:
-    """Acknowledgements in the last day to this address or, given the customer, to any of the
-    customer's addresses: a sender who writes from several addresses (or channels) is capped once."""
-    return uow.outbox.acks_since(channel, address, now - timedelta(days=1), customer_id=customer_id)

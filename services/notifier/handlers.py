@@ -8,6 +8,7 @@ providers' reports (delivery_reports), promises and agent notices (promises), su
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from services.notifier import customer_messages, delivery_reports, promises, survey_flow
@@ -33,6 +34,8 @@ from shared.contracts import (
     SurveyOptOut,
 )
 from shared.log import correlated
+
+log = logging.getLogger(__name__)
 
 # Named here too: the consumer's wiring and its callers know the notifier by this module.
 __all__ = ["HANDLERS", "MAX_SEND_ATTEMPTS", "SENDING_LOCK", "NotifierDeps", "UnknownEvent", "WaitingForEarlier",
@@ -65,9 +68,9 @@ def _alone(handler: Callable[[Envelope, NotifierDeps], list[Envelope]]) -> Handl
 
 
 def _acknowledge(envelope: Envelope, deps: NotifierDeps, notices: list[int]) -> list[Envelope]:
-    # The promise and notices are recorded in the transaction that claims the acknowledgement: it
-    # commits before the send all the same, with one commit per event instead of two.
-    return customer_messages.acknowledge(envelope, deps, notices=notices)
+    # The promise and notices are recorded, and the notices due now claimed, in the transaction that
+    # claims the acknowledgement: one commit before the sends, which are then sent with it.
+    return customer_messages.acknowledge(envelope, deps)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -105,29 +108,74 @@ def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list
 
     Sends are in flight together while a conversation's messages still leave in order: the events
     of one conversation are handled one after another, in the order they came; different
-    conversations at once on `deps.send_pool`. Each event is handled exactly as `handle_event`
-    handles it alone — its own claim in the outbox, its sending lock, its record — so exactly once
-    and the outbox's order rule (WaitingForEarlier, for a conversation's messages in other batches
-    or consumers) are what they are for one event."""
+    conversations at once on `deps.send_pool`.
+
+    The conversation.opened events that lead their conversation's lane are claimed first, together,
+    in one transaction of set-based statements (promises, agent notices, the acknowledgements'
+    and due notices' outbox rows: customer_messages.claim_openings), committed before any send;
+    if that transaction fails, they are claimed again one by one, so a poison event fails alone.
+    The notices' statuses after the sends are recorded in one statement for the batch. Every other
+    event is handled exactly as `handle_event` handles it alone — its own claim in the outbox, its
+    sending lock, its record — so exactly once and the outbox's order rule (WaitingForEarlier, for
+    a conversation's messages in other batches or consumers) are what they are for one event."""
     results: list[list[Envelope] | Exception] = [[] for _ in envelopes]
+    lanes = list(_by_conversation(envelopes).values())
+    # Only a lane's first event: a conversation's later events wait for its earlier ones' sends.
+    openings = _claim_openings(envelopes, [lane[0] for lane in lanes if envelopes[lane[0]].type == ConversationOpened.TYPE],
+                               deps, results)
 
     def run(indexes: list[int]) -> None:
         for i in indexes:
             envelope = envelopes[i]
             with correlated(envelope.correlation_id):
                 try:
-                    results[i] = handle_event(envelope, deps)
+                    if i in openings:
+                        with announcing_suppressions() as announced:
+                            customer_messages.send_opening(openings[i], deps)
+                            results[i] = list(announced)
+                    elif not isinstance(results[i], Exception):  # else: its claim failed
+                        results[i] = handle_event(envelope, deps)
                 except Exception as exc:  # noqa: BLE001 - this event's failure alone, settled by the worker
                     results[i] = exc
 
-    lanes = list(_by_conversation(envelopes).values())
     if deps.send_pool is None or len(lanes) == 1:
         for lane in lanes:
             run(lane)
     else:
         for future in [deps.send_pool.submit(run, lane) for lane in lanes]:
             future.result()  # run() keeps every Exception: only a BaseException comes out here
+    outcomes = [outcome for opening in openings.values() for outcome in opening.outcomes]
+    try:
+        promises.record_sent(outcomes, deps, deps.clock())
+    except Exception:  # noqa: BLE001 - the sends are recorded on their outbox rows; the ticker settles the notices
+        # Their leases end and the ticker takes them again: their outbox rows, sent, are not sent again.
+        log.exception("the statuses of %d agent notices were not recorded; the ticker settles them", len(outcomes))
     return results
+
+
+def _claim_openings(envelopes: Sequence[Envelope], indexes: list[int], deps: NotifierDeps,
+                    results: list[list[Envelope] | Exception]) -> dict[int, customer_messages.Opening]:
+    """The batch's leading conversation.opened events claimed in one transaction; when it fails
+    (a poison event, a key another replica took meanwhile), each alone, a failure kept in `results`."""
+    if not indexes:
+        return {}
+    if len(indexes) > 1:
+        try:
+            with deps.uow() as uow:
+                claimed = customer_messages.claim_openings(uow, [envelopes[i] for i in indexes], deps, deps.clock())
+            return dict(zip(indexes, claimed, strict=True))
+        except Exception as exc:  # noqa: BLE001 - rolled back; claimed again one by one below
+            log.warning("the batch's %d openings failed to claim together (%s: %s); claiming them one by one",
+                        len(indexes), type(exc).__name__, str(exc)[:300])
+    openings = {}
+    for i in indexes:
+        with correlated(envelopes[i].correlation_id):
+            try:
+                with deps.uow() as uow:
+                    [openings[i]] = customer_messages.claim_openings(uow, [envelopes[i]], deps, deps.clock())
+            except Exception as exc:  # noqa: BLE001 - this event's failure alone, settled by the worker
+                results[i] = exc
+    return openings
 
 
 def _by_conversation(envelopes: Sequence[Envelope]) -> dict[str, list[int]]:

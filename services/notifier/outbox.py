@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Update, select, text, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -154,6 +155,79 @@ def claim(uow: NotifierUnitOfWork, key: str, build_row: Callable[[], Outbox], no
     if row.status in SENDABLE and (only_for_source is None or row.source_message_id == only_for_source):
         send = _claimed(uow.outbox, row)
     return Claim(row.id, row.status, created, send)
+
+
+class Contended(Exception):
+    """A key `claim_many` was inserting was taken meanwhile by another transaction (a second
+    replica on the same event): the caller rolls back and claims its events again one by one."""
+
+
+@dataclass
+class Draft:
+    """A row for `claim_many`: its column values, and whether the recipient is screened (a
+    suppressed address or the caller's refusal skips it: a customer's message; an agent's notice
+    is not)."""
+
+    values: dict[str, Any]
+    screened: bool = True
+
+
+def claim_many(uow: NotifierUnitOfWork, drafts: Sequence[Draft], now: datetime, *,
+               refuse: Callable[[dict[str, Any]], str | None] | None = None) -> list[Claim]:
+    """`claim` for many keys at once, in set-based statements whatever their number: the rows
+    found by key, the suppressions of the new rows' addresses, one multi-row INSERT of the new
+    rows, and the conversations' pending rows for the order check. `refuse(values)` is asked of
+    each new screened row that is not suppressed, in the order given. The keys must be distinct.
+
+    Raises `Contended` (nothing is to be sent then) when another transaction inserted a key
+    between the look-up and the insert."""
+    found = uow.outbox.by_keys([d.values["idempotency_key"] for d in drafts]) if drafts else {}
+    new = [d.values for d in drafts if d.values["idempotency_key"] not in found]
+    screened = [d.values for d in drafts if d.screened and d.values["idempotency_key"] not in found]
+    reasons = uow.suppressions.reasons_at({(v["channel"], v["address"]) for v in screened}, now) if screened else {}
+    for values in screened:
+        suppressed = reasons.get((values["channel"], values["address"]))
+        reason = f"the address is suppressed: {suppressed}" if suppressed else (refuse(values) if refuse else None)
+        if reason:
+            values["status"], values["last_error"] = "skipped", reason
+    ids = uow.outbox.insert_new(new) if new else {}
+    if len(ids) < len(new):
+        raise Contended(f"outbox keys taken meanwhile: {sorted(v['idempotency_key'] for v in new if v['idempotency_key'] not in ids)}")
+    sendable = [d.values for d in drafts if _status(d.values, found) in SENDABLE]
+    conversations = {v["conversation_id"] for v in sendable if v["conversation_id"] is not None}
+    pending: dict[tuple[str, str, str], list[int]] = {}
+    for row_id, conversation, channel, address in (uow.outbox.pending_of(conversations) if conversations else ()):
+        pending.setdefault((conversation, channel, address), []).append(row_id)
+    claims = []
+    for draft in drafts:
+        key = draft.values["idempotency_key"]
+        row = found.get(key)
+        row_id = row.id if row is not None else ids[key]
+        status = _status(draft.values, found)
+        send = None
+        if status in SENDABLE:
+            # As `_claimed`: after this row is inserted, under read committed, in the claiming transaction.
+            values = draft.values if row is None else {c: getattr(row, c) for c in _SENT_COLUMNS}
+            waits_for = None
+            if values["conversation_id"] is not None:
+                earlier = [i for i in pending.get((values["conversation_id"], values["channel"], values["address"]), ())
+                           if i < row_id]
+                waits_for = min(earlier) if earlier else None
+                if waits_for is not None:
+                    _count_attempt(row if row is not None else uow.outbox.one(row_id), "pending",
+                                   error=_waiting(waits_for))
+            send = Claimed(values["channel"], values["address"], values["body"], dict(values["options"] or {}),
+                           values["conversation_id"], waits_for)
+        claims.append(Claim(row_id, status, row is None, send))
+    return claims
+
+
+_SENT_COLUMNS = ("channel", "address", "body", "options", "conversation_id")
+
+
+def _status(values: dict[str, Any], found: dict[str, Outbox]) -> str:
+    row = found.get(values["idempotency_key"])
+    return row.status if row is not None else values["status"]
 
 
 def _claimed(rows: OutboxRepository, row: Outbox) -> Claimed:

@@ -21,13 +21,14 @@ MAX_ATTEMPTS, then the notice is `dead` (visible, with its last error); permanen
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from services.notifier.deps import NotifierDeps
 from services.notifier.models import AgentNotice, Outbox, Promise
-from services.notifier.outbox import deliver
+from services.notifier.outbox import Claim, Contended, Draft, deliver
 from services.notifier.senders import TransientSendError, UnknownChannel
 from services.notifier.texts import LANGUAGES, agent_notice_fields, render_agent_notice
 from services.notifier.unit_of_work import NotifierUnitOfWork
@@ -263,6 +264,188 @@ def _notice(uow: NotifierUnitOfWork, config: Config, kind: str, agent_id: str, c
 
 def _due(notices: Iterable[AgentNotice], now: datetime) -> list[int]:
     return [n.id for n in notices if n.status == "pending" and n.not_before <= now]
+
+
+# --- a batch of openings, and the notices claimed with their event -------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedNotice:
+    """A notice due now, leased to this process in its event's transaction, with its outbox row
+    drafted there (rendered as of that moment): sent once that transaction commits."""
+
+    notice_id: int
+    draft: Draft
+
+
+def _opened_fields(ev: ConversationOpened, config: Config, team_id: str | None) -> dict[str, Any]:
+    return {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
+            "category": ev.category, "promise_due": ev.promise_due.isoformat(), "excerpt": ev.excerpt,
+            "team_name": config.teams[team_id].name if team_id else None}
+
+
+def record_openings(uow: NotifierUnitOfWork, envelopes: Sequence[Envelope], config: Config,
+                    now: datetime) -> list[list[ClaimedNotice]]:
+    """`record_in` for a batch of conversation.opened events, in set-based statements: which
+    promises and notice keys exist, one multi-row INSERT of the new promises and one of the new
+    notices; then the notices due now are claimed here (see `claim_notices`). Per event, its
+    claimed notices. The events must be of distinct (conversation, opening): each is recorded
+    exactly as `_on_opened` records it alone. Raises `Contended` when another transaction
+    inserted a promise or notice meanwhile (the caller claims the events again one by one)."""
+    events: list[ConversationOpened] = [e.payload for e in envelopes]
+    promised = uow.promises.existing([(ev.conversation_id, ev.opening) for ev in events if ev.reply_to])
+    promises: list[dict[str, Any]] = []
+    planned: list[list[dict[str, Any]]] = []  # per event, its notices' column values
+    for envelope, ev in zip(envelopes, events, strict=True):
+        if ev.reply_to and (ev.conversation_id, ev.opening) in promised:
+            planned.append([])  # recorded before: a redelivered event adds nothing
+            continue
+        team_id = _team_of(config, ev.team_id, ev.owner_id)
+        lead_id = config.teams[team_id].lead if team_id else None
+        if ev.reply_to:  # without one, no promise: see _on_opened
+            promises.append({
+                "conversation_id": ev.conversation_id, "opening": ev.opening, "reference": ev.reference,
+                "customer_name": ev.customer_name, "channel": ev.channel, "category": ev.category,
+                "owner_id": ev.owner_id, "team_id": team_id, "lead_id": lead_id, "received_at": ev.received_at,
+                "due_at": ev.promise_due, "status": "open", "created_at": now,
+                "warn_at": warn_time(ev.received_at, ev.promise_due, _calendar_of(config, team_id))})
+        fields = _opened_fields(ev, config, team_id)
+        planned.append([_notice_values(config, kind, agent, ev.conversation_id, ev.opening, fields,
+                                       envelope.correlation_id, now)
+                        for kind, agent in plan("opened", ev.owner_id, lead_id)])
+    keys = {v["idempotency_key"] for event in planned for v in event}
+    found = uow.notices.by_keys(keys) if keys else {}
+    if promises and uow.promises.insert_new(promises) < len(promises):
+        raise Contended("a promise of the batch was recorded meanwhile")
+    new: dict[str, dict[str, Any]] = {}
+    rendered: dict[str, str] = {}
+    for values in (v for event in planned for v in event):
+        key = values["idempotency_key"]
+        if key in found or key in new:
+            continue
+        new[key] = values
+        if values["status"] == "pending" and values["not_before"] <= now:
+            body = _rendered(values, config.agents[values["agent_id"]], now, config)
+            if body is None:
+                continue
+            rendered[key] = body
+            values["not_before"] = now + LEASE  # claimed: sent right after the commit (see `claim`)
+    ids = uow.notices.insert_new(list(new.values())) if new else {}
+    if len(ids) < len(new):
+        raise Contended("an agent notice of the batch was recorded meanwhile")
+    earlier = claim_notices(uow, [n.id for n in found.values() if n.status == "pending" and n.not_before <= now],
+                            config, now)
+    by_key: dict[str, ClaimedNotice] = {c.draft.values["idempotency_key"]: c for c in earlier}
+    for key, body in rendered.items():
+        values = new[key]
+        agent = config.agents[values["agent_id"]]
+        by_key[key] = ClaimedNotice(ids[key], _notice_draft(ids[key], key, values["conversation_id"],
+                                                            values["correlation_id"], values["fields"], agent, body,
+                                                            now))
+    return [[by_key[v["idempotency_key"]] for v in event if v["idempotency_key"] in by_key] for event in planned]
+
+
+def claim_notices(uow: NotifierUnitOfWork, ids: Sequence[int], config: Config, now: datetime) -> list[ClaimedNotice]:
+    """Lease the stored notices `ids` that are due by `now` (moving `not_before` a lease ahead, in
+    the caller's transaction: SKIP LOCKED, so another process takes others or none) and draft
+    their outbox rows, rendered now. A notice whose agent has no channel is skipped, one that
+    cannot be rendered failed, as `send_notice` records them."""
+    if not ids:
+        return []
+    claimed = []
+    for notice in uow.notices.due(now, BATCH, ids):
+        notice.not_before = now + LEASE
+        agent = config.agents.get(notice.agent_id)
+        if agent is None or agent.notify is None:
+            notice.status, notice.last_error = "skipped", f"agent {notice.agent_id!r} has no notify channel"
+            continue
+        row = uow.outbox.by_key(notice.idempotency_key)
+        # Drafted before (a claim that expired): the draft finds that row, and sends it if pending.
+        body = row.body if row is not None else None
+        if body is None:
+            values: dict[str, Any] = {"idempotency_key": notice.idempotency_key, "kind": notice.kind,
+                                      "fields": notice.fields, "conversation_id": notice.conversation_id,
+                                      "status": notice.status, "last_error": None}
+            body = _rendered(values, agent, now, config)
+            if body is None:
+                notice.status, notice.last_error = values["status"], values["last_error"]
+                continue
+        claimed.append(ClaimedNotice(notice.id, _notice_draft(notice.id, notice.idempotency_key,
+                                                              notice.conversation_id, notice.correlation_id,
+                                                              notice.fields, agent, body, now)))
+    return claimed
+
+
+def _notice_values(config: Config, kind: str, agent_id: str, conversation_id: str, opening: int,
+                   fields: dict[str, Any], correlation: str, now: datetime) -> dict[str, Any]:
+    """A new notice's column values, as `_notice` makes its row."""
+    agent = config.agents.get(agent_id)
+    when = deliverable_at(agent.shift, now) if agent else None
+    values: dict[str, Any] = {
+        "idempotency_key": notice_key(kind, conversation_id, opening, agent_id), "kind": kind,
+        "conversation_id": conversation_id, "agent_id": agent_id, "fields": fields, "not_before": when or now,
+        "status": "pending", "attempts": 0, "last_error": None, "correlation_id": correlation, "created_at": now}
+    if agent is None or agent.notify is None:
+        values["status"], values["last_error"] = "skipped", f"agent {agent_id!r} has no notify channel in the config"
+    elif when is None:
+        values["status"], values["last_error"] = "skipped", f"agent {agent_id!r} has no shift in the next two years"
+    return values
+
+
+def _rendered(values: dict[str, Any], agent: Agent, now: datetime, config: Config) -> str | None:
+    """The notice's text; None when it cannot be rendered, with `values` marked failed (the same
+    fields fail again: recorded, never retried)."""
+    try:
+        return render_notice(values["kind"], values["fields"], agent, now, config)
+    except Exception as exc:  # noqa: BLE001 - recorded on the notice, as send_notice does
+        values["status"], values["last_error"] = "failed", mask_secrets(f"not rendered: {exc}")[:2000]
+        log.exception("agent notice %s for conversation %s could not be rendered; recorded as failed",
+                      values["idempotency_key"], values["conversation_id"],
+                      extra={"conversation_id": values["conversation_id"]})
+        return None
+
+
+def _notice_draft(notice_id: int, key: str, conversation_id: str | None, correlation: str, fields: dict[str, Any],
+                  agent: Agent, body: str, now: datetime) -> Draft:
+    assert agent.notify is not None
+    channel = agent.notify.channel
+    return Draft({"idempotency_key": key, "kind": "notice", "conversation_id": conversation_id, "customer_id": None,
+                  "channel": channel, "address": agent.notify.address, "body": body, "status": "pending",
+                  "attempts": 0, "last_error": None, "correlation_id": correlation,
+                  "source_message_id": f"notice:{notice_id}", "created_at": now,
+                  "options": _options(channel, body, fields.get("reference"))}, screened=False)
+
+
+def send_claimed(notices: Sequence[tuple[ClaimedNotice, Claim]], deps: NotifierDeps,
+                 now: datetime) -> list[tuple[int, str | None]]:
+    """Deliver notices claimed with their event (after its commit), each with its outbox claim.
+    What each came to, for `record_sent` (None: take the outbox row's status); a transient
+    failure is recorded here (backoff, then dead), and a notice that raised otherwise is left to
+    its lease's end and the ticker."""
+    outcomes: list[tuple[int, str | None]] = []
+    for notice, claim in notices:
+        try:
+            status = deliver(claim.row_id, deps, claimed=claim.send) if claim.send is not None else None
+        except TransientSendError as exc:
+            _retry_later(deps, notice.notice_id, claim.row_id, now, exc)
+            continue
+        except UnknownChannel as exc:
+            status = "failed"
+            with deps.uow() as uow:
+                row = uow.outbox.one(claim.row_id)
+                row.status, row.last_error = "failed", mask_secrets(str(exc))
+        except Exception:  # noqa: BLE001 - the event is done; the claim expires and the ticker retries
+            log.exception("agent notice %s not sent now; the ticker retries it", notice.notice_id)
+            continue
+        outcomes.append((notice.notice_id, status))
+    return outcomes
+
+
+def record_sent(outcomes: Sequence[tuple[int, str | None]], deps: NotifierDeps, now: datetime) -> None:
+    """The notices' statuses after their sends: one statement for all of them (a batch's)."""
+    if outcomes:
+        with deps.uow() as uow:
+            uow.notices.record_outcomes(outcomes, now)
 
 
 # --- the ticker's jobs --------------------------------------------------------------------------

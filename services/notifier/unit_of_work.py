@@ -15,12 +15,13 @@ earlier. The provider send and its sending lock are not here: they stay at the e
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, FromClause, Insert, and_, case, func, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.notifier.models import AgentNotice, Outbox, Promise, Suppression, Survey, SurveyOptOut
@@ -33,6 +34,10 @@ class PromiseRepository(Protocol):
         """The conversation's promise of its latest opening, locked."""
     def unclosed_for_update(self, conversation_id: str) -> Sequence[Promise]: ...
     def add(self, promise: Promise) -> None: ...
+    def existing(self, openings: Collection[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which of these (conversation, opening) have a promise: one statement for a batch."""
+    def insert_new(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert the promises (column values) whose opening has none; how many were inserted."""
     def to_breach(self, now: datetime, limit: int) -> Sequence[Promise]:
         """Open promises due by `now`, earliest first, claimed (SKIP LOCKED: another ticker takes others)."""
     def to_warn(self, now: datetime, limit: int) -> Sequence[Promise]:
@@ -43,6 +48,13 @@ class NoticeRepository(Protocol):
     def by_key(self, key: str) -> AgentNotice | None: ...
     def add(self, notice: AgentNotice) -> None:
         """Stored at once: the notice has its id when this returns."""
+    def by_keys(self, keys: Collection[str]) -> dict[str, AgentNotice]: ...
+    def insert_new(self, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+        """Insert the notices (column values) whose key is new; their ids by key (a key another
+        transaction holds is left out)."""
+    def record_outcomes(self, outcomes: Sequence[tuple[int, str | None]], now: datetime) -> None:
+        """After their sends, in one statement: each notice's status (None: its outbox row's), one
+        more attempt, the outbox row's last error and, when sent, the time it was sent."""
     def get(self, notice_id: int) -> AgentNotice | None: ...
     def one(self, notice_id: int) -> AgentNotice: ...
     def cancel_pending(self, conversation_id: str, *, agent_id: str | None = None,
@@ -57,6 +69,16 @@ class OutboxRepository(Protocol):
     def has_key(self, key: str) -> bool: ...
     def add(self, row: Outbox) -> None:
         """Stored at once: the row has its id when this returns."""
+    def by_keys(self, keys: Collection[str]) -> dict[str, Outbox]: ...
+    def insert_new(self, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+        """Insert the rows (column values) whose key is new; their ids by key (a key another
+        transaction holds is left out)."""
+    def pending_of(self, conversation_ids: Collection[str]) -> Sequence[tuple[int, str, str, str]]:
+        """The pending rows of these conversations: (id, conversation, channel, address)."""
+    def recent_acks(self, recipients: Collection[tuple[str, str]], customers: Collection[str],
+                    since: datetime) -> Sequence[tuple[str, str, str, str | None]]:
+        """Acknowledgements pending or sent since `since` to any of these (channel, address) or
+        customers: (key, channel, address, customer id). `acks_since` for a batch."""
     def get(self, row_id: int) -> Outbox | None: ...
     def one(self, row_id: int) -> Outbox: ...
     def earlier_unsent(self, row: Outbox) -> int | None:
@@ -73,6 +95,8 @@ class SuppressionRepository(Protocol):
     def get(self, channel: str, address: str) -> Suppression | None: ...
     def reason_at(self, channel: str, address: str, now: datetime) -> str | None:
         """Why the address is suppressed at `now`, or None."""
+    def reasons_at(self, addresses: Collection[tuple[str, str]], now: datetime) -> dict[tuple[str, str], str]:
+        """`reason_at` for a batch: the suppressed ones among these (channel, address)."""
     def add(self, suppression: Suppression) -> None: ...
 
 
@@ -144,6 +168,15 @@ class SqlPromises:
     def add(self, promise: Promise) -> None:
         self.s.add(promise)
 
+    def existing(self, openings: Collection[tuple[str, int]]) -> set[tuple[str, int]]:
+        rows = self.s.execute(select(Promise.conversation_id, Promise.opening).where(
+            tuple_(Promise.conversation_id, Promise.opening).in_(list(openings))))
+        return {(conversation, opening) for conversation, opening in rows}
+
+    def insert_new(self, rows: Sequence[dict[str, Any]]) -> int:
+        query = _insert_new(self.s, Promise.__table__, rows, ("conversation_id", "opening"))
+        return len(self.s.execute(query.returning(Promise.__table__.c.id)).all())
+
     def to_breach(self, now: datetime, limit: int) -> Sequence[Promise]:
         return self.s.scalars(select(Promise).where(Promise.status == "open", Promise.due_at <= now)
                               .order_by(Promise.due_at).limit(limit).with_for_update(skip_locked=True)).all()
@@ -167,6 +200,26 @@ class SqlNotices:
 
     def get(self, notice_id: int) -> AgentNotice | None:
         return self.s.get(AgentNotice, notice_id)
+
+    def by_keys(self, keys: Collection[str]) -> dict[str, AgentNotice]:
+        rows = self.s.scalars(select(AgentNotice).where(AgentNotice.idempotency_key.in_(list(keys))))
+        return {row.idempotency_key: row for row in rows}
+
+    def insert_new(self, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+        table = AgentNotice.__table__
+        query = _insert_new(self.s, table, rows, ("idempotency_key",))
+        return {key: row_id for row_id, key in self.s.execute(query.returning(table.c.id, table.c.idempotency_key))}
+
+    def record_outcomes(self, outcomes: Sequence[tuple[int, str | None]], now: datetime) -> None:
+        row = select(Outbox).where(Outbox.idempotency_key == AgentNotice.idempotency_key).correlate(AgentNotice)
+        given = {notice_id: status for notice_id, status in outcomes if status is not None}
+        status = func.coalesce(case(given, value=AgentNotice.id) if given else None,
+                               row.with_only_columns(Outbox.status).scalar_subquery())
+        self.s.execute(update(AgentNotice).where(AgentNotice.id.in_([notice_id for notice_id, _ in outcomes])).values(
+            status=status, attempts=AgentNotice.attempts + 1,
+            last_error=row.with_only_columns(Outbox.last_error).scalar_subquery(),
+            sent_at=case((status == "sent", func.coalesce(row.with_only_columns(Outbox.sent_at).scalar_subquery(),
+                                                          now)), else_=AgentNotice.sent_at)))
 
     def one(self, notice_id: int) -> AgentNotice:
         return self.s.get_one(AgentNotice, notice_id)
@@ -202,6 +255,29 @@ class SqlOutbox:
     def add(self, row: Outbox) -> None:
         self.s.add(row)
         self.s.flush()
+
+    def by_keys(self, keys: Collection[str]) -> dict[str, Outbox]:
+        rows = self.s.scalars(select(Outbox).where(Outbox.idempotency_key.in_(list(keys))))
+        return {row.idempotency_key: row for row in rows}
+
+    def insert_new(self, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+        table = Outbox.__table__
+        query = _insert_new(self.s, table, rows, ("idempotency_key",))
+        return {key: row_id for row_id, key in self.s.execute(query.returning(table.c.id, table.c.idempotency_key))}
+
+    def pending_of(self, conversation_ids: Collection[str]) -> Sequence[tuple[int, str, str, str]]:
+        return [tuple(r) for r in self.s.execute(  # type: ignore[misc]
+            select(Outbox.id, Outbox.conversation_id, Outbox.channel, Outbox.address).where(
+                Outbox.conversation_id.in_(list(conversation_ids)), Outbox.status == "pending"))]
+
+    def recent_acks(self, recipients: Collection[tuple[str, str]], customers: Collection[str],
+                    since: datetime) -> Sequence[tuple[str, str, str, str | None]]:
+        who: ColumnElement[bool] = tuple_(Outbox.channel, Outbox.address).in_(list(recipients))
+        if customers:
+            who = or_(who, Outbox.customer_id.in_(list(customers)))
+        return [tuple(r) for r in self.s.execute(  # type: ignore[misc]
+            select(Outbox.idempotency_key, Outbox.channel, Outbox.address, Outbox.customer_id).where(
+                Outbox.kind == "ack", who, Outbox.created_at >= since, Outbox.status.in_(("pending", "sent"))))]
 
     def get(self, row_id: int) -> Outbox | None:
         return self.s.get(Outbox, row_id)
@@ -242,6 +318,12 @@ class SqlSuppressions:
         return self.s.scalar(select(Suppression.reason).where(
             Suppression.channel == channel, Suppression.address == address,
             or_(Suppression.until.is_(None), Suppression.until > now)))
+
+    def reasons_at(self, addresses: Collection[tuple[str, str]], now: datetime) -> dict[tuple[str, str], str]:
+        rows = self.s.execute(select(Suppression.channel, Suppression.address, Suppression.reason).where(
+            tuple_(Suppression.channel, Suppression.address).in_(list(addresses)),
+            or_(Suppression.until.is_(None), Suppression.until > now)))
+        return {(channel, address): reason for channel, address, reason in rows}
 
     def add(self, suppression: Suppression) -> None:
         self.s.add(suppression)
@@ -302,6 +384,13 @@ class SqlSurveyOptOuts:
 
     def add(self, opt_out: SurveyOptOut) -> None:
         self.s.add(opt_out)
+
+
+def _insert_new(s: Session, table: FromClause, rows: Sequence[dict[str, Any]], unique: tuple[str, ...]) -> Insert:
+    """One multi-row INSERT of `rows` that skips (ON CONFLICT DO NOTHING) a row whose `unique`
+    columns another row holds — committed, or being inserted by a transaction it then waits for."""
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).values(list(rows)).on_conflict_do_nothing(index_elements=list(unique))
 
 
 class SqlNotifierUnitOfWork:

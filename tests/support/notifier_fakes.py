@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -52,6 +52,19 @@ class _Table:
         return row
 
 
+def _insert_new(table: _Table, model: type, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key."""
+    taken = {r.idempotency_key for r in table.rows}
+    ids = {}
+    for values in rows:
+        if values["idempotency_key"] not in taken:
+            row = model(**values)
+            table.add(row)
+            taken.add(row.idempotency_key)
+            ids[row.idempotency_key] = row.id
+    return ids
+
+
 class FakePromises:
     def __init__(self, table: _Table):
         self.table = table
@@ -76,6 +89,16 @@ class FakePromises:
     def add(self, promise: Promise) -> None:
         self.table.add(promise)
 
+    def existing(self, openings: Collection[tuple[str, int]]) -> set[tuple[str, int]]:
+        wanted = set(openings)
+        return {(p.conversation_id, p.opening) for p in self._all if (p.conversation_id, p.opening) in wanted}
+
+    def insert_new(self, rows: Sequence[dict[str, Any]]) -> int:
+        new = [r for r in rows if not self.exists(r["conversation_id"], r["opening"])]
+        for r in new:
+            self.table.add(Promise(**r))
+        return len(new)
+
     def to_breach(self, now: datetime, limit: int) -> Sequence[Promise]:
         due = [p for p in self._all if p.status == "open" and p.due_at <= now]
         return sorted(due, key=lambda p: p.due_at)[:limit]
@@ -86,8 +109,9 @@ class FakePromises:
 
 
 class FakeNotices:
-    def __init__(self, table: _Table):
+    def __init__(self, table: _Table, outbox: FakeOutbox):
         self.table = table
+        self.outbox = outbox  # record_outcomes reads the notices' outbox rows
 
     @property
     def all(self) -> list[AgentNotice]:
@@ -101,6 +125,23 @@ class FakeNotices:
 
     def get(self, notice_id: int) -> AgentNotice | None:
         return self.table.get(notice_id)
+
+    def by_keys(self, keys: Collection[str]) -> dict[str, AgentNotice]:
+        wanted = set(keys)
+        return {n.idempotency_key: n for n in self.all if n.idempotency_key in wanted}
+
+    def insert_new(self, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+        return _insert_new(self.table, AgentNotice, rows)
+
+    def record_outcomes(self, outcomes: Sequence[tuple[int, str | None]], now: datetime) -> None:
+        for notice_id, status in outcomes:
+            notice = self.one(notice_id)
+            row = next(r for r in self.outbox.all if r.idempotency_key == notice.idempotency_key)
+            notice.status = status or row.status
+            notice.attempts += 1
+            notice.last_error = row.last_error
+            if notice.status == "sent":
+                notice.sent_at = row.sent_at or now
 
     def one(self, notice_id: int) -> AgentNotice:
         return self.table.one(notice_id)
@@ -137,6 +178,25 @@ class FakeOutbox:
     def add(self, row: Outbox) -> None:
         self.table.add(row)
 
+    def by_keys(self, keys: Collection[str]) -> dict[str, Outbox]:
+        wanted = set(keys)
+        return {r.idempotency_key: r for r in self.all if r.idempotency_key in wanted}
+
+    def insert_new(self, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+        return _insert_new(self.table, Outbox, rows)
+
+    def pending_of(self, conversation_ids: Collection[str]) -> Sequence[tuple[int, str, str, str]]:
+        wanted = set(conversation_ids)
+        return [(r.id, r.conversation_id, r.channel, r.address) for r in self.all
+                if r.conversation_id in wanted and r.status == "pending"]
+
+    def recent_acks(self, recipients: Collection[tuple[str, str]], customers: Collection[str],
+                    since: datetime) -> Sequence[tuple[str, str, str, str | None]]:
+        to, of = set(recipients), set(customers)
+        return [(r.idempotency_key, r.channel, r.address, r.customer_id) for r in self.all
+                if r.kind == "ack" and ((r.channel, r.address) in to or r.customer_id in of)
+                and r.created_at >= since and r.status in ("pending", "sent")]
+
     def get(self, row_id: int) -> Outbox | None:
         return self.table.get(row_id)
 
@@ -172,6 +232,10 @@ class FakeSuppressions:
     def reason_at(self, channel: str, address: str, now: datetime) -> str | None:
         row = self.get(channel, address)
         return row.reason if row is not None and (row.until is None or row.until > now) else None
+
+    def reasons_at(self, addresses: Collection[tuple[str, str]], now: datetime) -> dict[tuple[str, str], str]:
+        reasons = {(channel, address): self.reason_at(channel, address, now) for channel, address in set(addresses)}
+        return {address: reason for address, reason in reasons.items() if reason is not None}
 
     def add(self, suppression: Suppression) -> None:
         self.table.add(suppression)
@@ -241,8 +305,8 @@ class FakeNotifierUnitOfWork:
         self._tables = {name: _Table() for name in ("promises", "notices", "outbox", "suppressions", "surveys",
                                                    "opt_outs")}
         self.promises = FakePromises(self._tables["promises"])
-        self.notices = FakeNotices(self._tables["notices"])
         self.outbox = FakeOutbox(self._tables["outbox"])
+        self.notices = FakeNotices(self._tables["notices"], self.outbox)
         self.suppressions = FakeSuppressions(self._tables["suppressions"])
         self.surveys = FakeSurveys(self._tables["surveys"])
         self.opt_outs = FakeSurveyOptOuts(self._tables["opt_outs"])

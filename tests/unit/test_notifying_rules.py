@@ -17,9 +17,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.notifier.bootstrap import build_ticker
-from services.notifier.handlers import handle_event
+from services.notifier.handlers import handle_batch, handle_event
 from services.notifier.models import AgentNotice
 from services.notifier.promises import LEASE
+from services.notifier.senders import TransientSendError
 from shared import contracts
 from shared.contracts import (
     AddressSuppressed,
@@ -190,6 +191,47 @@ def test_a_bounced_acknowledgement_stops_mail_to_that_address_and_agents_are_tol
     clock.now = w(25, 11)
     handle_event(opened(w(25, 11), conv="conv-2", channel="email", reply_to=piotr), notifier.deps)
     assert len(mail(notifier, piotr)) == 1  # the first acknowledgement only
+
+
+def test_a_batch_of_new_conversations_is_acknowledged_once_each_and_capped_across_it(notifier) -> None:
+    # Five conversations of one customer in one batch (their claims made together): three
+    # acknowledgements, as one by one; the owner hears of every one; the batch again sends nothing.
+    batch = [opened(w(25, 10, n), conv=f"conv-{n}") for n in range(5)]
+    assert handle_batch(batch, notifier.deps) == [[]] * 5
+    assert handle_batch(batch, notifier.deps) == [[]] * 5  # redelivered
+    assert len(telegram(notifier, CUSTOMER)) == 3  # limits.ack_daily_cap
+    assert len(telegram(notifier, MARIA_CHAT)) == 5
+    assert {n.status for n in notifier.uow.notices.all} == {"sent"}
+
+
+def test_an_event_of_a_batch_that_fails_its_claim_fails_alone(notifier) -> None:
+    real = notifier.deps.compose_ack
+
+    def compose(ev: ConversationOpened, at: datetime) -> str:
+        if ev.conversation_id == "conv-1":
+            raise ValueError("a template that cannot be rendered")
+        return real(ev, at)
+
+    notifier.deps.compose_ack = compose
+    batch = [opened(w(25, 10, n), conv=f"conv-{n}", reply_to=f"chat-{n}") for n in range(3)]
+    results = handle_batch(batch, notifier.deps)
+    assert isinstance(results[1], ValueError) and results[0] == results[2] == []
+    assert len(telegram(notifier, "chat-0")) == len(telegram(notifier, "chat-2")) == 1
+    assert telegram(notifier, "chat-1") == []  # the worker retries that event alone
+    notifier.deps.compose_ack = real
+    assert handle_batch([batch[1]], notifier.deps) == [[]]
+    assert len(telegram(notifier, "chat-1")) == 1
+    assert len(telegram(notifier, MARIA_CHAT)) == 3  # each notice once
+
+
+def test_an_owners_notice_is_not_held_back_by_the_acknowledgement_waiting_for_a_retry(notifier) -> None:
+    notifier.senders["telegram"].failures = [TransientSendError("502 from Bot API")]
+    with pytest.raises(TransientSendError):
+        handle_event(opened(w(25, 10)), notifier.deps)
+    assert telegram(notifier, CUSTOMER) == []
+    assert len(telegram(notifier, MARIA_CHAT)) == 1
+    handle_event(opened(w(25, 10)), notifier.deps)  # the bus's retry
+    assert len(telegram(notifier, CUSTOMER)) == 1 and len(telegram(notifier, MARIA_CHAT)) == 1
 
 
 # --- while it is open -----------------------------------------------------------------------------

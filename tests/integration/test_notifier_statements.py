@@ -1,0 +1,115 @@
+"""The notifier's round trips for a batch of new conversations, counted on PostgreSQL (issue 15: the
+notifier's CPU per message was mostly its per-event statements and transactions). The claims of
+a batch's conversation.opened events — promises, agent notices, acknowledgements and the notices'
+outbox rows — are a fixed number of set-based statements in one transaction, whatever the batch's
+size, and the notices' statuses after the sends one more. A change that adds a statement per
+event fails here, naming the statements: make it a decision, with the reason in the commit.
+
+The sends themselves (the outbox's sending lock and record, services.notifier.outbox.deliver) are
+not counted here: they go through a stand-in that records each send on a connection of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, event, select, update
+
+from services.notifier.handlers import NotifierDeps, handle_batch
+from services.notifier.models import AgentNotice, Outbox, Promise
+from services.notifier.senders import Registry
+from shared.contracts import ConversationOpened, Envelope
+from shared.db import make_engine
+
+pytestmark = pytest.mark.integration
+
+AT = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)  # a Monday morning: Anna, who owns them, is on shift
+BATCH = 16
+
+
+@dataclass
+class Counted:
+    statements: list[str] = field(default_factory=list)
+    commits: int = 0
+
+
+@contextmanager
+def counted(engine: Engine) -> Iterator[Counted]:
+    """Every statement the notifier's sessions send meanwhile, and their commits."""
+    seen = Counted()
+
+    def statement(_conn, _cursor, text, _params, _context, _executemany) -> None:
+        seen.statements.append(" ".join(text.split())[:120])
+
+    def commit(_conn) -> None:
+        seen.commits += 1
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "commit", commit)
+
+
+@pytest.fixture
+def deps(example_config, sessions, pg_url) -> Iterator[NotifierDeps]:
+    """The notifier with a stand-in for the provider edge: each send is recorded as sent on an
+    engine of its own, which the counts leave out (the outbox's sending is another test's)."""
+    edge = make_engine(pg_url)
+    sent: list[int] = []
+
+    def deliver(row_id, deps, *, claimed=None, compose=None) -> str:
+        assert claimed is not None and claimed.waits_for is None
+        with edge.begin() as connection:
+            connection.execute(update(Outbox).where(Outbox.id == row_id).values(status="sent", sent_at=AT))
+        sent.append(row_id)
+        return "sent"
+
+    notifier = NotifierDeps(config=example_config, sessions=sessions, senders=Registry({}),
+                            compose_ack=lambda ev, at: f"ack {ev.conversation_id}", clock=lambda: AT, deliver=deliver)
+    notifier.sent = sent  # type: ignore[attr-defined]
+    yield notifier
+    edge.dispose()
+
+
+def opened(n: int) -> Envelope:
+    conv = f"conv-{n}"
+    ev = ConversationOpened(
+        conversation_id=conv, opening=1, reference=f"SB-{n:010d}", customer_id=f"cust-{n}", customer_name="Piotr",
+        channel="telegram", reply_to=f"chat-{n}", language="en", category="delivery", owner_id="anna",
+        owner_name="Anna Kowalska", assignment_reason="r", received_at=AT, promise_due=AT + timedelta(hours=4),
+        inbound_message_id=f"in-{n}", acknowledge=True)
+    return Envelope.wrap(ev, message_id=f"ev-{n}", correlation_id=f"c-{n}", occurred_at=AT)
+
+
+def test_a_batch_of_new_conversations_is_claimed_in_one_transaction_of_set_based_statements(deps, sessions) -> None:
+    engine = sessions.kw["bind"]
+    batch = [opened(n) for n in range(BATCH)]
+
+    # One transaction for the claims: which promises exist, which notice keys; INSERT the promises,
+    # the notices (Anna's, due now: claimed as they are inserted); which outbox keys exist, which
+    # addresses are suppressed, the acknowledgements of the day (the cap); INSERT the outbox rows
+    # (acknowledgements and notices); the conversations' pending rows (their order). After the
+    # sends, one UPDATE of the notices' statuses, in a transaction of its own.
+    with counted(engine) as seen:
+        assert handle_batch(batch, deps) == [[]] * BATCH
+    assert len(seen.statements) == 10, "\n".join(seen.statements)
+    assert seen.commits == 2
+    assert len(deps.sent) == 2 * BATCH  # each conversation's acknowledgement and Anna's notice
+    with sessions() as s:
+        assert s.scalar(select(Promise.id).where(Promise.conversation_id == "conv-3")) is not None
+        assert set(s.scalars(select(AgentNotice.status))) == {"sent"}
+        assert s.scalar(select(AgentNotice.attempts).where(AgentNotice.conversation_id == "conv-3")) == 1
+        assert sorted(s.scalars(select(Outbox.kind).where(Outbox.status == "sent"))) == ["ack"] * BATCH + ["notice"] * BATCH
+
+    # The batch redelivered: its promises and its acknowledgements' rows are found; nothing is sent.
+    with counted(engine) as seen:
+        assert handle_batch(batch, deps) == [[]] * BATCH
+    assert len(seen.statements) == 2, "\n".join(seen.statements)
+    assert seen.commits == 1
+    assert len(deps.sent) == 2 * BATCH
