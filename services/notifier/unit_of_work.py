@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, cast
 
-from sqlalchemy import ColumnElement, FromClause, Insert, and_, case, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Insert, Table, and_, case, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.notifier.models import AgentNotice, Outbox, Promise, Suppression, Survey, SurveyOptOut
+from shared.db import Base
 
 
 class PromiseRepository(Protocol):
@@ -174,8 +175,7 @@ class SqlPromises:
         return {(conversation, opening) for conversation, opening in rows}
 
     def insert_new(self, rows: Sequence[dict[str, Any]]) -> int:
-        query = _insert_new(self.s, Promise.__table__, rows, ("conversation_id", "opening"))
-        return len(self.s.execute(query.returning(Promise.__table__.c.id)).all())
+        return len(_insert_new(self.s, Promise, rows, ("conversation_id", "opening"), ("id",)))
 
     def to_breach(self, now: datetime, limit: int) -> Sequence[Promise]:
         return self.s.scalars(select(Promise).where(Promise.status == "open", Promise.due_at <= now)
@@ -206,9 +206,8 @@ class SqlNotices:
         return {row.idempotency_key: row for row in rows}
 
     def insert_new(self, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-        table = AgentNotice.__table__
-        query = _insert_new(self.s, table, rows, ("idempotency_key",))
-        return {key: row_id for row_id, key in self.s.execute(query.returning(table.c.id, table.c.idempotency_key))}
+        inserted = _insert_new(self.s, AgentNotice, rows, ("idempotency_key",), ("id", "idempotency_key"))
+        return {key: row_id for row_id, key in inserted}
 
     def record_outcomes(self, outcomes: Sequence[tuple[int, str | None]], now: datetime) -> None:
         row = select(Outbox).where(Outbox.idempotency_key == AgentNotice.idempotency_key).correlate(AgentNotice)
@@ -261,9 +260,8 @@ class SqlOutbox:
         return {row.idempotency_key: row for row in rows}
 
     def insert_new(self, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-        table = Outbox.__table__
-        query = _insert_new(self.s, table, rows, ("idempotency_key",))
-        return {key: row_id for row_id, key in self.s.execute(query.returning(table.c.id, table.c.idempotency_key))}
+        inserted = _insert_new(self.s, Outbox, rows, ("idempotency_key",), ("id", "idempotency_key"))
+        return {key: row_id for row_id, key in inserted}
 
     def pending_of(self, conversation_ids: Collection[str]) -> Sequence[tuple[int, str, str, str]]:
         return [tuple(r) for r in self.s.execute(  # type: ignore[misc]
@@ -386,11 +384,24 @@ class SqlSurveyOptOuts:
         self.s.add(opt_out)
 
 
-def _insert_new(s: Session, table: FromClause, rows: Sequence[dict[str, Any]], unique: tuple[str, ...]) -> Insert:
-    """One multi-row INSERT of `rows` that skips (ON CONFLICT DO NOTHING) a row whose `unique`
-    columns another row holds — committed, or being inserted by a transaction it then waits for."""
-    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).values(list(rows)).on_conflict_do_nothing(index_elements=list(unique))
+def _insert_new(s: Session, model: type[Base], rows: Sequence[dict[str, Any]], unique: tuple[str, ...],
+                returning: tuple[str, ...]) -> list[Any]:
+    """INSERT `rows`, skipping (ON CONFLICT DO NOTHING) a row whose `unique` columns another row
+    holds — committed, or being inserted by a transaction it then waits for; the `returning`
+    columns of the rows inserted. One statement for the rows (SQLAlchemy's "insertmanyvalues"
+    writes them as one multi-row VALUES), compiled once per table and kept in its cache."""
+    dialect = s.get_bind().dialect.name
+    table = cast(Table, model.__table__)
+    statement = _INSERTS.get((dialect, table.name))
+    if statement is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(table).on_conflict_do_nothing(index_elements=list(unique)).returning(
+            *(table.c[c] for c in returning))
+        _INSERTS[(dialect, table.name)] = statement
+    return list(s.execute(statement, list(rows)))
+
+
+_INSERTS: dict[tuple[str, str], Insert] = {}
 
 
 class SqlNotifierUnitOfWork:
