@@ -30,6 +30,11 @@ class Policy:
             raise ValueError("a bucket holds at least one token and refills at a positive rate")
 
 
+def keys(customer_id: str, kind: str, value: str) -> list[str]:
+    """The buckets a customer's message from this address draws on: the customer's and the address's."""
+    return [f"customer:{customer_id}", f"address:{kind}:{value}"[:400]]
+
+
 @dataclass(frozen=True)
 class Bucket:
     tokens: float

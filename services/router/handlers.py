@@ -414,7 +414,7 @@ def _earns_notice(uow: RouterUnitOfWork, customer_id: str, msg: InboundMessage, 
     claimed for this transaction, so two router replicas with messages of one sender take turns
     instead of both reading a full bucket."""
     policy = flood.Policy(burst=limits.notice_burst, refill=limits.notice_refill)
-    keys = [f"customer:{customer_id}", f"address:{msg.sender.kind}:{msg.sender.value}"[:400]]
+    keys = flood.keys(customer_id, msg.sender.kind, msg.sender.value)
     rows = uow.buckets.claim(keys, float(policy.burst), at)
     allowed, after = flood.take([flood.Bucket(r.tokens, r.at) for r in rows], policy, at)
     for row, bucket in zip(rows, after, strict=True):

@@ -20,6 +20,7 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 
+from services.router import flood
 from services.router.kpi_store import mark_opened_days, record_survey_result
 from services.router.models import (
     AgentAvailability,
@@ -170,6 +171,10 @@ class _SqlCustomers:
         self._known.clear()
         self._made.clear()
 
+    def known(self, kind: str, value: str) -> Customer | None:
+        """The identity's customer as read ahead (None: unknown, or not read ahead)."""
+        return self._known.get((kind, value))
+
     def by_identities(self, wanted: Sequence[tuple[str, str]]) -> list[tuple[str, str, Customer]]:
         if wanted and all(w in self._known for w in wanted):
             return [(kind, value, customer) for (kind, value) in dict.fromkeys(wanted)
@@ -222,6 +227,10 @@ class _SqlConversations:
 
     def forget(self) -> None:
         self._open.clear()
+
+    def known_open_of(self, customer_id: str) -> Conversation | None:
+        """The customer's open conversation as read ahead (None: none, or not read ahead)."""
+        return self._open.get(customer_id)
 
     def _may_reopen(self, conversation: Conversation | None) -> Conversation | None:
         if conversation is not None:
@@ -392,20 +401,32 @@ class _SqlBuckets:
         #: The rows this transaction claimed (locked) and may have changed since: taken again as
         #: they are, with no statement (a row re-read would lose the change not yet written).
         self._claimed: dict[str, SenderBucket] = {}
+        #: Keys a batch's messages are expected to claim (`expect`), with each one's time.
+        self._expected: dict[str, datetime] = {}
+
+    def expect(self, keys: dict[str, datetime]) -> None:
+        """The buckets a batch handled at once will likely claim: claimed with the first claim, in
+        one statement instead of one per message. A key claimed and not used is a full bucket made
+        a little early, which is what a claim makes anyway."""
+        self._expected = keys
 
     def forget(self) -> None:
         self._claimed.clear()
+        self._expected.clear()
 
     def claim(self, keys: Sequence[str], tokens: float, at: datetime) -> list[SenderBucket]:
         """One INSERT … ON CONFLICT DO UPDATE … RETURNING for every key (it locks existing rows, as
         `_SqlCalls.claim` does): two router replicas with messages of one sender take turns instead
-        of both reading a full bucket. One round trip instead of an upsert and a get per key; the
-        rows are locked in the order of `keys`, as they were one by one. A key this transaction
-        claimed already is locked already."""
-        new = [key for key in dict.fromkeys(keys) if key not in self._claimed]
-        if new:
+        of both reading a full bucket. A key this transaction claimed already is locked already; the
+        first claim takes the expected ones too. The rows are locked in the order of their keys, the
+        same in every replica."""
+        wanted = {key: at for key in keys if key not in self._claimed}
+        if wanted:
+            wanted = {**{k: t for k, t in self._expected.items() if k not in self._claimed}, **wanted}
+            self._expected = {}
             insert = _insert(self.s)
-            stmt = insert(SenderBucket).values([{"key": key, "tokens": tokens, "at": at} for key in new])
+            stmt = insert(SenderBucket).values([{"key": key, "tokens": tokens, "at": wanted[key]}
+                                                for key in sorted(wanted)])
             stmt = stmt.on_conflict_do_update(index_elements=[SenderBucket.key], set_={"key": stmt.excluded.key})
             # No autoflush: the other rows' changes wait for the commit, written together.
             with self.s.no_autoflush:
@@ -549,6 +570,22 @@ class SqlRouterUnitOfWork:
                                     for i in (m.sender, sender_identity(m), *m.linked_identities)], self._conversations)
         self._surveys.read_ahead([(channel, m.reply_to) for m in messages if m.reply_to
                                   for channel in answer_channels(m.channel)])
+        if at_once:
+            self._buckets.expect(self._notice_buckets(messages))
+
+    def _notice_buckets(self, messages: Sequence[InboundMessage]) -> dict[str, datetime]:
+        """The flood buckets of the messages likely to join an open conversation (their sender's
+        customer has one, as read ahead): each such message takes a token (handlers._earns_notice)."""
+        expected: dict[str, datetime] = {}
+        for m in messages:
+            if m.automatic:
+                continue
+            sender = sender_identity(m)
+            customer = self._customers.known(sender.kind, sender.value)
+            if customer is not None and self._conversations.known_open_of(customer.id) is not None:
+                for key in flood.keys(customer.id, sender.kind, sender.value):
+                    expected.setdefault(key, m.received_at)
+        return expected
 
     def forget(self) -> None:
         """Drops what was read ahead: the following look-ups ask the database."""

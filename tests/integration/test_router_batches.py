@@ -217,3 +217,27 @@ def test_a_customer_another_replica_opened_meanwhile_is_joined_when_the_batch_is
     finally:
         deps.sessions.kw["bind"].dispose()
         infra.drop_database(name)
+
+
+def test_a_burst_in_one_batch_notifies_the_owner_as_one_message_at_a_time_would(example_config) -> None:
+    """A batch claims its senders' flood buckets together and changes them in memory until its
+    commit: a sender's burst inside one batch still tells the owner only of the first `notice_burst`
+    messages, and a next batch continues from what the first left."""
+    one_by_one, db1 = fresh_deps(example_config)
+    batched, db2 = fresh_deps(example_config)
+    try:
+        first = [envelope(1, AT, user="a"), envelope(2, AT, user="b")]
+        burst = [envelope(10 + k, AT + timedelta(seconds=1 + k), user="a" if k % 3 else "b", text=f"line {k}")
+                 for k in range(12)]
+        later = [envelope(40 + k, AT + timedelta(minutes=3, seconds=k), user="a", text=f"later {k}") for k in range(3)]
+        singles = [handle_inbound(e, one_by_one) for e in first + burst + later]
+        results = [r for b in (first, burst, later) for r in handle_inbound_batch(b, batched)]
+        assert not [r for r in results if isinstance(r, Exception)]
+        assert [[ev.message_id for ev in r] for r in results] == [[ev.message_id for ev in r] for r in singles]
+        assert example_config.limits.notice_burst == 5
+        # Eight lines of a's: five told, then silence; four of b's: all told.
+        assert sum(1 for r in results[2:14] if r) == 5 + 4
+    finally:
+        for deps, name in ((one_by_one, db1), (batched, db2)):
+            deps.sessions.kw["bind"].dispose()
+            infra.drop_database(name)
