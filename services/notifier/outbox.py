@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Update, select, text, update
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+import psycopg
+from sqlalchemy import Connection, Update, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -291,60 +292,139 @@ def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None,
 #: The first half of the advisory lock key that makes sending an outbox row exclusive (the second
 #: half is the row's id; PostgreSQL keeps two-int keys apart from the migrations' one-bigint key).
 SENDING_LOCK = 0x5342
-_TRY_LOCK = text("SELECT pg_try_advisory_lock(CAST(:ns AS integer), CAST(:id AS integer))")
-_UNLOCK = text("SELECT pg_advisory_unlock(CAST(:ns AS integer), CAST(:id AS integer))")
+#: One round trip (the simple query protocol, whose statements each take a snapshot of their own):
+#: open the sending transaction, take the row's lock for it, and only then read the row's status,
+#: so the read sees whatever the lock's previous holder committed before letting it go. (In one
+#: statement the read's snapshot would be older than the lock.) Both values are integers.
+_LOCK_AND_READ = "BEGIN; SELECT pg_try_advisory_xact_lock({ns}, {id}); SELECT status FROM outbox WHERE id = {id}"
+#: One round trip: the record, and the COMMIT that makes it visible and then frees the lock (a
+#: transaction's locks go after its commit is visible to all). Guarded like `_mark_sent`.
+_RECORD_SENT = ("UPDATE outbox SET status = 'sent', attempts = attempts + 1, provider_message_id = %(pid)s, "
+                "sent_at = %(sent_at)s{body} WHERE id = %(id)s AND status <> 'sent'; COMMIT")
 _sending_here: set[int] = set()  # the same, within one process, for a database without advisory locks
 _local_lock = threading.Lock()  # guards _sending_here and _unrecorded
 
+#: Records a send (the values `_send` made) in the sending transaction; raises DBAPIError.
+Recorder = Callable[[dict], None]
+
 
 @contextmanager
-def _sending(record: Session, row_id: int) -> Iterator[Connection | None]:
-    """The autocommit connection to record the send on, holding the row's sending lock; None when
-    another consumer holds it, or the row is no longer pending.
+def _sending(record: Session, row_id: int) -> Iterator[Recorder | None]:
+    """How to record the send, holding the row's sending lock; None when another consumer holds
+    it, or the row is no longer pending.
 
     Two copies of one event can be in hand at once — a delivery whose ack was lost in a broker
     outage comes back while its retry copy is also due, or the router republished the event — and
     both would find the row pending. The copy that holds the lock sends; the other sends nothing:
     the holder's own delivery stays unacked until it is recorded or retried, so the row is never
-    left behind. A session-level advisory lock dies with its connection, so a consumer killed
-    mid-send frees the row at once for the redelivery; the status is read again once the lock is
-    held, because the holder before us may have just recorded the row sent."""
+    left behind. On PostgreSQL the lock is a transaction's, the transaction stays open through the
+    provider's call (no row written, no snapshot kept: nothing held back), and the record's COMMIT
+    ends it: the lock is never free while the row reads pending after a send. It dies with its
+    connection, so a consumer killed mid-send (or a database restart) frees the row at once for
+    the redelivery; the status is read once the lock is held, because the holder before us may
+    have just recorded the row sent. Two round trips in all (lock and read; record and commit).
+    The database must not end idle transactions sooner than a provider's call may take
+    (idle_in_transaction_session_timeout, off by default): that would free the lock mid-send."""
     connection = record.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    postgres = connection.dialect.name == "postgresql"
-    if postgres:
-        held = connection.scalar(_TRY_LOCK, {"ns": SENDING_LOCK, "id": row_id})
-    else:
-        with _local_lock:
-            held = row_id not in _sending_here
-            _sending_here.add(row_id)
+    if connection.dialect.name != "postgresql":
+        with _sending_locally(connection, row_id) as local:
+            yield local
+        return
+    # psycopg itself: SQLAlchemy runs one statement per call, and these are several per round trip.
+    # The connection is in autocommit, so the BEGIN and COMMIT are ours alone.
+    raw = connection.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+
+    def recorder(sent: dict) -> None:
+        query = _RECORD_SENT.format(body=", body = %(body)s" if "body" in sent else "")
+        with _translated(raw, query), psycopg.ClientCursor(raw) as cursor:  # bound here: one round trip
+            cursor.execute(query, {"id": row_id, "pid": sent["provider_message_id"], "sent_at": sent["sent_at"],
+                                   "body": sent.get("body")})
+
+    try:
+        query = _LOCK_AND_READ.format(ns=SENDING_LOCK, id=int(row_id))
+        with _translated(raw, query), raw.cursor() as cursor:
+            cursor.execute(query)
+            cursor.nextset()
+            held = _first(cursor.fetchone())
+            cursor.nextset()
+            status = _first(cursor.fetchone())
+        if not held:
+            log.info("outbox row is being sent by another consumer; this copy of its event sends nothing",
+                     extra={"outbox_id": row_id})
+            yield None
+            return
+        yield _unless_recorded(row_id, status, recorder)
+    finally:
+        # Still open when nothing was recorded in it (not held, not pending, a failed send, a failed
+        # record: the failures are recorded on other connections while the lock is still held).
+        _end(connection, raw)
+
+
+def _first(row: tuple | None) -> object:
+    return row[0] if row is not None else None
+
+
+def _end(connection: Connection, raw: psycopg.Connection) -> None:
+    """End the sending transaction if it is still open (nothing was recorded in it): its lock goes
+    with it. A broken connection is thrown away, never pooled."""
+    status = raw.info.transaction_status
+    if status == psycopg.pq.TransactionStatus.IDLE:
+        return
+    if status in (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR):
+        try:
+            raw.execute("ROLLBACK")
+            return
+        except psycopg.Error:
+            pass
+    # The connection broke (a database restart took the lock with it).
+    connection.invalidate()
+
+
+@contextmanager
+def _translated(raw: psycopg.Connection, statement: str) -> Iterator[None]:
+    """psycopg's errors as SQLAlchemy raises them: callers (and _record_later's retry) know DBAPIError."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error, connection_invalidated=raw.broken) from exc
+
+
+def _unless_recorded(row_id: int, status: object, recorder: Recorder) -> Recorder | None:
+    """`recorder` when the row, as read under its lock, is to be sent; None when it was sent — by
+    another consumer, or by this process while the database was away (then recorded now)."""
+    if status not in SENDABLE:
+        return None
+    with _local_lock:
+        unrecorded = _unrecorded.get(row_id)
+    if unrecorded is None:
+        return recorder
+    recorder(unrecorded)
+    with _local_lock:
+        _unrecorded.pop(row_id, None)
+    log.info("recorded a message sent during a database outage; not sending it again", extra={"outbox_id": row_id})
+    return None
+
+
+@contextmanager
+def _sending_locally(connection: Connection, row_id: int) -> Iterator[Recorder | None]:
+    """`_sending` on a database without advisory locks (SQLite, the embedded mode: one process)."""
+    with _local_lock:
+        held = row_id not in _sending_here
+        _sending_here.add(row_id)
     if not held:
-        log.info("outbox row is being sent by another consumer; this copy of its event sends nothing",
-                 extra={"outbox_id": row_id})
         yield None
         return
     try:
         status = connection.scalar(select(Outbox.status).where(Outbox.id == row_id))
-        with _local_lock:
-            unrecorded = _unrecorded.get(row_id)
-        if status in SENDABLE and unrecorded is not None:
-            # This process sent it while the database was away and could not record it then.
-            connection.execute(_mark_sent(row_id, unrecorded))
-            with _local_lock:
-                _unrecorded.pop(row_id, None)
-            log.info("recorded a message sent during a database outage; not sending it again",
-                     extra={"outbox_id": row_id})
-            status = "sent"
-        yield connection if status in SENDABLE else None
+
+        def recorder(sent: dict) -> None:
+            connection.execute(_mark_sent(row_id, sent))
+
+        yield _unless_recorded(row_id, status, recorder)
     finally:
-        if postgres:
-            try:
-                connection.execute(_UNLOCK, {"ns": SENDING_LOCK, "id": row_id})
-            except SQLAlchemyError:
-                # The connection broke (a database restart took the lock with it): never pool it.
-                connection.invalidate()
-        else:
-            with _local_lock:
-                _sending_here.discard(row_id)
+        with _local_lock:
+            _sending_here.discard(row_id)
 
 
 #: Seconds a consumer keeps trying to record a message the provider took, while the database is
@@ -376,11 +456,11 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
           deps: NotifierDeps, *, compose: Callable[[datetime], str] | None = None) -> str | None:
     # A kill -9 between the provider's accepting the message and our recording it is the one way a
     # message goes out twice (the redelivery finds the row still pending). So the connection that
-    # records it is taken (and pinged) before the call, and the record is one autocommitted UPDATE
-    # right after it: one round trip instead of a checkout, a ping and a read-modify-write
-    # transaction.
-    with deps.sessions() as record, _sending(record, row_id) as connection:
-        if connection is None:
+    # records it is taken (and pinged) before the call, and the record is one round trip right after
+    # it (the UPDATE and the COMMIT of the sending transaction) instead of a checkout, a ping and a
+    # read-modify-write transaction.
+    with deps.sessions() as record, _sending(record, row_id) as record_sent:
+        if record_sent is None:
             return None
         recomposed = compose(deps.clock()) if compose is not None else None
         if recomposed is not None:
@@ -402,7 +482,7 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
         if recomposed is not None:
             sent["body"] = recomposed  # what the customer got, not what was drafted at the claim
         try:
-            connection.execute(update(Outbox).where(Outbox.id == row_id).values(sent))
+            record_sent(sent)
         except DBAPIError as exc:
             # The kept connection died during the call (a database restart or outage).
             log.warning("recording a sent message on a kept connection failed (%s); retrying on new ones", exc,

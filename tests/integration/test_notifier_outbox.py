@@ -383,3 +383,58 @@ def test_an_acknowledgement_retried_later_is_worded_for_the_moment_it_leaves(exa
     assert "closed" not in text and "13:00" not in text and "09:00 " not in text
     [row] = rows(sessions)
     assert row.status == "sent" and row.body == text
+
+
+def _lock_is_free(pg_url: str, row_id: int) -> bool:
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as probe:
+        free = probe.execute("SELECT pg_try_advisory_lock(%s, %s)", (SENDING_LOCK, row_id)).fetchone()[0]
+        if free:
+            probe.execute("SELECT pg_advisory_unlock(%s, %s)", (SENDING_LOCK, row_id))
+        return bool(free)
+
+
+def _open_transactions(pg_url: str) -> int:
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as probe:
+        return probe.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                             "AND state LIKE 'idle in transaction%%'").fetchone()[0]
+
+
+def test_the_sending_lock_is_held_through_the_call_and_free_once_the_row_reads_sent(
+        example_config, sessions, pg_url) -> None:
+    # What another notifier process sees of a send in progress: the lock taken, then the row sent.
+    sender = SlowSender()
+    deps = make_deps(example_config, sessions, sender)
+    first = threading.Thread(target=handle_event, args=(opened(), deps))
+    first.start()
+    try:
+        assert sender.calling.wait(10)
+        [row] = rows(sessions)
+        assert row.status == "pending" and not _lock_is_free(pg_url, row.id)
+    finally:
+        sender.release.set()
+        first.join(10)
+    [row] = rows(sessions)
+    assert row.status == "sent" and _lock_is_free(pg_url, row.id)
+
+
+def test_no_sending_transaction_is_left_open_whatever_became_of_the_send(example_config, sessions, pg_url) -> None:
+    # A transaction left open would keep the row's lock, and the row unsendable, for good.
+    failing = make_deps(example_config, sessions, FlakySender([TransientSendError("timeout"),
+                                                                PermanentSendError("blocked")]))
+    with pytest.raises(TransientSendError):
+        handle_event(opened("conv-1"), failing)  # a failed try
+    handle_event(opened("conv-2", reply_to="43"), failing)  # a permanent failure
+    sender = FlakySender([])
+    deps = make_deps(example_config, sessions, sender)
+    handle_event(opened("conv-1"), deps)  # the retry sends it
+    handle_event(opened("conv-1"), deps)  # a redelivery finds it sent
+    [first, second] = rows(sessions)
+    holder = psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+    holder.execute("UPDATE outbox SET status = 'pending' WHERE id = %s", (second.id,))
+    holder.execute("SELECT pg_advisory_lock(%s, %s)", (SENDING_LOCK, second.id))
+    handle_event(opened("conv-2", reply_to="43"), deps)  # being sent elsewhere: nothing sent here
+    holder.close()
+    assert sender.sent == [("42", "Thanks Anna, reference SB-ABC")]
+    assert [r.status for r in rows(sessions)] == ["sent", "pending"]
+    assert _open_transactions(pg_url) == 0
+    assert _lock_is_free(pg_url, first.id) and _lock_is_free(pg_url, second.id)
