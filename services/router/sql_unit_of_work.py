@@ -77,10 +77,11 @@ class _Columns:
                          prop.columns[0].default.arg if prop.columns[0].default is not None
                          and prop.columns[0].default.is_scalar else None)
                         for prop in mapper.column_attrs if prop.columns[0].key != self.serial]
-        statement = insert(self.table)
-        if returned and self.serial is not None:
-            statement = statement.returning(self.table.c[self.serial], sort_by_parameter_order=True)
-        self.statement = statement
+        # RETURNING a key makes SQLAlchemy write the rows as one multi-row VALUES ("insertmanyvalues");
+        # without it psycopg sends a statement per row (pipelined), which costs PostgreSQL a parse
+        # and an execution each. The serial ids are returned in the rows' order where read.
+        key = self.table.c[self.serial] if returned and self.serial else next(iter(self.table.primary_key))
+        self.statement = insert(self.table).returning(key, sort_by_parameter_order=returned)
         self.returned: str | None = self.serial if returned else None
 
     def values(self, obj: object, keep: bool) -> dict[str, object]:
