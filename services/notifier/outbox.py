@@ -29,9 +29,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Update, select, update
+from sqlalchemy import Connection, Engine, Update, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from services.notifier.deps import NotifierDeps
@@ -309,7 +309,7 @@ Recorder = Callable[[dict], None]
 
 
 @contextmanager
-def _sending(record: Session, row_id: int) -> Iterator[Recorder | None]:
+def _sending(sessions: sessionmaker[Session], row_id: int) -> Iterator[Recorder | None]:
     """How to record the send, holding the row's sending lock; None when another consumer holds
     it, or the row is no longer pending.
 
@@ -325,11 +325,26 @@ def _sending(record: Session, row_id: int) -> Iterator[Recorder | None]:
     have just recorded the row sent. Two round trips in all (lock and read; record and commit).
     The database must not end idle transactions sooner than a provider's call may take
     (idle_in_transaction_session_timeout, off by default): that would free the lock mid-send."""
-    connection = record.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    if connection.dialect.name != "postgresql":
-        with _sending_locally(connection, row_id) as local:
-            yield local
-        return
+    # A connection of the sessions' engine, without a Session around it: only statements run here.
+    with _engine_of(sessions).connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        if connection.dialect.name == "postgresql":
+            with _sending_on_postgres(connection, row_id) as recorder:
+                yield recorder
+        else:
+            with _sending_locally(connection, row_id) as local:
+                yield local
+
+
+def _engine_of(sessions: sessionmaker[Session]) -> Engine:
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the notifier's sessions are bound to an engine (shared.db.session_factory)")
+    return bind
+
+
+@contextmanager
+def _sending_on_postgres(connection: Connection, row_id: int) -> Iterator[Recorder | None]:
     # psycopg itself: SQLAlchemy runs one statement per call, and these are several per round trip.
     # The connection is in autocommit, so the BEGIN and COMMIT are ours alone.
     raw = connection.connection.driver_connection
@@ -435,6 +450,10 @@ RECORD_PATIENCE = 20.0
 _unrecorded: dict[int, dict] = {}
 
 
+#: `attempts + 1` in an UPDATE: an expression is immutable, so one serves every send.
+_ONE_MORE_ATTEMPT = Outbox.attempts + 1
+
+
 def _mark_sent(row_id: int, sent: dict) -> Update:
     # Guarded: whoever recorded it first (this consumer's retry, the holder of the lock) keeps its values.
     return update(Outbox).where(Outbox.id == row_id, Outbox.status != "sent").values(sent)
@@ -459,7 +478,7 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
     # records it is taken (and pinged) before the call, and the record is one round trip right after
     # it (the UPDATE and the COMMIT of the sending transaction) instead of a checkout, a ping and a
     # read-modify-write transaction.
-    with deps.sessions() as record, _sending(record, row_id) as record_sent:
+    with _sending(deps.sessions, row_id) as record_sent:
         if record_sent is None:
             return None
         recomposed = compose(deps.clock()) if compose is not None else None
@@ -477,7 +496,7 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
         except TransientSendError as exc:
             _finish(deps, row_id, "pending", error=str(exc))
             raise
-        sent = {"status": "sent", "attempts": Outbox.attempts + 1, "provider_message_id": result.provider_message_id,
+        sent = {"status": "sent", "attempts": _ONE_MORE_ATTEMPT, "provider_message_id": result.provider_message_id,
                 "sent_at": deps.clock()}
         if recomposed is not None:
             sent["body"] = recomposed  # what the customer got, not what was drafted at the claim
