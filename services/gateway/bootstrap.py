@@ -186,7 +186,8 @@ def build(settings: Settings, config: Config, *, clock: Callable[[], datetime], 
           extra_blueprints: list[Blueprint] | None = None,
           owners: Callable[[], Engine] | None = None) -> tuple[Flask, Intake]:
     """`owners`: the database of the voice adapter's owner look-up (see owners_engine)."""
-    publisher = Publisher(settings.broker_url, declare_topology=True)
+    # Webhooks answered on several threads share confirm waits (shared/bus/publisher.py).
+    publisher = Publisher(settings.broker_url, declare_topology=True, shared_confirms=True)
     spool = Spool(Path(settings.spool_dir) / spool_name)
     intake = Intake(publisher, spool)
     deps = GatewayDeps(

@@ -16,6 +16,15 @@ each message's basic.ack before sending the next (a broker round trip and a quor
 message), so a batch gets a channel of its own in confirm mode, sends every message, then collects
 the broker's basic.ack/basic.nack frames (which may each confirm several, `multiple`) until the last
 delivery tag is confirmed.
+
+`shared_confirms` (the gateway): concurrent `publish_raw` calls from several threads share one
+confirm channel and its confirm waits. A caller queues its message; whichever caller finds the
+channel free sends every message queued meanwhile, its own and the others', and awaits their
+confirms together; the others wait for that outcome. Alone, a caller sends and waits as before; with
+eight webhooks in flight, the broker gets them in one burst and confirms them with a few
+`multiple` acks instead of one round trip (and one quorum write) each. A batch that is not
+confirmed fails every caller in it (each spools its message; one the broker did take is published
+again from the spool, and the consumers dedupe).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from amqp.exceptions import RecoverableConnectionError
@@ -67,9 +77,12 @@ def ensure_connected(conn: Connection, *, timeout: float | None = None) -> None:
 
 
 class Publisher:
-    def __init__(self, url: str, *, confirm_timeout: float = 10.0, declare_topology: bool = False):
+    def __init__(self, url: str, *, confirm_timeout: float = 10.0, declare_topology: bool = False,
+                 shared_confirms: bool = False):
         self.url = url
         self.confirm_timeout = confirm_timeout
+        # The in-memory transport has no confirms to share: there it publishes as before.
+        self._shared = _SharedConfirms(self) if shared_confirms and url.startswith(("amqp", "pyamqp")) else None
         # The gateway's publisher declares the topology on every new connection: after a failover,
         # or against a broker that lost its definitions, its first publish must not go to an
         # exchange that is not there (the consumers declare theirs when they reconnect).
@@ -109,13 +122,15 @@ class Publisher:
     def publish_raw(self, body: Any, *, exchange: Exchange | str, routing_key: str, message_id: str | None = None,
                     correlation_id: str | None = None, headers: dict[str, Any] | None = None,
                     expiration: float | None = None, content_type: str | None = None) -> None:
-        # Raw bytes with their own content type (a poison body on its way to a DLQ) pass unchanged.
-        encoding = {"content_type": content_type, "content_encoding": "binary"} if content_type else {"serializer": "json"}
+        if self._shared is not None:
+            self._shared.publish(_Outgoing(body, exchange, routing_key, message_id, correlation_id, headers or {},
+                                           expiration, content_type))
+            return
         for attempt in (1, 2):
             reused = getattr(self._local, "producer", None) is not None
             try:
                 self._producer().publish(
-                    body, exchange=exchange, routing_key=routing_key, delivery_mode=2, **encoding,
+                    body, exchange=exchange, routing_key=routing_key, delivery_mode=2, **_encoding(content_type),
                     message_id=message_id, correlation_id=correlation_id, headers=headers or {},
                     expiration=expiration, confirm_timeout=self.confirm_timeout, retry=False,
                 )
@@ -138,20 +153,26 @@ class Publisher:
             for envelope in envelopes:  # one message, or kombu's memory transport: no confirms to overlap
                 self.publish(envelope)
             return
+        outgoing = [_Outgoing(encode(e), EVENTS, e.type, e.message_id, e.correlation_id) for e in envelopes]
+        self._send(outgoing, self._local)
+
+    def _send(self, outgoing: Sequence[_Outgoing], holder: Any) -> None:
+        """Send on `holder.batch` (made when missing), confirms awaited together; one more try on a
+        fresh connection when a kept one turns out dead."""
         for attempt in (1, 2):
-            reused = getattr(self._local, "batch", None) is not None
+            reused = getattr(holder, "batch", None) is not None
             try:
-                self._batch_channel().publish(envelopes, self.confirm_timeout)
+                self._batch_channel(holder).publish(outgoing, self.confirm_timeout)
                 return
             except Exception as exc:  # noqa: BLE001 - every failure means "not confirmed"
-                self._reset_batch()
+                self._reset_batch(holder)
                 stale = (reused and isinstance(exc, (OSError, RecoverableConnectionError))
                          and not isinstance(exc, TimeoutError))
                 if attempt == 2 or not stale:
                     raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-    def _batch_channel(self) -> _ConfirmChannel:
-        batch = getattr(self._local, "batch", None)
+    def _batch_channel(self, holder: Any) -> _ConfirmChannel:
+        batch = getattr(holder, "batch", None)
         if batch is None:
             conn = connect(self.url, confirm=False)
             try:
@@ -162,12 +183,13 @@ class Publisher:
             except Exception:
                 conn.release()
                 raise
-            self._local.batch = batch
+            holder.batch = batch
         return batch
 
-    def _reset_batch(self) -> None:
-        batch = getattr(self._local, "batch", None)
-        self._local.batch = None
+    @staticmethod
+    def _reset_batch(holder: Any) -> None:
+        batch = getattr(holder, "batch", None)
+        holder.batch = None
         if batch is not None:
             try:
                 batch.conn.release()
@@ -176,7 +198,87 @@ class Publisher:
 
     def close(self) -> None:
         self._reset()
-        self._reset_batch()
+        self._reset_batch(self._local)
+        if self._shared is not None:
+            self._shared.close()
+
+
+def _encoding(content_type: str | None) -> dict[str, Any]:
+    # Raw bytes with their own content type (a poison body on its way to a DLQ) pass unchanged.
+    return {"content_type": content_type, "content_encoding": "binary"} if content_type else {"serializer": "json"}
+
+
+@dataclass(eq=False)
+class _Outgoing:
+    """One message to publish, and (shared confirms) its caller's outcome."""
+
+    body: Any
+    exchange: Exchange | str
+    routing_key: str
+    message_id: str | None = None
+    correlation_id: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    expiration: float | None = None
+    content_type: str | None = None
+    done: bool = False
+    error: BaseException | None = None
+
+
+class _SharedConfirms:
+    """One confirm channel for every thread: the caller that finds it free sends what is queued (see
+    the module's docstring). No thread of its own: with one caller at a time nothing is handed over."""
+
+    def __init__(self, publisher: Publisher):
+        self.publisher = publisher
+        self.batch: _ConfirmChannel | None = None  # the channel, used only by the thread holding `_channel`
+        self._channel = threading.Lock()
+        self._changed = threading.Condition()  # guards `_queue` and every queued item's outcome
+        self._queue: list[_Outgoing] = []
+
+    def publish(self, item: _Outgoing) -> None:
+        with self._changed:
+            self._queue.append(item)
+        while True:
+            if self._channel.acquire(blocking=False):
+                try:
+                    with self._changed:
+                        batch, self._queue = self._queue, []
+                    if batch:  # empty when an earlier sender took ours along
+                        self._send(batch)
+                finally:
+                    self._channel.release()
+                    with self._changed:
+                        # Outcomes are in, and the channel is free for whoever queued meanwhile.
+                        self._changed.notify_all()
+            else:
+                with self._changed:
+                    # A sender has the channel: wait for our outcome, or for the channel to be free
+                    # (our message was queued after that sender took its batch). The timeout is only
+                    # a safety net; every change notifies.
+                    self._changed.wait_for(lambda: item.done or not self._channel.locked(), timeout=1.0)
+            if item.done:
+                break
+        if item.error is not None:
+            raise item.error
+
+    def _send(self, batch: list[_Outgoing]) -> None:
+        # Every item gets an outcome whatever happens here: a caller waits for it.
+        error: BaseException | None = BusUnavailable("the publish was interrupted")
+        try:
+            self.publisher._send(batch, self)
+            error = None
+        except BusUnavailable as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - every failure means "not confirmed"; the callers decide
+            error = BusUnavailable(f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._changed:
+                for item in batch:
+                    item.error, item.done = error, True
+
+    def close(self) -> None:
+        with self._channel:
+            self.publisher._reset_batch(self)
 
 
 class _ConfirmChannel:
@@ -212,18 +314,19 @@ class _ConfirmChannel:
         self.refused.append(delivery_tag)
         self._settle(delivery_tag, multiple)
 
-    def publish(self, envelopes: Sequence[Envelope], timeout: float) -> None:
+    def publish(self, outgoing: Sequence[_Outgoing], timeout: float) -> None:
         self.refused.clear()
-        for envelope in envelopes:
+        for m in outgoing:
             self.producer.publish(
-                encode(envelope), exchange=EVENTS, routing_key=envelope.type, delivery_mode=2, serializer="json",
-                message_id=envelope.message_id, correlation_id=envelope.correlation_id, headers={}, retry=False)
+                m.body, exchange=m.exchange, routing_key=m.routing_key, delivery_mode=2, **_encoding(m.content_type),
+                message_id=m.message_id, correlation_id=m.correlation_id, headers=m.headers, expiration=m.expiration,
+                retry=False)
             self.sent += 1
         deadline = time.monotonic() + timeout
         while self.acked < self.sent:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"{self.sent - self.acked} of {len(envelopes)} publishes not confirmed in {timeout}s")
+                raise TimeoutError(f"{self.sent - self.acked} of {len(outgoing)} publishes not confirmed in {timeout}s")
             self.conn.drain_events(timeout=left)
         if self.refused:
-            raise BusUnavailable(f"the broker refused {len(self.refused)} of {len(envelopes)} messages (basic.nack)")
+            raise BusUnavailable(f"the broker refused {len(self.refused)} of {len(outgoing)} messages (basic.nack)")

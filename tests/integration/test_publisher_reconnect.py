@@ -24,11 +24,12 @@ def proxied(rabbit_url):
     proxy.close()
 
 
-def test_publish_after_a_broker_blip_is_confirmed_not_refused(proxied, rabbit_url) -> None:
+@pytest.mark.parametrize("shared_confirms", [False, True])
+def test_publish_after_a_broker_blip_is_confirmed_not_refused(proxied, rabbit_url, shared_confirms) -> None:
     proxy, url = proxied
     with connect(rabbit_url) as conn:
         declare(conn)
-    publisher = Publisher(url, confirm_timeout=5)
+    publisher = Publisher(url, confirm_timeout=5, shared_confirms=shared_confirms)
     publisher.publish(inbound_envelope(1))
     proxy.cut()  # the kept connection dies, as in a broker restart
     proxy.restore()
