@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import cast
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
@@ -40,6 +41,24 @@ from shared.web import error, install_json_errors
 log = logging.getLogger(__name__)
 
 CORRELATION_HEADERS = ("X-Correlation-Id", "X-Request-Id")
+
+
+@dataclass(frozen=True)
+class _Kinds:
+    """Which optional parts of the protocol an adapter has, worked out once per route: isinstance on
+    a runtime-checkable Protocol walks the protocol's members on every call, five per webhook."""
+
+    status_only: bool
+    statuses: bool
+    answerer: bool
+    responder: bool
+    fixed_answer: bool
+
+    @classmethod
+    def of(cls, adapter: InboundAdapter) -> _Kinds:
+        return cls(isinstance(adapter, StatusParser), isinstance(adapter, StatusesParser),
+                   isinstance(adapter, WebhookAnswerer), isinstance(adapter, Responder),
+                   isinstance(adapter, FixedAnswer))
 
 
 @dataclass
@@ -77,7 +96,7 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
         # Plain text, never HTML: the challenge is the caller's own string echoed back.
         return Response(challenge, 200, content_type="text/plain; charset=utf-8")
 
-    def _handle(adapter_name: str, adapter: InboundAdapter, channel: str | None):
+    def _handle(adapter_name: str, adapter: InboundAdapter, channel: str | None, kinds: _Kinds):
         if channel is not None and deps.config.channel_mode(channel) == "off":
             return error(404, "channel_off", f"the {channel} channel is switched off")
         if request.content_length is not None and request.content_length > deps.max_body_bytes:
@@ -100,9 +119,9 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
         try:
             envelopes: list[Envelope] = []
             statuses: list[DeliveryStatus]
-            if isinstance(adapter, StatusParser):
+            if kinds.status_only:
                 # A status-only endpoint (Twilio's StatusCallback): the request is one delivery status.
-                statuses = [adapter.parse_status(raw)]
+                statuses = [cast(StatusParser, adapter).parse_status(raw)]
             else:
                 messages = adapter.parse(raw)
                 for msg in messages:
@@ -110,7 +129,7 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
                         log.info("dropped a message on the switched-off %s channel", msg.channel)
                         continue
                     envelopes.append(_wrap(msg, derive_id(msg.channel, msg.external_id), raw.received_at))
-                statuses = adapter.parse_statuses(raw) if isinstance(adapter, StatusesParser) else []
+                statuses = cast(StatusesParser, adapter).parse_statuses(raw) if kinds.statuses else []
             for st in statuses:
                 # One message gets several statuses (delivered, then read): each is its own event.
                 envelopes.append(_wrap(st, derive_id(st.channel, "status", st.provider_message_id, st.status),
@@ -121,7 +140,7 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
             return error(400, "malformed", str(exc))
         # Worked out before publishing (it reads only the request): once the broker has confirmed,
         # the provider's answer is sent without parsing the body again.
-        method_call = adapter.webhook_answer(raw) if isinstance(adapter, WebhookAnswerer) else None
+        method_call = cast(WebhookAnswerer, adapter).webhook_answer(raw) if kinds.answerer else None
         outcomes = []
         for envelope in envelopes:
             outcome = deps.intake.accept(envelope)
@@ -131,16 +150,16 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
                 if outcome == "published":
                     observe_stage("published", envelope.payload.channel, raw.received_at, deps.clock())
             log.info("accepted %s", envelope.type, extra={"message_id": envelope.message_id, "outcome": outcome})
-        if isinstance(adapter, Responder):
+        if kinds.responder:
             # The answer depends on the request: a call's TwiML says what happens next to the caller.
-            body, content_type = adapter.respond(raw)
+            body, content_type = cast(Responder, adapter).respond(raw)
             return Response(body, 200, content_type=content_type)
         if method_call is not None:
             # Telegram runs one Bot API method given in the webhook's response (answerCallbackQuery).
             return jsonify(method_call)
-        if isinstance(adapter, FixedAnswer):
+        if kinds.fixed_answer:
             # Some providers read the body: Twilio would text a non-TwiML body to the customer.
-            body, content_type = adapter.success_response()
+            body, content_type = cast(FixedAnswer, adapter).success_response()
             return Response(body, 200, content_type=content_type)
         return jsonify(ok=True, accepted=outcomes)
 
@@ -154,7 +173,8 @@ def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
     # (services/gateway/openapi.py, tests/contract/test_gateway_openapi.py).
     for name, adapter in deps.adapters.items():
         hook = adapter.webhook
-        bp.add_url_rule(hook.path, endpoint=name, view_func=partial(_handle, name, adapter, hook.channel), methods=["POST"])
+        bp.add_url_rule(hook.path, endpoint=name, view_func=partial(_handle, name, adapter, hook.channel,
+                                                                    _Kinds.of(adapter)), methods=["POST"])
         if isinstance(adapter, HandshakeVerifier):
             bp.add_url_rule(hook.path, endpoint=f"{name}_handshake", view_func=partial(_handshake, adapter),
                             methods=["GET"])
