@@ -438,3 +438,33 @@ def test_no_sending_transaction_is_left_open_whatever_became_of_the_send(example
     assert [r.status for r in rows(sessions)] == ["sent", "pending"]
     assert _open_transactions(pg_url) == 0
     assert _lock_is_free(pg_url, first.id) and _lock_is_free(pg_url, second.id)
+
+
+def test_a_claimed_message_is_sent_with_two_round_trips_to_the_database(example_config, sessions, monkeypatch) -> None:
+    """Issue 15: the sending lock with the status read, then the record with its commit. A change
+    that adds a round trip to every send fails here, naming the statements: make it a decision."""
+    deps = make_deps(example_config, sessions, FlakySender([]))
+    with sessions.begin() as s:
+        row = Outbox(idempotency_key="k", kind="ack", conversation_id=None, channel="telegram", address="42",
+                     body="drafted", status="pending", attempts=0, correlation_id="c", source_message_id="m",
+                     created_at=AT)
+        s.add(row)
+    claimed = outbox.Claimed("telegram", "42", "drafted", {}, None, None)
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cursor, query, params=None, **kwargs):
+        if str(query) not in (";", "SELECT 1"):  # the pool's ping of a connection idle a while: not the send's
+            sent.append(" ".join(str(query).split()))
+        return execute(cursor, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    assert outbox.deliver(row.id, deps, claimed=claimed, compose=lambda at: "as of now") == "sent"
+    monkeypatch.undo()
+    assert len(sent) == 2, sent
+    lock_and_read, record = sent
+    assert lock_and_read.startswith(f"BEGIN; SELECT pg_try_advisory_xact_lock({SENDING_LOCK}, {row.id}); "
+                                    f"SELECT status FROM outbox WHERE id = {row.id}"), sent
+    assert record.startswith("UPDATE outbox SET status = 'sent'") and record.endswith("; COMMIT"), sent
+    [stored] = rows(sessions)
+    assert stored.status == "sent" and stored.body == "as of now" and stored.attempts == 1
