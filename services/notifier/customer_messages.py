@@ -20,9 +20,10 @@ from shared.metrics import MESSAGES_OUT, observe_stage
 
 
 @dataclass
-class Opening:
-    """A conversation.opened event as its claiming transaction left it: the acknowledgement's
-    outbox claim (None: none is sent for it) and the agent notices claimed with it."""
+class EventClaims:
+    """A conversation.opened or conversation.message event as its claiming transaction left it:
+    the acknowledgement's outbox claim (None: none is sent for it) and the agent notices claimed
+    with it."""
 
     envelope: Envelope
     ack: outbox.Claim | None
@@ -31,17 +32,18 @@ class Opening:
     outcomes: list[tuple[int, str | None]] = field(default_factory=list)
 
 
-def claim_openings(uow: NotifierUnitOfWork, envelopes: Sequence[Envelope], deps: NotifierDeps,
-                   now: datetime) -> list[Opening]:
-    """In the caller's unit of work, for conversation.opened events of distinct conversations: the
-    promises and agent notices (promises.record_openings), the acknowledgements' daily cap, and the
-    acknowledgements' and due notices' outbox rows claimed together (outbox.claim_many) — a few
-    set-based statements for the whole batch. Committed before anything is sent."""
-    notices = promises.record_openings(uow, envelopes, deps.config, now)
+def claim_events(uow: NotifierUnitOfWork, envelopes: Sequence[Envelope], deps: NotifierDeps,
+                 now: datetime) -> list[EventClaims]:
+    """In the caller's unit of work, for conversation.opened and conversation.message events of
+    distinct conversations: the promises and agent notices (promises.record_many), the
+    acknowledgements' daily cap, and the acknowledgements' and due notices' outbox rows claimed
+    together (outbox.claim_many) — a few set-based statements for the whole batch. Committed
+    before anything is sent."""
+    notices = promises.record_many(uow, envelopes, deps.config, now)
     acks: dict[int, outbox.Draft] = {}
     for i, envelope in enumerate(envelopes):
-        ev: ConversationOpened = envelope.payload
-        if ev.acknowledge:
+        ev = envelope.payload
+        if envelope.type == ConversationOpened.TYPE and ev.acknowledge:
             acks[i] = outbox.Draft({
                 "idempotency_key": f"ack:{ev.conversation_id}:{ev.opening}", "kind": "ack",
                 "conversation_id": ev.conversation_id, "customer_id": ev.customer_id, "channel": ev.channel,
@@ -54,7 +56,7 @@ def claim_openings(uow: NotifierUnitOfWork, envelopes: Sequence[Envelope], deps:
     claims = outbox.claim_many(uow, drafts, now, refuse=_daily_cap(uow, list(acks.values()), deps.config, now))
     ack_claims = dict(zip(acks, claims, strict=False))
     notice_claims = iter(claims[len(acks):])
-    return [Opening(envelope, ack_claims.get(i), [(notice, next(notice_claims)) for notice in notices[i]])
+    return [EventClaims(envelope, ack_claims.get(i), [(notice, next(notice_claims)) for notice in notices[i]])
             for i, envelope in enumerate(envelopes)]
 
 
@@ -84,23 +86,24 @@ def _daily_cap(uow: NotifierUnitOfWork, acks: list[outbox.Draft], config: Config
     return over_cap
 
 
-def acknowledge(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
-    """One conversation.opened event alone: its claims in one transaction, then its sends."""
+def claim_and_send(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
+    """One conversation.opened or conversation.message event alone: its claims in one
+    transaction, then its sends, then its notices' statuses."""
     with deps.uow() as uow:
-        [opening] = claim_openings(uow, [envelope], deps, deps.clock())
+        [claims] = claim_events(uow, [envelope], deps, deps.clock())
     try:
-        return send_opening(opening, deps)
+        return send_claimed(claims, deps)
     finally:
-        promises.record_sent(opening.outcomes, deps, deps.clock())
+        promises.record_sent(claims.outcomes, deps, deps.clock())
 
 
-def send_opening(opening: Opening, deps: NotifierDeps) -> list[Envelope]:
+def send_claimed(claims: EventClaims, deps: NotifierDeps) -> list[Envelope]:
     """After the claims' commit: the acknowledgement, then the agent notices claimed with it (sent
     even when the acknowledgement must wait for a retry: the agent's news does not). The notices'
-    statuses are recorded by the caller, for a whole batch at once (promises.record_sent); returns
-    the events to publish (none) and appends those outcomes to `opening.outcomes`."""
-    ev: ConversationOpened = opening.envelope.payload
-    claim = opening.ack
+    statuses are recorded by the caller, for a whole batch at once (promises.record_sent), from
+    `claims.outcomes`; returns the events to publish (none)."""
+    ev = claims.envelope.payload
+    claim = claims.ack
     if claim is not None and claim.created and claim.status == "skipped":
         MESSAGES_OUT.labels(ev.channel, "skipped").inc()
     now = deps.clock()
@@ -110,9 +113,9 @@ def send_opening(opening: Opening, deps: NotifierDeps) -> list[Envelope]:
         if claim is not None and claim.send is not None and outbox.deliver(
                 claim.row_id, deps, claimed=claim.send, compose=lambda at: deps.compose_ack(ev, at)) == "sent":
             # The customer's wait, from the webhook to the provider's accepting the acknowledgement.
-            observe_stage("sent", ev.channel, opening.envelope.occurred_at, deps.clock())
+            observe_stage("sent", ev.channel, claims.envelope.occurred_at, deps.clock())
     finally:
-        opening.outcomes = promises.send_claimed(opening.notices, deps, now)
+        claims.outcomes = promises.send_claimed(claims.notices, deps, now)
     return []
 
 

@@ -16,6 +16,7 @@ from services.notifier.deps import NotifierDeps
 from services.notifier.outbox import (
     MAX_SEND_ATTEMPTS,
     SENDING_LOCK,
+    Claim,
     WaitingForEarlier,
     announcing_suppressions,
 )
@@ -47,14 +48,16 @@ class UnknownEvent(Exception):
 
 
 #: An event's handler: returns the events to publish, and adds to the list the agent notices it
-#: made that are due now (sent once the event is handled, after the customer's message).
-Handler = Callable[[Envelope, NotifierDeps, list[int]], list[Envelope]]
+#: made that are due now, claimed with their outbox rows (sent once the event is handled, after
+#: the customer's message).
+Handler = Callable[[Envelope, NotifierDeps, list[tuple[promises.ClaimedNotice, Claim]]], list[Envelope]]
 
 
 def _promises_first(then: Callable[[Envelope, NotifierDeps], list[Envelope]] | None = None) -> Handler:
     """Promises and agent notices are stored first (database only, their own transaction), so that
     a promise is tracked even when the customer's message keeps failing; then `then`, if any."""
-    def handle(envelope: Envelope, deps: NotifierDeps, notices: list[int]) -> list[Envelope]:
+    def handle(envelope: Envelope, deps: NotifierDeps,
+               notices: list[tuple[promises.ClaimedNotice, Claim]]) -> list[Envelope]:
         notices += promises.record(envelope, deps)
         return then(envelope, deps) if then is not None else []
     return handle
@@ -62,21 +65,23 @@ def _promises_first(then: Callable[[Envelope, NotifierDeps], list[Envelope]] | N
 
 def _alone(handler: Callable[[Envelope, NotifierDeps], list[Envelope]]) -> Handler:
     """An event that means nothing for promises and agent notices."""
-    def handle(envelope: Envelope, deps: NotifierDeps, notices: list[int]) -> list[Envelope]:
+    def handle(envelope: Envelope, deps: NotifierDeps,
+               notices: list[tuple[promises.ClaimedNotice, Claim]]) -> list[Envelope]:
         return handler(envelope, deps)
     return handle
 
 
-def _acknowledge(envelope: Envelope, deps: NotifierDeps, notices: list[int]) -> list[Envelope]:
+def _claimed_together(envelope: Envelope, deps: NotifierDeps,
+                      notices: list[tuple[promises.ClaimedNotice, Claim]]) -> list[Envelope]:
     # The promise and notices are recorded, and the notices due now claimed, in the transaction that
-    # claims the acknowledgement: one commit before the sends, which are then sent with it.
-    return customer_messages.acknowledge(envelope, deps)
+    # claims the acknowledgement: one commit before the sends (customer_messages.claim_events).
+    return customer_messages.claim_and_send(envelope, deps)
 
 
 HANDLERS: dict[str, Handler] = {
-    ConversationOpened.TYPE: _acknowledge,
-    # Promises and agents' notices only: promises.record does what there is to do.
-    ConversationMessage.TYPE: _promises_first(),
+    ConversationOpened.TYPE: _claimed_together,
+    ConversationMessage.TYPE: _claimed_together,  # agents' notices only
+    # Promises and agents' notices first: promises.record does what there is to do.
     ConversationAssigned.TYPE: _promises_first(),
     ConversationCalledBack.TYPE: _promises_first(),
     ConversationReply.TYPE: _promises_first(customer_messages.send_reply),
@@ -89,6 +94,10 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+#: Events whose claims are made together for a batch (customer_messages.claim_events).
+CLAIMED_TOGETHER = (ConversationOpened.TYPE, ConversationMessage.TYPE)
+
+
 def handle_event(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     """Handle one event; return the events to publish: the handler's, then the suppressions its
     sends ran into (an SMS opt-out), which the router shows to agents."""
@@ -96,9 +105,11 @@ def handle_event(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     if handler is None:
         raise UnknownEvent(f"no notifier handler for {envelope.type!r}")
     with announcing_suppressions() as announced:
-        notices: list[int] = []
+        notices: list[tuple[promises.ClaimedNotice, Claim]] = []
         result = handler(envelope, deps, notices)
-        promises.send_now(notices, deps)
+        if notices:
+            # Claimed with the event's record; out at once rather than at the next tick.
+            promises.record_sent(promises.send_claimed(notices, deps, deps.clock()), deps, deps.clock())
         return result + announced
 
 
@@ -110,10 +121,11 @@ def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list
     of one conversation are handled one after another, in the order they came; different
     conversations at once on `deps.send_pool`.
 
-    The conversation.opened events that lead their conversation's lane are claimed first, together,
-    in one transaction of set-based statements (promises, agent notices, the acknowledgements'
-    and due notices' outbox rows: customer_messages.claim_openings), committed before any send;
-    if that transaction fails, they are claimed again one by one, so a poison event fails alone.
+    The conversation.opened and .message events that lead their conversation's lane are claimed
+    first, together, in one transaction of set-based statements (promises, agent notices, the
+    acknowledgements' and due notices' outbox rows: customer_messages.claim_events), committed
+    before any send; if that transaction fails, they are claimed again one by one, so a poison
+    event fails alone.
     The notices' statuses after the sends are recorded in one statement for the batch. Every other
     event is handled exactly as `handle_event` handles it alone — its own claim in the outbox, its
     sending lock, its record — so exactly once and the outbox's order rule (WaitingForEarlier, for
@@ -121,7 +133,7 @@ def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list
     results: list[list[Envelope] | Exception] = [[] for _ in envelopes]
     lanes = list(_by_conversation(envelopes).values())
     # Only a lane's first event: a conversation's later events wait for its earlier ones' sends.
-    openings = _claim_openings(envelopes, [lane[0] for lane in lanes if envelopes[lane[0]].type == ConversationOpened.TYPE],
+    claimed = _claim_together(envelopes, [lane[0] for lane in lanes if envelopes[lane[0]].type in CLAIMED_TOGETHER],
                                deps, results)
 
     def run(indexes: list[int]) -> None:
@@ -129,9 +141,9 @@ def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list
             envelope = envelopes[i]
             with correlated(envelope.correlation_id):
                 try:
-                    if i in openings:
+                    if i in claimed:
                         with announcing_suppressions() as announced:
-                            customer_messages.send_opening(openings[i], deps)
+                            customer_messages.send_claimed(claimed[i], deps)
                             results[i] = list(announced)
                     elif not isinstance(results[i], Exception):  # else: its claim failed
                         results[i] = handle_event(envelope, deps)
@@ -144,7 +156,7 @@ def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list
     else:
         for future in [deps.send_pool.submit(run, lane) for lane in lanes]:
             future.result()  # run() keeps every Exception: only a BaseException comes out here
-    outcomes = [outcome for opening in openings.values() for outcome in opening.outcomes]
+    outcomes = [outcome for claims in claimed.values() for outcome in claims.outcomes]
     try:
         promises.record_sent(outcomes, deps, deps.clock())
     except Exception:  # noqa: BLE001 - the sends are recorded on their outbox rows; the ticker settles the notices
@@ -153,29 +165,29 @@ def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list
     return results
 
 
-def _claim_openings(envelopes: Sequence[Envelope], indexes: list[int], deps: NotifierDeps,
-                    results: list[list[Envelope] | Exception]) -> dict[int, customer_messages.Opening]:
-    """The batch's leading conversation.opened events claimed in one transaction; when it fails
-    (a poison event, a key another replica took meanwhile), each alone, a failure kept in `results`."""
+def _claim_together(envelopes: Sequence[Envelope], indexes: list[int], deps: NotifierDeps,
+                    results: list[list[Envelope] | Exception]) -> dict[int, customer_messages.EventClaims]:
+    """The batch's events `indexes` claimed in one transaction; when it fails (a poison event, a
+    key another replica took meanwhile), each alone, a failure kept in `results`."""
     if not indexes:
         return {}
     if len(indexes) > 1:
         try:
             with deps.uow() as uow:
-                claimed = customer_messages.claim_openings(uow, [envelopes[i] for i in indexes], deps, deps.clock())
-            return dict(zip(indexes, claimed, strict=True))
+                together = customer_messages.claim_events(uow, [envelopes[i] for i in indexes], deps, deps.clock())
+            return dict(zip(indexes, together, strict=True))
         except Exception as exc:  # noqa: BLE001 - rolled back; claimed again one by one below
-            log.warning("the batch's %d openings failed to claim together (%s: %s); claiming them one by one",
+            log.warning("the batch's %d events failed to claim together (%s: %s); claiming them one by one",
                         len(indexes), type(exc).__name__, str(exc)[:300])
-    openings = {}
+    alone = {}
     for i in indexes:
         with correlated(envelopes[i].correlation_id):
             try:
                 with deps.uow() as uow:
-                    [openings[i]] = customer_messages.claim_openings(uow, [envelopes[i]], deps, deps.clock())
+                    [alone[i]] = customer_messages.claim_events(uow, [envelopes[i]], deps, deps.clock())
             except Exception as exc:  # noqa: BLE001 - this event's failure alone, settled by the worker
                 results[i] = exc
-    return openings
+    return alone
 
 
 def _by_conversation(envelopes: Sequence[Envelope]) -> dict[str, list[int]]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from services.notifier.deps import NotifierDeps
 from services.notifier.models import AgentNotice, Outbox, Promise
-from services.notifier.outbox import Claim, Contended, Draft, deliver
+from services.notifier.outbox import Claim, Contended, Draft, claim_many, deliver
 from services.notifier.senders import TransientSendError, UnknownChannel
 from services.notifier.texts import LANGUAGES, agent_notice_fields, render_agent_notice
 from services.notifier.unit_of_work import NotifierUnitOfWork
@@ -131,24 +131,26 @@ def _calendar_of(config: Config, team_id: str | None) -> Calendar:
 # --- recording: one event, one transaction ------------------------------------------------------
 
 
-def record(envelope: Envelope, deps: NotifierDeps) -> list[int]:
-    """Store what `envelope` means for promises and agent notices; return the notices due now.
+def record(envelope: Envelope, deps: NotifierDeps) -> list[tuple[ClaimedNotice, Claim]]:
+    """Store what `envelope` means for promises and agent notices, and claim the notices due now
+    with their outbox rows in the same transaction; return them, to be sent (`send_claimed`).
 
     Idempotent: a redelivered event finds its promise and its notice keys and adds nothing."""
     if envelope.type not in TRACKED:
         return []
+    now = deps.clock()
     with deps.uow() as uow:
-        return record_in(uow, envelope, deps.config, deps.clock())
+        claimed = claim_notices(uow, record_in(uow, envelope, deps.config, now), deps.config, now)
+        return list(zip(claimed, claim_many(uow, [c.draft for c in claimed], now), strict=True))
 
 
 def record_in(uow: NotifierUnitOfWork, envelope: Envelope, config: Config, now: datetime) -> list[int]:
     """`record` inside the caller's unit of work (the acknowledgement claims its outbox row in the
     same one: one commit per event instead of two)."""
     ev = envelope.payload
-    if envelope.type == ConversationOpened.TYPE:
-        return _on_opened(uow, ev, envelope.correlation_id, config, now)
-    if envelope.type == ConversationMessage.TYPE:
-        return _on_message(uow, ev, envelope.correlation_id, config, now)
+    if envelope.type in (ConversationOpened.TYPE, ConversationMessage.TYPE):
+        # Recorded with their claims, set-based, for a batch or alone (record_many).
+        raise ValueError(f"{envelope.type} is recorded by record_many")
     if envelope.type in (ConversationReply.TYPE, ConversationCalledBack.TYPE):
         # A call back is a human response as much as a written reply: it keeps the promise.
         _on_reply(uow, ev, envelope.occurred_at)
@@ -157,46 +159,6 @@ def record_in(uow: NotifierUnitOfWork, envelope: Envelope, config: Config, now: 
     elif envelope.type == ConversationAssigned.TYPE:
         return _on_assigned(uow, ev, envelope.correlation_id, config, now)
     return []
-
-
-def _on_opened(uow: NotifierUnitOfWork, ev: ConversationOpened, correlation: str, config: Config,
-               now: datetime) -> list[int]:
-    if uow.promises.exists(ev.conversation_id, ev.opening):
-        return []
-    team_id = _team_of(config, ev.team_id, ev.owner_id)
-    lead_id = config.teams[team_id].lead if team_id else None
-    fields = {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
-              "category": ev.category, "promise_due": ev.promise_due.isoformat(), "excerpt": ev.excerpt,
-              "team_name": config.teams[team_id].name if team_id else None}
-    if not ev.reply_to:
-        # Nobody to answer (a voicemail from a withheld number): no acknowledgement told anyone a
-        # time and no reply can keep one, so there is no promise, no reminder and no breach. The
-        # owner still hears of it, with the router's target time to listen by (notices are idempotent
-        # by their own key).
-        notices = [_notice(uow, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
-                   for kind, agent in plan("opened", ev.owner_id, lead_id)]
-        return _due(notices, now)
-    promise = Promise(
-        conversation_id=ev.conversation_id, opening=ev.opening, reference=ev.reference,
-        customer_name=ev.customer_name, channel=ev.channel, category=ev.category, owner_id=ev.owner_id,
-        team_id=team_id, lead_id=lead_id, received_at=ev.received_at, due_at=ev.promise_due,
-        warn_at=warn_time(ev.received_at, ev.promise_due, _calendar_of(config, team_id)), status="open",
-        created_at=now)
-    uow.promises.add(promise)
-    notices = [_notice(uow, config, kind, agent, ev.conversation_id, ev.opening, fields, correlation, now)
-               for kind, agent in plan("opened", ev.owner_id, lead_id)]
-    return _due(notices, now)
-
-
-def _on_message(uow: NotifierUnitOfWork, ev: ConversationMessage, correlation: str, config: Config,
-                now: datetime) -> list[int]:
-    fields = {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
-              "excerpt": ev.excerpt or "…",
-              "promise_due": ev.promise_due.isoformat() if ev.promise_due else None}
-    notices = [_notice(uow, config, kind, agent, ev.conversation_id, 0, fields, correlation, now,
-                       message_id=ev.inbound_message_id)
-               for kind, agent in plan("message", ev.owner_id, None)]
-    return _due(notices, now)
 
 
 def _on_assigned(uow: NotifierUnitOfWork, ev: ConversationAssigned, correlation: str, config: Config,
@@ -266,7 +228,7 @@ def _due(notices: Iterable[AgentNotice], now: datetime) -> list[int]:
     return [n.id for n in notices if n.status == "pending" and n.not_before <= now]
 
 
-# --- a batch of openings, and the notices claimed with their event -------------------------------
+# --- a batch's events, and the notices claimed with their event ---------------------------------
 
 
 @dataclass(frozen=True)
@@ -278,25 +240,43 @@ class ClaimedNotice:
     draft: Draft
 
 
+def _message_fields(ev: ConversationMessage) -> dict[str, Any]:
+    return {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
+            "excerpt": ev.excerpt or "…", "promise_due": ev.promise_due.isoformat() if ev.promise_due else None}
+
+
+def _message_notices(ev: ConversationMessage, correlation: str, config: Config, now: datetime) -> list[dict[str, Any]]:
+    fields = _message_fields(ev)
+    return [_notice_values(config, kind, agent, ev.conversation_id, 0, fields, correlation, now,
+                           message_id=ev.inbound_message_id)
+            for kind, agent in plan("message", ev.owner_id, None)]
+
+
 def _opened_fields(ev: ConversationOpened, config: Config, team_id: str | None) -> dict[str, Any]:
     return {"reference": ev.reference, "customer_name": ev.customer_name, "channel": ev.channel,
             "category": ev.category, "promise_due": ev.promise_due.isoformat(), "excerpt": ev.excerpt,
             "team_name": config.teams[team_id].name if team_id else None}
 
 
-def record_openings(uow: NotifierUnitOfWork, envelopes: Sequence[Envelope], config: Config,
-                    now: datetime) -> list[list[ClaimedNotice]]:
-    """`record_in` for a batch of conversation.opened events, in set-based statements: which
-    promises and notice keys exist, one multi-row INSERT of the new promises and one of the new
-    notices; then the notices due now are claimed here (see `claim_notices`). Per event, its
-    claimed notices. The events must be of distinct (conversation, opening): each is recorded
-    exactly as `_on_opened` records it alone. Raises `Contended` when another transaction
-    inserted a promise or notice meanwhile (the caller claims the events again one by one)."""
-    events: list[ConversationOpened] = [e.payload for e in envelopes]
-    promised = uow.promises.existing([(ev.conversation_id, ev.opening) for ev in events if ev.reply_to])
+def record_many(uow: NotifierUnitOfWork, envelopes: Sequence[Envelope], config: Config,
+                now: datetime) -> list[list[ClaimedNotice]]:
+    """`record_in` for a batch of conversation.opened and conversation.message events, in
+    set-based statements: which promises and notice keys exist, one multi-row INSERT of the new
+    promises and one of the new notices; the notices due now are claimed here (leased as they are
+    inserted; those found, as `claim_notices` claims them). Per event, its claimed notices. The
+    events must be of distinct conversations: each is recorded recorded exactly as it was
+    alone, one transaction each, before. Raises `Contended` when another transaction inserted a promise
+    or notice meanwhile (the caller claims the events again one by one)."""
+    openings = [e.payload for e in envelopes if e.type == ConversationOpened.TYPE]
+    promised = uow.promises.existing([(ev.conversation_id, ev.opening) for ev in openings if ev.reply_to]) \
+        if openings else set()
     promises: list[dict[str, Any]] = []
     planned: list[list[dict[str, Any]]] = []  # per event, its notices' column values
-    for envelope, ev in zip(envelopes, events, strict=True):
+    for envelope in envelopes:
+        if envelope.type == ConversationMessage.TYPE:
+            planned.append(_message_notices(envelope.payload, envelope.correlation_id, config, now))
+            continue
+        ev: ConversationOpened = envelope.payload
         if ev.reply_to and (ev.conversation_id, ev.opening) in promised:
             planned.append([])  # recorded before: a redelivered event adds nothing
             continue
@@ -377,12 +357,13 @@ def claim_notices(uow: NotifierUnitOfWork, ids: Sequence[int], config: Config, n
 
 
 def _notice_values(config: Config, kind: str, agent_id: str, conversation_id: str, opening: int,
-                   fields: dict[str, Any], correlation: str, now: datetime) -> dict[str, Any]:
+                   fields: dict[str, Any], correlation: str, now: datetime,
+                   message_id: str | None = None) -> dict[str, Any]:
     """A new notice's column values, as `_notice` makes its row."""
     agent = config.agents.get(agent_id)
     when = deliverable_at(agent.shift, now) if agent else None
     values: dict[str, Any] = {
-        "idempotency_key": notice_key(kind, conversation_id, opening, agent_id), "kind": kind,
+        "idempotency_key": notice_key(kind, conversation_id, opening, agent_id, message_id), "kind": kind,
         "conversation_id": conversation_id, "agent_id": agent_id, "fields": fields, "not_before": when or now,
         "status": "pending", "attempts": 0, "last_error": None, "correlation_id": correlation, "created_at": now}
     if agent is None or agent.notify is None:
@@ -503,17 +484,6 @@ def claim(deps: NotifierDeps, now: datetime, ids: Iterable[int] | None = None) -
         for row in rows:
             row.not_before = now + LEASE
         return [row.id for row in rows]
-
-
-def send_now(ids: list[int], deps: NotifierDeps) -> None:
-    """Notices an event made for agents on shift: out at once rather than at the next tick."""
-    if ids:
-        now = deps.clock()
-        for notice_id in claim(deps, now, ids):
-            try:
-                send_notice(notice_id, deps, now)
-            except Exception:  # noqa: BLE001 - the customer's event is done; the claim expires and the ticker retries
-                log.exception("agent notice %s not sent now; the ticker retries it", notice_id)
 
 
 def send_notice(notice_id: int, deps: NotifierDeps, now: datetime) -> str | None:

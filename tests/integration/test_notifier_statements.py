@@ -21,7 +21,7 @@ from sqlalchemy import Engine, event, select, update
 from services.notifier.handlers import NotifierDeps, handle_batch
 from services.notifier.models import AgentNotice, Outbox, Promise
 from services.notifier.senders import Registry
-from shared.contracts import ConversationOpened, Envelope
+from shared.contracts import ConversationMessage, ConversationOpened, Envelope
 from shared.db import make_engine
 
 pytestmark = pytest.mark.integration
@@ -87,7 +87,15 @@ def opened(n: int) -> Envelope:
     return Envelope.wrap(ev, message_id=f"ev-{n}", correlation_id=f"c-{n}", occurred_at=AT)
 
 
-def test_a_batch_of_new_conversations_is_claimed_in_one_transaction_of_set_based_statements(deps, sessions) -> None:
+def message(n: int) -> Envelope:
+    ev = ConversationMessage(conversation_id=f"conv-{n}", owner_id="anna", channel="telegram", excerpt="and?",
+                             received_at=AT, inbound_message_id=f"in-{n}-2", reference=f"SB-{n:010d}",
+                             customer_name="Piotr", promise_due=AT + timedelta(hours=4))
+    return Envelope.wrap(ev, message_id=f"ev-{n}-2", correlation_id=f"c-{n}", occurred_at=AT)
+
+
+def test_a_batch_of_new_conversations_and_of_their_next_messages_is_claimed_in_a_few_set_based_statements(
+        deps, sessions) -> None:
     engine = sessions.kw["bind"]
     batch = [opened(n) for n in range(BATCH)]
 
@@ -113,3 +121,12 @@ def test_a_batch_of_new_conversations_is_claimed_in_one_transaction_of_set_based
     assert len(seen.statements) == 2, "\n".join(seen.statements)
     assert seen.commits == 1
     assert len(deps.sent) == 2 * BATCH
+
+    # The customers write again: Anna hears of each message. Which notice keys exist; INSERT the
+    # notices (claimed); which outbox keys exist; INSERT their outbox rows; the pending rows of the
+    # conversations. After the sends, the notices' statuses.
+    with counted(engine) as seen:
+        assert handle_batch([message(n) for n in range(BATCH)], deps) == [[]] * BATCH
+    assert len(seen.statements) == 6, "\n".join(seen.statements)
+    assert seen.commits == 2
+    assert len(deps.sent) == 3 * BATCH

@@ -204,6 +204,20 @@ def test_a_batch_of_new_conversations_is_acknowledged_once_each_and_capped_acros
     assert {n.status for n in notifier.uow.notices.all} == {"sent"}
 
 
+def test_a_batch_of_openings_and_customer_messages_tells_the_owner_of_each_once_in_order(notifier) -> None:
+    handle_event(opened(w(25, 10)), notifier.deps)
+    # conv-1's next messages (the first of them claimed with conv-2's opening), conv-2 opening.
+    batch = [message(w(25, 10, 5), n=2), opened(w(25, 10, 5), conv="conv-2", reply_to="chat-2"),
+             message(w(25, 10, 6), n=3)]
+    assert handle_batch(batch, notifier.deps) == [[]] * 3
+    assert handle_batch(batch, notifier.deps) == [[]] * 3  # redelivered
+    notices = telegram(notifier, MARIA_CHAT)
+    assert len(notices) == 4  # conv-1 assigned, its two messages, conv-2 assigned
+    assert "Czy paczka wyszła?" in notices[1] and "Czy paczka wyszła?" in notices[2]
+    assert len(telegram(notifier, "chat-2")) == 1
+    assert {n.status for n in notifier.uow.notices.all} == {"sent"}
+
+
 def test_an_event_of_a_batch_that_fails_its_claim_fails_alone(notifier) -> None:
     real = notifier.deps.compose_ack
 
