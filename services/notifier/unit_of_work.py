@@ -20,7 +20,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self, cast
 
-from sqlalchemy import ColumnElement, Insert, Table, and_, case, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Insert, Table, case, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,7 +29,6 @@ from shared.db import Base
 
 
 class PromiseRepository(Protocol):
-    def exists(self, conversation_id: str, opening: int) -> bool: ...
     def for_update(self, conversation_id: str, opening: int) -> Promise | None: ...
     def latest_for_update(self, conversation_id: str) -> Promise | None:
         """The conversation's promise of its latest opening, locked."""
@@ -79,14 +78,11 @@ class OutboxRepository(Protocol):
     def recent_acks(self, recipients: Collection[tuple[str, str]], customers: Collection[str],
                     since: datetime) -> Sequence[tuple[str, str, str, str | None]]:
         """Acknowledgements pending or sent since `since` to any of these (channel, address) or
-        customers: (key, channel, address, customer id). `acks_since` for a batch."""
+        customers: (key, channel, address, customer id): the daily cap's count, for a batch."""
     def get(self, row_id: int) -> Outbox | None: ...
     def one(self, row_id: int) -> Outbox: ...
     def earlier_unsent(self, row: Outbox) -> int | None:
         """A pending row of the same conversation to the same address, older than `row`: it goes first."""
-    def acks_since(self, channel: str, address: str, since: datetime, *, customer_id: str | None = None) -> int:
-        """Acknowledgements pending or sent since `since` to this address or, given the customer, to
-        any of the customer's addresses."""
     def last_email_ack(self, conversation_id: str) -> Outbox | None: ...
     def by_provider_id(self, channels: Sequence[str], provider_message_id: str) -> Outbox | None:
         """The row a provider's report is about: the id it gave the message, on one of `channels`."""
@@ -149,10 +145,6 @@ class NotifierUnitOfWork(Protocol):
 class SqlPromises:
     def __init__(self, s: Session):
         self.s = s
-
-    def exists(self, conversation_id: str, opening: int) -> bool:
-        return self.s.scalar(select(Promise.id).where(Promise.conversation_id == conversation_id,
-                                                      Promise.opening == opening)) is not None
 
     def for_update(self, conversation_id: str, opening: int) -> Promise | None:
         return self.s.scalar(select(Promise).where(Promise.conversation_id == conversation_id,
@@ -287,13 +279,6 @@ class SqlOutbox:
         return self.s.scalar(select(Outbox.id).where(
             Outbox.conversation_id == row.conversation_id, Outbox.channel == row.channel,
             Outbox.address == row.address, Outbox.status == "pending", Outbox.id < row.id).limit(1))
-
-    def acks_since(self, channel: str, address: str, since: datetime, *, customer_id: str | None = None) -> int:
-        recipient = and_(Outbox.channel == channel, Outbox.address == address)
-        return self.s.scalar(select(func.count()).select_from(Outbox).where(
-            Outbox.kind == "ack", or_(recipient, Outbox.customer_id == customer_id) if customer_id else recipient,
-            Outbox.created_at >= since, Outbox.status.in_(("pending", "sent")),
-        )) or 0
 
     def last_email_ack(self, conversation_id: str) -> Outbox | None:
         return self.s.scalar(select(Outbox).where(Outbox.conversation_id == conversation_id, Outbox.kind == "ack",

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from services.notifier.handlers import NotifierDeps, WaitingForEarlier, handle_batch
-from services.notifier.models import Outbox
+from services.notifier.models import AgentNotice, Outbox
 from services.notifier.senders import Registry, SendResult, TransientSendError
 from services.notifier.senders.sandbox import SandboxSender
 from shared.contracts import ConversationOpened, ConversationReply, Envelope
@@ -122,3 +122,48 @@ def test_without_a_pool_a_batch_is_handled_one_event_after_another(example_confi
     deps = make_deps(example_config, sessions, sender, None)
     assert handle_batch(batch(), deps) == [[]] * 10
     assert sender.most_in_flight == 1 and len(sender.sent) == 10
+
+
+def test_two_replicas_on_the_same_batch_send_each_message_once(example_config, sessions, pool) -> None:
+    # A batch redelivered to a second replica while the first still has it: both claim it at once.
+    # One replica's claims win; the other finds their keys taken (its set-based claim gives way and
+    # it claims the events one by one, finding the rows) and sends nothing twice.
+    sender = SlowProvider(latency=0.05)
+    agents = RecordingAgents()
+    deps = [make_deps(example_config, sessions, sender, pool) for _ in range(2)]
+    for d in deps:
+        d.senders = Registry({"telegram": sender, "email": agents})
+    events = [opened(c) for c in "abcdefgh"]
+    start = threading.Barrier(2)
+    results: list = [None, None]
+
+    def replica(k: int) -> None:
+        start.wait()
+        results[k] = handle_batch(events, deps[k])
+
+    threads = [threading.Thread(target=replica, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(text for _, text in sender.sent) == [f"ack {c}" for c in "abcdefgh"]
+    assert len(agents.sent) == 8  # the owner's notice of each conversation, once
+    with sessions() as s:
+        assert set(s.scalars(select(Outbox.status))) == {"sent"}
+        assert set(s.scalars(select(AgentNotice.status))) == {"sent"}
+    # Whatever a replica could not send now (the other held the row) comes back to it as a retry.
+    for outcome in results[0] + results[1]:
+        assert outcome == [] or isinstance(outcome, TransientSendError), outcome
+
+
+class RecordingAgents:
+    channel = "email"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self._lock = threading.Lock()
+
+    def send(self, address, text, *, options=None) -> SendResult:
+        with self._lock:
+            self.sent.append(address)
+            return SendResult(provider_message_id=f"mail-{len(self.sent)}")

@@ -73,9 +73,6 @@ class FakePromises:
     def _all(self) -> list[Promise]:
         return self.table.rows
 
-    def exists(self, conversation_id: str, opening: int) -> bool:
-        return self.for_update(conversation_id, opening) is not None
-
     def for_update(self, conversation_id: str, opening: int) -> Promise | None:
         return next((p for p in self._all if p.conversation_id == conversation_id and p.opening == opening), None)
 
@@ -94,7 +91,7 @@ class FakePromises:
         return {(p.conversation_id, p.opening) for p in self._all if (p.conversation_id, p.opening) in wanted}
 
     def insert_new(self, rows: Sequence[dict[str, Any]]) -> int:
-        new = [r for r in rows if not self.exists(r["conversation_id"], r["opening"])]
+        new = [r for r in rows if self.for_update(r["conversation_id"], r["opening"]) is None]
         for r in new:
             self.table.add(Promise(**r))
         return len(new)
@@ -206,12 +203,6 @@ class FakeOutbox:
     def earlier_unsent(self, row: Outbox) -> int | None:
         return next((r.id for r in self.all if r.conversation_id == row.conversation_id and r.channel == row.channel
                      and r.address == row.address and r.status == "pending" and r.id < row.id), None)
-
-    def acks_since(self, channel: str, address: str, since: datetime, *, customer_id: str | None = None) -> int:
-        def to_them(r: Outbox) -> bool:
-            return (r.channel == channel and r.address == address) or bool(customer_id and r.customer_id == customer_id)
-        return sum(1 for r in self.all if r.kind == "ack" and to_them(r) and r.created_at >= since
-                   and r.status in ("pending", "sent"))
 
     def last_email_ack(self, conversation_id: str) -> Outbox | None:
         acks = [r for r in self.all if r.conversation_id == conversation_id and r.kind == "ack" and r.channel == "email"]
