@@ -98,6 +98,8 @@ class _Columns:
 
 
 _MISSING = object()
+#: An execution option: this statement reads and writes none of the rows held back (`_Pending`).
+_KEEP_PENDING = "router_keep_pending"
 _COLUMNS = {model: _Columns(model, returned=model is Assignment) for model in _WRITE_ORDER}
 
 
@@ -431,7 +433,8 @@ class _SqlBuckets:
             stmt = stmt.on_conflict_do_update(index_elements=[SenderBucket.key], set_={"key": stmt.excluded.key})
             # No autoflush: the other rows' changes wait for the commit, written together.
             with self.s.no_autoflush:
-                for row in self.s.scalars(stmt.returning(SenderBucket), execution_options={"populate_existing": True}):
+                for row in self.s.scalars(stmt.returning(SenderBucket),
+                                          execution_options={"populate_existing": True, _KEEP_PENDING: True}):
                     self._claimed[row.key] = row
         return [self._claimed[key] for key in keys]
 
@@ -554,9 +557,10 @@ class SqlRouterUnitOfWork:
             self._stack.close()
 
     def _before_execute(self, state: ORMExecuteState) -> None:
-        """A read may be about rows still held back: they are written first (as the ORM's autoflush
-        would). An upsert of a bucket or a call is about none of them and leaves them held."""
-        if state.is_select and self._pending.rows:
+        """A statement may be about rows still held back (a read, an INSERT … SELECT): they are
+        written first, as the ORM's autoflush would (it runs after this hook). The buckets' upsert
+        is about none of them and leaves them held (`_KEEP_PENDING`)."""
+        if self._pending.rows and not state.execution_options.get(_KEEP_PENDING):
             self._pending.write()
 
     def prepare(self, messages: Sequence[InboundMessage], *, at_once: bool = False) -> None:
