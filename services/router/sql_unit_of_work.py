@@ -7,10 +7,11 @@ import contextlib
 import functools
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Select, Table, event, func, insert, inspect, select, tuple_
+from sqlalchemy import Select, String, Table, Text, bindparam, event, func, insert, inspect, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import (
     Mapper,
     ORMExecuteState,
@@ -19,6 +20,7 @@ from sqlalchemy.orm import (
     make_transient_to_detached,
     sessionmaker,
 )
+from sqlalchemy.types import TypeEngine
 
 from services.router import flood
 from services.router.kpi_store import mark_opened_days, record_survey_result
@@ -77,12 +79,20 @@ class _Columns:
                          prop.columns[0].default.arg if prop.columns[0].default is not None
                          and prop.columns[0].default.is_scalar else None)
                         for prop in mapper.column_attrs if prop.columns[0].key != self.serial]
-        # RETURNING a key makes SQLAlchemy write the rows as one multi-row VALUES ("insertmanyvalues");
-        # without it psycopg sends a statement per row (pipelined), which costs PostgreSQL a parse
-        # and an execution each. The serial ids are returned in the rows' order where read.
-        key = self.table.c[self.serial] if returned and self.serial else next(iter(self.table.primary_key))
-        self.statement = insert(self.table).returning(key, sort_by_parameter_order=returned)
         self.returned: str | None = self.serial if returned else None
+        # Where ids come back in the rows' order: one multi-row VALUES (SQLAlchemy's
+        # "insertmanyvalues"), and on SQLite (embedded mode) for every table.
+        key = self.table.c[self.serial] if returned and self.serial else next(iter(self.table.primary_key))
+        self.many = insert(self.table).returning(key, sort_by_parameter_order=returned)
+        # On PostgreSQL, INSERT … SELECT FROM unnest(one array per column): a short statement
+        # whatever the number of rows, so psycopg converts its text once (a multi-row VALUES of a
+        # batch is too long for psycopg's cache and is re-parsed every time) and PostgreSQL
+        # prepares it once. Arrays of unsized types: a value too long for its column fails the
+        # INSERT, as it would in a VALUES list, instead of being cut by a cast to varchar(n).
+        names = [column for _, column, _ in self.columns]
+        arrays = [bindparam(name, type_=ARRAY(_unsized(self.table.c[name].type))) for name in names]
+        rows = func.unnest(*arrays).table_valued(*names).render_derived()
+        self.unnest = insert(self.table).from_select(names, select(*(rows.c[name] for name in names)))
 
     def values(self, obj: object, keep: bool) -> dict[str, object]:
         state = obj.__dict__
@@ -95,6 +105,10 @@ class _Columns:
                     setattr(obj, attr, value)  # what was written: nothing left to load back
             row[column] = value
         return row
+
+
+def _unsized(type_: TypeEngine[Any]) -> TypeEngine[Any]:
+    return Text() if isinstance(type_, String) else type_
 
 
 _MISSING = object()
@@ -112,6 +126,7 @@ class _Pending:
     def __init__(self, s: Session):
         self.s = s
         self.rows: dict[type, list[object]] = {}
+        self.postgresql = s.get_bind().dialect.name == "postgresql"
 
     def add(self, row: object) -> None:
         self.rows.setdefault(type(row), []).append(row)
@@ -130,10 +145,13 @@ class _Pending:
                 continue
             columns, keep = _COLUMNS[model], model in _KEPT
             values = [columns.values(obj, keep) for obj in objs]
-            result = connection.execute(columns.statement, values)
-            if columns.returned is not None:
-                for obj, serial in zip(objs, result.scalars(), strict=True):
-                    setattr(obj, columns.returned, serial)
+            if columns.returned is not None or not self.postgresql:
+                result = connection.execute(columns.many, values)
+                if columns.returned is not None:
+                    for obj, serial in zip(objs, result.scalars(), strict=True):
+                        setattr(obj, columns.returned, serial)
+            else:
+                connection.execute(columns.unnest, {name: [row[name] for row in values] for name in values[0]})
             if model is Conversation:
                 # As the ORM's flush would have (kpi_store's after_flush hook).
                 mark_opened_days(self.s, [getattr(obj, "opened_at", None) for obj in objs])
