@@ -468,3 +468,19 @@ def test_a_claimed_message_is_sent_with_two_round_trips_to_the_database(example_
     assert record.startswith("UPDATE outbox SET status = 'sent'") and record.endswith("; COMMIT"), sent
     [stored] = rows(sessions)
     assert stored.status == "sent" and stored.body == "as of now" and stored.attempts == 1
+
+
+def test_the_embedded_modes_sqlite_sends_a_message_once_and_records_it(example_config, tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'switchboard.db'}")
+    migrate(engine)
+    sessions = session_factory(engine)
+    sender = FlakySender([])
+    deps = make_deps(example_config, sessions, sender)
+    try:
+        handle_event(opened(), deps)
+        handle_event(opened(), deps)  # a redelivery
+        assert sender.sent == [("42", "Thanks Anna, reference SB-ABC")]
+        [row] = rows(sessions)
+        assert row.status == "sent" and row.attempts == 1 and row.provider_message_id == "1"
+    finally:
+        engine.dispose()
