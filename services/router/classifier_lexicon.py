@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from services.router.classifier_text import is_cyrillic, skeleton, tokenize
 
@@ -128,6 +129,10 @@ class TermIndex:
                         self.fuzzy.setdefault(variant, []).append(t)
                 if len(stem) >= self.INFIX_MIN and t.language in self.INFIX_LANGUAGES:
                     self.infix.setdefault(stem[:3], []).append(t)
+        # A word's near misses depend on the word alone and the index never changes once built:
+        # kept per word (the same words recur message after message; the look-up costs a set of
+        # deletions per prefix length and a scan of the candidates).
+        self._fuzzy_of = lru_cache(maxsize=32768)(self._fuzzy)
 
     def listed_for(self, term: Term, language: str) -> bool:
         return language in self.languages.get((term.category, term.parts, term.exact), (term.language,))
@@ -152,7 +157,7 @@ class TermIndex:
         for i, tok in enumerate(tokens):
             if i in matched_at or len(tok) < self.FUZZY_MIN - 1 or not tok.isalpha():
                 continue
-            for t in self._fuzzy(tok):
+            for t in self._fuzzy_of(tok):
                 key = (t.category, t.parts)
                 if key not in seen:
                     seen.add(key)
@@ -166,14 +171,19 @@ class TermIndex:
                             found.append((t, i, i + 1, self.INFIX_FACTOR))
         return found
 
-    def _fuzzy(self, tok: str) -> list[Term]:
+    def _fuzzy(self, tok: str) -> tuple[Term, ...]:
         out: list[Term] = []
+        # A prefix's deletions once per length (three stem lengths share each), in the same order.
+        deletions: dict[int, set[str]] = {}
         for n in self.fuzzy_lengths:
             for m in (n - 1, n, n + 1):
                 if m > len(tok) or m < self.FUZZY_MIN - 1:
                     continue
                 prefix = tok[:m]
-                for key in _deletions(prefix):
+                keys = deletions.get(m)
+                if keys is None:
+                    keys = deletions[m] = _deletions(prefix)
+                for key in keys:
                     for t in self.fuzzy.get(key, ()):
                         stem = t.parts[0]
                         # Typos rarely hit the first letter; requiring it avoids "price"/"prince".
@@ -181,7 +191,7 @@ class TermIndex:
                         if (len(stem) == n and stem[0] == tok[0] and t not in out
                                 and (not t.exact[0] or m == len(tok)) and _within_one_edit(prefix, stem)):
                             out.append(t)
-        return out
+        return tuple(out)
 
 
 def _deletions(word: str) -> set[str]:
