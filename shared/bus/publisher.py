@@ -29,11 +29,13 @@ again from the spool, and the consumers dedupe).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -298,6 +300,24 @@ class _ConfirmChannel:
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
 
+    @contextlib.contextmanager
+    def _corked(self, several: bool) -> Iterator[None]:
+        """py-amqp writes each message (its three frames) with a send of its own, and the socket has
+        TCP_NODELAY: a batch went out as one TCP segment per message, each a read for the broker.
+        Corked (Linux), the kernel sends the batch in full segments when uncorked."""
+        sock = getattr(getattr(self.conn.connection, "transport", None), "sock", None)
+        if not several or sock is None or not hasattr(socket, "TCP_CORK"):
+            yield
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        try:
+            yield
+        finally:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            except OSError:  # the connection broke meanwhile: the publish fails on its own
+                pass
+
     def _settle(self, tag: int, multiple: bool) -> None:
         if multiple:
             self.acked = max(self.acked, tag)
@@ -316,12 +336,13 @@ class _ConfirmChannel:
 
     def publish(self, outgoing: Sequence[_Outgoing], timeout: float) -> None:
         self.refused.clear()
-        for m in outgoing:
-            self.producer.publish(
-                m.body, exchange=m.exchange, routing_key=m.routing_key, delivery_mode=2, **_encoding(m.content_type),
-                message_id=m.message_id, correlation_id=m.correlation_id, headers=m.headers, expiration=m.expiration,
-                retry=False)
-            self.sent += 1
+        with self._corked(len(outgoing) > 1):
+            for m in outgoing:
+                self.producer.publish(
+                    m.body, exchange=m.exchange, routing_key=m.routing_key, delivery_mode=2,
+                    **_encoding(m.content_type), message_id=m.message_id, correlation_id=m.correlation_id,
+                    headers=m.headers, expiration=m.expiration, retry=False)
+                self.sent += 1
         deadline = time.monotonic() + timeout
         while self.acked < self.sent:
             left = deadline - time.monotonic()

@@ -6,6 +6,7 @@ then spools it): nothing is lost, and nobody waits forever."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 
@@ -67,3 +68,17 @@ def test_with_the_broker_away_every_thread_is_told_and_none_hangs() -> None:
     errors = publish_from_threads(pub, 5000)
     assert len(errors) == THREADS * EACH
     assert all(isinstance(e, BusUnavailable) for e in errors)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="Linux only")
+def test_a_batch_leaves_its_connection_uncorked(rabbit_url: str) -> None:
+    """A batch is sent corked (in full TCP segments, not one per message), and uncorked at its end:
+    a socket left corked would hold the next lone publish back for the kernel's 200 ms."""
+    with connect(rabbit_url) as conn:
+        declare(conn)
+    pub = Publisher(rabbit_url)
+    pub.publish_many([inbound_envelope(7000 + i) for i in range(20)])
+    sock = pub._local.batch.conn.connection.transport.sock
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+    assert count(rabbit_url, ROUTER_INBOUND.name) == 20
+    pub.close()
