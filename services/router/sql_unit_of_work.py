@@ -9,7 +9,20 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, String, Table, Text, bindparam, event, func, insert, inspect, select, tuple_
+from sqlalchemy import (
+    Insert,
+    Select,
+    String,
+    Table,
+    Text,
+    bindparam,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import (
@@ -20,6 +33,8 @@ from sqlalchemy.orm import (
     make_transient_to_detached,
     sessionmaker,
 )
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.types import TypeEngine
 
 from services.router import flood
@@ -445,16 +460,33 @@ class _SqlBuckets:
         if wanted:
             wanted = {**{k: t for k, t in self._expected.items() if k not in self._claimed}, **wanted}
             self._expected = {}
-            insert = _insert(self.s)
-            stmt = insert(SenderBucket).values([{"key": key, "tokens": tokens, "at": wanted[key]}
-                                                for key in sorted(wanted)])
-            stmt = stmt.on_conflict_do_update(index_elements=[SenderBucket.key], set_={"key": stmt.excluded.key})
-            # No autoflush: the other rows' changes wait for the commit, written together.
-            with self.s.no_autoflush:
-                for row in self.s.scalars(stmt.returning(SenderBucket),
-                                          execution_options={"populate_existing": True, _KEEP_PENDING: True}):
-                    self._claimed[row.key] = row
+            rows = [{"key": key, "tokens": tokens, "at": wanted[key]} for key in sorted(wanted)]
+            # Core, not the ORM's bulk upsert (which sends a statement per row): the rows as the
+            # database has them join the session, which writes their changes at the commit.
+            claimed = self.s.connection().execute(_bucket_claim(self.s.get_bind().dialect.name), rows)
+            for key, tokens_now, at_now in claimed:
+                row = self.s.identity_map.get(identity_key(SenderBucket, key))
+                if row is not None:  # read before a savepoint rolled back: as populate_existing would
+                    set_committed_value(row, "tokens", tokens_now)
+                    set_committed_value(row, "at", at_now)
+                else:
+                    row = SenderBucket(key=key, tokens=tokens_now, at=at_now)
+                    make_transient_to_detached(row)
+                    self.s.add(row)
+                self._claimed[key] = row
         return [self._claimed[key] for key in keys]
+
+
+@functools.lru_cache(maxsize=2)
+def _bucket_claim(dialect: str) -> Insert:
+    """The buckets' upsert, built once: its rows are parameters (SQLAlchemy's "insertmanyvalues"
+    sends one multi-row VALUES, in their order, which is the order the rows are locked in), so it
+    is compiled once instead of once per batch."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(SenderBucket)
+    table = SenderBucket.__table__.c
+    return stmt.on_conflict_do_update(index_elements=[table.key], set_={"key": stmt.excluded.key}).returning(
+        table.key, table.tokens, table.at)
 
 
 class _SqlCalls:

@@ -241,3 +241,35 @@ def test_a_burst_in_one_batch_notifies_the_owner_as_one_message_at_a_time_would(
         for deps, name in ((one_by_one, db1), (batched, db2)):
             deps.sessions.kw["bind"].dispose()
             infra.drop_database(name)
+
+
+def test_a_sender_joining_before_and_after_a_failing_message_takes_turns_on_one_bucket(example_config) -> None:
+    """Redone message by message, a batch whose poison message falls between two messages of one
+    sender: the second claims the sender's bucket again after the rollback and sees what the first
+    took, as one message at a time would."""
+    def classify(text, subject, language, channel):
+        if "boom" in text:
+            raise RuntimeError("the classifier broke on this one")
+        return fake_classify(text, subject, language, channel)
+
+    one_by_one, db1 = fresh_deps(example_config, classify)
+    batched, db2 = fresh_deps(example_config, classify)
+    try:
+        first = [envelope(1, AT, user="a")]
+        batch = [envelope(10 + k, AT + timedelta(seconds=1 + k), user="a", text=f"line {k}") for k in range(4)] + [
+            envelope(20, AT + timedelta(seconds=6), user="b", text="boom")] + [
+            envelope(30 + k, AT + timedelta(seconds=7 + k), user="a", text=f"more {k}") for k in range(4)]
+        singles = []
+        for e in first + batch:
+            try:
+                singles.append([ev.message_id for ev in handle_inbound(e, one_by_one)])
+            except RuntimeError:
+                singles.append("failed")
+        handle_inbound_batch(first, batched)
+        results = handle_inbound_batch(batch, batched)
+        assert ["failed" if isinstance(r, Exception) else [ev.message_id for ev in r] for r in results] == singles[1:]
+        assert sum(1 for r in results if not isinstance(r, Exception) and r) == example_config.limits.notice_burst
+    finally:
+        for deps, name in ((one_by_one, db1), (batched, db2)):
+            deps.sessions.kw["bind"].dispose()
+            infra.drop_database(name)
