@@ -382,7 +382,10 @@ class _SqlRoster:
         standing = Standing()
         if not agent_ids:
             return standing
-        values = self.s.execute(_roster_query(agent_ids)).one()
+        # It counts conversations and assignments: held-back rows of other tables (the customer and
+        # identity of a batch's first new customer) may stay held until the commit.
+        keep = not any(model in self._pending.rows for model in (Conversation, Assignment))
+        values = self.s.execute(_roster_query(agent_ids), execution_options={_KEEP_PENDING: keep}).one()
         for i, agent_id in enumerate(agent_ids):
             status, load, last_at = values[3 * i: 3 * i + 3]
             if status is not None:

@@ -55,13 +55,13 @@ def test_statements_per_message_of_a_batch(deps) -> None:
     # New Telegram customers, each opening a conversation: a batch handled at once, its new rows
     # written a table at a time (no savepoint, no statement per message). Per batch: which messages
     # are stored, the senders' identities (with customer and open conversation), which senders were
-    # surveyed, the roster (its read first writes the first message's customer and identity), then
-    # at the commit one INSERT each of customers, identities, conversations (the one-open index
-    # claimed), the day's KPI mark, assignments, messages, outbox (conversation.opened). (Per message
-    # before: SAVEPOINT, INSERT customer, identity, conversation, assignment, message, outbox, RELEASE.)
+    # surveyed, the roster, then at the commit one INSERT each of customers, identities,
+    # conversations (the one-open index claimed), the day's KPI mark, assignments, messages, outbox
+    # (conversation.opened). (Per message before: SAVEPOINT, INSERT customer, identity,
+    # conversation, assignment, message, outbox, RELEASE.)
     with statements(deps) as sent:
         routed(deps, firsts)
-    assert len(sent) == 13, "\n".join(sent)
+    assert len(sent) == 11, "\n".join(sent)
 
     # Their next messages, each joining the open conversation. Per batch: stored, identities,
     # surveyed, then the flood buckets of every sender with an open conversation (one upsert, rows
