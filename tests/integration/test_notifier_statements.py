@@ -130,3 +130,31 @@ def test_a_batch_of_new_conversations_and_of_their_next_messages_is_claimed_in_a
     assert len(seen.statements) == 6, "\n".join(seen.statements)
     assert seen.commits == 2
     assert len(deps.sent) == 3 * BATCH
+
+
+def test_a_batch_of_outbox_rows_keeps_its_send_options_and_a_value_too_long_fails_instead_of_being_cut(
+        sessions) -> None:
+    """The rows go in as one array per column (unnest): the options come back as the sender's
+    dict, a key held already is left out, and an address longer than its column fails the INSERT
+    (the batch is then claimed one by one, and only that event fails)."""
+    from sqlalchemy.exc import DataError
+
+    from services.notifier.unit_of_work import SqlNotifierUnitOfWork
+
+    def row(key: str, address: str, options: dict | None) -> dict:
+        return {"idempotency_key": key, "kind": "ack", "conversation_id": "conv-1", "customer_id": None,
+                "channel": "sms", "address": address, "body": "Thanks", "status": "pending", "last_error": None,
+                "options": options, "correlation_id": "c-1", "source_message_id": "in-1", "created_at": AT}
+
+    with SqlNotifierUnitOfWork(sessions) as uow:
+        first = uow.outbox.insert_new([row("k1", "+48600000001", {"from": "+48221002030"}),
+                                       row("k2", "+48600000002", None)])
+    with SqlNotifierUnitOfWork(sessions) as uow:
+        again = uow.outbox.insert_new([row("k1", "+48600000001", None), row("k3", "+48600000003", {})])
+    assert set(first) == {"k1", "k2"} and set(again) == {"k3"}
+    with sessions() as s:
+        stored = {r.idempotency_key: r for r in s.scalars(select(Outbox))}
+    assert stored["k1"].options == {"from": "+48221002030"} and stored["k1"].attempts == 0
+    assert stored["k2"].options is None and stored["k3"].options == {}
+    with pytest.raises(DataError), SqlNotifierUnitOfWork(sessions) as uow:
+        uow.outbox.insert_new([row("k4", "+48" + "6" * 400, None)])
