@@ -45,6 +45,7 @@ from sqlalchemy import cast as cast_
 from sqlalchemy import column as sql_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 from sqlalchemy.types import TypeEngine
 
@@ -188,7 +189,7 @@ class SqlPromises:
     def existing(self, openings: Collection[tuple[str, int]]) -> set[tuple[str, int]]:
         if _postgresql(self.s):
             conversations, numbers = zip(*openings, strict=True) if openings else ((), ())
-            rows = self.s.execute(_PG.promises_existing, {"conversations": list(conversations), "openings": list(numbers)})
+            rows = _core(self.s, _PG.promises_existing, {"conversations": list(conversations), "openings": list(numbers)})
         else:
             rows = self.s.execute(select(Promise.conversation_id, Promise.opening).where(
                 tuple_(Promise.conversation_id, Promise.opening).in_(list(openings))))
@@ -232,7 +233,7 @@ class SqlNotices:
 
     def record_outcomes(self, outcomes: Sequence[tuple[int, str | None]], now: datetime) -> None:
         if _postgresql(self.s):
-            self.s.execute(_PG.notices_record_outcomes, {"ids": [notice_id for notice_id, _ in outcomes],
+            _core(self.s, _PG.notices_record_outcomes, {"ids": [notice_id for notice_id, _ in outcomes],
                                                          "statuses": [status for _, status in outcomes], "now": now})
             return
         row = select(Outbox).where(Outbox.idempotency_key == AgentNotice.idempotency_key).correlate(AgentNotice)
@@ -291,8 +292,8 @@ class SqlOutbox:
 
     def pending_of(self, conversation_ids: Collection[str]) -> Sequence[tuple[int, str, str, str]]:
         if _postgresql(self.s):
-            return [tuple(r) for r in self.s.execute(  # type: ignore[misc]
-                _PG.outbox_pending_of, {"conversations": list(conversation_ids)})]
+            return [tuple(r) for r in _core(  # type: ignore[misc]
+                self.s, _PG.outbox_pending_of, {"conversations": list(conversation_ids)})]
         return [tuple(r) for r in self.s.execute(  # type: ignore[misc]
             select(Outbox.id, Outbox.conversation_id, Outbox.channel, Outbox.address).where(
                 Outbox.conversation_id.in_(list(conversation_ids)), Outbox.status == "pending"))]
@@ -301,7 +302,7 @@ class SqlOutbox:
                     since: datetime) -> Sequence[tuple[str, str, str, str | None]]:
         if _postgresql(self.s):
             channels, addresses = zip(*recipients, strict=True) if recipients else ((), ())
-            return [tuple(r) for r in self.s.execute(_PG.outbox_recent_acks, {  # type: ignore[misc]
+            return [tuple(r) for r in _core(self.s, _PG.outbox_recent_acks, {  # type: ignore[misc]
                 "channels": list(channels), "addresses": list(addresses), "customers": list(customers),
                 "since": since})]
         who: ColumnElement[bool] = tuple_(Outbox.channel, Outbox.address).in_(list(recipients))
@@ -347,8 +348,8 @@ class SqlSuppressions:
     def reasons_at(self, addresses: Collection[tuple[str, str]], now: datetime) -> dict[tuple[str, str], str]:
         if _postgresql(self.s):
             channels, numbers = zip(*addresses, strict=True) if addresses else ((), ())
-            rows = self.s.execute(_PG.suppressions_reasons_at,
-                                  {"channels": list(channels), "addresses": list(numbers), "now": now})
+            rows = _core(self.s, _PG.suppressions_reasons_at,
+                         {"channels": list(channels), "addresses": list(numbers), "now": now})
             return {(channel, address): reason for channel, address, reason in rows}
         rows = self.s.execute(select(Suppression.channel, Suppression.address, Suppression.reason).where(
             tuple_(Suppression.channel, Suppression.address).in_(list(addresses)),
@@ -448,7 +449,7 @@ def _insert_new(s: Session, model: type[Base], rows: Sequence[dict[str, Any]], u
         # A column some rows leave out gets its default, as in a VALUES list.
         defaults = {name: _default(table.c[name]) for name in names}
         rows = [defaults | row for row in rows]
-    return list(s.execute(statement, {"rows": json.dumps(rows, default=_json_value)}))
+    return list(_core(s, statement, {"rows": json.dumps(rows, default=_json_value)}))
 
 
 def _default(column: Column[Any]) -> Any:
@@ -489,6 +490,16 @@ _INSERTS: dict[tuple[str, str, tuple[str, ...]], Insert] = {}
 
 def _postgresql(s: Session) -> bool:
     return s.get_bind().dialect.name == "postgresql"
+
+
+def _core(s: Session, statement: Executable, parameters: dict[str, Any]) -> Any:
+    """A Core statement of the batch path on the session's connection, in its transaction: what
+    Session.execute would do for it (the ORM's execution hooks, the UPDATE's synchronisation of
+    loaded objects, none of which these statements need) cost ~70-150 us of CPU per statement, and a
+    batch's claims run about ten. Pending ORM changes are flushed first, as Session.execute's
+    autoflush does, so the statement sees them."""
+    s.flush()
+    return s.connection().execute(statement, parameters)
 
 
 def _texts(name: str) -> BindParameter[Any]:
