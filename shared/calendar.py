@@ -236,6 +236,10 @@ class Calendar:
         # Memo of holiday dates per year: the package builds a year at a time, and sharing one of
         # its (lazily growing) objects between threads is not safe.
         self._holiday_years: dict[int, frozenset[date]] = {}
+        # Memo of each local day's real-time spans: a promise's warning time and an agent notice's
+        # delivery time walk the same few days for every event (~7 days' spans per event, each a
+        # few zone conversions), and the spans of a day never change for this calendar.
+        self._spans_by_day: dict[date, tuple[Span, ...]] = {}
 
     # --- what it is made of
 
@@ -437,8 +441,16 @@ class Calendar:
         weekly = self._weekly[day.weekday()]
         return () if weekly and self.is_holiday(day) else weekly
 
-    def _day_spans(self, day: date) -> list[Span]:
+    def _day_spans(self, day: date) -> tuple[Span, ...]:
         """The real-time spans of the intervals that start on `day`, with closures taken out."""
+        spans = self._spans_by_day.get(day)
+        if spans is None:
+            if len(self._spans_by_day) >= _DAYS_KEPT:
+                self._spans_by_day.clear()
+            spans = self._spans_by_day[day] = tuple(self._compute_day_spans(day))
+        return spans
+
+    def _compute_day_spans(self, day: date) -> list[Span]:
         spans: list[Span] = []
         for begin, end in self._intervals_starting(day):
             real_begin = self._resolve(day, begin)
@@ -466,6 +478,10 @@ class Calendar:
 
     def _local_day(self, moment: datetime) -> date:
         return moment.astimezone(self._tz).date()
+
+
+#: Days whose spans a calendar keeps (a few years' worth); past it the memo starts again.
+_DAYS_KEPT = 2048
 
 
 def _utc(value: datetime, name: str) -> datetime:
