@@ -158,3 +158,21 @@ def test_a_batch_of_outbox_rows_keeps_its_send_options_and_a_value_too_long_fail
     assert stored["k2"].options is None and stored["k3"].options == {}
     with pytest.raises(DataError), SqlNotifierUnitOfWork(sessions) as uow:
         uow.outbox.insert_new([row("k4", "+48" + "6" * 400, None)])
+
+
+def test_a_notice_waiting_for_its_agents_shift_is_sent_once_when_its_event_comes_again_on_shift(deps, sessions) -> None:
+    """A redelivered batch finds its notices by key: one still pending and due by now is claimed
+    and sent with the batch, once; sent, it is not sent again."""
+    deps.clock = lambda: AT - timedelta(days=1)  # Sunday: Anna is off, her notices wait for her shift
+    batch = [message(n) for n in range(3)]
+    assert handle_batch(batch, deps) == [[]] * 3
+    assert deps.sent == []
+    with sessions() as s:
+        assert list(s.scalars(select(AgentNotice.status))) == ["pending"] * 3
+    deps.clock = lambda: AT  # Monday morning, on shift: the same events come again
+    assert handle_batch(batch, deps) == [[]] * 3
+    assert len(deps.sent) == 3
+    assert handle_batch(batch, deps) == [[]] * 3
+    assert len(deps.sent) == 3
+    with sessions() as s:
+        assert list(s.scalars(select(AgentNotice.status))) == ["sent"] * 3
