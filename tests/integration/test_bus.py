@@ -110,6 +110,26 @@ def test_confirmed_publish_lands_in_the_bound_queue(rabbit_url: str) -> None:
     assert count(rabbit_url, "notifier.events") == 0
 
 
+def test_a_batch_publish_carries_what_a_lone_publish_does(rabbit_url: str) -> None:
+    """A batch goes to py-amqp without kombu's producer: a consumer must not tell its messages apart."""
+    with connect(rabbit_url) as conn:
+        declare(conn)
+    pub = Publisher(rabbit_url)
+    pub.publish(inbound_envelope(1))
+    pub.publish_many([inbound_envelope(2), inbound_envelope(3)])
+    got = drain(rabbit_url, "router.inbound")
+    assert [m.payload["payload"]["text"] for m in got] == ["message 1", "message 2", "message 3"]
+
+    def seen(m) -> dict:
+        return {k: v for k, v in m.properties.items() if k not in ("message_id", "correlation_id")} | {
+            "content_type": m.content_type, "content_encoding": m.content_encoding, "headers": m.headers}
+
+    assert seen(got[1]) == seen(got[2]) == seen(got[0])
+    assert [m.properties["message_id"] for m in got] == [inbound_envelope(n).message_id for n in (1, 2, 3)]
+    assert [m.properties["correlation_id"] for m in got] == ["corr-1", "corr-2", "corr-3"]
+    assert got[1].properties["delivery_mode"] == 2  # persistent, as every publish
+
+
 def test_publish_to_a_dead_broker_raises_bus_unavailable() -> None:
     pub = Publisher("amqp://guest:guest@127.0.0.1:1/")
     with pytest.raises(BusUnavailable):
