@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from telegram.error import RetryAfter
 
 from services.notifier.senders import PermanentSendError, TransientSendError
 from services.notifier.senders.telegram import TelegramSender
@@ -108,3 +110,30 @@ def test_each_sending_thread_sends_on_its_own_and_close_ends_them_all(fake_bot_a
     # (The fake API's threads serving the kept-alive connections are the fake's, not the sender's.)
     left = [t for t in set(threading.enumerate()) - before if "process_request" not in t.name]
     assert left == []
+
+
+def test_a_call_that_waits_on_the_event_loop_still_finishes(fake_bot_api) -> None:
+    # Sends run PTB's coroutine without a loop while it never waits on one; a PTB step that does
+    # wait (a sleep, a future) is finished on the thread's own loop, answers and errors included.
+    # (The first step runs outside a loop: what needs the running loop comes after a first yield.)
+    sender = TelegramSender("123456:TEST-token", api_base=fake_bot_api.base_url, timeout=5)
+
+    async def waits_then_sends() -> str:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        return sender.send("42", "after a wait").provider_message_id or ""
+
+    async def waits_then_fails() -> None:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        raise RetryAfter(3)
+
+    try:
+        assert sender.send("41", "first").provider_message_id == "1"
+        assert sender._run(waits_then_sends()) == "2"
+        with pytest.raises(TransientSendError) as info:
+            sender._call(waits_then_fails())
+        assert info.value.retry_after == 3.0
+    finally:
+        sender.close()
+    assert [s.text for s in fake_bot_api.sent] == ["first", "after a wait"]
