@@ -14,6 +14,7 @@ The message id is the idempotency key: it is derived from the provider's id wher
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 import uuid
@@ -149,6 +150,26 @@ def storable(value: Any) -> Any:
     return value
 
 
+#: One encoder made once: json.dumps with options makes a new one on every call.
+_DUMP_AS_IS = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+
+
+def _storable_body(body: Any) -> Any:
+    """`storable` for a body on its way in, without its walk when there is nothing to drop. One
+    dump in C (keys and values alike) shows it: ensure_ascii=False dumps a NUL as the escape
+    \\u0000 and leaves a lone surrogate as it is, which then cannot be encoded as UTF-8. Finding
+    neither, the body is returned as it is; finding either, or a body json cannot dump, it is walked
+    as before. (A customer's literal backslash-u0000 dumps as \\\\u0000: it costs only the walk.)"""
+    try:
+        dumped = _DUMP_AS_IS(body)
+        if "\\u0000" not in dumped:
+            dumped.encode()  # UnicodeEncodeError on a lone surrogate
+            return body
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        pass
+    return storable(body)
+
+
 def _clean_fields(obj: Any, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -184,7 +205,7 @@ class InboundMessage:
     TYPE: ClassVar[str] = "inbound.message"
     VERSION: ClassVar[int] = 1
     #: Applied to a body before it is checked: what crosses the bus can be stored (see `storable`).
-    BEFORE_LOAD: ClassVar[Callable[[Any], Any] | None] = storable
+    BEFORE_LOAD: ClassVar[Callable[[Any], Any] | None] = _storable_body
 
     channel: Channel
     external_id: ProviderKey  # the provider's dedupe key, unique per channel

@@ -130,6 +130,19 @@ def test_what_postgresql_cannot_store_never_reaches_the_bus() -> None:
     assert decode(json.loads(json.dumps(encode(envelope)))).payload == msg
 
 
+def test_a_body_from_the_bus_is_stored_without_nul_or_lone_surrogates_wherever_they_are() -> None:
+    """What another producer (or an older gateway) put on the bus is cleaned on the way in too,
+    in the text, deep in meta and in meta's keys; a customer's literal backslash-u0000 is text."""
+    body = {"type": "inbound.message", "version": 1, "message_id": "m", "correlation_id": "c",
+            "occurred_at": AT.isoformat(), "payload": {
+                "channel": "telegram", "external_id": "1:9", "sender": {"kind": "telegram", "value": "9"},
+                "reply_to": "9", "received_at": AT.isoformat(), "text": "Where\x00 is my\ud800 parcel? \\u0000",
+                "meta": {"caption": ["a\x00b", {"k\udc00ey": "v"}], "plain": "ok"}}}
+    payload = decode(json.loads(json.dumps(body))).payload
+    assert payload.text == "Where is my parcel? \\u0000"
+    assert payload.meta == {"caption": ["ab", {"key": "v"}], "plain": "ok"}
+
+
 # --- the wire form is pinned, and the schemas are the dataclasses' ------------------------------
 
 WIRE = Path(__file__).resolve().parent.parent / "fixtures" / "bus" / "wire.json"
