@@ -14,6 +14,7 @@ The message id is the idempotency key: it is derived from the provider's id wher
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import typing
@@ -37,9 +38,20 @@ WITHHELD_CALL = "call_sid"
 IDENTITY_KINDS = ("email", "phone", "telegram", "psid", "igsid", "wa_id", "wa_user", WITHHELD_CALL)
 
 
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+
+
 def derive_id(*parts: str) -> str:
-    """A stable id from a provider's key: the same event always gets the same message id."""
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+    """A stable id from a provider's key: the same event always gets the same message id.
+
+    str(uuid.uuid5(_NAMESPACE, name)) to the character (stored ids are idempotency keys), made
+    without the UUID object, whose construction cost three times the hash: the SHA-1 of namespace
+    and name, its first 16 bytes with the version (5) and the RFC 4122 variant bits set."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def new_id() -> str:
