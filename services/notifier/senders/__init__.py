@@ -82,8 +82,13 @@ class Registry:
         self._senders = senders
         self.max_in_flight = max_in_flight
         self.wait = wait
-        self._in_flight: dict[int, int] = {}
-        self._freed = threading.Condition()
+        # A provider's places, one semaphore per sender object (SMS and phone share Twilio's): a
+        # send takes and gives back its own provider's alone, and a place given back wakes one
+        # waiting send of that provider, not every waiting send of every provider to check again.
+        self._places: dict[int, threading.Semaphore] = {}
+        if max_in_flight is not None:
+            for sender in senders.values():
+                self._places.setdefault(id(sender), threading.Semaphore(max_in_flight))
 
     def for_channel(self, channel: str) -> Sender:
         try:
@@ -95,21 +100,17 @@ class Registry:
     def slot(self, channel: str) -> Iterator[Sender]:
         """The channel's sender, holding one of its provider's places; ChannelBusy when none is free."""
         sender = self.for_channel(channel)
-        if self.max_in_flight is None:
+        places = self._places.get(id(sender))
+        if places is None:  # no limit
             yield sender
             return
-        key, limit = id(sender), self.max_in_flight
-        with self._freed:
-            if not self._freed.wait_for(lambda: self._in_flight.get(key, 0) < limit, timeout=self.wait):
-                raise ChannelBusy(f"{limit} sends on {channel} are already waiting for its provider",
-                                  retry_after=1.0)
-            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        if not places.acquire(timeout=self.wait):
+            raise ChannelBusy(f"{self.max_in_flight} sends on {channel} are already waiting for its provider",
+                              retry_after=1.0)
         try:
             yield sender
         finally:
-            with self._freed:
-                self._in_flight[key] -= 1
-                self._freed.notify_all()
+            places.release()
 
     def close(self) -> None:
         for sender in self._senders.values():
