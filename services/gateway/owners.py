@@ -16,14 +16,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import cast
 
-from sqlalchemy import BigInteger, Boolean, Engine, String, create_engine, select, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Engine,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.bus.consumer import Worker
 from shared.bus.publisher import Publisher
@@ -85,40 +97,60 @@ def rings(owner_id: str | None, is_open: bool) -> str | None:
 
 
 def record(envelope: Envelope, engine: Callable[[], Engine]) -> list[Envelope]:
-    """The gateway.owners handler: apply one event to every phone it names; publishes nothing."""
-    event = envelope.payload
-    if not isinstance(event, PhoneOwnership):
-        log.warning("gateway.owners got a %s event: not one of ours, dropped", envelope.type)
-        return []
-    with Session(engine()) as s, s.begin():
-        # Locked in phone order: two consumers applying events of one customer never deadlock.
-        rows = {r.phone: r for r in s.scalars(select(PhoneOwner).where(PhoneOwner.phone.in_(event.phones))
-                                              .order_by(PhoneOwner.phone).with_for_update())}
-        for phone in sorted(set(event.phones)):
-            row = rows.get(phone)
-            if not supersedes(event, Known(row.sequence, row.open) if row is not None else None):
-                continue
-            values = dict(conversation_id=event.conversation_id, owner_id=rings(event.owner_id, event.open),
-                          open=event.open, sequence=event.sequence, changed_at=event.changed_at)
-            if row is None:
-                _insert_new(s, phone, values)
-            else:
-                for key, value in values.items():
-                    setattr(row, key, value)
-    return []
+    """One event applied (a batch of one, see record_batch); publishes nothing."""
+    result = record_batch([envelope], engine)[0]
+    assert not isinstance(result, Exception)  # record_batch raises, it never returns a failure
+    return result
 
 
-def _insert_new(s: Session, phone: str, values: dict) -> None:
-    """A phone not seen yet. Two consumers may both find it missing: the one that inserts second
-    inserts nothing and retries the message, which then finds the row and orders itself against it."""
-    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(PhoneOwner).values(phone=phone, **values)
-    if s.execute(stmt.on_conflict_do_nothing(index_elements=["phone"]).returning(PhoneOwner.phone)).first() is None:
-        raise RowAppeared("a phone's owner row appeared while recording it: retried")
+def record_batch(envelopes: Sequence[Envelope], engine: Callable[[], Engine]) -> list[list[Envelope] | Exception]:
+    """The gateway.owners batch handler: a batch's events applied in one transaction, with the same
+    outcome as `record` one event after the other. A mixed-channel load opens a conversation per
+    new phone number, and a transaction per event cost the gateway ~1.1 ms of CPU each.
+
+    The batch's rows are locked in phone order (as `record` does), the events applied in delivery
+    order to what is known in memory (`supersedes`, so a batch holding a phone's events out of order
+    still only moves forward), then each phone's final row written: one INSERT for the new phones,
+    one UPDATE (executemany) for the known ones. A phone inserted meanwhile by another consumer
+    raises RowAppeared: the worker splits the batch, and alone the event orders itself as before."""
+    events: list[PhoneOwnership] = []
+    for envelope in envelopes:
+        if isinstance(envelope.payload, PhoneOwnership):
+            events.append(envelope.payload)
+        else:
+            log.warning("gateway.owners got a %s event: not one of ours, dropped", envelope.type)
+    results: list[list[Envelope] | Exception] = [[] for _ in envelopes]
+    if not events:
+        return results
+    table = cast(Table, PhoneOwner.__table__)
+    phones = sorted({phone for event in events for phone in event.phones})
+    with engine().begin() as conn:
+        found = conn.execute(select(table.c.phone, table.c.sequence, table.c.open).where(table.c.phone.in_(phones))
+                             .order_by(table.c.phone).with_for_update())
+        known: dict[str, Known] = {row.phone: Known(row.sequence, row.open) for row in found}
+        existing = set(known)
+        final: dict[str, dict] = {}
+        for event in events:
+            for phone in sorted(set(event.phones)):
+                if not supersedes(event, known.get(phone)):
+                    continue
+                known[phone] = Known(event.sequence, event.open)
+                final[phone] = dict(conversation_id=event.conversation_id, owner_id=rings(event.owner_id, event.open),
+                                    open=event.open, sequence=event.sequence, changed_at=event.changed_at)
+        new = [{"phone": phone, **values} for phone, values in sorted(final.items()) if phone not in existing]
+        changed = [{"b_phone": phone, **values} for phone, values in sorted(final.items()) if phone in existing]
+        if new:
+            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            stmt = insert(table).values(new).on_conflict_do_nothing(index_elements=["phone"]).returning(table.c.phone)
+            if len(conn.execute(stmt).all()) != len(new):
+                raise RowAppeared("a phone's owner row appeared while recording it: retried")
+        if changed:
+            conn.execute(update(table).where(table.c.phone == bindparam("b_phone")), changed)
+    return results
 
 
 class RowAppeared(Exception):
-    """Another consumer inserted the phone's row meanwhile (see _insert_new)."""
+    """Another consumer inserted a phone's row meanwhile (see record_batch)."""
 
 
 def build_worker(broker_url: str, engine: Callable[[], Engine] | None, publisher: Publisher) -> Worker:
@@ -129,12 +161,12 @@ def build_worker(broker_url: str, engine: Callable[[], Engine] | None, publisher
         def drop(envelope: Envelope) -> list[Envelope]:
             log.debug("no database: %s dropped, calls ring the team", envelope.type)
             return []
-        handler = drop
-    else:
-        handler = partial(record, engine=engine)
-    # One consumer, a small prefetch: a handful of events a minute, each one short transaction.
-    return Worker(url=broker_url, spec=GATEWAY_OWNERS, handler=handler, publisher=publisher, prefetch=8,
-                  name="gateway-owners")
+        return Worker(url=broker_url, spec=GATEWAY_OWNERS, handler=drop, publisher=publisher, prefetch=8,
+                      name="gateway-owners")
+    # One consumer; under load (a new phone per SMS conversation) its events come in batches, each
+    # one short transaction (record_batch).
+    return Worker(url=broker_url, spec=GATEWAY_OWNERS, batch_handler=partial(record_batch, engine=engine),
+                  publisher=publisher, batch_size=32, name="gateway-owners")
 
 
 # --- the read -------------------------------------------------------------------------------------
