@@ -249,20 +249,40 @@ class SlowSender(FlakySender):
         return super().send(address, text, options=options)
 
 
-def test_two_copies_of_an_event_in_hand_at_once_send_one_acknowledgement(example_config, sessions) -> None:
-    # A delivery whose ack was lost in a broker outage comes back while the first is still sending.
+@dataclasses.dataclass
+class InFlight:
+    """An acknowledgement whose first copy is in the provider's call (`SlowSender`), on a thread."""
+
+    sender: SlowSender
+    deps: NotifierDeps
+    thread: threading.Thread
+
+    def finish(self) -> None:
+        """The provider answers; the first copy records the send."""
+        self.sender.release.set()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def in_flight(example_config, sessions):
     sender = SlowSender()
     deps = make_deps(example_config, sessions, sender)
     first = threading.Thread(target=handle_event, args=(opened(), deps))
     first.start()
+    sending = InFlight(sender, deps, first)
     try:
         assert sender.calling.wait(10)
-        handle_event(opened(), deps)  # the second copy finds the row pending, and being sent
-        assert sender.sent == []
+        yield sending
     finally:
-        sender.release.set()
-        first.join(10)
-    assert sender.sent == [("42", "Thanks Anna, reference SB-ABC")]
+        sending.finish()
+
+
+def test_two_copies_of_an_event_in_hand_at_once_send_one_acknowledgement(in_flight, sessions) -> None:
+    # A delivery whose ack was lost in a broker outage comes back while the first is still sending.
+    handle_event(opened(), in_flight.deps)  # the second copy finds the row pending, and being sent
+    assert in_flight.sender.sent == []
+    in_flight.finish()
+    assert in_flight.sender.sent == [("42", "Thanks Anna, reference SB-ABC")]
     assert [r.status for r in rows(sessions)] == ["sent"]
 
 
@@ -400,19 +420,11 @@ def _open_transactions(pg_url: str) -> int:
 
 
 def test_the_sending_lock_is_held_through_the_call_and_free_once_the_row_reads_sent(
-        example_config, sessions, pg_url) -> None:
+        in_flight, sessions, pg_url) -> None:
     # What another notifier process sees of a send in progress: the lock taken, then the row sent.
-    sender = SlowSender()
-    deps = make_deps(example_config, sessions, sender)
-    first = threading.Thread(target=handle_event, args=(opened(), deps))
-    first.start()
-    try:
-        assert sender.calling.wait(10)
-        [row] = rows(sessions)
-        assert row.status == "pending" and not _lock_is_free(pg_url, row.id)
-    finally:
-        sender.release.set()
-        first.join(10)
+    [row] = rows(sessions)
+    assert row.status == "pending" and not _lock_is_free(pg_url, row.id)
+    in_flight.finish()
     [row] = rows(sessions)
     assert row.status == "sent" and _lock_is_free(pg_url, row.id)
 
