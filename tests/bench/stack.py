@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import yaml
 from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
@@ -33,7 +34,7 @@ from tests.fakes.telegram_api import FakeBotApi
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi
 from tests.support import infra
 from tests.support.cluster import NODES, LocalCluster
-from tests.support.procs import Services, free_port, services_env
+from tests.support.procs import Services, edited_config, free_port, services_env
 from tests.support.tcpproxy import TcpBalancer, TcpProxy
 
 BOT_TOKEN = "123456:BENCH-token"
@@ -73,6 +74,41 @@ TEXTS = ["Where is my parcel? Order {n}.", "I want to return the shoes from orde
          "Payment failed twice for order {n}, what now?", "Hello, the app crashes when I log in ({n})"]
 
 
+ALL_DAY = "00:00-24:00"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def on_shift_around_the_clock(config: dict) -> None:
+    """The example shop (deploy/switchboard.yaml) with its calendars and every agent's own hours open
+    all day, every day, and no holidays or closures: whenever the bench runs, each message's owner is
+    on shift, so each message is acknowledged and a notice sent at once (to its owner, or to the
+    team's lead when every agent is at capacity) — the work of a shop in business hours. With the
+    example's own hours, a run at night in Warsaw left every notice waiting for the shift: half the
+    sends of a daytime run, so figures taken at different hours measured different work.
+
+    Every agent is notified on Telegram (a chat of their own): the bench has no SMTP server, so an
+    e-mail notice was only the sandbox sender's print, not a provider's send; on Telegram each
+    notice is a send the fake Bot API receives and counts, as an e-mail would be to a real server."""
+    for calendar in config["calendars"].values():
+        calendar["hours"] = {day: [ALL_DAY] for day in DAYS}
+        calendar.pop("holidays", None)
+        calendar.pop("closures", None)
+        calendar.pop("openings", None)
+    for i, agent in enumerate(config["agents"]):
+        agent["hours"] = {day: ALL_DAY for day in DAYS}
+        if agent.get("notify", {}).get("channel") != "telegram":
+            agent["notify"] = {"channel": "telegram", "address": str(100_200_900 + i)}
+
+
+#: What the bench measures per message, by Stack.on_shift (printed and written with the figures).
+WORKLOAD = {
+    True: "daytime: the team on shift around the clock (tests/bench/stack.py on_shift_around_the_clock), "
+          "each message acknowledged and a notice sent to its owner or the lead (2 sends)",
+    False: "the example config's own hours in Warsaw: out of hours each message is only acknowledged "
+           "(1 send), in hours its owner is notified too (2 sends)",
+}
+
+
 def _proxied(url: str, port: int) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit(":", 1)[0] + f":{port}"
@@ -91,6 +127,9 @@ class Stack:
     #: Processes per service; from 2, the gateways sit behind a loopback balancer (`front`).
     replicas: int = 1
     front: TcpBalancer | None = None
+    #: The team on shift around the clock (on_shift_around_the_clock), so every run measures the same
+    #: work whatever the hour; False: the example config as it is, its hours in Warsaw.
+    on_shift: bool = True
     bot: FakeBotApi = field(init=False)
     twilio: FakeTwilioApi = field(init=False)
     graph: FakeGraphApi = field(init=False)
@@ -125,6 +164,9 @@ class Stack:
             "META_APP_SECRET": META_SECRET, "META_PAGE_TOKEN": "bench-page-token", "META_VERIFY_TOKEN": "bench",
             "META_GRAPH_BASE": self.graph.base_url, "LOG_LEVEL": self.log_level,
         } | ({"SWITCHBOARD_CONSUMERS": str(self.consumers)} if self.consumers else {}))
+        if self.on_shift:
+            # Through the services' own setting, as any deployment changes its config.
+            env["SWITCHBOARD_CONFIG"] = str(edited_config(self.workdir, on_shift_around_the_clock))
         overrides: dict[str, dict[str, str]] = {}
         for i in range(2, self.replicas + 1):
             for service, var in (("router", "ROUTER_PORT"), ("notifier", "NOTIFIER_PORT"), ("gateway", "GATEWAY_PORT")):
@@ -137,6 +179,11 @@ class Stack:
             # Twilio signs the URL it posts to: the balancer's, whichever gateway answers.
             env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{self.front.port}"
         self.public = env["PUBLIC_BASE_URL"]
+        config = Path(env["SWITCHBOARD_CONFIG"])
+        agents = yaml.safe_load(config.read_text())["agents"]
+        #: The agents' Telegram chats: a send there is a notice, anywhere else an acknowledgement.
+        self.notice_chats = frozenset(str(a["notify"]["address"]) for a in agents
+                                      if a.get("notify", {}).get("channel") == "telegram")
         self.services = Services(env=env, workdir=self.workdir, ports=ports, overrides=overrides,
                                  front_port=self.front.port if self.front else None)
         # Routers first: the first migrates the database the notifiers share.
@@ -208,6 +255,15 @@ class Stack:
         with self.graph._lock:
             counts.update(s.recipient for s in self.graph.sends if s.recipient)
         return counts
+
+    def notices(self) -> int:
+        """Notices sent to the agents' Telegram chats so far (the fake Bot API's sends there)."""
+        with self.bot._lock:
+            return sum(1 for s in self.bot.sent if s.chat_id in self.notice_chats)
+
+    @property
+    def workload(self) -> str:
+        return WORKLOAD[self.on_shift]
 
     def ack_times(self) -> dict[str, float]:
         """Telegram only (the fake stamps each send): address → first acknowledgement time."""
