@@ -392,6 +392,40 @@ def test_a_changed_day_is_read_from_its_conversations_until_the_job_rebuilds_it(
         assert kpi_store.rolled_days(s, start, end, now, ZoneInfo("Asia/Kathmandu"))
 
 
+def test_a_day_not_over_yet_stays_marked_and_is_built_once_it_has_ended(db, example_config) -> None:
+    """The job leaves a UTC day alone while any of its local days is still going (the router would
+    mark it again with its next message): the report reads those days from the conversations, and
+    the day's many marks are kept as one. Once the day is over, one round builds it."""
+    cal = example_config.business_calendar  # Europe/Warsaw: UTC 24 Nov is local 24 Nov 01:00 - 25 Nov 01:00
+    store(db, ROWS, [], [], cal)
+    with transaction(db) as s:  # the router marks a day once per batch: many marks of one day
+        s.add_all([KpiDirtyDay(utc_day=at(24, 12).date()) for _ in range(5)])
+    scope, start, end = kpi_store.Scope("support", None), at(23, 0), at(30, 0)
+    tz = ZoneInfo(cal.timezone)
+    during = at(25, 23, 30)  # local 25 Nov has not ended: the UTC day of 24 Nov is not over
+    with db() as s:
+        expected = kpi_store.report(s, example_config, scope, start, end, at(30, 12))
+
+    kpi_store.refresh_rollups(db, cal, now=during)
+    with db() as s:
+        marks = list(s.scalars(select(KpiDirtyDay.utc_day)))
+        built = set(s.scalars(select(KpiDay.day)))
+        rolled = kpi_store.rolled_days(s, start, end, at(30, 12), tz)
+        got = kpi_store.report(s, example_config, scope, start, end, at(30, 12))
+    assert marks.count(at(24, 12).date()) == 1  # five marks kept as one
+    assert at(25, 12).date() not in built  # local 25 Nov is going on: not built
+    assert {at(23, 12).date(), at(24, 12).date()} <= built  # UTC 23 Nov's local days (23, 24 Nov) have ended
+    # Local 24 Nov is built, but UTC 24 Nov's mark stands: read from the conversations.
+    assert all(not (a <= at(24, 12).date() < b) for a, b in rolled)
+    assert got == expected
+
+    assert kpi_store.refresh_rollups(db, cal, now=at(26, 0, 1)) > 0  # local 25 Nov is over
+    with db() as s:
+        assert not list(s.scalars(select(KpiDirtyDay.utc_day).where(KpiDirtyDay.utc_day <= at(24, 12).date())))
+        assert {at(24, 12).date(), at(25, 12).date()} <= set(s.scalars(select(KpiDay.day)))
+        assert kpi_store.report(s, example_config, scope, start, end, at(30, 12)) == expected
+
+
 def test_first_responses_kept_before_migration_0011_are_filled_in(db, example_config) -> None:
     cal = example_config.business_calendar
     rows = [r for r in ROWS if r.first_response_at is not None]
