@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    and_,
     any_,
     bindparam,
     case,
@@ -539,9 +540,15 @@ class _PG:
         Outbox.conversation_id == any_(_texts("conversations")), Outbox.status == "pending")
     _recipients = func.unnest(_texts("channels"), _texts("addresses")).table_valued("channel", "address") \
         .render_derived()
+    # The recipients' pair IN (unnest) inside an OR is a hashed subplan, which no index serves: the
+    # whole outbox was read for every batch (44 ms at 200,000 rows). Their channels and addresses
+    # as = ANY beside it (a superset the pair test narrows) make that arm an index condition of
+    # ix_outbox_recipient, and the OR a BitmapOr with ix_outbox_customer (0.2 ms).
     outbox_recent_acks = select(Outbox.idempotency_key, Outbox.channel, Outbox.address, Outbox.customer_id).where(
-        Outbox.kind == "ack", or_(tuple_(Outbox.channel, Outbox.address).in_(
-            select(_recipients.c.channel, _recipients.c.address)), Outbox.customer_id == any_(_texts("customers"))),
+        Outbox.kind == "ack", or_(and_(Outbox.channel == any_(_texts("channels")), Outbox.address == any_(_texts("addresses")),
+                                       tuple_(Outbox.channel, Outbox.address).in_(
+                                           select(_recipients.c.channel, _recipients.c.address))),
+                                  Outbox.customer_id == any_(_texts("customers"))),
         Outbox.created_at >= bindparam("since", type_=UTCDateTime()), Outbox.status.in_(("pending", "sent")))
     _addresses = func.unnest(_texts("channels"), _texts("addresses")).table_valued("channel", "address") \
         .render_derived()
