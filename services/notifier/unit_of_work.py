@@ -15,23 +15,19 @@ earlier. The provider send and its sending lock are not here: they stay at the e
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self, cast
 
 from sqlalchemy import (
-    JSON,
     BindParameter,
-    Column,
     ColumnElement,
     Insert,
     Integer,
-    String,
     Table,
     Text,
-    TypeDecorator,
     and_,
     any_,
     bindparam,
@@ -42,16 +38,13 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy import cast as cast_
-from sqlalchemy import column as sql_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
-from sqlalchemy.sql.schema import ScalarElementColumnDefault
-from sqlalchemy.types import TypeEngine
 
 from services.notifier.models import AgentNotice, Outbox, Promise, Suppression, Survey, SurveyOptOut
 from shared.db import Base, UTCDateTime
+from shared.db.bulk import ROWS, column_default, recordset_insert, rows_document
 
 
 class PromiseRepository(Protocol):
@@ -440,68 +433,26 @@ def _insert_new(s: Session, model: type[Base], rows: Sequence[dict[str, Any]], u
     columns of the rows inserted, in no particular order. One statement for the rows, built once
     per table and set of columns.
 
-    On PostgreSQL the rows go as one JSON document, INSERT … SELECT FROM jsonb_to_recordset(:rows):
-    the statement's text is short and the same whatever the number of rows, so psycopg converts it
-    once and PostgreSQL prepares it once, and the rows are encoded by json's C encoder in one call.
-    A multi-row VALUES of a batch (16 rows × ~13 columns) is too long for psycopg's query cache:
-    psycopg split its text with a regex on every batch, ~10 % of the notifier's CPU under the
-    bench; an array per column (unnest) costs psycopg's Python list dumper ~30 us per column.
-    SQLite (embedded mode) keeps the multi-row VALUES (SQLAlchemy's "insertmanyvalues")."""
+    On PostgreSQL the rows go as one JSON document (shared/db/bulk.py: INSERT … SELECT FROM
+    jsonb_to_recordset(:rows), the router's batch inserts too). SQLite (embedded mode) keeps the
+    multi-row VALUES (SQLAlchemy's "insertmanyvalues")."""
     dialect = s.get_bind().dialect.name
     table = cast(Table, model.__table__)
     if dialect != "postgresql":
-        key: tuple[str, str, tuple[str, ...]] = (dialect, table.name, ())
-        statement = _INSERTS.get(key)
-        if statement is None:
-            statement = _INSERTS[key] = sqlite.insert(table).on_conflict_do_nothing(
-                index_elements=list(unique)).returning(*(table.c[c] for c in returning))
-        return list(s.execute(statement, list(rows)))
+        return list(s.execute(_values_insert(table, unique, returning), list(rows)))
     names = tuple(dict.fromkeys(name for row in rows for name in row))
-    key = (dialect, table.name, names)
-    statement = _INSERTS.get(key)
-    if statement is None:
-        statement = _INSERTS[key] = _recordset_insert(table, names, unique, returning)
     if any(len(row) != len(names) for row in rows):
         # A column some rows leave out gets its default, as in a VALUES list.
-        defaults = {name: _default(table.c[name]) for name in names}
+        defaults = {name: column_default(table.c[name]) for name in names}
         rows = [defaults | row for row in rows]
-    return list(_core(s, statement, {"rows": json.dumps(rows, default=_json_value)}))
+    statement = recordset_insert(table, names, unique=unique, returning=returning)
+    return list(_core(s, statement, {ROWS: rows_document(rows)}))
 
 
-def _default(column: Column[Any]) -> Any:
-    default = column.default
-    return default.arg if isinstance(default, ScalarElementColumnDefault) else None
-
-
-def _json_value(value: object) -> str:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the database; pass an aware one")
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not a column value the notifier writes")
-
-
-def _recordset_insert(table: Table, names: tuple[str, ...], unique: tuple[str, ...],
-                      returning: tuple[str, ...]) -> Insert:
-    """INSERT INTO table (names) SELECT … FROM jsonb_to_recordset(:rows) AS r(name type, …)
-    ON CONFLICT (unique) DO NOTHING RETURNING `returning`. The record's strings are unsized (text,
-    not varchar(n)): a value too long for its column fails the INSERT, as in a VALUES list,
-    instead of being cut by a cast."""
-    def record_type(column: Column[Any]) -> TypeEngine[Any]:
-        type_ = column.type
-        if isinstance(type_, JSON):
-            return postgresql.JSONB()
-        if isinstance(type_, String):
-            return Text()
-        return type_.impl_instance if isinstance(type_, TypeDecorator) else type_
-
-    rows = func.jsonb_to_recordset(cast_(bindparam("rows", type_=Text()), postgresql.JSONB)).table_valued(
-        *(sql_column(name, record_type(table.c[name])) for name in names)).render_derived(with_types=True)
-    return postgresql.insert(table).from_select(list(names), select(*(rows.c[name] for name in names))) \
-        .on_conflict_do_nothing(index_elements=list(unique)).returning(*(table.c[c] for c in returning))
-
-
-_INSERTS: dict[tuple[str, str, tuple[str, ...]], Insert] = {}
+@functools.lru_cache(maxsize=16)
+def _values_insert(table: Table, unique: tuple[str, ...], returning: tuple[str, ...]) -> Insert:
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(unique)).returning(
+        *(table.c[c] for c in returning))
 
 
 def _postgresql(s: Session) -> bool:

@@ -7,15 +7,12 @@ import contextlib
 import functools
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import (
     Insert,
     Select,
-    String,
     Table,
-    Text,
-    bindparam,
     event,
     func,
     insert,
@@ -24,7 +21,6 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import (
     Mapper,
     ORMExecuteState,
@@ -35,7 +31,6 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
-from sqlalchemy.types import TypeEngine
 
 from services.router import flood
 from services.router.kpi_store import mark_opened_days, record_survey_result
@@ -68,6 +63,7 @@ from services.router.unit_of_work import (
 )
 from shared.contracts import InboundMessage, SurveyResult
 from shared.db import Base, UTCDateTime
+from shared.db.bulk import ROWS, in_order, recordset_insert, rows_document
 
 
 def _insert(s: Session):
@@ -95,19 +91,16 @@ class _Columns:
                          and prop.columns[0].default.is_scalar else None)
                         for prop in mapper.column_attrs if prop.columns[0].key != self.serial]
         self.returned: str | None = self.serial if returned else None
-        # Where ids come back in the rows' order: one multi-row VALUES (SQLAlchemy's
-        # "insertmanyvalues"), and on SQLite (embedded mode) for every table.
+        # On SQLite (embedded mode): one multi-row VALUES (SQLAlchemy's "insertmanyvalues"), ids
+        # back in the rows' order.
         key = self.table.c[self.serial] if returned and self.serial else next(iter(self.table.primary_key))
         self.many = insert(self.table).returning(key, sort_by_parameter_order=returned)
-        # On PostgreSQL, INSERT … SELECT FROM unnest(one array per column): a short statement
-        # whatever the number of rows, so psycopg converts its text once (a multi-row VALUES of a
-        # batch is too long for psycopg's cache and is re-parsed every time) and PostgreSQL
-        # prepares it once. Arrays of unsized types: a value too long for its column fails the
-        # INSERT, as it would in a VALUES list, instead of being cut by a cast to varchar(n).
-        names = [column for _, column, _ in self.columns]
-        arrays = [bindparam(name, type_=ARRAY(_unsized(self.table.c[name].type))) for name in names]
-        rows = func.unnest(*arrays).table_valued(*names).render_derived()
-        self.unnest = insert(self.table).from_select(names, select(*(rows.c[name] for name in names)))
+        # On PostgreSQL, INSERT … SELECT FROM jsonb_to_recordset(:rows): one short statement whatever
+        # the number of rows, its rows one JSON document (shared/db/bulk.py says why). Ids come
+        # back in the rows' order where something reads them (`returned`).
+        names = tuple(column for _, column, _ in self.columns)
+        self.recordset = recordset_insert(self.table, names, returning=(self.returned,) if self.returned else (),
+                                          ordered=self.returned is not None)
 
     def values(self, obj: object, keep: bool) -> dict[str, object]:
         state = obj.__dict__
@@ -120,10 +113,6 @@ class _Columns:
                     setattr(obj, attr, value)  # what was written: nothing left to load back
             row[column] = value
         return row
-
-
-def _unsized(type_: TypeEngine[Any]) -> TypeEngine[Any]:
-    return Text() if isinstance(type_, String) else type_
 
 
 _MISSING = object()
@@ -160,13 +149,15 @@ class _Pending:
                 continue
             columns, keep = _COLUMNS[model], model in _KEPT
             values = [columns.values(obj, keep) for obj in objs]
-            if columns.returned is not None or not self.postgresql:
-                result = connection.execute(columns.many, values)
-                if columns.returned is not None:
-                    for obj, serial in zip(objs, result.scalars(), strict=True):
-                        setattr(obj, columns.returned, serial)
+            if self.postgresql:
+                result = connection.execute(columns.recordset, {ROWS: rows_document(values)})
+                serials = in_order(result.scalars().all()) if columns.returned is not None else []
             else:
-                connection.execute(columns.unnest, {name: [row[name] for row in values] for name in values[0]})
+                result = connection.execute(columns.many, values)
+                serials = list(result.scalars()) if columns.returned is not None else []
+            if columns.returned is not None:
+                for obj, serial in zip(objs, serials, strict=True):
+                    setattr(obj, columns.returned, serial)
             if model is Conversation:
                 # As the ORM's flush would have (kpi_store's after_flush hook).
                 mark_opened_days(self.s, [getattr(obj, "opened_at", None) for obj in objs])
