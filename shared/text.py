@@ -108,6 +108,10 @@ def strip_quotes_and_signature(text: str) -> str:
     a bare forward — the whole text is returned: something to categorise beats nothing.
     """
     text = normalise_newlines((text or "")[:MAX_TEXT_CHARS])
+    if "\n" not in text:
+        # One line (most chat messages) is all content whatever it looks like: what the walk below
+        # gives it, without the walk.
+        return text.strip()
     lines = [line.rstrip() for line in text.split("\n")]
     kept: list[str] = []
     i = 0
