@@ -18,7 +18,14 @@ from shared.db import Base, UTCDateTime
 class Outbox(Base):
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_recipient", "channel", "address", "created_at"),
-                      Index("ix_outbox_customer", "customer_id", "created_at"))
+                      # Partial (0021): an agent's notice has no customer, a pending row no provider
+                      # id; the queries ask for a value, so the rows without one need no entry.
+                      Index("ix_outbox_customer", "customer_id", "created_at",
+                            postgresql_where=text("customer_id IS NOT NULL"),
+                            sqlite_where=text("customer_id IS NOT NULL")),
+                      Index("ix_outbox_provider_message_id", "provider_message_id",
+                            postgresql_where=text("provider_message_id IS NOT NULL"),
+                            sqlite_where=text("provider_message_id IS NOT NULL")))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
@@ -34,7 +41,7 @@ class Outbox(Base):
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
-    provider_message_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
     options: Mapped[dict | None] = mapped_column()  # sender options: the number to send from, buttons...
     delivery_status: Mapped[str | None] = mapped_column(String(32))  # the provider's last word, only forward
     delivery_error: Mapped[str | None] = mapped_column(Text)
@@ -168,7 +175,9 @@ class AgentNotice(Base):
     """
 
     __tablename__ = "agent_notices"
-    __table_args__ = (Index("ix_agent_notices_status_due", "status", "not_before"),)
+    # The ticker's due notices: pending ones only (0021), so a sent notice leaves the index.
+    __table_args__ = (Index("ix_agent_notices_pending_due", "not_before", postgresql_where=text("status = 'pending'"),
+                            sqlite_where=text("status = 'pending'")),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)

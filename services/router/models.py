@@ -203,13 +203,17 @@ class ConversationSurvey(Base):
 
 class RouterOutbox(Base):
     __tablename__ = "router_outbox"
+    # Only the agent API's events wait for a confirm: the bus's are stored without (partial, 0021).
+    __table_args__ = (Index("ix_router_outbox_pending_since", "pending_since",
+                            postgresql_where=text("pending_since IS NOT NULL"),
+                            sqlite_where=text("pending_since IS NOT NULL")),)
 
     message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     source_message_id: Mapped[str] = mapped_column(String(64), index=True)
     body: Mapped[dict] = mapped_column()  # the encoded envelope, re-published unchanged on redelivery
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Agent API events have no bus redelivery to repair a lost publish: set until confirmed.
-    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class AgentToken(Base):
