@@ -86,6 +86,13 @@ def _daily_cap(uow: NotifierUnitOfWork, acks: list[outbox.Draft], config: Config
     return over_cap
 
 
+def rows_to_send(claims: EventClaims) -> list[int]:
+    """The outbox rows `send_claimed` sends now: those claimed to be sent that wait for no
+    earlier message (those raise WaitingForEarlier without a send)."""
+    sends = ([claims.ack] if claims.ack is not None else []) + [claim for _, claim in claims.notices]
+    return [claim.row_id for claim in sends if claim.send is not None and claim.send.waits_for is None]
+
+
 def claim_and_send(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
     """One conversation.opened or conversation.message event alone: its claims in one
     transaction, then its sends, then its notices' statuses."""
@@ -97,11 +104,13 @@ def claim_and_send(envelope: Envelope, deps: NotifierDeps) -> list[Envelope]:
         promises.record_sent(claims.outcomes, deps, deps.clock())
 
 
-def send_claimed(claims: EventClaims, deps: NotifierDeps) -> list[Envelope]:
+def send_claimed(claims: EventClaims, deps: NotifierDeps, *,
+                 sending: outbox.SendingTogether | None = None) -> list[Envelope]:
     """After the claims' commit: the acknowledgement, then the agent notices claimed with it (sent
     even when the acknowledgement must wait for a retry: the agent's news does not). The notices'
     statuses are recorded by the caller, for a whole batch at once (promises.record_sent), from
-    `claims.outcomes`; returns the events to publish (none)."""
+    `claims.outcomes`; returns the events to publish (none). `sending`: the batch's sending
+    transaction (outbox.sending_together), holding the locks of the rows claimed to be sent."""
     ev = claims.envelope.payload
     claim = claims.ack
     if claim is not None and claim.created and claim.status == "skipped":
@@ -111,11 +120,12 @@ def send_claimed(claims: EventClaims, deps: NotifierDeps) -> list[Envelope]:
         # The wording is computed again at the moment of sending: after a broker outage, a retry or
         # a spooled backlog, "we are closed", "back at 09:00" and the promise must be true then.
         if claim is not None and claim.send is not None and outbox.deliver(
-                claim.row_id, deps, claimed=claim.send, compose=lambda at: deps.compose_ack(ev, at)) == "sent":
+                claim.row_id, deps, claimed=claim.send, compose=lambda at: deps.compose_ack(ev, at),
+                sending=sending) == "sent":
             # The customer's wait, from the webhook to the provider's accepting the acknowledgement.
             observe_stage("sent", ev.channel, claims.envelope.occurred_at, deps.clock())
     finally:
-        claims.outcomes = promises.send_claimed(claims.notices, deps, now)
+        claims.outcomes = promises.send_claimed(claims.notices, deps, now, sending=sending)
     return []
 
 

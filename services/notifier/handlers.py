@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from services.notifier import customer_messages, delivery_reports, promises, survey_flow
+from services.notifier import customer_messages, delivery_reports, outbox, promises, survey_flow
 from services.notifier.deps import NotifierDeps
 from services.notifier.outbox import (
     MAX_SEND_ATTEMPTS,
@@ -125,7 +125,9 @@ def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list
     first, together, in one transaction of set-based statements (promises, agent notices, the
     acknowledgements' and due notices' outbox rows: customer_messages.claim_events), committed
     before any send; if that transaction fails, they are claimed again one by one, so a poison
-    event fails alone.
+    event fails alone. Their rows are then sent under one sending transaction (their locks taken
+    in one round trip, their records written in one UPDATE and COMMIT when all are sent), before
+    the lanes' other events.
     The notices' statuses after the sends are recorded in one statement for the batch. Every other
     event is handled exactly as `handle_event` handles it alone — its own claim in the outbox, its
     sending lock, its record — so exactly once and the outbox's order rule (WaitingForEarlier, for
@@ -135,27 +137,37 @@ def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list
     # Only a lane's first event: a conversation's later events wait for its earlier ones' sends.
     claimed = _claim_together(envelopes, [lane[0] for lane in lanes if envelopes[lane[0]].type in CLAIMED_TOGETHER],
                                deps, results)
+    # The claimed rows' event, for the rows whose records could not be written.
+    rows = {row_id: i for i, claims in claimed.items() for row_id in customer_messages.rows_to_send(claims)}
 
-    def run(indexes: list[int]) -> None:
+    def run(indexes: list[int], sending: outbox.SendingTogether | None = None) -> None:
         for i in indexes:
             envelope = envelopes[i]
             with correlated(envelope.correlation_id):
                 try:
                     if i in claimed:
                         with announcing_suppressions() as announced:
-                            customer_messages.send_claimed(claimed[i], deps)
+                            customer_messages.send_claimed(claimed[i], deps, sending=sending)
                             results[i] = list(announced)
                     elif not isinstance(results[i], Exception):  # else: its claim failed
                         results[i] = handle_event(envelope, deps)
                 except Exception as exc:  # noqa: BLE001 - this event's failure alone, settled by the worker
                     results[i] = exc
 
-    if deps.send_pool is None or len(lanes) == 1:
-        for lane in lanes:
-            run(lane)
-    else:
-        for future in [deps.send_pool.submit(run, lane) for lane in lanes]:
-            future.result()  # run() keeps every Exception: only a BaseException comes out here
+    # First the claimed events (each leads its lane) at once, under one sending transaction for
+    # all their rows (outbox.sending_together: their locks in one round trip, their records in one
+    # UPDATE and COMMIT); then the lanes' other events, each as handle_event handles it alone —
+    # after the records, so that a conversation's next message finds its acknowledgement sent.
+    with outbox.sending_together(deps, list(rows)) as sending:
+        if sending is None:  # each send takes its own lock: every lane whole, at once
+            _at_once(deps, lanes, run)
+        else:
+            _at_once(deps, [[i] for i in claimed], lambda lane: run(lane, sending))
+    if sending is not None:
+        if sending.error is not None:
+            for row_id in sending.unrecorded:  # sent, not recorded: the event's retry records them
+                results[rows[row_id]] = sending.error
+        _at_once(deps, [lane[1:] if lane[0] in claimed else lane for lane in lanes], run)
     outcomes = [outcome for claims in claimed.values() for outcome in claims.outcomes]
     try:
         promises.record_sent(outcomes, deps, deps.clock())
@@ -163,6 +175,17 @@ def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list
         # Their leases end and the ticker takes them again: their outbox rows, sent, are not sent again.
         log.exception("the statuses of %d agent notices were not recorded; the ticker settles them", len(outcomes))
     return results
+
+
+def _at_once(deps: NotifierDeps, lanes: list[list[int]], run: Callable[[list[int]], None]) -> None:
+    """`run` each lane (its events in order), the lanes at once on `deps.send_pool`."""
+    lanes = [lane for lane in lanes if lane]
+    if deps.send_pool is None or len(lanes) <= 1:
+        for lane in lanes:
+            run(lane)
+    else:
+        for future in [deps.send_pool.submit(run, lane) for lane in lanes]:
+            future.result()  # run() keeps every Exception: only a BaseException comes out here
 
 
 def _claim_together(envelopes: Sequence[Envelope], indexes: list[int], deps: NotifierDeps,

@@ -19,10 +19,11 @@ row pending and raises, so the bus retries it with backoff (out of tries it is "
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -255,13 +256,15 @@ def _waiting(earlier: int) -> str:
 
 
 def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None,
-            compose: Callable[[datetime], str] | None = None) -> str | None:
+            compose: Callable[[datetime], str] | None = None,
+            sending: SendingTogether | None = None) -> str | None:
     """Send one pending outbox row; raise TransientSendError to have the bus retry it.
 
     `claimed`: the row as the caller's committed claim read it (pending or dead, its order checked),
     which spares reading it again. `compose`: the text as of a moment, rendered again just before
     the provider is called (an acknowledgement talks about "now"); the row records what was sent.
     Returns the row's new status ("sent", "failed"), or None when it was not pending.
+    `sending`: the batch's sending transaction (`sending_together`), when it holds this row's lock.
 
     `deps.deliver`, when given, is called instead: the unit tests' in-memory provider edge."""
     if deps.deliver is not None:
@@ -281,7 +284,7 @@ def deliver(row_id: int, deps: NotifierDeps, *, claimed: Claimed | None = None,
         options["now"] = deps.clock().isoformat()
     try:
         with deps.senders.slot(channel) as sender:
-            return _send(row_id, sender, channel, address, body, options, deps, compose=compose)
+            return _send(row_id, sender, channel, address, body, options, deps, compose=compose, sending=sending)
     except ChannelBusy as exc:
         # Not sent, and counted as a try like any transient failure: the row's attempts must keep
         # pace with the bus's, which dead-letters at the same number.
@@ -442,6 +445,132 @@ def _sending_locally(connection: Connection, row_id: int) -> Iterator[Recorder |
             _sending_here.discard(row_id)
 
 
+#: One round trip for a batch's rows, as `_LOCK_AND_READ` for one: open the sending transaction,
+#: try every row's lock, and only then (a statement of its own, so a snapshot of its own) read
+#: their statuses. The ids are integers, written into the query.
+_LOCK_AND_READ_MANY = ("BEGIN; SELECT id, pg_try_advisory_xact_lock({ns}, id) FROM unnest(ARRAY[{ids}]::int[]) AS id; "
+                       "SELECT id, status FROM outbox WHERE id = ANY(ARRAY[{ids}]::int[])")
+#: One round trip: the batch's records, one UPDATE from a JSON list, and the COMMIT that makes them
+#: visible and then frees the locks. Guarded like `_mark_sent`; a row without a recomposed body
+#: keeps its own.
+_RECORD_MANY = ("UPDATE outbox AS o SET status = 'sent', attempts = o.attempts + 1, provider_message_id = s.pid, "
+                "sent_at = s.sent_at, body = COALESCE(s.body, o.body) "
+                "FROM jsonb_to_recordset(%(sent)s::jsonb) AS s(id int, pid text, sent_at timestamptz, body text) "
+                "WHERE o.id = s.id AND o.status <> 'sent'; COMMIT")
+
+
+class SendingTogether:
+    """The sending locks of a batch's claimed rows, held by one transaction (`sending_together`):
+    each send of the batch records itself here, and the records are written with one UPDATE and
+    one COMMIT when the batch's sends are over. Shared by the batch's sending threads."""
+
+    def __init__(self, held: dict[int, object], covered: set[int]):
+        self._held = held  # row → its status, read under its lock
+        self._covered = covered  # every row asked for: held here, or by another consumer
+        self._sent: dict[int, dict] = {}
+        self._lock = threading.Lock()
+        #: Set when the records could not be written, even on new connections within
+        #: RECORD_PATIENCE: the events of `unrecorded` rows are to be retried (which records them).
+        self.error: Exception | None = None
+        self.unrecorded: set[int] = set()
+
+    def covers(self, row_id: int) -> bool:
+        return row_id in self._covered
+
+    def recorder(self, row_id: int) -> Recorder | None:
+        """As `_sending` yields it: how to record the row's send, or None when another consumer
+        holds its lock or it is no longer pending."""
+        if row_id not in self._held:
+            log.info("outbox row is being sent by another consumer; this copy of its event sends nothing",
+                     extra={"outbox_id": row_id})
+            return None
+
+        def record(sent: dict) -> None:
+            with self._lock:
+                self._sent[row_id] = sent
+        return _unless_recorded(row_id, self._held[row_id], record)
+
+    def sent(self) -> dict[int, dict]:
+        with self._lock:
+            return dict(self._sent)
+
+
+@contextmanager
+def sending_together(deps: NotifierDeps, row_ids: Sequence[int]) -> Iterator[SendingTogether | None]:
+    """The sending lock of every row in `row_ids` (claimed, to be sent now), taken in one round
+    trip by one transaction that stays open while the rows are sent (on any threads, each with
+    `deliver(..., sending=...)`) and records them all at the end: two round trips and one commit
+    for a batch instead of two round trips and a commit per send. The lock keeps its meaning
+    (`_sending`): a row's lock is free only once its record is committed, or the transaction is
+    gone with its connection. A send that fails is recorded on another connection meanwhile, as
+    with `_sending`, so one failure loses no other record.
+
+    The price: a send is recorded when the batch's last send is over, not at once, so a consumer
+    killed meanwhile leaves every row the batch sent pending, and the redelivery sends them again
+    (the one way a message goes out twice, already there for one send's call and record).
+
+    None (each send takes its own lock) off PostgreSQL, with the unit tests' provider edge, with
+    nothing to send, or when the lock's round trip fails."""
+    ids = sorted({int(i) for i in row_ids})
+    if deps.deliver is not None or not ids:
+        yield None
+        return
+    engine = _engine_of(deps.sessions)
+    if engine.dialect.name != "postgresql":
+        yield None
+        return
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        raw = connection.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        together = None
+        try:
+            try:
+                together = _lock_and_read_many(raw, ids)
+            except DBAPIError as exc:
+                log.warning("the batch's sending locks were not taken together (%s); each send takes its own", exc)
+            if together is None:
+                yield None
+                return
+            try:
+                yield together
+            finally:
+                _record_together(deps, raw, together)
+        finally:
+            _end(connection, raw)
+
+
+def _lock_and_read_many(raw: psycopg.Connection, ids: list[int]) -> SendingTogether:
+    query = _LOCK_AND_READ_MANY.format(ns=SENDING_LOCK, ids=",".join(str(i) for i in ids))
+    with _translated(raw, query), raw.cursor() as cursor:
+        cursor.execute(query)
+        cursor.nextset()
+        locked = {row_id for row_id, held in cursor.fetchall() if held}
+        cursor.nextset()
+        statuses: dict[int, object] = dict(cursor.fetchall())
+    return SendingTogether({i: statuses.get(i) for i in locked}, set(ids))
+
+
+def _record_together(deps: NotifierDeps, raw: psycopg.Connection, together: SendingTogether) -> None:
+    sent = together.sent()
+    if not sent:
+        return  # nothing to record: the transaction is rolled back, and its locks go
+    document = json.dumps([{"id": row_id, "pid": values["provider_message_id"],
+                            "sent_at": values["sent_at"].isoformat(), "body": values.get("body")}
+                           for row_id, values in sent.items()])
+    try:
+        with _translated(raw, _RECORD_MANY), psycopg.ClientCursor(raw) as cursor:  # bound here: one round trip
+            cursor.execute(_RECORD_MANY, {"sent": document})
+    except DBAPIError as exc:
+        # The kept connection died during the sends (a database restart or outage).
+        log.warning("recording %d sent messages on a kept connection failed (%s); retrying on new ones",
+                    len(sent), exc)
+        try:
+            _record_many_later(deps, sent)
+        except DBAPIError as later:
+            together.error, together.unrecorded = later, set(sent)
+
+
 #: Seconds a consumer keeps trying to record a message the provider took, while the database is
 #: away, before it leaves that to the event's retry: a send is worth waiting for, not repeating.
 RECORD_PATIENCE = 20.0
@@ -460,25 +589,36 @@ def _mark_sent(row_id: int, sent: dict) -> Update:
 
 
 def _record_later(deps: NotifierDeps, row_id: int, sent: dict) -> None:
+    _record_many_later(deps, {row_id: sent})
+
+
+def _record_many_later(deps: NotifierDeps, sent: dict[int, dict]) -> None:
+    """Record sends (by outbox row) on new connections, retrying while the database is away, for
+    up to RECORD_PATIENCE seconds; then raise DBAPIError, and the event's retry records them."""
     with _local_lock:
-        _unrecorded[row_id] = sent
+        _unrecorded.update(sent)
     retrying = Retrying(stop=stop_after_delay(RECORD_PATIENCE), wait=wait_exponential(multiplier=0.2, max=2.0),
                         retry=retry_if_exception_type(DBAPIError), reraise=True)
     for attempt in retrying:
         with attempt, transaction(deps.sessions) as s:
-            s.execute(_mark_sent(row_id, sent))
+            for row_id, values in sent.items():
+                s.execute(_mark_sent(row_id, values))
     with _local_lock:
-        _unrecorded.pop(row_id, None)
+        for row_id in sent:
+            _unrecorded.pop(row_id, None)
 
 
 def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, options: dict,
-          deps: NotifierDeps, *, compose: Callable[[datetime], str] | None = None) -> str | None:
+          deps: NotifierDeps, *, compose: Callable[[datetime], str] | None = None,
+          sending: SendingTogether | None = None) -> str | None:
     # A kill -9 between the provider's accepting the message and our recording it is the one way a
     # message goes out twice (the redelivery finds the row still pending). So the connection that
     # records it is taken (and pinged) before the call, and the record is one round trip right after
     # it (the UPDATE and the COMMIT of the sending transaction) instead of a checkout, a ping and a
     # read-modify-write transaction.
-    with _sending(deps.sessions, row_id) as record_sent:
+    lock = (nullcontext(sending.recorder(row_id)) if sending is not None and sending.covers(row_id)
+            else _sending(deps.sessions, row_id))
+    with lock as record_sent:
         if record_sent is None:
             return None
         recomposed = compose(deps.clock()) if compose is not None else None

@@ -28,7 +28,7 @@ from typing import Any
 
 from services.notifier.deps import NotifierDeps
 from services.notifier.models import AgentNotice, Outbox, Promise
-from services.notifier.outbox import Claim, Contended, Draft, claim_many, deliver
+from services.notifier.outbox import Claim, Contended, Draft, SendingTogether, claim_many, deliver
 from services.notifier.senders import TransientSendError, UnknownChannel
 from services.notifier.texts import LANGUAGES, agent_notice_fields, render_agent_notice
 from services.notifier.unit_of_work import NotifierUnitOfWork
@@ -398,15 +398,16 @@ def _notice_draft(notice_id: int, key: str, conversation_id: str | None, correla
 
 
 def send_claimed(notices: Sequence[tuple[ClaimedNotice, Claim]], deps: NotifierDeps,
-                 now: datetime) -> list[tuple[int, str | None]]:
+                 now: datetime, *, sending: SendingTogether | None = None) -> list[tuple[int, str | None]]:
     """Deliver notices claimed with their event (after its commit), each with its outbox claim.
     What each came to, for `record_sent` (None: take the outbox row's status); a transient
     failure is recorded here (backoff, then dead), and a notice that raised otherwise is left to
-    its lease's end and the ticker."""
+    its lease's end and the ticker. `sending`: the batch's sending transaction, if any."""
     outcomes: list[tuple[int, str | None]] = []
     for notice, claim in notices:
         try:
-            status = deliver(claim.row_id, deps, claimed=claim.send) if claim.send is not None else None
+            status = (deliver(claim.row_id, deps, claimed=claim.send, sending=sending)
+                      if claim.send is not None else None)
         except TransientSendError as exc:
             _retry_later(deps, notice.notice_id, claim.row_id, now, exc)
             continue

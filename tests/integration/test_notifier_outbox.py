@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -19,6 +20,7 @@ from services.notifier.handlers import (
     NotifierDeps,
     UnknownEvent,
     WaitingForEarlier,
+    handle_batch,
     handle_event,
 )
 from services.notifier.models import Outbox
@@ -349,6 +351,9 @@ def proxied_sessions(pg_url):
     yield proxy, session_factory(engine)
     proxy.close()
     engine.dispose()
+    # The sends this process made while the database was away, by row id, are this database's:
+    # row ids of the next test's database must not be taken for them.
+    outbox._unrecorded.clear()
 
 
 def test_a_message_sent_while_the_database_went_away_is_recorded_when_it_is_back_not_sent_again(
@@ -496,3 +501,115 @@ def test_the_embedded_modes_sqlite_sends_a_message_once_and_records_it(example_c
         assert row.status == "sent" and row.attempts == 1 and row.provider_message_id == "1"
     finally:
         engine.dispose()
+
+
+class ByAddressSender(FlakySender):
+    """Fails each send to an address of `failures` with its exception, the first time; sends
+    every other (from any thread)."""
+
+    def __init__(self, failures: dict[str, Exception]):
+        super().__init__([])
+        self.by_address = dict(failures)
+        self._lock = threading.Lock()
+
+    def send(self, address, text, *, options=None) -> SendResult:
+        with self._lock:
+            failure = self.by_address.pop(address, None)
+            if failure is not None:
+                raise failure
+            self.sent.append((address, text))
+            return SendResult(provider_message_id=f"tg-{address}")
+
+
+def new_conversations(n: int) -> list[Envelope]:
+    """Openings of `n` customers' conversations, each to its own chat (chat 100, 101, ...)."""
+    batch = []
+    for i in range(n):
+        envelope = opened(conv=f"conv-{i}", reply_to=str(100 + i))
+        batch.append(dataclasses.replace(envelope, payload=dataclasses.replace(envelope.payload, customer_id=f"u{i}")))
+    return batch
+
+
+def test_a_batchs_sends_take_their_locks_in_one_round_trip_and_are_recorded_with_one_commit(
+        example_config, sessions, pg_url, monkeypatch) -> None:
+    """Issue 15: one sending transaction for the batch's claimed rows (the acknowledgements and
+    Anna's notices, by e-mail): the locks with the statuses, then every record and the COMMIT."""
+    sender = ByAddressSender({})
+    deps = make_deps(example_config, sessions, sender)
+    statements: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cursor, query, params=None, **kwargs):
+        statements.append(" ".join(str(query).split()))
+        return execute(cursor, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    with ThreadPoolExecutor(4) as pool:
+        deps.send_pool = pool
+        assert handle_batch(new_conversations(5), deps) == [[]] * 5
+    deps.send_pool = None
+    monkeypatch.undo()
+    locks = [s for s in statements if "pg_try_advisory_xact_lock" in s]
+    records = [s for s in statements if s.startswith("UPDATE outbox")]
+    assert len(locks) == 1 and len(records) == 1, statements
+    assert records[0].endswith("; COMMIT")
+    assert sorted(sender.sent) == [(str(100 + i), "Thanks Anna, reference SB-ABC") for i in range(5)]
+    stored = rows(sessions)
+    assert [(r.status, r.attempts, r.provider_message_id) for r in stored] == [
+        ("sent", 1, f"tg-{100 + i}") for i in range(5)]
+    assert all(r.sent_at == AT for r in stored)
+    assert _open_transactions(pg_url) == 0 and all(_lock_is_free(pg_url, r.id) for r in stored)
+
+    assert handle_batch(new_conversations(5), deps) == [[]] * 5  # redelivered: nothing sent again
+    assert len(sender.sent) == 5
+
+
+def test_a_failed_send_in_a_batch_loses_no_other_record_and_a_row_held_elsewhere_is_not_sent(
+        example_config, sessions, pg_url) -> None:
+    sender = ByAddressSender({"100": TransientSendError("timeout"), "101": PermanentSendError("bot was blocked")})
+    deps = make_deps(example_config, sessions, sender)
+    results = handle_batch(new_conversations(4), deps)
+    assert isinstance(results[0], TransientSendError) and results[1:] == [[]] * 3
+    assert [(r.address, r.status, r.attempts) for r in rows(sessions)] == [
+        ("100", "pending", 1), ("101", "failed", 1), ("102", "sent", 1), ("103", "sent", 1)]
+    assert _open_transactions(pg_url) == 0
+
+    # The bus's retry of the first, while another consumer holds the lock of a fifth's row.
+    batch = new_conversations(5)
+    assert handle_batch(batch[4:], make_deps(example_config, sessions, FlakySender([TransientSendError("x")]))) \
+        != [[]]
+    held = rows(sessions)[4]
+    holder = psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s, %s)", (SENDING_LOCK, held.id))
+    try:
+        assert handle_batch([batch[0], batch[4]], deps) == [[], []]
+    finally:
+        holder.close()
+    assert sorted(address for address, _ in sender.sent) == ["100", "102", "103"]  # not 104: being sent elsewhere
+    assert [r.status for r in rows(sessions)] == ["sent", "failed", "sent", "sent", "pending"]
+    assert _open_transactions(pg_url) == 0
+
+
+def test_a_batch_sent_while_the_database_went_away_is_recorded_when_it_is_back_not_sent_again(
+        example_config, proxied_sessions) -> None:
+    proxy, sessions = proxied_sessions
+    sender = OutageDuringSend(proxy, back_after=1.5)
+    deps = make_deps(example_config, sessions, sender)
+    assert handle_batch(new_conversations(3), deps) == [[]] * 3  # waits for the database, then records
+    assert handle_batch(new_conversations(3), deps) == [[]] * 3  # a redelivery finds them sent
+    assert len(sender.sent) == 3
+    assert [r.status for r in rows(sessions)] == ["sent"] * 3
+
+
+def test_a_batch_left_unrecorded_by_a_long_outage_is_recorded_by_the_retries_not_sent_again(
+        example_config, proxied_sessions, monkeypatch) -> None:
+    monkeypatch.setattr(outbox, "RECORD_PATIENCE", 0.5)
+    proxy, sessions = proxied_sessions
+    sender = OutageDuringSend(proxy, back_after=None)
+    deps = make_deps(example_config, sessions, sender)
+    results = handle_batch(new_conversations(2), deps)
+    assert all(isinstance(result, DBAPIError) for result in results)  # the bus is to retry both
+    proxy.restore()
+    assert handle_batch(new_conversations(2), deps) == [[]] * 2  # the bus's retries
+    assert len(sender.sent) == 2
+    assert [(r.status, r.provider_message_id) for r in rows(sessions)] == [("sent", "1"), ("sent", "2")]
