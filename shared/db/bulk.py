@@ -73,6 +73,15 @@ def _record_type(column: Column[Any]) -> TypeEngine[Any]:
     return type_.impl_instance if isinstance(type_, TypeDecorator) else type_
 
 
+def recordset(name: str, columns: tuple[tuple[str, TypeEngine[Any]], ...]) -> Any:
+    """A FROM item of the rows of the JSON document bound as `name` (`rows_document`): for a
+    look-up by many keys, `(a, b) IN (SELECT a, b FROM <this>)`, one statement text whatever the
+    number of keys, where an IN list of tuples is rendered again for every number of keys."""
+    document = cast_(bindparam(name, type_=Text()), postgresql.JSONB)
+    return func.jsonb_to_recordset(document).table_valued(
+        *(sql_column(column, type_) for column, type_ in columns)).render_derived(with_types=True)
+
+
 def rows_document(rows: Sequence[Mapping[str, Any]]) -> str:
     """The `rows` parameter of a recordset insert: the rows as one JSON array of objects, a key
     per column. An aware datetime goes as ISO 8601 (PostgreSQL reads its offset); a naive one is
