@@ -96,6 +96,18 @@ def test_a_button_that_is_not_a_survey_is_acknowledged_and_ignored(client, intak
     assert intake.accepted == []
 
 
+@pytest.mark.parametrize("encode", [
+    lambda text: text.replace('"callback_query"', '"callback\\u005fquery"').encode(),  # the key escaped
+    lambda text: text.encode("utf-16"),  # JSON in UTF-16, which json.loads reads as well
+], ids=["escaped_key", "utf16"])
+def test_a_button_press_however_its_json_is_written_is_acknowledged(client, intake, encode) -> None:
+    # The answer is found without parsing a customer's message twice (the body is looked at first);
+    # these spellings of the same press must still be answered.
+    r = post(client, encode(fixture_body("callback_query").decode()))
+    assert r.status_code == 200
+    assert r.json == {"method": "answerCallbackQuery", "callback_query_id": "4382bfdwdsb323b2d9"}
+
+
 def test_unknown_routes_and_methods_answer_json(client) -> None:
     r = client.get("/webhooks/telegram")
     assert r.status_code == 405 and r.json["error"] == "method_not_allowed"

@@ -84,8 +84,14 @@ class TelegramAdapter:
     def webhook_answer(self, request: RawRequest) -> dict[str, Any] | None:
         """A webhook's response may carry one Bot API call: a pressed button is acknowledged with
         answerCallbackQuery there (else the customer's client keeps spinning), with no extra request."""
+        body = request.body
+        if b"callback_query" not in body and b"\\u" not in body and b"\x00" not in body:
+            # No callback_query key can be in this update (a key is spelt out, or escaped as \u…, or
+            # the body is UTF-16/32, which json.loads reads too): a customer's message is not parsed
+            # a second time.
+            return None
         try:
-            query_id = callback_query_id(json.loads(request.body))
+            query_id = callback_query_id(json.loads(body))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             return None
         if query_id is not None:
