@@ -14,6 +14,9 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    and_,
+    any_,
+    bindparam,
     event,
     func,
     insert,
@@ -177,12 +180,27 @@ def _postgresql(s: Session) -> bool:
 _KEYS = "keys"
 
 
-def _pairs(pairs: Collection[tuple[str, str]], first: str, second: str) -> str:
-    return rows_document([{first: a, second: b} for a, b in pairs])
+#: The same pairs' first and second halves as arrays (`_halves`), for an index condition.
+_FIRSTS, _SECONDS = bindparam("firsts", type_=postgresql.ARRAY(Text())), bindparam("seconds", type_=postgresql.ARRAY(Text()))
+
+
+def _pairs(pairs: Collection[tuple[str, str]], first: str, second: str) -> dict[str, Any]:
+    return {_KEYS: rows_document([{first: a, second: b} for a, b in pairs]),
+            "firsts": list({a for a, _ in pairs}), "seconds": list({b for _, b in pairs})}
 
 
 def _keys(first: str, second: str) -> Any:
     return recordset(_KEYS, ((first, Text()), (second, Text())))
+
+
+def _halves(first: Any, second: Any) -> Any:
+    """`first = ANY(:firsts) AND second = ANY(:seconds)` beside a pair IN (jsonb_to_recordset …):
+    a superset the pair test narrows, there for the planner. It guesses 100 rows for any
+    jsonb_to_recordset, and below a few tens of thousands of rows it then read the whole table
+    (a hash join over a sequential scan: 2.7 ms a batch at 15,000 identities, in every bench run
+    on a fresh database); the arrays make the pair's index (uq_identity, uq_message_external,
+    ix_conversation_surveys_recipient) an index condition at any size."""
+    return and_(first == any_(_FIRSTS), second == any_(_SECONDS))
 
 
 def _read(s: Session, statement: Select, parameters: dict[str, Any]) -> Any:
@@ -202,7 +220,8 @@ def _read(s: Session, statement: Select, parameters: dict[str, Any]) -> Any:
 @functools.lru_cache(maxsize=1)
 def _identities_ahead() -> Select:
     keys = _keys("kind", "value")
-    return _identities_of(tuple_(Identity.kind, Identity.value).in_(select(keys.c.kind, keys.c.value)))
+    return _identities_of(and_(_halves(Identity.kind, Identity.value),
+                               tuple_(Identity.kind, Identity.value).in_(select(keys.c.kind, keys.c.value))))
 
 
 def _identities_of(where: Any) -> Select:
@@ -216,6 +235,7 @@ def _identities_of(where: Any) -> Select:
 def _stored_ahead() -> Select:
     keys = _keys("channel", "external_id")
     return select(Message.channel, Message.external_id, Message.id).where(
+        _halves(Message.channel, Message.external_id),
         tuple_(Message.channel, Message.external_id).in_(select(keys.c.channel, keys.c.external_id)))
 
 
@@ -223,6 +243,7 @@ def _stored_ahead() -> Select:
 def _surveyed_ahead() -> Select:
     keys = _keys("channel", "address")
     return select(ConversationSurvey.channel, ConversationSurvey.address).distinct().where(
+        _halves(ConversationSurvey.channel, ConversationSurvey.address),
         tuple_(ConversationSurvey.channel, ConversationSurvey.address).in_(select(keys.c.channel, keys.c.address)))
 
 
@@ -243,7 +264,7 @@ class _SqlCustomers:
         if not keys:
             return
         if _postgresql(self.s):
-            rows = self.s.execute(_identities_ahead(), {_KEYS: _pairs(keys, "kind", "value")}).all()
+            rows = self.s.execute(_identities_ahead(), _pairs(keys, "kind", "value")).all()
         else:
             rows = self.s.execute(_identities_of(tuple_(Identity.kind, Identity.value).in_(list(keys)))).all()
         self._known = dict.fromkeys(keys)
@@ -367,7 +388,7 @@ class _SqlMessages:
         if not wanted:
             return
         if _postgresql(self.s):
-            rows = _read(self.s, _stored_ahead(), {_KEYS: _pairs(wanted, "channel", "external_id")})
+            rows = _read(self.s, _stored_ahead(), _pairs(wanted, "channel", "external_id"))
         else:
             rows = self.s.execute(select(Message.channel, Message.external_id, Message.id)
                                   .where(tuple_(Message.channel, Message.external_id).in_(list(wanted))))
@@ -583,7 +604,7 @@ class _SqlSurveys:
         if not wanted:
             return
         if _postgresql(self.s):
-            rows = _read(self.s, _surveyed_ahead(), {_KEYS: _pairs(wanted, "channel", "address")})
+            rows = _read(self.s, _surveyed_ahead(), _pairs(wanted, "channel", "address"))
         else:
             rows = self.s.execute(select(ConversationSurvey.channel, ConversationSurvey.address).distinct()
                                   .where(tuple_(ConversationSurvey.channel, ConversationSurvey.address)
