@@ -24,6 +24,9 @@ correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("cor
 # with an unbounded run every start inside a long run of such characters would rescan it (quadratic).
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{0,63}@([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63})\b")
 _PHONE = re.compile(r"(?<![\w/])(\+?\d[\d \-().]{6,30}\d)(?![\w/])")
+# A message, conversation or correlation id is what an operator traces a message by: its digit
+# groups ("-8912-4513-") look like a phone number to _PHONE, so a UUID is matched first, kept whole.
+_UUID_OR_PHONE = re.compile(r"(?<![\w-])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![\w-])|" + _PHONE.pattern)
 
 
 def mask(text: str) -> str:
@@ -31,13 +34,15 @@ def mask(text: str) -> str:
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
 
     def phone(m: re.Match[str]) -> str:
+        if m.group(1) is None:  # a UUID
+            return m.group(0)
         digits = re.sub(r"\D", "", m.group(1))
         if len(digits) < 7 or _is_ipv4(m.group(1)):
             # A client's IPv4 address (the login throttle logs it) is what an operator needs whole.
             return m.group(1)
         return ("+" if m.group(1).startswith("+") else "") + digits[:2] + "*" * (len(digits) - 4) + digits[-2:]
 
-    return _PHONE.sub(phone, text)
+    return _UUID_OR_PHONE.sub(phone, text)
 
 
 def _is_ipv4(text: str) -> bool:

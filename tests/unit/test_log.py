@@ -49,3 +49,16 @@ def test_contact_data_is_masked_in_extra_fields_and_tracebacks_too() -> None:
     assert entry["address"] == "j***@example.org" and "501234" not in entry["to"]
     assert "601 234" not in entry["exc"] and "ValueError" in entry["exc"]
     assert entry["attempt"] == 2  # numbers that are not contact data stay as they are
+
+
+def test_message_ids_stay_whole_while_a_phone_number_beside_them_is_masked() -> None:
+    # Ids are how an operator follows a message through the logs; their digit groups are not a phone.
+    ids = ["9ebabc3c-8912-4513-a7c3-0d5b4b8ea7c3", "12345678-1234-5678-1234-567812345678"]
+    for mid in ids:
+        line = mask(f"routed {mid} from +48 601 234 567")
+        assert mid in line and "601 234" not in line
+    out = io.StringIO()
+    setup_logging("router", "INFO", stream=out)
+    logging.getLogger("test.log.ids").info("routed %s", ids[1], extra={"message_id": ids[1], "to": "+380501234567"})
+    entry = json.loads(out.getvalue())
+    assert entry["message_id"] == ids[1] and ids[1] in entry["msg"] and "501234" not in entry["to"]
