@@ -33,6 +33,7 @@ from services.router.models import (
     Identity,
     Message,
     RouterOutbox,
+    new_row,
 )
 from services.router.ownership import PHONE, opening_ownership_id, ownership_event, pending_row
 from services.router.revisions import apply_revision, revision_of
@@ -234,7 +235,7 @@ def _agent_note(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage, 
     conv = found[0] if found else None
     if conv is None:
         return False
-    uow.messages.add(Message(
+    uow.messages.add(new_row(Message,
         id=envelope.message_id, conversation_id=conv.id, direction="note", channel="email",
         external_id=msg.external_id, sender_kind="agent", sender_value=agent_id, text=msg.text,
         subject=msg.subject, received_at=msg.received_at, correlation_id=envelope.correlation_id,
@@ -250,7 +251,7 @@ def _agent_note(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage, 
 
 def _store_events(uow: RouterUnitOfWork, envelope: Envelope, events: list[Envelope]) -> None:
     for event in events:
-        uow.outbox.add(RouterOutbox(message_id=event.message_id, source_message_id=envelope.message_id,
+        uow.outbox.add(new_row(RouterOutbox, message_id=event.message_id, source_message_id=envelope.message_id,
                            body=encode(event), created_at=envelope.occurred_at))
 
 
@@ -354,7 +355,7 @@ def _route_new(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage, d
         # Claims the one-open-conversation index now (message by message): a racing replica fails
         # here and retries. A batch at once claims it at its commit.
         uow.claim()
-        assignment = Assignment(conversation_id=conv.id, agent_id=decision.agent_id, team_id=team_id,
+        assignment = new_row(Assignment, conversation_id=conv.id, agent_id=decision.agent_id, team_id=team_id,
                                 reason=f"{decision.rule}: {decision.reason}", assigned_at=at)
         uow.roster.add_assignment(assignment)
         opened = True
@@ -366,7 +367,7 @@ def _route_new(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMessage, d
             if pending and pending != conv.reply_to:
                 conv.reply_to_pending = pending
     conv.last_message_at = at
-    uow.messages.add(Message(
+    uow.messages.add(new_row(Message,
         id=envelope.message_id, conversation_id=conv.id, direction="in", channel=msg.channel,
         external_id=msg.external_id, sender_kind=msg.sender.kind, sender_value=msg.sender.value, text=msg.text,
         subject=msg.subject, received_at=at, correlation_id=envelope.correlation_id,
@@ -440,7 +441,7 @@ def _store_automatic(uow: RouterUnitOfWork, envelope: Envelope, msg: InboundMess
                                   language=config.business.default_language,
                                   team_id=next(iter(config.teams), None), reply_from=_reply_from(msg))
     uow.conversations.add(conv)
-    uow.messages.add(Message(
+    uow.messages.add(new_row(Message,
         id=envelope.message_id, conversation_id=conv.id, direction="in", channel=msg.channel,
         external_id=msg.external_id, sender_kind=msg.sender.kind, sender_value=msg.sender.value, text=msg.text,
         subject=msg.subject, received_at=msg.received_at, correlation_id=envelope.correlation_id,
@@ -518,7 +519,7 @@ def _customer(uow: RouterUnitOfWork, msg: InboundMessage, at: datetime) -> tuple
             have = {(i.kind, i.value) for i in uow.customers.identities(customer.id)}
     for kind, value in wanted:
         if (kind, value) not in have:
-            uow.customers.add_identity(Identity(customer_id=customer.id, kind=kind, value=value, created_at=at))
+            uow.customers.add_identity(new_row(Identity, customer_id=customer.id, kind=kind, value=value, created_at=at))
             have.add((kind, value))
     return customer, known
 
