@@ -52,6 +52,9 @@ class Msg:
 
     channel: str  # telegram | sms | messenger
     n: int
+    # The customer's words; None: one of the four TEXTS with `n` in it (the figures' usual run).
+    text: str | None = None
+    lang: str = "en"  # the client's interface language (Telegram's language_code)
 
     @property
     def address(self) -> str:
@@ -218,12 +221,12 @@ class Stack:
 
     def request(self, msg: Msg) -> tuple[str, bytes, dict[str, str]]:
         """(path, body, headers) of a correctly signed webhook carrying `msg`."""
-        body_text = TEXTS[msg.n % len(TEXTS)].format(n=msg.n)
+        body_text = msg.text if msg.text is not None else TEXTS[msg.n % len(TEXTS)].format(n=msg.n)
         if msg.channel == "telegram":
             user = int(msg.address)
             update = {"update_id": msg.n, "message": {
                 "message_id": msg.n % 100000 + 1, "date": int(time.time()), "text": body_text,
-                "from": {"id": user, "is_bot": False, "first_name": f"C{msg.n}", "language_code": "en"},
+                "from": {"id": user, "is_bot": False, "first_name": f"C{msg.n}", "language_code": msg.lang},
                 "chat": {"id": user, "type": "private", "first_name": f"C{msg.n}"}}}
             return ("/webhooks/telegram", json.dumps(update).encode(),
                     {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET, "Content-Type": "application/json"})
