@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=30)
     parser.add_argument("--rates", default="10,20", help="webhooks/s of the slow streams, comma-separated")
     parser.add_argument("--seconds", type=float, default=30, help="length of each stream")
+    parser.add_argument("--analyze", action="store_true",
+                        help="ANALYZE the database after the warm-up, as autovacuum would (this machine's is off)")
     args = parser.parse_args(argv)
     numbers = itertools.count(30_000_000)
     stack = Stack(workdir=Path(tempfile.mkdtemp(prefix="sbquiet-")), log_level="WARNING")
@@ -100,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         run_stream(warm, [Msg("telegram", next(numbers)) for _ in range(60)], 30)
         drain(stack, warm.accepted, 120)
         time.sleep(10)  # the warm-up's notices and bus events settle before the idle window
+        if args.analyze:
+            with stack.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
 
         cpu0, db0, t0 = meter.sample(), database(stack), time.monotonic()
         time.sleep(args.idle_seconds)
