@@ -400,6 +400,10 @@ def refresh_rollups(sessions: sessionmaker[Session], calendar: Calendar, *, days
     tz = ZoneInfo(calendar.timezone)
     ready_until = _last_ended_utc_day(now or datetime.now(UTC), tz)
     built = 0
+    # The marks there were when the round began: one written meanwhile (a reply to an old
+    # conversation while the round rebuilds its day) waits for the next round instead of keeping
+    # this one going for as long as the marks keep coming.
+    upto: int | None = None
     while True:
         with transaction(sessions) as s:
             if s.get_bind().dialect.name == "postgresql" and not s.scalar(
@@ -410,13 +414,16 @@ def refresh_rollups(sessions: sessionmaker[Session], calendar: Calendar, *, days
                 s.execute(delete(KpiDailySurveys))
                 s.execute(delete(KpiDay))
                 mark_every_day(s)
+            if upto is None:
+                upto = s.scalar(select(func.max(KpiDirtyDay.id))) or 0
             utc_days = list(s.scalars(select(KpiDirtyDay.utc_day).distinct()
-                                      .where(KpiDirtyDay.utc_day <= ready_until)
+                                      .where(KpiDirtyDay.utc_day <= ready_until, KpiDirtyDay.id <= upto)
                                       .order_by(KpiDirtyDay.utc_day).limit(days_per_batch)))
             if not utc_days:
                 _collapse_marks(s, after=ready_until)
                 return built
-            seen = list(s.scalars(select(KpiDirtyDay.id).where(KpiDirtyDay.utc_day.in_(utc_days))))
+            seen = list(s.scalars(select(KpiDirtyDay.id).where(KpiDirtyDay.utc_day.in_(utc_days),
+                                                                KpiDirtyDay.id <= upto)))
             local = sorted({day for d in utc_days for day in _local_days_of(_as_date(d), tz)})
             for day in local:
                 _build_day(s, day, tz)

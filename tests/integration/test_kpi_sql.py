@@ -426,6 +426,39 @@ def test_a_day_not_over_yet_stays_marked_and_is_built_once_it_has_ended(db, exam
         assert kpi_store.report(s, example_config, scope, start, end, at(30, 12)) == expected
 
 
+def test_a_round_ends_while_marks_keep_coming(pg_url, example_config, monkeypatch) -> None:
+    """Marks written while the job rebuilds (traffic on an old day) wait for the next round: the
+    round does not start over for as long as they keep coming, and the day stays marked meanwhile."""
+    engine = make_engine(pg_url)
+    migrate(engine)
+    db = session_factory(engine)
+    cal = example_config.business_calendar
+    store(db, ROWS, [], [], cal)
+    build = kpi_store._build_day
+    built: list = []
+
+    def build_while_marked(s, day, tz) -> None:
+        built.append(day)
+        if len(built) <= 100:  # the old job would have gone round 100 times more
+            with transaction(db) as other:
+                other.add(KpiDirtyDay(utc_day=at(24, 12).date()))
+        build(s, day, tz)
+
+    monkeypatch.setattr(kpi_store, "_build_day", build_while_marked)
+    later = datetime(2026, 12, 5, tzinfo=UTC)  # every day of ROWS is over
+    try:
+        days = kpi_store.refresh_rollups(db, cal, now=later, days_per_batch=1)
+        assert days == len(built) < 30  # one pass over the marked days, a transaction per day
+        with db() as s:  # what came meanwhile is there for the next round
+            assert list(s.scalars(select(KpiDirtyDay.utc_day).distinct())) == [at(24, 12).date()]
+        monkeypatch.setattr(kpi_store, "_build_day", build)
+        assert kpi_store.refresh_rollups(db, cal, now=later) > 0
+        with db() as s:
+            assert not list(s.scalars(select(KpiDirtyDay.id)))
+    finally:
+        engine.dispose()
+
+
 def test_first_responses_kept_before_migration_0011_are_filled_in(db, example_config) -> None:
     cal = example_config.business_calendar
     rows = [r for r in ROWS if r.first_response_at is not None]
