@@ -1,8 +1,9 @@
 """The notifier's CPU per message and its PostgreSQL work, in process (issue 15).
 
-Batches of new conversations (conversation.opened, acknowledged; at night, so the owner's notice
-waits for the shift and one message per conversation leaves, as in `make bench`) go through the
-notifier's batch handler with its real Telegram sender against the fake Bot API, which runs in a
+Batches of new conversations (conversation.opened, acknowledged) go through the notifier's batch
+handler, with the team on shift around the clock as in `make bench` (tests/bench/stack.py
+on_shift_around_the_clock): each event's acknowledgement and its owner's notice on Telegram, two
+sends per event (counted from the outbox after the run and printed), with its real Telegram sender against the fake Bot API, which runs in a
 child process so that its CPU is not counted, and a fresh PostgreSQL database of its own.
 
 Printed: the notifier's CPU per event (time.process_time of this process), the CPU of the
@@ -23,17 +24,21 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import yaml
 
 from services.notifier.bootstrap import build_deps
 from services.notifier.handlers import handle_batch
 from services.notifier.senders import Registry
 from services.notifier.senders.telegram import TelegramSender
-from shared.config import load_config
+from shared.config import load_config_text
 from shared.contracts import ConversationOpened, Envelope
 from shared.db import make_engine, migrate, session_factory
+from tests.bench.stack import on_shift_around_the_clock
 from tests.support import infra
 
-NIGHT = datetime(2026, 11, 24, 2, 30, tzinfo=UTC)  # a Tuesday, 03:30 in Warsaw: the team is closed
+NOW = datetime(2026, 11, 24, 2, 30, tzinfo=UTC)  # any hour: the team is on shift around the clock
+OWNERS = (("anna", "Anna Kowalska"), ("taras", "Taras Melnyk"), ("jonas", "Jonas Petrauskas"),
+          ("maria", "Maria Georgieva"))
 _FAKE = ("import sys; from tests.fakes.telegram_api import FakeBotApi; f = FakeBotApi().start(); "
          "print(f.port, flush=True); sys.stdin.read()")
 
@@ -42,9 +47,9 @@ def opened(n: int) -> Envelope:
     ev = ConversationOpened(
         conversation_id=f"conv-{n}", opening=1, reference=f"SB-{n:010d}", customer_id=f"cust-{n}",
         customer_name="Piotr", channel="telegram", reply_to=str(1000 + n), language="en", category="delivery",
-        owner_id="anna", owner_name="Anna Kowalska", assignment_reason="r", received_at=NIGHT,
-        promise_due=NIGHT + timedelta(hours=8), inbound_message_id=f"in-{n}", acknowledge=True)
-    return Envelope.wrap(ev, message_id=f"ev-{n}", correlation_id=f"c-{n}", occurred_at=NIGHT)
+        owner_id=OWNERS[n % len(OWNERS)][0], owner_name=OWNERS[n % len(OWNERS)][1], assignment_reason="r",
+        received_at=NOW, promise_due=NOW + timedelta(hours=8), inbound_message_id=f"in-{n}", acknowledge=True)
+    return Envelope.wrap(ev, message_id=f"ev-{n}", correlation_id=f"c-{n}", occurred_at=NOW)
 
 
 def _backend_ticks(url: str) -> dict[int, int]:
@@ -74,11 +79,15 @@ def main() -> None:
     engine = make_engine(url)
     try:
         migrate(engine)
-        config = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "switchboard.yaml"))
+        path = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "switchboard.yaml")
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+        on_shift_around_the_clock(raw)
+        config = load_config_text(yaml.safe_dump(raw, allow_unicode=True), path)
         sender = TelegramSender("123:abc", api_base=f"http://127.0.0.1:{port}/bot")
         pool = ThreadPoolExecutor(8)
         deps = build_deps(config, session_factory(engine), Registry({"telegram": sender}, max_in_flight=6),
-                          lambda: NIGHT, send_pool=pool)
+                          lambda: NOW, send_pool=pool)
         n = 0
 
         def batch() -> None:
@@ -122,6 +131,9 @@ def main() -> None:
         print(f"notifier CPU {1000 * cpu / events:.3f} ms per event; PostgreSQL backends {1000 * pg / events:.3f} ms "
               f"per event (tick {1000 / os.sysconf('SC_CLK_TCK'):.0f} ms)")
         print(f"round trips {len(trips) / 20:.1f} per batch, commits {commits[0] / 20:.1f} per batch")
+        with psycopg.connect(raw_url) as probe:
+            kinds = dict(probe.execute("SELECT kind, count(*) FROM outbox WHERE status = 'sent' GROUP BY kind"))
+        print(f"sent per event: {', '.join(f'{k} {v / n:.2f}' for k, v in sorted(kinds.items()))}")
         if os.environ.get("VERBOSE"):
             for t in trips[: len(trips) // 20]:
                 print("  ", " ".join(t.split())[:150])
