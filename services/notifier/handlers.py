@@ -164,6 +164,7 @@ def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list
         else:
             _at_once(deps, [[i] for i in claimed], lambda lane: run(lane, sending))
     if sending is not None:
+        _log_sent(envelopes, claimed, sending.sent())
         if sending.error is not None:
             for row_id in sending.unrecorded:  # sent, not recorded: the event's retry records them
                 results[rows[row_id]] = sending.error
@@ -175,6 +176,24 @@ def handle_batch(envelopes: Sequence[Envelope], deps: NotifierDeps) -> list[list
         # Their leases end and the ticker takes them again: their outbox rows, sent, are not sent again.
         log.exception("the statuses of %d agent notices were not recorded; the ticker settles them", len(outcomes))
     return results
+
+
+def _log_sent(envelopes: Sequence[Envelope], claimed: dict[int, customer_messages.EventClaims],
+              sent: dict[int, dict]) -> None:
+    """One line per event for what its claimed rows sent (production logs at INFO: a line costs
+    about as much CPU as a tenth of an event's handling, and an event sends an acknowledgement
+    and a notice), with the event's correlation id and the outbox rows."""
+    if not sent or not log.isEnabledFor(logging.INFO):
+        return
+    for i, claims in claimed.items():
+        what = [("acknowledgement", claims.ack)] if claims.ack is not None else []
+        what += [("agent notice", claim) for _, claim in claims.notices]
+        done = [(kind, claim.row_id, claim.send.channel) for kind, claim in what
+                if claim.row_id in sent and claim.send is not None]
+        if done:
+            with correlated(envelopes[i].correlation_id):
+                log.info("sent %s", ", ".join(f"{kind} on {channel}" for kind, _, channel in done),
+                         extra={"outbox_ids": [row_id for _, row_id, _ in done]})
 
 
 def _at_once(deps: NotifierDeps, lanes: list[list[int]], run: Callable[[list[int]], None]) -> None:

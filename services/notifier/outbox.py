@@ -620,8 +620,9 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
     # records it is taken (and pinged) before the call, and the record is one round trip right after
     # it (the UPDATE and the COMMIT of the sending transaction) instead of a checkout, a ping and a
     # read-modify-write transaction.
-    lock = (nullcontext(sending.recorder(row_id)) if sending is not None and sending.covers(row_id)
-            else _sending(deps.sessions, row_id))
+    together = sending is not None and sending.covers(row_id)
+    lock = nullcontext(sending.recorder(row_id)) if sending is not None and together else \
+        _sending(deps.sessions, row_id)
     with lock as record_sent:
         if record_sent is None:
             return None
@@ -652,7 +653,8 @@ def _send(row_id: int, sender: Sender, channel: str, address: str, body: str, op
                         extra={"outbox_id": row_id})
             _record_later(deps, row_id, sent)
     MESSAGES_OUT.labels(channel, "sent").inc()
-    log.info("sent %s on %s", "message", channel, extra={"outbox_id": row_id})
+    if not together:  # a batch's sends are logged one line per event, by handlers.handle_batch
+        log.info("sent %s on %s", "message", channel, extra={"outbox_id": row_id})
     return "sent"
 
 

@@ -33,6 +33,7 @@ from services.notifier.senders.telegram import TelegramSender
 from shared.config import load_config_text
 from shared.contracts import ConversationOpened, Envelope
 from shared.db import make_engine, migrate, session_factory
+from shared.log import setup_logging
 from tests.bench.stack import on_shift_around_the_clock
 from tests.support import infra
 
@@ -71,7 +72,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--size", type=int, default=5)
+    parser.add_argument("--log-level", default=None,
+                        help="the services' logging (shared.log.setup_logging) at this level, to /dev/null: "
+                             "production runs at INFO; default: none, as in make bench (WARNING)")
     args = parser.parse_args()
+    if args.log_level:
+        setup_logging("notifier", args.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115 - the run's
     fake = subprocess.Popen([sys.executable, "-c", _FAKE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     port = int(fake.stdout.readline())
     name, url = infra.new_database()
