@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -38,7 +38,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from services.notifier.deps import NotifierDeps
 from services.notifier.models import Outbox, Suppression
 from services.notifier.senders import ChannelBusy, PermanentSendError, Sender, TransientSendError
-from services.notifier.unit_of_work import NotifierUnitOfWork, OutboxRepository, SqlOutbox
+from services.notifier.unit_of_work import NotifierUnitOfWork, OutboxFound, OutboxRepository, SqlOutbox
 from shared.contracts import AddressSuppressed, Envelope, derive_id
 from shared.db import transaction
 from shared.metrics import MESSAGES_OUT
@@ -216,8 +216,7 @@ def claim_many(uow: NotifierUnitOfWork, drafts: Sequence[Draft], now: datetime, 
                            if i < row_id]
                 waits_for = min(earlier) if earlier else None
                 if waits_for is not None:
-                    _count_attempt(row if row is not None else uow.outbox.one(row_id), "pending",
-                                   error=_waiting(waits_for))
+                    _count_attempt(uow.outbox.one(row_id), "pending", error=_waiting(waits_for))
             send = Claimed(values["channel"], values["address"], values["body"], dict(values["options"] or {}),
                            values["conversation_id"], waits_for)
         claims.append(Claim(row_id, status, row is None, send))
@@ -227,7 +226,7 @@ def claim_many(uow: NotifierUnitOfWork, drafts: Sequence[Draft], now: datetime, 
 _SENT_COLUMNS = ("channel", "address", "body", "options", "conversation_id")
 
 
-def _status(values: dict[str, Any], found: dict[str, Outbox]) -> str:
+def _status(values: dict[str, Any], found: Mapping[str, OutboxFound]) -> str:
     row = found.get(values["idempotency_key"])
     return row.status if row is not None else values["status"]
 
