@@ -14,8 +14,9 @@ from shared.db import session_factory
 from shared.runtime import start_thread, utc_now
 from shared.service import run_consumer_service
 
-#: Consumer threads, each taking micro-batches of events.
-CONSUMERS = 4
+#: Consumer threads, each taking micro-batches of events; two for the reason the router has two
+#: (services/router/__main__.py: measured latency at 100 msgs/s with 1, 2 and 4).
+CONSUMERS = 2
 #: Threads the consumers' batches send on, shared: sends to different conversations are in flight
 #: together (a slow provider's calls, each with its own timeout, wait in their own threads); a
 #: conversation's messages still leave in order (handlers.handle_batch, outbox.WaitingForEarlier).

@@ -38,8 +38,11 @@ def main() -> None:
         return [build_api(config, sessions, publisher, built.get("deps")), *build_pages(config, sessions, publisher,
                                                                                     secure_cookies=settings.secure_cookies)]
 
-    # 4 consumers: a message is mostly database round trips; more than that only queue on 2 cores.
-    run_consumer_service("router", 8081, worker, blueprints, consumers=4, config_checks=(check_config_macros,))
+    # 2 consumers: one batch's database round trips and confirm waits overlap the other's work; with
+    # 4, batches stayed at one message at 100 msgs/s and the threads queued for the GIL (quiet
+    # machine, tests/bench/quiet.py, 2026-12-07: p99 webhook → acknowledgement 102 ms with 2,
+    # 291 ms with 4, 325 ms with 1). More throughput: replicas, or SWITCHBOARD_CONSUMERS.
+    run_consumer_service("router", 8081, worker, blueprints, consumers=2, config_checks=(check_config_macros,))
 
 
 if __name__ == "__main__":
