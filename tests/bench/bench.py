@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -170,13 +171,9 @@ class CpuMeter:
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)")
 
 
-def batch_counters(stack: Stack) -> dict[str, float]:
-    """The `*batch*` samples of the consumers' /metrics (a histogram's _sum and _count), by series.
-
-    The micro-batching consumers report their batch sizes as Prometheus metrics; before they do,
-    there is nothing here and the bench prints "batching: off"."""
-    out: dict[str, float] = {}
-    for name in ("router", "notifier"):
+def metric_lines(stack: Stack, services: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """(service, line) of each service's /metrics (Prometheus text); a service not answering has none."""
+    for name in services:
         port = stack.services.ports.get(name)
         if port is None:
             continue
@@ -185,9 +182,19 @@ def batch_counters(stack: Stack) -> dict[str, float]:
         except httpx.HTTPError:
             continue
         for line in body.splitlines():
-            m = _SAMPLE.match(line)
-            if m and "batch" in m.group(1) and m.group(1).endswith(("_sum", "_count")):
-                out[f"{name}:{m.group(1)}{m.group(2) or ''}"] = float(m.group(3))
+            yield name, line
+
+
+def batch_counters(stack: Stack) -> dict[str, float]:
+    """The `*batch*` samples of the consumers' /metrics (a histogram's _sum and _count), by series.
+
+    The micro-batching consumers report their batch sizes as Prometheus metrics; before they do,
+    there is nothing here and the bench prints "batching: off"."""
+    out: dict[str, float] = {}
+    for name, line in metric_lines(stack, ("router", "notifier")):
+        m = _SAMPLE.match(line)
+        if m and "batch" in m.group(1) and m.group(1).endswith(("_sum", "_count")):
+            out[f"{name}:{m.group(1)}{m.group(2) or ''}"] = float(m.group(3))
     return out
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from shared.config import load_config
 from shared.contracts import Envelope, Identity, InboundMessage, derive_id
 from shared.db import make_engine, migrate, session_factory
+from tests.bench import growth
 from tests.support import infra
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,20 +192,8 @@ def table_stats(url: str) -> dict[str, dict[str, int]]:
 
 
 def history(url: str, n: int, config) -> None:
-    from tests.bench.growth import LOAD_SQL, OPEN
-
-    engine = make_engine(url, pool_size=1)
-    try:
-        params = {"n": n, "open": OPEN, "categories": list(config.categories), "agents": list(config.agents),
-                  "team": next(iter(config.teams), None)}
-        with engine.begin() as conn:
-            conn.execute(text("SET LOCAL session_replication_role = replica"))
-            for sql in LOAD_SQL:
-                conn.execute(text(sql), params)
-        with engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
-    finally:
-        engine.dispose()
+    """`n` stored conversations as tests/bench/growth.py loads them (migrated, analysed)."""
+    growth.load(url, n, config)
 
 
 def measure(messages: int, router_batch: int, notifier_batch: int, hist: int, warmup: int = 550,

@@ -28,11 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from sqlalchemy import text
 
 from tests.bench import cpu
-from tests.bench.bench import PROCESSES, CpuMeter, batch_counters, batch_sizes, drain
+from tests.bench.bench import PROCESSES, CpuMeter, batch_counters, batch_sizes, drain, metric_lines
 from tests.bench.stack import Msg, Poster, Stack, percentile, run_stream
 
 _STAGE = re.compile(r'^switchboard_stage_latency_seconds_(sum|count)\{[^}]*stage="([^"]+)"[^}]*\}\s+(\S+)')
@@ -61,17 +60,12 @@ def database(stack: Stack) -> Counts:
 def stages(stack: Stack) -> dict[str, tuple[float, float]]:
     """(sum of seconds, count) of each latency stage, over the three services' /metrics."""
     out: dict[str, tuple[float, float]] = {}
-    for name in ("gateway", "router", "notifier"):
-        try:
-            body = httpx.get(f"http://127.0.0.1:{stack.services.ports[name]}/metrics", timeout=10).text
-        except httpx.HTTPError:
-            continue
-        for line in body.splitlines():
-            m = _STAGE.match(line)
-            if m:
-                total, count = out.get(m.group(2), (0.0, 0.0))
-                value = float(m.group(3))
-                out[m.group(2)] = (total + value, count) if m.group(1) == "sum" else (total, count + value)
+    for _name, line in metric_lines(stack, ("gateway", "router", "notifier")):
+        m = _STAGE.match(line)
+        if m:
+            total, count = out.get(m.group(2), (0.0, 0.0))
+            value = float(m.group(3))
+            out[m.group(2)] = (total + value, count) if m.group(1) == "sum" else (total, count + value)
     return out
 
 

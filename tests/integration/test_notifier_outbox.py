@@ -366,12 +366,18 @@ def test_a_message_sent_while_the_database_went_away_is_recorded_when_it_is_back
     assert [r.status for r in rows(sessions)] == ["sent"]
 
 
-def test_a_send_left_unrecorded_by_a_long_outage_is_recorded_by_the_retry_not_sent_again(
-        example_config, proxied_sessions, monkeypatch) -> None:
+@pytest.fixture
+def long_outage(example_config, proxied_sessions, monkeypatch):
+    """(proxy, sessions, sender, deps): the database goes away during the send and stays away past
+    the record's patience, until the test restores the proxy."""
     monkeypatch.setattr(outbox, "RECORD_PATIENCE", 0.5)
     proxy, sessions = proxied_sessions
     sender = OutageDuringSend(proxy, back_after=None)
-    deps = make_deps(example_config, sessions, sender)
+    return proxy, sessions, sender, make_deps(example_config, sessions, sender)
+
+
+def test_a_send_left_unrecorded_by_a_long_outage_is_recorded_by_the_retry_not_sent_again(long_outage) -> None:
+    proxy, sessions, sender, deps = long_outage
     with pytest.raises(DBAPIError):
         handle_event(opened(), deps)  # the database is still away: the bus is to retry the event
     proxy.restore()
@@ -601,12 +607,8 @@ def test_a_batch_sent_while_the_database_went_away_is_recorded_when_it_is_back_n
     assert [r.status for r in rows(sessions)] == ["sent"] * 3
 
 
-def test_a_batch_left_unrecorded_by_a_long_outage_is_recorded_by_the_retries_not_sent_again(
-        example_config, proxied_sessions, monkeypatch) -> None:
-    monkeypatch.setattr(outbox, "RECORD_PATIENCE", 0.5)
-    proxy, sessions = proxied_sessions
-    sender = OutageDuringSend(proxy, back_after=None)
-    deps = make_deps(example_config, sessions, sender)
+def test_a_batch_left_unrecorded_by_a_long_outage_is_recorded_by_the_retries_not_sent_again(long_outage) -> None:
+    proxy, sessions, sender, deps = long_outage
     results = handle_batch(new_conversations(2), deps)
     assert all(isinstance(result, DBAPIError) for result in results)  # the bus is to retry both
     proxy.restore()
