@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, Update, select, update
+from sqlalchemy import Connection, Update, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -40,7 +40,7 @@ from services.notifier.models import Outbox, Suppression
 from services.notifier.senders import ChannelBusy, PermanentSendError, Sender, TransientSendError
 from services.notifier.unit_of_work import NotifierUnitOfWork, OutboxFound, OutboxRepository, SqlOutbox
 from shared.contracts import AddressSuppressed, Envelope, derive_id
-from shared.db import transaction
+from shared.db import engine_of, transaction
 from shared.metrics import MESSAGES_OUT
 from shared.redact import mask_secrets
 
@@ -328,7 +328,7 @@ def _sending(sessions: sessionmaker[Session], row_id: int) -> Iterator[Recorder 
     The database must not end idle transactions sooner than a provider's call may take
     (idle_in_transaction_session_timeout, off by default): that would free the lock mid-send."""
     # A connection of the sessions' engine, without a Session around it: only statements run here.
-    with _engine_of(sessions).connect() as connection:
+    with engine_of(sessions).connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
         if connection.dialect.name == "postgresql":
             with _sending_on_postgres(connection, row_id) as recorder:
@@ -336,13 +336,6 @@ def _sending(sessions: sessionmaker[Session], row_id: int) -> Iterator[Recorder 
         else:
             with _sending_locally(connection, row_id) as local:
                 yield local
-
-
-def _engine_of(sessions: sessionmaker[Session]) -> Engine:
-    bind = sessions.kw.get("bind")
-    if not isinstance(bind, Engine):
-        raise TypeError("the notifier's sessions are bound to an engine (shared.db.session_factory)")
-    return bind
 
 
 @contextmanager
@@ -517,7 +510,7 @@ def sending_together(deps: NotifierDeps, row_ids: Sequence[int]) -> Iterator[Sen
     if deps.deliver is not None or not ids:
         yield None
         return
-    engine = _engine_of(deps.sessions)
+    engine = engine_of(deps.sessions)
     if engine.dialect.name != "postgresql":
         yield None
         return

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Engine, delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.router.assignment import (
@@ -54,7 +54,7 @@ from shared.contracts import (
     encode,
     new_id,
 )
-from shared.db import UTCDateTime
+from shared.db import UTCDateTime, engine_of
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ def publish_pending(sessions: sessionmaker[Session], publisher: Publisher, messa
     ids = list(message_ids)
     if not ids:
         return 0
-    engine = _engine_of(sessions)
+    engine = engine_of(sessions)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         rows = list(conn.execute(select(RouterOutbox.message_id, RouterOutbox.body)
                                  .where(RouterOutbox.message_id.in_(ids), RouterOutbox.pending_since.is_not(None))
@@ -383,13 +383,6 @@ def publish_pending(sessions: sessionmaker[Session], publisher: Publisher, messa
         conn.execute(update(RouterOutbox).where(RouterOutbox.message_id.in_([message_id for message_id, _ in rows]))
                      .values(pending_since=None))
     return len(rows)
-
-
-def _engine_of(sessions: sessionmaker[Session]) -> Engine:
-    bind = sessions.kw.get("bind")
-    if not isinstance(bind, Engine):
-        raise TypeError("the router's sessions are bound to an engine (shared.db.session_factory)")
-    return bind
 
 
 def relay_pending(sessions: sessionmaker[Session], publisher: Publisher, now: datetime,

@@ -123,6 +123,15 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def engine_of(sessions: sessionmaker[Session]) -> Engine:
+    """The engine a `session_factory` is bound to: for statements that need a connection of their
+    own and no Session around it (autocommit reads, the notifier's sending lock)."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the sessions are not bound to an engine (shared.db.session_factory binds them)")
+    return bind
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; safe to call from several services at once."""
     from alembic import command
