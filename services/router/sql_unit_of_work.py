@@ -180,7 +180,7 @@ def _postgresql(s: Session) -> bool:
 _KEYS = "keys"
 
 
-#: The same pairs' first and second halves as arrays (`_halves`), for an index condition.
+#: The same pairs' first and second halves as arrays (`_pairs_in`), for an index condition.
 _FIRSTS, _SECONDS = bindparam("firsts", type_=postgresql.ARRAY(Text())), bindparam("seconds", type_=postgresql.ARRAY(Text()))
 
 
@@ -189,18 +189,17 @@ def _pairs(pairs: Collection[tuple[str, str]], first: str, second: str) -> dict[
             "firsts": list({a for a, _ in pairs}), "seconds": list({b for _, b in pairs})}
 
 
-def _keys(first: str, second: str) -> Any:
-    return recordset(_KEYS, ((first, Text()), (second, Text())))
-
-
-def _halves(first: Any, second: Any) -> Any:
-    """`first = ANY(:firsts) AND second = ANY(:seconds)` beside a pair IN (jsonb_to_recordset …):
-    a superset the pair test narrows, there for the planner. It guesses 100 rows for any
-    jsonb_to_recordset, and below a few tens of thousands of rows it then read the whole table
-    (a hash join over a sequential scan: 2.7 ms a batch at 15,000 identities, in every bench run
-    on a fresh database); the arrays make the pair's index (uq_identity, uq_message_external,
-    ix_conversation_surveys_recipient) an index condition at any size."""
-    return and_(first == any_(_FIRSTS), second == any_(_SECONDS))
+def _pairs_in(first: Any, second: Any) -> Any:
+    """(first, second) IN the batch's key pairs (`_pairs`, one JSON document), and beside it
+    `first = ANY(:firsts) AND second = ANY(:seconds)`: a superset the pair test narrows, there for
+    the planner. It guesses 100 rows for any jsonb_to_recordset, and below a few tens of thousands
+    of rows it then read the whole table (a hash join over a sequential scan: 2.7 ms a batch at
+    15,000 identities, in every bench run on a fresh database); the arrays make the pair's index
+    (uq_identity, uq_message_external, ix_conversation_surveys_recipient) an index condition at any
+    size."""
+    keys = recordset(_KEYS, ((first.key, Text()), (second.key, Text())))
+    return and_(first == any_(_FIRSTS), second == any_(_SECONDS),
+                tuple_(first, second).in_(select(keys.c[first.key], keys.c[second.key])))
 
 
 def _read(s: Session, statement: Select, parameters: dict[str, Any]) -> Any:
@@ -219,9 +218,7 @@ def _read(s: Session, statement: Select, parameters: dict[str, Any]) -> Any:
 # the IN lists.
 @functools.lru_cache(maxsize=1)
 def _identities_ahead() -> Select:
-    keys = _keys("kind", "value")
-    return _identities_of(and_(_halves(Identity.kind, Identity.value),
-                               tuple_(Identity.kind, Identity.value).in_(select(keys.c.kind, keys.c.value))))
+    return _identities_of(_pairs_in(Identity.kind, Identity.value))
 
 
 def _identities_of(where: Any) -> Select:
@@ -233,18 +230,20 @@ def _identities_of(where: Any) -> Select:
 
 @functools.lru_cache(maxsize=1)
 def _stored_ahead() -> Select:
-    keys = _keys("channel", "external_id")
-    return select(Message.channel, Message.external_id, Message.id).where(
-        _halves(Message.channel, Message.external_id),
-        tuple_(Message.channel, Message.external_id).in_(select(keys.c.channel, keys.c.external_id)))
+    return _stored_of(_pairs_in(Message.channel, Message.external_id))
+
+
+def _stored_of(where: Any) -> Select:
+    return select(Message.channel, Message.external_id, Message.id).where(where)
 
 
 @functools.lru_cache(maxsize=1)
 def _surveyed_ahead() -> Select:
-    keys = _keys("channel", "address")
-    return select(ConversationSurvey.channel, ConversationSurvey.address).distinct().where(
-        _halves(ConversationSurvey.channel, ConversationSurvey.address),
-        tuple_(ConversationSurvey.channel, ConversationSurvey.address).in_(select(keys.c.channel, keys.c.address)))
+    return _surveyed_of(_pairs_in(ConversationSurvey.channel, ConversationSurvey.address))
+
+
+def _surveyed_of(where: Any) -> Select:
+    return select(ConversationSurvey.channel, ConversationSurvey.address).distinct().where(where)
 
 
 class _SqlCustomers:
@@ -390,8 +389,7 @@ class _SqlMessages:
         if _postgresql(self.s):
             rows = _read(self.s, _stored_ahead(), _pairs(wanted, "channel", "external_id"))
         else:
-            rows = self.s.execute(select(Message.channel, Message.external_id, Message.id)
-                                  .where(tuple_(Message.channel, Message.external_id).in_(list(wanted))))
+            rows = self.s.execute(_stored_of(tuple_(Message.channel, Message.external_id).in_(list(wanted))))
         self._stored = {(channel, external_id): message_id for channel, external_id, message_id in rows}
         self._absent = wanted - self._stored.keys()
 
@@ -606,9 +604,8 @@ class _SqlSurveys:
         if _postgresql(self.s):
             rows = _read(self.s, _surveyed_ahead(), _pairs(wanted, "channel", "address"))
         else:
-            rows = self.s.execute(select(ConversationSurvey.channel, ConversationSurvey.address).distinct()
-                                  .where(tuple_(ConversationSurvey.channel, ConversationSurvey.address)
-                                         .in_(list(wanted))))
+            rows = self.s.execute(_surveyed_of(tuple_(ConversationSurvey.channel, ConversationSurvey.address)
+                                               .in_(list(wanted))))
         surveyed = {(channel, address) for channel, address in rows}
         self._none = wanted - surveyed
 
