@@ -247,15 +247,12 @@ _FORMS = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 _STATUS = {code: f"{code} {HTTP_STATUS_CODES[code]}" for code in (200, 400, 403, 404, 413, 500)}
 
 
-def webhooks_blueprint(deps: GatewayDeps) -> Blueprint:
+def webhooks_blueprint(deps: GatewayDeps, handle: Handle) -> Blueprint:
     bp = Blueprint("webhooks", __name__)
-    handle = webhook_handler(deps)
 
     @bp.before_request
     def _correlate() -> None:
-        given = next((request.headers[h] for h in CORRELATION_HEADERS if request.headers.get(h)), None)
-        cid = given[:128] if given else str(uuid.uuid4())
-        g.correlation_token = correlation_id.set(cid)
+        g.correlation_token = correlation_id.set(correlation_of(request.headers))
 
     @bp.teardown_request
     def _uncorrelate(_exc) -> None:
@@ -307,7 +304,9 @@ def create_app(deps: GatewayDeps, extra_blueprints: Sequence[Blueprint] = ()) ->
     app = Flask("switchboard.gateway")
     app.config["MAX_CONTENT_LENGTH"] = deps.max_body_bytes
     install_json_errors(app)
-    app.register_blueprint(webhooks_blueprint(deps))
+    # One webhook handler for Flask's routes and the WSGI fast path in front of them.
+    handle = webhook_handler(deps)
+    app.register_blueprint(webhooks_blueprint(deps, handle))
     for bp in extra_blueprints:
         app.register_blueprint(bp)
     # Assembled once: the base and the parts of exactly the adapters this app serves.
@@ -315,5 +314,5 @@ def create_app(deps: GatewayDeps, extra_blueprints: Sequence[Blueprint] = ()) ->
     app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(document))
     routes = {adapter.webhook.path: _Route(name, adapter, adapter.webhook.channel, _Kinds.of(adapter))
               for name, adapter in deps.adapters.items()}
-    app.wsgi_app = _FastWebhooks(app.wsgi_app, deps, routes, webhook_handler(deps))  # type: ignore[method-assign]
+    app.wsgi_app = _FastWebhooks(app.wsgi_app, deps, routes, handle)  # type: ignore[method-assign]
     return app
